@@ -1,0 +1,364 @@
+"""Stage "build": compile a consumer's shim against a llama.cpp tree into one shared library.
+
+llama.cpp's own libraries (llama, common, ggml*) are built once per (commit, options) into the cache as
+static, position-independent archives and linked into the shim, as a consumer such as an R package ships
+them. Rebuilding a changed shim then costs one compile and one link, not a cold llama.cpp build.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from migrate.paths import cache_root
+from migrate.sources import SourceTree
+
+# Flags that keep the llama.cpp build to the libraries a shim links; static + PIC so they link into a .so.
+BASE_CMAKE_ARGS: tuple[str, ...] = (
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DCMAKE_POSITION_INDEPENDENT_CODE=ON",
+    "-DBUILD_SHARED_LIBS=OFF",
+    "-DLLAMA_CURL=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_TOOLS=OFF",
+    "-DLLAMA_BUILD_SERVER=OFF",
+)
+LLAMA_TARGETS = ("llama", "common")
+SOURCE_SUFFIXES = {".c", ".cc", ".cpp", ".cxx"}
+BACKUP_SUFFIXES = {".orig", ".bak", ".rej", ".swp"}
+SKIP_DIR_NAMES = {".git", "node_modules", "CMakeFiles", "__pycache__", ".llama-migrate-backup"}
+INCLUDE_LLAMA = re.compile(r'^\s*#\s*include\s*[<"](?:[^">]*/)?llama\.h[">]', re.MULTILINE)
+COMPILER_ERROR = re.compile(r"^(?P<file>[^\s:][^:]*):(?P<line>\d+):(?:(?P<col>\d+):)? (?:fatal )?error: (?P<msg>.*)$")
+LINKER_ERROR = re.compile(r"^(?P<file>[^\s:][^:]*):(?:\(.*?\)|[^:]*): (?P<msg>undefined reference to .*)$")
+
+
+class BuildError(Exception):
+    """Misuse the caller must fix (no shim found, no toolchain); a failing compile is a BuildResult instead."""
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    backend: str = "cpu"  # "cpu" or "cuda"
+    cuda_arch: str | None = None
+    cmake_args: tuple[str, ...] = ()
+    jobs: int | None = None
+
+    def llama_cmake_args(self) -> list[str]:
+        args = list(BASE_CMAKE_ARGS)
+        if self.backend == "cuda":
+            args.append("-DGGML_CUDA=ON")
+            if self.cuda_arch:
+                args.append(f"-DCMAKE_CUDA_ARCHITECTURES={self.cuda_arch}")
+        elif self.backend != "cpu":
+            raise BuildError(f"unknown backend {self.backend!r}: use 'cpu' or 'cuda'")
+        if shutil.which("ccache"):
+            args.append("-DGGML_CCACHE=ON")
+        args.extend(self.cmake_args)
+        return args
+
+    def key(self) -> str:
+        """Cache key part for these options: backend plus a digest of every flag that shapes the objects."""
+        flags = [a for a in self.llama_cmake_args() if a != "-DGGML_CCACHE=ON"]
+        digest = hashlib.sha256(json.dumps(flags).encode()).hexdigest()[:10]
+        return f"{self.backend}-{digest}"
+
+
+@dataclass
+class LlamaLibs:
+    """llama.cpp's static libraries for one (commit, options), built in the cache."""
+
+    tree: Path
+    build_dir: Path
+    archives: list[Path]
+    include_dirs: list[Path]
+    backend: str
+    reused: bool
+    seconds: float
+    objects_rebuilt: int
+
+
+@dataclass
+class CompilerMessage:
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+@dataclass
+class BuildResult:
+    ok: bool
+    library: str | None
+    sources: list[str]
+    llama: dict[str, str | None]
+    backend: str
+    seconds: float
+    llama_seconds: float
+    llama_reused: bool
+    llama_objects_rebuilt: int
+    shim_seconds: float
+    log: str
+    errors: list[CompilerMessage] = field(default_factory=list)
+    stage: str = "shim"  # where it failed: "llama" or "shim"
+
+    def to_json(self) -> dict[str, object]:
+        data = asdict(self)
+        data["errors"] = [str(e) for e in self.errors]
+        return data
+
+
+# --- finding the shim -------------------------------------------------------------------------------------
+
+
+def is_llama_tree(path: Path) -> bool:
+    return (path / "include" / "llama.h").is_file() and (path / "ggml").is_dir()
+
+
+def _skip_dir(path: Path) -> bool:
+    return (
+        path.name in SKIP_DIR_NAMES
+        or path.name.startswith("build")
+        or (path / "CMakeCache.txt").exists()
+        or is_llama_tree(path)
+    )
+
+
+def _is_backup(path: Path) -> bool:
+    return path.suffix in BACKUP_SUFFIXES or path.name.endswith("~") or ".llama-migrate-bak" in path.name
+
+
+def find_shim_sources(src: Path) -> list[Path]:
+    """C/C++ files under SRC that include llama.h, outside any llama.cpp tree, build folder or backup."""
+    if not src.exists():
+        raise BuildError(f"{src}: no such file or directory")
+    if src.is_file():
+        return [src.resolve()]
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(src):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not _skip_dir(here / d))
+        for name in sorted(filenames):
+            path = here / name
+            if path.suffix not in SOURCE_SUFFIXES or _is_backup(path):
+                continue
+            text = path.read_text(encoding="utf-8", errors="replace")
+            if INCLUDE_LLAMA.search(text):
+                found.append(path.resolve())
+    if not found:
+        raise BuildError(f"{src}: no C/C++ file that includes llama.h (outside llama.cpp trees and build folders)")
+    return found
+
+
+# --- llama.cpp libraries ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Serialise builds of one cache entry across processes (CI and a developer may share the cache)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run(cmd: list[str], cwd: Path | None, log: list[str]) -> int:
+    log.append("$ " + " ".join(cmd))
+    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    log.append(proc.stdout)
+    return proc.returncode
+
+
+def _jobs(options: BuildOptions) -> str:
+    return str(options.jobs or os.cpu_count() or 2)
+
+
+def _count_compiled(ninja_output: str) -> int:
+    return len(re.findall(r"^\[\d+/\d+\] Building (?:C|CXX|CUDA) object", ninja_output, re.MULTILINE))
+
+
+def llama_build_dir(tree: SourceTree, options: BuildOptions, cache: Path | None = None) -> Path:
+    return cache_root(cache) / "build" / f"{tree.provided}-{tree.commit[:12]}-{options.key()}"
+
+
+def build_llama(tree: SourceTree, options: BuildOptions, cache: Path | None = None) -> tuple[LlamaLibs | None, str]:
+    """Configure (once) and bring llama.cpp's libraries up to date; returns (libs or None on failure, log)."""
+    build_dir = llama_build_dir(tree, options, cache)
+    log: list[str] = []
+    started = time.monotonic()
+    with _locked(build_dir.with_suffix(".lock")):
+        stamp = build_dir / "llama-migrate-complete.json"
+        reused = stamp.is_file()
+        if not (build_dir / "build.ninja").is_file():
+            cmd = ["cmake", "-S", str(tree.path), "-B", str(build_dir), "-G", "Ninja", *options.llama_cmake_args()]
+            if _run(cmd, None, log) != 0:
+                return None, "\n".join(log)
+        before = len(log)
+        if _run(["cmake", "--build", str(build_dir), "-j", _jobs(options), "--target", *LLAMA_TARGETS], None, log) != 0:
+            return None, "\n".join(log)
+        rebuilt = _count_compiled("\n".join(log[before:]))
+        archives = sorted(p for p in build_dir.rglob("*.a") if "CMakeFiles" not in p.parts)
+        stamp.write_text(json.dumps({"commit": tree.commit, "options": options.llama_cmake_args()}, indent=1))
+    libs = LlamaLibs(
+        tree=tree.path,
+        build_dir=build_dir,
+        archives=archives,
+        include_dirs=[tree.path / "include", tree.path / "ggml" / "include", tree.path / "common", tree.path],
+        backend=options.backend,
+        reused=reused,
+        seconds=time.monotonic() - started,
+        objects_rebuilt=rebuilt,
+    )
+    return libs, "\n".join(log)
+
+
+# --- the shim ------------------------------------------------------------------------------------------------
+
+SHIM_CMAKE = """\
+cmake_minimum_required(VERSION 3.14)
+project(llama_migrate_shim C CXX)
+set(CMAKE_CXX_STANDARD 17)
+set(CMAKE_CXX_STANDARD_REQUIRED ON)
+find_package(Threads REQUIRED)
+find_package(OpenMP)
+add_library(shim SHARED {sources})
+set_target_properties(shim PROPERTIES OUTPUT_NAME "{name}")
+target_include_directories(shim PRIVATE {includes})
+target_compile_definitions(shim PRIVATE {defines})
+# libllama whole, so every llama_* entry point is exported for the harness to observe state with;
+# the rest as a group because ggml's archives reference each other.
+target_link_libraries(shim PRIVATE
+  -Wl,--whole-archive "{llama}" -Wl,--no-whole-archive
+  -Wl,--start-group {archives} -Wl,--end-group
+  Threads::Threads ${{CMAKE_DL_LIBS}} m)
+if(OpenMP_CXX_FOUND)
+  target_link_libraries(shim PRIVATE OpenMP::OpenMP_CXX)
+endif()
+{cuda}
+"""
+
+SHIM_CUDA = """\
+find_package(CUDAToolkit REQUIRED)
+target_link_libraries(shim PRIVATE CUDA::cudart_static CUDA::cublas_static CUDA::cublasLt_static CUDA::cuda_driver)
+"""
+
+
+def _cmake_list(paths: list[Path] | list[str]) -> str:
+    return " ".join(f'"{p}"' for p in paths)
+
+
+def shim_build_dir(sources: list[Path], libs: LlamaLibs, cache: Path | None) -> Path:
+    digest = hashlib.sha256(json.dumps([str(s) for s in sources] + [str(libs.build_dir)]).encode()).hexdigest()[:12]
+    return cache_root(cache) / "shim" / f"{libs.build_dir.name}-{digest}"
+
+
+def parse_errors(log: str, limit: int = 50) -> list[CompilerMessage]:
+    """First compiler/linker errors in a build log as file:line: message."""
+    errors: list[CompilerMessage] = []
+    seen: set[tuple[str, int, str]] = set()
+    for raw in log.splitlines():
+        line = raw.rstrip()
+        match = COMPILER_ERROR.match(line)
+        if match:
+            item = (match["file"], int(match["line"]), match["msg"])
+        else:
+            match = LINKER_ERROR.match(line)
+            if not match:
+                continue
+            item = (match["file"], 0, match["msg"])
+        if item not in seen:
+            seen.add(item)
+            errors.append(CompilerMessage(*item))
+        if len(errors) >= limit:
+            break
+    return errors
+
+
+def build_shim(
+    sources: list[Path],
+    libs: LlamaLibs,
+    name: str = "shim",
+    extra_includes: list[Path] | None = None,
+    defines: list[str] | None = None,
+    cache: Path | None = None,
+) -> tuple[Path | None, str, float]:
+    """Compile and link the shim; returns (library path or None, log, seconds)."""
+    started = time.monotonic()
+    build_dir = shim_build_dir(sources, libs, cache)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    includes = sorted({s.parent for s in sources}) + list(extra_includes or []) + libs.include_dirs
+    llama = next((a for a in libs.archives if a.name == "libllama.a"), None)
+    if llama is None:
+        raise BuildError(f"{libs.build_dir}: libllama.a missing; remove the folder to rebuild it")
+    others = [a for a in libs.archives if a != llama]
+    text = SHIM_CMAKE.format(
+        sources=_cmake_list(sources),
+        name=name,
+        includes=_cmake_list(includes),
+        defines=" ".join(defines or []) or "LLAMA_MIGRATE_BUILD=1",
+        llama=llama,
+        archives=_cmake_list(others),
+        cuda=SHIM_CUDA if libs.backend == "cuda" else "",
+    )
+    project = build_dir / "project"
+    project.mkdir(exist_ok=True)
+    cmake_file = project / "CMakeLists.txt"
+    if not cmake_file.is_file() or cmake_file.read_text() != text:
+        cmake_file.write_text(text)
+    log: list[str] = []
+    out = build_dir / "out"
+    if not (out / "build.ninja").is_file() or cmake_file.stat().st_mtime > (out / "build.ninja").stat().st_mtime:
+        cmd = ["cmake", "-S", str(project), "-B", str(out), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release"]
+        if _run(cmd, None, log) != 0:
+            return None, "\n".join(log), time.monotonic() - started
+    if _run(["cmake", "--build", str(out), "-j", "2"], None, log) != 0:
+        return None, "\n".join(log), time.monotonic() - started
+    library = out / f"lib{name}.so"
+    return library, "\n".join(log), time.monotonic() - started
+
+
+def build(
+    src: Path,
+    tree: SourceTree,
+    options: BuildOptions | None = None,
+    sources: list[Path] | None = None,
+    name: str | None = None,
+    cache: Path | None = None,
+) -> BuildResult:
+    """The whole stage: find the shim, bring llama.cpp's libraries up to date, compile and link."""
+    options = options or BuildOptions()
+    started = time.monotonic()
+    shim_sources = [Path(s).resolve() for s in sources] if sources else find_shim_sources(src)
+    name = name or shim_sources[0].stem
+    llama_info: dict[str, str | None] = tree.describe()
+    libs, llama_log = build_llama(tree, options, cache)
+    if libs is None:
+        return BuildResult(
+            ok=False, library=None, sources=[str(s) for s in shim_sources], llama=llama_info,
+            backend=options.backend, seconds=time.monotonic() - started, llama_seconds=time.monotonic() - started,
+            llama_reused=False, llama_objects_rebuilt=0, shim_seconds=0.0, log=llama_log,
+            errors=parse_errors(llama_log), stage="llama",
+        )  # fmt: skip
+    library, shim_log, shim_seconds = build_shim(shim_sources, libs, name=name, cache=cache)
+    log = llama_log + "\n" + shim_log
+    return BuildResult(
+        ok=library is not None, library=str(library) if library else None, sources=[str(s) for s in shim_sources],
+        llama=llama_info, backend=options.backend, seconds=time.monotonic() - started, llama_seconds=libs.seconds,
+        llama_reused=libs.reused, llama_objects_rebuilt=libs.objects_rebuilt, shim_seconds=shim_seconds, log=log,
+        errors=[] if library else parse_errors(shim_log), stage="shim",
+    )  # fmt: skip

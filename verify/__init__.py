@@ -1,0 +1,1 @@
+"""The verification harness: runs a consumer's checklist on built libraries through cffi."""
