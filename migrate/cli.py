@@ -12,7 +12,8 @@ import sys
 
 # Modules that contribute sub-commands; a module missing here is a bug, not an optional feature.
 COMMAND_MODULES = ("migrate.commands",)
-OPTIONAL_COMMAND_MODULES = ("migrate.rewrite_cli", "verify.cli")
+# Stages still being written; each becomes required once it lands.
+OPTIONAL_COMMAND_MODULES = ("migrate.commands_model", "migrate.apidiff", "migrate.rewrite_cli", "verify.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != name:
                 raise
             continue
-        module.register(subparsers)
+        if hasattr(module, "register"):
+            module.register(subparsers)
     return parser
 
 

@@ -176,7 +176,8 @@ def _from_npm(requested: str, provided: str, cache: SourceCache) -> SourceTree:
                 info = json.load(archive.extractfile(INFO_MEMBER))  # type: ignore[arg-type]
                 archive.extract(BUNDLE_MEMBER, tmp, filter="data")
         except (tarfile.TarError, KeyError, OSError, json.JSONDecodeError, EOFError) as exc:
-            raise SourceError(f"{tarball} is corrupt or incomplete ({exc}): delete it and retry") from exc
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise SourceError(f"{tarball} is corrupt or incomplete ({reason}): delete it and retry") from exc
         if info.get("tag") != provided:
             raise SourceError(f"{tarball} carries llama.cpp {info.get('tag')}, not {provided}: delete it and retry")
         bundle = Path(tmp) / BUNDLE_MEMBER

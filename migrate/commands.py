@@ -1,0 +1,96 @@
+"""Sub-commands of the foundation stages: `migrate sources` and `migrate build`.
+
+Exit codes: 0 success; 1 the build failed (compiler errors printed as file:line: message);
+2 bad input or an environment problem (message on stderr says what to do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from migrate.build import BuildError, BuildOptions, build
+from migrate.sources import DEFAULT_REMOTE, SourceError, SourceTree, resolve
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--via", default="auto", choices=["auto", "checkout", "npm", "remote"],
+                        help="where llama.cpp comes from (auto: cache, --checkout, npm bundle, remote)")  # fmt: skip
+    parser.add_argument("--checkout", help="the consumer's llama.cpp git checkout (e.g. its submodule); never modified")
+    parser.add_argument("--remote", default=DEFAULT_REMOTE, help="git remote for shallow tag fetches")
+    parser.add_argument("--refresh", action="store_true", help="drop the cached tree and fetch it again")
+
+
+def tree_from_args(spec: str, args: argparse.Namespace) -> SourceTree:
+    tree = resolve(spec, via=args.via, checkout=args.checkout, remote=args.remote, cache=args.cache,
+                   refresh=args.refresh)  # fmt: skip
+    print(tree.summary(), file=sys.stderr)
+    return tree
+
+
+def cmd_sources(args: argparse.Namespace) -> int:
+    try:
+        tree = tree_from_args(args.tag, args)
+    except SourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        Path(args.json).write_text(json.dumps(tree.describe(), indent=2) + "\n")
+    print(tree.path)
+    return EXIT_OK
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    options = BuildOptions(backend=args.gpu or "cpu", cuda_arch=args.cuda_arch, cmake_args=tuple(args.cmake_arg))
+    try:
+        tree = tree_from_args(args.llama, args)
+        print(f"building {args.src} against llama.cpp {tree.provided} ({options.backend}) ...", file=sys.stderr)
+        result = build(Path(args.src), tree, options, sources=[Path(s) for s in args.source] or None, cache=args.cache)
+    except (SourceError, BuildError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        data = result.to_json()
+        data.pop("log")
+        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
+    if args.log:
+        Path(args.log).write_text(result.log)
+    reuse = "reused" if result.llama_reused and result.llama_objects_rebuilt == 0 else "built"
+    print(
+        f"llama.cpp libraries {reuse} ({result.llama_objects_rebuilt} objects compiled, {result.llama_seconds:.1f} s); "
+        f"shim {result.shim_seconds:.1f} s",
+        file=sys.stderr,
+    )
+    if not result.ok:
+        print(f"build FAILED at stage {result.stage}: {len(result.errors)} error(s)", file=sys.stderr)
+        for error in result.errors:
+            print(error, file=sys.stderr)
+        if not result.errors:
+            print(result.log[-3000:], file=sys.stderr)
+        return EXIT_FAILED
+    print(result.library)
+    return EXIT_OK
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    sources = subparsers.add_parser("sources", help="resolve a llama.cpp build tag or commit to a cached source tree")
+    sources.add_argument("tag", help="build tag (b7785), commit hash, or a llama.cpp directory")
+    sources.add_argument("--json", help="write requested/provided/commit/source/path here")
+    add_source_arguments(sources)
+    sources.set_defaults(func=cmd_sources)
+
+    builder = subparsers.add_parser("build", help="build a consumer's shim against a llama.cpp version")
+    builder.add_argument("src", help="the consumer's source tree (or one shim file)")
+    builder.add_argument("--llama", required=True, help="build tag, commit or llama.cpp directory")
+    builder.add_argument("--source", action="append", default=[], help="shim file(s) to build instead of searching SRC")
+    builder.add_argument("--cmake-arg", action="append", default=[], help="extra CMake option for llama.cpp (repeat)")
+    builder.add_argument("--gpu", choices=["cuda"], help="GPU backend to build llama.cpp with")
+    builder.add_argument("--cuda-arch", help="CUDA architecture(s), e.g. 90")
+    builder.add_argument("--json", help="write the build result (library, llama.cpp, seconds, errors) here")
+    builder.add_argument("--log", help="write the full compiler log here")
+    add_source_arguments(builder)
+    builder.set_defaults(func=cmd_build)

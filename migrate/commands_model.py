@@ -1,0 +1,35 @@
+"""`migrate model`: print the path of a deterministic tiny llama GGUF model, writing it into the cache if missing."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from migrate.model import MODEL_SIZES, ensure_model
+from migrate.sources import SourceError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "model",
+        help="write (or find) a seeded llama-architecture test model and print its path",
+        description="Seeded random weights with the real SentencePiece vocabulary of the llama.cpp tree; "
+        "the same size, seed and vocabulary always give the same bytes.",
+    )
+    parser.add_argument("--size", choices=list(MODEL_SIZES), default="tiny", help="model shape (default tiny)")
+    parser.add_argument("--seed", type=int, default=42, help="weight seed (default 42)")
+    parser.add_argument(
+        "--llama", default="b5421", help="llama.cpp build, commit or tree whose vocabulary to use (default b5421)"
+    )
+    parser.set_defaults(func=run_model)
+
+
+def run_model(args: argparse.Namespace) -> int:
+    try:
+        path = ensure_model(args.size, llama=args.llama, seed=args.seed, cache=getattr(args, "cache", None))
+    except (SourceError, FileNotFoundError, ValueError) as exc:
+        print(f"migrate model: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0

@@ -1,0 +1,240 @@
+"""Deterministic tiny llama-architecture GGUF models, so verification never needs to download weights.
+
+The tokenizer is real: every `tokenizer.*` key is copied, type for type, from a vocabulary file that ships in the
+llama.cpp tree (`models/ggml-vocab-llama-spm.gguf`), so prompts tokenize exactly as with a real Llama model.
+The weights are seeded gaussians, scaled so that greedy decoding wanders through many different tokens with clear
+top-1 margins (the same tokens on every backend and llama.cpp version) instead of repeating one token or stopping.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gguf import GGUFReader, GGUFValueType, GGUFWriter, LlamaFileType, ReaderField
+
+from migrate.paths import cache_root
+
+# Part of every file name: bump it whenever the recipe below changes what bytes a (size, seed, vocab) gives.
+GENERATOR_VERSION = 1
+VOCAB_FILE = Path("models") / "ggml-vocab-llama-spm.gguf"
+ARCH = "llama"
+RMS_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    name: str
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    n_ff: int
+    context_length: int
+    dtype: str  # "f32" or "f16": the type of the 2-D weights; norm vectors stay f32 as llama.cpp expects
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def n_embd_kv(self) -> int:
+        return self.head_dim * self.n_head_kv
+
+    @property
+    def file_type(self) -> LlamaFileType:
+        return LlamaFileType.MOSTLY_F16 if self.dtype == "f16" else LlamaFileType.ALL_F32
+
+
+MODEL_SIZES: dict[str, ModelSize] = {
+    # ~17 MB with the 32000-token vocabulary, almost all of it token_embd and output: loads and runs in milliseconds.
+    "tiny": ModelSize("tiny", n_embd=64, n_layer=2, n_head=4, n_head_kv=2, n_ff=128, context_length=2048, dtype="f32"),
+    "small": ModelSize(
+        "small", n_embd=256, n_layer=4, n_head=8, n_head_kv=4, n_ff=768, context_length=4096, dtype="f32"
+    ),
+    # TinyLlama-like shapes, f16, ~1.7 GB: enough arithmetic for GPU timings to mean something.
+    "1b": ModelSize("1b", n_embd=2048, n_layer=16, n_head=32, n_head_kv=4, n_ff=5632, context_length=4096, dtype="f16"),
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]  # numpy order: GGUF's ne[] reversed, so (rows = ne[1], cols = ne[0])
+    std: float  # gaussian standard deviation; 0 means all ones (RMS-norm weights)
+    dtype: type[np.floating[Any]]
+
+
+def model_size(name: str) -> ModelSize:
+    try:
+        return MODEL_SIZES[name]
+    except KeyError:
+        raise ValueError(f"unknown model size {name!r}: choose one of {', '.join(MODEL_SIZES)}") from None
+
+
+def tensor_specs(size: ModelSize, n_vocab: int) -> list[TensorSpec]:
+    """Every tensor of the model, in file order, with the init scale that keeps greedy decoding lively.
+
+    Why these scales: embeddings of unit variance dominate the residual stream, so the next token depends most on
+    the current one (a random token-to-token map has long cycles, so tokens vary) while attention and FFN, at the
+    usual 1/sqrt(fan_in), still shift it with the context. Q and K are scaled up so attention is selective rather than
+    a flat average. The output matrix is independent of the embeddings (tied weights would make every token predict
+    itself) and large, so the logits spread widely and the top two rarely sit close together.
+    """
+    weight = np.float16 if size.dtype == "f16" else np.float32
+    embd, embd_kv, ff = size.n_embd, size.n_embd_kv, size.n_ff
+    inv_sqrt = 1.0 / np.sqrt(embd)
+    specs = [TensorSpec("token_embd.weight", (n_vocab, embd), 1.0, weight)]
+    for block in range(size.n_layer):
+        prefix = f"blk.{block}."
+        specs += [
+            TensorSpec(prefix + "attn_norm.weight", (embd,), 0.0, np.float32),
+            TensorSpec(prefix + "attn_q.weight", (embd, embd), 2.0 * inv_sqrt, weight),
+            TensorSpec(prefix + "attn_k.weight", (embd_kv, embd), 2.0 * inv_sqrt, weight),
+            TensorSpec(prefix + "attn_v.weight", (embd_kv, embd), inv_sqrt, weight),
+            TensorSpec(prefix + "attn_output.weight", (embd, embd), inv_sqrt, weight),
+            TensorSpec(prefix + "ffn_norm.weight", (embd,), 0.0, np.float32),
+            TensorSpec(prefix + "ffn_gate.weight", (ff, embd), inv_sqrt, weight),
+            TensorSpec(prefix + "ffn_up.weight", (ff, embd), inv_sqrt, weight),
+            TensorSpec(prefix + "ffn_down.weight", (embd, ff), 1.0 / np.sqrt(ff), weight),
+        ]
+    specs += [
+        TensorSpec("output_norm.weight", (embd,), 0.0, np.float32),
+        TensorSpec("output.weight", (n_vocab, embd), 4.0 * inv_sqrt, weight),
+    ]
+    return specs
+
+
+def tensor_data(spec: TensorSpec, seed: int, index: int) -> np.ndarray[Any, Any]:
+    """One tensor's values; each tensor has its own stream (seed, index) so tensors can be made one at a time."""
+    if spec.std == 0.0:
+        return np.ones(spec.shape, dtype=np.float32)
+    rng = np.random.default_rng([seed, index])
+    values = rng.standard_normal(spec.shape, dtype=np.float32)
+    values *= np.float32(spec.std)
+    return values.astype(spec.dtype, copy=False)
+
+
+def _field_value(field: ReaderField) -> Any:
+    """A reader field's value in the form GGUFWriter packs back to the same bytes (strings stay raw bytes)."""
+    main_type = field.types[0]
+    if main_type == GGUFValueType.STRING:
+        return bytes(field.parts[field.data[0]])
+    if main_type != GGUFValueType.ARRAY:
+        return field.parts[field.data[0]][0].item()
+    if field.types[-1] == GGUFValueType.STRING:
+        return [bytes(field.parts[index]) for index in field.data]
+    return [field.parts[index][0].item() for index in field.data]
+
+
+TokenizerFields = dict[str, tuple[Any, GGUFValueType, GGUFValueType | None]]
+
+
+def tokenizer_fields(vocab_gguf: Path) -> TokenizerFields:
+    """Every `tokenizer.*` key of a vocabulary GGUF: key → (value, type, array element type). Treat as read-only."""
+    stat = Path(vocab_gguf).stat()
+    return _tokenizer_fields(Path(vocab_gguf).resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+# GGUFReader takes ~2 s over a 32000-token vocabulary; remember the result while the file stays the same.
+@functools.lru_cache(maxsize=4)
+def _tokenizer_fields(vocab_gguf: Path, file_size: int, mtime_ns: int) -> TokenizerFields:
+    reader = GGUFReader(vocab_gguf)
+    fields = {}
+    for key, field in reader.fields.items():
+        if not key.startswith("tokenizer."):
+            continue
+        if field.types[0] == GGUFValueType.ARRAY and len(field.types) != 2:
+            raise ValueError(f"{vocab_gguf}: {key} is a nested array, which this copier does not handle")
+        sub_type = field.types[-1] if field.types[0] == GGUFValueType.ARRAY else None
+        fields[key] = (_field_value(field), field.types[0], sub_type)
+    if "tokenizer.ggml.tokens" not in fields:
+        raise ValueError(f"{vocab_gguf} has no tokenizer.ggml.tokens: not a vocabulary file")
+    return fields
+
+
+def _add_architecture_keys(writer: GGUFWriter, size: ModelSize, seed: int, n_vocab: int) -> None:
+    writer.add_name(f"llama-migrate {size.name} s{seed}")
+    writer.add_context_length(size.context_length)
+    writer.add_embedding_length(size.n_embd)
+    writer.add_block_count(size.n_layer)
+    writer.add_feed_forward_length(size.n_ff)
+    writer.add_head_count(size.n_head)
+    writer.add_head_count_kv(size.n_head_kv)
+    writer.add_rope_dimension_count(size.head_dim)
+    writer.add_layer_norm_rms_eps(RMS_EPS)
+    writer.add_vocab_size(n_vocab)
+    writer.add_file_type(size.file_type)
+
+
+def _tensors(specs: list[TensorSpec], seed: int) -> Iterator[np.ndarray[Any, Any]]:
+    for index, spec in enumerate(specs):
+        yield tensor_data(spec, seed, index)
+
+
+def write_model(path: Path, vocab_gguf: Path, size: ModelSize, seed: int) -> Path:
+    """Write the model to `path` atomically (temp file in the same dir, then rename), one tensor at a time."""
+    path = Path(path)
+    tokenizer = tokenizer_fields(vocab_gguf)
+    n_vocab = len(tokenizer["tokenizer.ggml.tokens"][0])
+    specs = tensor_specs(size, n_vocab)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        writer = GGUFWriter(tmp, ARCH)
+        _add_architecture_keys(writer, size, seed, n_vocab)
+        for key, (value, value_type, sub_type) in tokenizer.items():
+            writer.add_key_value(key, value, value_type, sub_type)
+        for spec in specs:
+            nbytes = int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize
+            writer.add_tensor_info(spec.name, spec.shape, np.dtype(spec.dtype), nbytes)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for tensor in _tensors(specs, seed):
+            writer.write_tensor_data(tensor)
+        writer.close()
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def model_digest(vocab_gguf: Path, size: ModelSize) -> str:
+    """Eight hex digits naming what, besides size name and seed, decides the bytes: vocabulary, recipe, shapes."""
+    digest = hashlib.sha256()
+    digest.update(Path(vocab_gguf).read_bytes())
+    digest.update(f"generator={GENERATOR_VERSION};{size!r}".encode())
+    return digest.hexdigest()[:8]
+
+
+def model_path(models_dir: Path, vocab_gguf: Path, size: ModelSize, seed: int) -> Path:
+    return models_dir / f"llama-{size.name}-s{seed}-{model_digest(vocab_gguf, size)}.gguf"
+
+
+def ensure_model(
+    size: str = "tiny", llama: str = "b5421", seed: int = 42, cache: str | os.PathLike[str] | None = None
+) -> Path:
+    """The cached model for (size, seed, the vocabulary in llama.cpp `llama`), written first if missing.
+
+    `llama` is anything migrate.sources.resolve takes: a build tag, a commit or a llama.cpp directory.
+    """
+    from migrate.sources import resolve  # deferred: model writing alone should not need git or the source cache
+
+    chosen = model_size(size)
+    vocab_gguf = resolve(llama, cache=cache).path / VOCAB_FILE
+    if not vocab_gguf.is_file():
+        raise FileNotFoundError(f"{vocab_gguf} is missing: the llama.cpp tree for {llama} has no llama vocabulary")
+    path = model_path(cache_root(cache) / "models", vocab_gguf, chosen, seed)
+    if path.is_file():
+        return path
+    return write_model(path, vocab_gguf, chosen, seed)

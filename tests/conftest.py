@@ -1,0 +1,39 @@
+"""Shared, session-scoped real components: llama.cpp trees, the built fixture, the tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from migrate.build import BuildResult, build
+from migrate.sources import SourceTree, resolve
+
+REPO = Path(__file__).resolve().parent.parent
+LOCALLLM = REPO / "fixtures" / "localllm"
+LOCALLLM_HEADER = LOCALLLM / "custom_files" / "localllm_capi.h"
+
+
+@pytest.fixture(scope="session")
+def old_tree() -> SourceTree:
+    return resolve("b5421")
+
+
+@pytest.fixture(scope="session")
+def new_tree() -> SourceTree:
+    return resolve("b7785")
+
+
+@pytest.fixture(scope="session")
+def localllm_old_build(old_tree: SourceTree) -> BuildResult:
+    """The fixture shim built against the source version (b5415 stand-in); llama.cpp libs from the cache."""
+    result = build(LOCALLLM, old_tree)
+    assert result.ok, "\n".join(map(str, result.errors)) or result.log[-3000:]
+    return result
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    from migrate.model import ensure_model
+
+    return ensure_model("tiny", "b5421")
