@@ -212,10 +212,7 @@ def _from_checkout(requested: str, checkout: Path, cache: SourceCache) -> Source
 
 
 def _from_remote(requested: str, remote: str, cache: SourceCache) -> SourceTree:
-    if not TAG.match(requested):
-        ref = requested
-    else:
-        ref = f"refs/tags/{requested}"
+    ref = f"refs/tags/{requested}" if TAG.match(requested) else requested
     with tempfile.TemporaryDirectory(dir=cache.src) as tmp:
         work = Path(tmp) / "tree"
         work.mkdir()
@@ -254,7 +251,8 @@ def resolve(
         if not _is_tree(path):
             raise SourceError(f"{spec} is a directory but not a llama.cpp tree (no include/llama.h, ggml/)")
         commit = _head(path) or "unknown"
-        return SourceTree(path.resolve(), str(path.resolve()), _describe_tag(path) or commit[:12], commit, f"path:{path}")
+        provided = _describe_tag(path) or commit[:12]
+        return SourceTree(path.resolve(), str(path.resolve()), provided, commit, f"path:{path}")
     if not (TAG.match(spec) or COMMIT.match(spec)):
         raise SourceError(f"{spec!r} is neither a build tag (bNNNN), a commit hash nor a llama.cpp directory")
     store = SourceCache(cache)

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from migrate.build import BuildResult, build, find_shim_sources, parse_errors
@@ -85,8 +86,8 @@ def test_failed_build_is_a_result_with_file_line_errors(tmp_path: Path, old_tree
 
 def test_cli_build_json(tmp_path: Path, localllm_old_build: BuildResult) -> None:
     out = tmp_path / "build.json"
-    proc = subprocess.run(["python", "-m", "migrate", "build", str(LOCALLLM), "--llama", "b5421", "--json", str(out)],
-                          capture_output=True, text=True)  # fmt: skip
+    cmd = [sys.executable, "-m", "migrate", "build", str(LOCALLLM), "--llama", "b5421", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     assert data["library"] == proc.stdout.strip() == localllm_old_build.library

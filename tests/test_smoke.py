@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from migrate.build import BuildResult
-from tests.conftest import LOCALLLM_HEADER
+from tests.conftest import LOCALLLM, LOCALLLM_HEADER
 from verify.bindings import BindingError, find_header, load, preprocess_header
 from verify.smoke import smoke_in_child
 

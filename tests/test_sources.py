@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def test_exact_bundle_is_not_a_stand_in() -> None:
 
 
 def test_cli_sources_prints_path_and_stand_in() -> None:
-    proc = subprocess.run(["python", "-m", "migrate", "sources", "b7785"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "migrate", "sources", "b7785"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert Path(proc.stdout.strip(), "include", "llama.h").is_file()
     assert "STAND-IN: b7785 was requested; b7836 is provided instead" in proc.stderr
