@@ -69,10 +69,17 @@ class Bindings:
     header: Path
 
 
-def load(library: Path, header: Path, include_dirs: list[Path] | None = None) -> Bindings:
-    """dlopen the built library with declarations taken from its header."""
+def load(
+    library: Path, header: Path, include_dirs: list[Path] | None = None, declarations: str | None = None
+) -> Bindings:
+    """dlopen the built library with declarations taken from its header.
+
+    `declarations`: the header already preprocessed (`preprocess_header`), e.g. by a parent process that
+    starts many children on the same build; None preprocesses it here.
+    """
     ffi = cffi.FFI()
-    declarations = preprocess_header(header, include_dirs)
+    if declarations is None:
+        declarations = preprocess_header(header, include_dirs)
     try:
         ffi.cdef(declarations)
     except cffi.CDefError as exc:

@@ -1,0 +1,786 @@
+"""The seed's test checklist as checks, each returning evidence (the values seen), not just a verdict.
+
+A check is a function of a `Session` (see verify/session.py) returning a `Verdict`; it runs in a child process
+(verify/runner.py), so an abort or a segfault inside the library fails that check alone. A check that cannot
+run raises `Skip(reason)`: skipped is never reported as passed.
+
+Names follow the seed's checklist (CRITICAL_CHANGES_REQUIRED.md, "测试清单"):
+basic: backend init, model load (+ errors), context create, tokenize/detokenize;
+generation: generate, generate_parallel, same output twice, A-B-A, greedy output = libllama's own argmax;
+memory: cleared after generate, parallel sequences isolated (five prompt sets), shared prefix effective;
+errors: prompt longer than the context, invalid input, context larger than memory; plus a throughput figure.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from verify.observe import DECODE, MEMORY_NEW, PERF, MemorySnapshot, Trace
+from verify.prompts import (
+    CAPACITY_N_CTX,
+    CAPACITY_N_SEQ_MAX,
+    PARALLEL_SETS,
+    PROMPT_A,
+    PROMPT_B,
+    PROMPT_LONG,
+    REFERENCE_PROMPTS,
+    SHARED_PREFIX,
+    capacity_prompts,
+    grow_to_tokens,
+)
+from verify.session import Session, SetupError, Skip
+
+PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+VOCAB_VECTORS = Path("models") / "ggml-vocab-llama-spm.gguf"
+VECTOR_SEPARATOR = "\n__ggml_vocab_test__\n"
+SPM_VOCAB_SIZE = 32000
+
+
+@dataclass
+class CheckResult:
+    name: str
+    status: str  # passed | failed | skipped
+    evidence: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    seconds: float = 0.0
+    build: str = ""
+    summary: str = ""  # one line of the key values seen, for tables
+
+    @property
+    def passed(self) -> bool:
+        return self.status == PASSED
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CheckResult:
+        keys = ("name", "status", "evidence", "message", "seconds", "build", "summary")
+        return cls(**{k: data[k] for k in keys if k in data})
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    evidence: dict[str, Any]
+    message: str = ""
+    summary: str = ""
+
+
+CheckFn = Callable[[Session], Verdict]
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    name: str
+    group: str
+    title: str
+    fn: CheckFn
+
+
+REGISTRY: dict[str, CheckSpec] = {}
+
+
+def check(name: str, group: str, title: str) -> Callable[[CheckFn], CheckFn]:
+    def register(fn: CheckFn) -> CheckFn:
+        REGISTRY[name] = CheckSpec(name, group, title, fn)
+        return fn
+
+    return register
+
+
+def run_check(name: str, session: Session) -> CheckResult:
+    """Run one registered check in this process (the runner calls this inside the child)."""
+    spec = REGISTRY[name]
+    started = time.monotonic()
+    try:
+        verdict = spec.fn(session)
+        status = PASSED if verdict.ok else FAILED
+        result = CheckResult(name, status, verdict.evidence, verdict.message, summary=verdict.summary)
+    except Skip as exc:
+        result = CheckResult(name, SKIPPED, {}, f"skipped: {exc}")
+    except SetupError as exc:
+        result = CheckResult(name, FAILED, {"setup": str(exc)}, f"setup failed: {exc}")
+    result.seconds = round(time.monotonic() - started, 3)
+    result.build = session.target.label
+    return result
+
+
+def failures(items: list[str]) -> str:
+    return "; ".join(items)
+
+
+# --- comparison helpers ------------------------------------------------------------------------------------------
+
+
+def normalise(text: str | None, mode: str) -> str | None:
+    if text is None or mode == "none":
+        return text
+    if mode == "strip":
+        return text.strip()
+    if mode == "whitespace":
+        return " ".join(text.split())
+    raise ValueError(f"unknown normalisation {mode!r}: none, strip or whitespace")
+
+
+def agreement(a: str | None, b: str | None) -> dict[str, Any]:
+    """How far two outputs agree: equal, or the length of their common beginning."""
+    if a is None or b is None:  # one side produced nothing: not a match, whatever the other did
+        return {"equal": False, "common_prefix_chars": 0, "missing": ["first" if a is None else "second"]}
+    common = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        common += 1
+    return {"equal": a == b, "common_prefix_chars": common, "chars": [len(a), len(b)]}
+
+
+def common_token_prefix(token_lists: list[list[int]]) -> int:
+    """Longest shared token prefix that still leaves every prompt at least one token of its own."""
+    if not token_lists:
+        return 0
+    limit = min(len(t) for t in token_lists) - 1
+    n = 0
+    while n < limit and all(t[n] == token_lists[0][n] for t in token_lists):
+        n += 1
+    return max(0, n)
+
+
+def clip(text: str | None, n: int = 120) -> str | None:
+    return text if text is None or len(text) <= n else text[:n] + "…"
+
+
+# --- basic ---------------------------------------------------------------------------------------------------------
+
+
+@check("backend_init", "basic", "backend init")
+def backend_init(s: Session) -> Verdict:
+    # init twice (the R package calls it on every load), free, init again: then a model must still load
+    s.shim.backend_init()
+    s.shim.backend_init()
+    s.shim.backend_free()
+    s.backend()  # once more through the session, which frees the backend at the end
+    model = s.model()
+    evidence = {"sequence": "init, init, free, init, model load", "model_loaded": True}
+    return Verdict(model is not None, evidence, summary="init twice, free, init: model loads")
+
+
+@check("model_load", "basic", "model load")
+def model_load(s: Session) -> Verdict:
+    started = time.monotonic()
+    model = s.model()
+    seconds = time.monotonic() - started
+    n_vocab = s.shim.n_vocab(model)
+    bos, eos = int(s.shim.lib.localllm_token_bos(model)), int(s.shim.lib.localllm_token_eos(model))
+    again = s.shim.load_model(s.target.model, s.options.n_gpu_layers, use_mmap=False)
+    if again.ok:
+        s.shim.free_model(again.value)
+    evidence = {"model": str(s.target.model), "n_vocab": n_vocab, "bos": bos, "eos": eos,
+                "load_seconds": round(seconds, 3), "second_load_without_mmap": again.evidence()}  # fmt: skip
+    problems = [] if n_vocab > 0 else [f"n_vocab {n_vocab}"]
+    problems += [] if again.ok else [f"second load (no mmap) failed: {again.message}"]
+    summary = f"n_vocab {n_vocab}, bos {bos}, eos {eos}, {seconds:.2f} s; reload without mmap ok={again.ok}"
+    return Verdict(not problems, evidence, failures(problems), summary)
+
+
+def _bad_model_files(model: Path, folder: Path) -> dict[str, Path | None]:
+    data = model.read_bytes()
+    files: dict[str, bytes] = {
+        "empty_file": b"",
+        "not_gguf": b"this is not a model\n" * 64,
+        "header_only": data[:8],
+        "truncated_1k": data[:1024],
+        "truncated_half": data[: len(data) // 2],
+        # valid magic and version, absurd tensor and key counts
+        "corrupt_counts": data[:8] + (2**62).to_bytes(8, "little") + (2**62).to_bytes(8, "little") + data[24:4096],
+    }
+    paths: dict[str, Path | None] = {"missing_file": folder / "does-not-exist.gguf", "directory": folder}
+    for name, content in files.items():
+        path = folder / f"{name}.gguf"
+        path.write_bytes(content)
+        paths[name] = path
+    return paths
+
+
+@check("model_load_errors", "basic", "missing file and corrupt/truncated GGUF give an error, no crash")
+def model_load_errors(s: Session) -> Verdict:
+    import tempfile
+
+    s.backend()
+    evidence: dict[str, Any] = {}
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="verify-bad-models-") as tmp:
+        for case, path in _bad_model_files(s.target.model, Path(tmp)).items():
+            call = s.shim.load_model(path, s.options.n_gpu_layers)
+            evidence[case] = call.evidence()
+            if call.ok:
+                s.shim.free_model(call.value)
+                problems.append(f"{case}: loaded without error")
+            elif not call.message:
+                problems.append(f"{case}: error code but no message")
+    model = s.model()  # the process is alive and a good model still loads
+    evidence["good_model_after"] = {"loaded": model is not None}
+    cases = [k for k in evidence if k != "good_model_after"]
+    summary = f"{len(cases)} bad files ({', '.join(cases)}) all refused with a message; good model loads after"
+    return Verdict(not problems, evidence, failures(problems), summary)
+
+
+@check("context_create", "basic", "context create")
+def context_create(s: Session) -> Verdict:
+    evidence: dict[str, Any] = {}
+    problems: list[str] = []
+    for n_ctx, n_seq_max in ((512, 1), (512, 4), (CAPACITY_N_CTX, CAPACITY_N_SEQ_MAX)):
+        ctx = s.context(n_ctx, n_seq_max)
+        got = s.shim.n_ctx(ctx)
+        info = s.observer.context_info(ctx) if s.observer else {}
+        evidence[f"n_ctx={n_ctx},n_seq_max={n_seq_max}"] = {"localllm_n_ctx": got, "llama": info}
+        if got < n_ctx:
+            problems.append(f"asked n_ctx {n_ctx}, got {got}")
+        s.release(ctx)
+    summary = "; ".join(f"{k}: n_ctx {v['localllm_n_ctx']}" for k, v in evidence.items())
+    return Verdict(not problems, evidence, failures(problems), summary)
+
+
+def read_vectors(tree: Path) -> list[tuple[str, list[int]]]:
+    """llama.cpp's tokenizer test vectors, read as tests/test-tokenizer-0.cpp reads them."""
+    raw = (tree / VOCAB_VECTORS.with_suffix(".gguf.inp")).read_text(encoding="utf-8")
+    outs = (tree / VOCAB_VECTORS.with_suffix(".gguf.out")).read_text(encoding="utf-8").splitlines()
+    texts = raw.split(VECTOR_SEPARATOR)
+    if texts and texts[-1] == "":  # the file ends with a separator: no test after it
+        texts.pop()
+    if len(texts) != len(outs):
+        raise SetupError(f"{tree / VOCAB_VECTORS}: {len(texts)} inputs but {len(outs)} outputs")
+    return [(t, [int(x) for x in o.split()]) for t, o in zip(texts, outs, strict=True)]
+
+
+@check("tokenize_detokenize", "basic", "tokenize/detokenize on llama.cpp's llama-spm test vectors")
+def tokenize_detokenize(s: Session) -> Verdict:
+    tree = s.observer.tree if s.observer else s.target.llama_tree
+    if tree is None or not (tree / VOCAB_VECTORS.with_suffix(".gguf.inp")).is_file():
+        raise Skip("no llama.cpp tree with models/ggml-vocab-llama-spm.gguf.inp for this build")
+    model = s.model()
+    if s.shim.n_vocab(model) != SPM_VOCAB_SIZE:
+        raise Skip(f"the model's vocabulary ({s.shim.n_vocab(model)} tokens) is not llama-spm's: vectors don't apply")
+    vectors = read_vectors(tree)
+    tok_fail: list[dict[str, Any]] = []
+    detok_fail: list[dict[str, Any]] = []
+    for text, expected in vectors:
+        got = s.shim.tokenize(model, text, add_special=False)  # as llama.cpp's own test: no BOS
+        if not got.ok or got.value != expected:
+            tok_fail.append({"text": text, "expected": expected, "got": got.value, "message": got.message})
+        back = s.shim.detokenize(model, expected)
+        if not back.ok or back.value != text:
+            detok_fail.append({"tokens": expected, "expected": text, "got": back.value, "message": back.message})
+    evidence = {"vectors": str(tree / VOCAB_VECTORS.with_suffix(".gguf.inp")), "cases": len(vectors),
+                "tokenize_mismatches": tok_fail[:5], "n_tokenize_mismatches": len(tok_fail),
+                "detokenize_mismatches": detok_fail[:5], "n_detokenize_mismatches": len(detok_fail)}  # fmt: skip
+    ok = not tok_fail and not detok_fail
+    message = "" if ok else f"{len(tok_fail)} tokenize and {len(detok_fail)} detokenize mismatches of {len(vectors)}"
+    summary = f"{len(vectors) - len(tok_fail)}/{len(vectors)} tokenized, {len(vectors) - len(detok_fail)} round-trip"
+    return Verdict(ok, evidence, message, summary)
+
+
+# --- generation ------------------------------------------------------------------------------------------------------
+
+
+@check("generate", "generation", "single generate")
+def generate(s: Session) -> Verdict:
+    ctx = s.context(512, 1)
+    started = time.monotonic()
+    call = s.shim.generate(ctx, PROMPT_A, s.options.sampling())
+    evidence = {"prompt": PROMPT_A, "max_tokens": s.options.max_tokens, **call.evidence(), "text": call.value,
+                "seconds": round(time.monotonic() - started, 4)}  # fmt: skip
+    ok = call.ok and bool(call.value)
+    message = "" if ok else f"generate returned {call.code}: {call.message or 'empty text'}"
+    return Verdict(ok, evidence, message, f"{PROMPT_A[:24]!r}… → {clip(call.value, 40)!r}")
+
+
+@check("generate_parallel", "generation", "parallel generate")
+def generate_parallel(s: Session) -> Verdict:
+    ctx = s.context(512, 4)
+    prompts = list(SHARED_PREFIX.prompts)
+    call = s.shim.generate_parallel(ctx, prompts, s.options.sampling())
+    results = call.value or [None] * len(prompts)
+    evidence = {"prompts": prompts, "n_seq_max": 4, **call.evidence(), "texts": results}
+    empty = [i for i, r in enumerate(results) if not r]
+    ok = call.ok and not empty
+    message = "" if ok else f"code {call.code}, prompts without output {empty}: {call.message}"
+    return Verdict(ok, evidence, message, f"{len(prompts) - len(empty)}/{len(prompts)} prompts produced text")
+
+
+@check("generate_repeatable", "generation", "same generate twice gives the same output (greedy)")
+def generate_repeatable(s: Session) -> Verdict:
+    ctx = s.context(512, 1)
+    runs = [s.shim.generate(ctx, PROMPT_A, s.options.sampling()) for _ in range(3)]
+    texts = [r.value for r in runs]
+    evidence = {"prompt": PROMPT_A, "texts": texts, "codes": [r.code for r in runs]}
+    ok = all(r.ok for r in runs) and len(set(texts)) == 1
+    message = "" if ok else f"outputs differ or fail: {agreement(texts[0], texts[1])}"
+    return Verdict(ok, evidence, message, f"3 runs, {len(set(texts))} distinct output(s)")
+
+
+@check("generate_aba", "generation", "A, B, A gives A's output both times (and each equals a fresh context's)")
+def generate_aba(s: Session) -> Verdict:
+    sampling = s.options.sampling()
+    ctx = s.context(512, 1)
+    a1, b1, a2 = (s.shim.generate(ctx, p, sampling) for p in (PROMPT_A, PROMPT_B, PROMPT_A))
+    fresh_a = s.shim.generate(s.context(512, 1), PROMPT_A, sampling)
+    fresh_b = s.shim.generate(s.context(512, 1), PROMPT_B, sampling)
+    evidence = {"prompt_A": PROMPT_A, "prompt_B": PROMPT_B, "A1": a1.value, "B": b1.value, "A2": a2.value,
+                "fresh_A": fresh_a.value, "fresh_B": fresh_b.value}  # fmt: skip
+    problems = [f"{n} failed: {c.message}" for n, c in (("A1", a1), ("B", b1), ("A2", a2)) if not c.ok]
+    if a1.value != a2.value:
+        problems.append(f"A after B differs from A before: {agreement(a1.value, a2.value)}")
+    if a1.value != fresh_a.value:
+        problems.append("A differs from A on a fresh context")
+    if b1.value != fresh_b.value:
+        problems.append("B after A differs from B on a fresh context")
+    summary = f"A1 == A2: {a1.value == a2.value}; A, B equal to fresh contexts: {not problems}"
+    return Verdict(not problems, evidence, failures(problems), summary)
+
+
+def trace_json(trace: Trace) -> dict[str, Any]:
+    return {"prompt_tokens": trace.prompt_tokens, "tokens": trace.tokens(), "stopped": trace.stopped,
+            "margins": [round(x.margin, 5) for x in trace.steps], "runner_up": [x.runner_up for x in trace.steps],
+            "logits": [round(x.logit, 5) for x in trace.steps], "pieces": [x.piece for x in trace.steps]}  # fmt: skip
+
+
+def reference_traces(s: Session, prompts: list[str], max_tokens: int) -> dict[str, Trace]:
+    """libllama's own greedy decode of each prompt, on a context the shim made (its parameters, its defaults)."""
+    obs = s.need_observer(*DECODE)
+    ctx = s.context(512, 1)
+    traces = {p: obs.greedy_trace(ctx, s.tokens(p), max_tokens) for p in prompts}
+    s.release(ctx)
+    return traces
+
+
+def generated_count(trace: Trace) -> int:
+    """Tokens a greedy generate produces (and returns) for this trace: an end-of-generation token is not one."""
+    return len(trace.steps) - (1 if trace.stopped == "eog" else 0)
+
+
+@check("generate_matches_reference", "generation", "greedy output equals libllama's argmax decode (first token too)")
+def generate_matches_reference(s: Session) -> Verdict:
+    obs = s.need_observer(*DECODE)
+    traces = reference_traces(s, list(REFERENCE_PROMPTS), s.options.max_tokens)
+    vocab = obs.lib.llama_model_get_vocab(s.model())
+    ctx = s.context(512, 1)
+    evidence: dict[str, Any] = {"traces": {}}
+    problems: list[str] = []
+    for prompt, trace in traces.items():
+        call = s.shim.generate(ctx, prompt, s.options.sampling())
+        kept = trace.steps[: generated_count(trace)]
+        reference = "".join(obs.piece(vocab, st.token, special=False) for st in kept)
+        entry = trace_json(trace) | {"shim_text": call.value, "reference_text": reference}
+        evidence["traces"][prompt] = entry
+        if not call.ok:
+            problems.append(f"{prompt!r}: generate failed: {call.message}")
+        elif call.value != reference:
+            problems.append(f"{prompt!r}: {agreement(reference, call.value)}")
+    margins = [m for t in traces.values() for m in (x.margin for x in t.steps)]
+    summary = f"{len(traces)} prompts x {s.options.max_tokens} tokens; smallest top-2 margin {min(margins):.3g}"
+    return Verdict(not problems, evidence, failures(problems), summary)
+
+
+# --- memory ----------------------------------------------------------------------------------------------------------
+
+
+def _memory_after_generate(s: Session, ctx: Any, prompt: str, max_tokens: int, expected_generated: int | None,
+                           n_seqs: int) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
+    """Generate once and check that the memory holds exactly this call's tokens in sequence 0, nothing else."""
+    obs = s.need_observer()
+    has_perf = obs.has(*PERF)
+    if has_perf:
+        obs.reset_perf(ctx)
+    call = s.shim.generate(ctx, prompt, s.options.sampling(max_tokens))
+    n_prompt = s.count(prompt)
+    perf = obs.perf(ctx) if has_perf else None
+    snap: MemorySnapshot = obs.memory(ctx, n_seqs)
+    seq0 = snap.seqs[0]
+    held = None if seq0.empty or seq0.pos_max is None else seq0.pos_max + 1
+    evidence: dict[str, Any] = {"prompt_tokens": n_prompt, "max_tokens": max_tokens, "text": call.value,
+                                "expected_generated": expected_generated, "memory": snap.to_json(),
+                                "positions_held_seq0": held}  # fmt: skip
+    problems: list[str] = [] if call.ok else [f"generate failed: {call.message}"]
+    if held is None:
+        return evidence, problems + ["sequence 0 is empty after generate"]
+    if seq0.pos_min not in (None, 0):
+        problems.append(f"sequence 0 starts at position {seq0.pos_min}, not 0")
+    if seq0.n_cells is not None and seq0.n_cells != held:
+        problems.append(f"sequence 0 has {seq0.n_cells} cells for {held} positions (stale or duplicate cells)")
+    if snap.total_cells is not None and snap.total_cells != held:
+        problems.append(f"the cache holds {snap.total_cells} cells, this call's sequence {held}")
+    others = [q for q in snap.non_empty() if q != 0] if snap.api != "llama_kv_self_seq_pos_max" else []
+    if others:
+        problems.append(f"sequences {others} hold cells after a single-sequence generate")
+    if expected_generated is not None:
+        # every generated token fed back, or all but the last sampled one: which one the code does is evidence
+        allowed = {n_prompt + expected_generated: True, n_prompt + expected_generated - 1: False}
+        evidence["last_token_decoded"] = allowed.get(held)
+        if held not in allowed:
+            problems.append(f"sequence 0 holds {held} positions; this call's prompt + output is "
+                            f"{n_prompt} + {expected_generated}")  # fmt: skip
+    if perf is not None:
+        decoded = int(perf["n_p_eval"]) + int(perf["n_eval"])
+        evidence["perf"] = perf | {"decoded_this_call": decoded}
+        if decoded != held:
+            problems.append(f"this call decoded {decoded} tokens but sequence 0 holds {held} positions")
+    return evidence, problems
+
+
+@check("memory_cleared", "memory", "memory holds exactly the last generate's tokens (cleared between calls)")
+def memory_cleared(s: Session) -> Verdict:
+    obs = s.need_observer()
+    if obs.memory_api() is None:
+        raise Skip(obs.why_not(*MEMORY_NEW[:3]))
+    long_tokens, short_tokens = 16, 6
+    expected: dict[str, int | None] = {PROMPT_LONG: None, PROMPT_B: None}
+    if obs.has(*DECODE):
+        traces = {PROMPT_LONG: reference_traces(s, [PROMPT_LONG], long_tokens)[PROMPT_LONG],
+                  PROMPT_B: reference_traces(s, [PROMPT_B], short_tokens)[PROMPT_B]}  # fmt: skip
+        expected = {p: generated_count(t) for p, t in traces.items()}
+    n_seqs = 4
+    ctx = s.context(512, n_seqs)
+    evidence: dict[str, Any] = {"memory_api": obs.memory_api()}
+    problems: list[str] = []
+    steps = (("1_long", PROMPT_LONG, long_tokens), ("2_short_after_long", PROMPT_B, short_tokens))
+    for key, prompt, n in steps:
+        evidence[key], found = _memory_after_generate(s, ctx, prompt, n, expected[prompt], n_seqs)
+        problems += [f"{key}: {p}" for p in found]
+    parallel = s.shim.generate_parallel(ctx, list(SHARED_PREFIX.prompts), s.options.sampling())
+    evidence["3_parallel_between"] = parallel.evidence()
+    evidence["4_short_after_parallel"], found = _memory_after_generate(s, ctx, PROMPT_B, short_tokens,
+                                                                       expected[PROMPT_B], n_seqs)  # fmt: skip
+    problems += [f"4_short_after_parallel: {p}" for p in found]
+    if evidence["4_short_after_parallel"]["text"] != evidence["2_short_after_long"]["text"]:
+        problems.append("the same prompt gave different output after generate_parallel")
+    held = [evidence[k]["positions_held_seq0"] for k in ("1_long", "2_short_after_long", "4_short_after_parallel")]
+    summary = f"seq 0 held {held[0]}, {held[1]}, {held[2]} positions (prompt + output each); via {obs.memory_api()}"
+    return Verdict(not problems, evidence, failures(problems), summary)
+
+
+def _isolation(s: Session, prompts: list[str], n_ctx: int, n_seq_max: int) -> tuple[dict[str, Any], list[str]]:
+    """generate_parallel against generate on each prompt alone, same context parameters, greedy."""
+    sampling, mode = s.options.sampling(), s.options.normalise
+    obs = s.observer if s.observer and s.observer.memory_api() else None
+    single_ctx = s.context(n_ctx, n_seq_max)
+    singles = []
+    for prompt in prompts:
+        if obs is not None:
+            obs.clear_memory(single_ctx)  # the harness's own reset: a shim that forgets to clear fails elsewhere
+        else:
+            s.release(single_ctx)
+            single_ctx = s.context(n_ctx, n_seq_max)
+        singles.append(s.shim.generate(single_ctx, prompt, sampling))
+    s.release(single_ctx)
+    ctx = s.context(n_ctx, n_seq_max)
+    info = s.observer.context_info(ctx) if s.observer else {"n_ctx": s.shim.n_ctx(ctx)}
+    parallel = s.shim.generate_parallel(ctx, prompts, sampling)
+    results = parallel.value or [None] * len(prompts)
+    per_prompt = []
+    problems: list[str] = [] if parallel.ok else [f"generate_parallel returned {parallel.code}: {parallel.message}"]
+    for i, (prompt, single) in enumerate(zip(prompts, singles, strict=True)):
+        a, b = normalise(single.value, mode), normalise(results[i], mode)
+        agree = agreement(a, b)
+        per_prompt.append({"prompt": clip(prompt, 80), "prompt_tokens": s.count(prompt), "single": single.value,
+                           "single_error": single.message, "parallel": results[i], **agree})  # fmt: skip
+        if not single.ok:
+            problems.append(f"prompt {i}: generate alone failed: {single.message}")
+        elif results[i] is None:
+            problems.append(f"prompt {i}: no parallel result")
+        elif not agree["equal"]:
+            problems.append(f"prompt {i}: parallel differs from alone after {agree['common_prefix_chars']} chars")
+    evidence = {"n_ctx": n_ctx, "n_seq_max": n_seq_max, "context": info, "normalise": mode,
+                "parallel_call": parallel.evidence(), "prompts": per_prompt}  # fmt: skip
+    if obs is not None:
+        evidence["memory_after_parallel"] = obs.memory(ctx, n_seq_max).to_json()
+    return evidence, problems
+
+
+def _isolation_summary(evidence: dict[str, Any]) -> str:
+    rows = evidence["prompts"]
+    same = sum(1 for r in rows if r["equal"])
+    return f"{same}/{len(rows)} prompts equal alone and in parallel (n_seq_max {evidence['n_seq_max']})"
+
+
+def _isolation_check(key: str) -> CheckFn:
+    prompt_set = PARALLEL_SETS[key]
+
+    def run(s: Session) -> Verdict:
+        evidence, problems = _isolation(s, list(prompt_set.prompts), prompt_set.n_ctx, prompt_set.n_seq_max)
+        summary = _isolation_summary(evidence)
+        return Verdict(not problems, {"set": prompt_set.title} | evidence, failures(problems), summary)
+
+    return run
+
+
+for _key, _set in PARALLEL_SETS.items():
+    check(f"parallel_isolation_{_key}", "memory", f"parallel == single per prompt: {_set.title}")(
+        _isolation_check(_key)
+    )
+
+
+@check("parallel_isolation_capacity", "memory", "parallel == single per prompt: prompts near per-sequence capacity")
+def parallel_isolation_capacity(s: Session) -> Verdict:
+    # capacity as the consumer asked for it: at b5421 any sequence may span the whole context (cells shared);
+    # a release that gives each sequence less (b7785 without kv_unified) fails here, and the evidence says why
+    max_tokens = s.options.max_tokens
+    prompts = capacity_prompts(s.count, CAPACITY_N_CTX, CAPACITY_N_CTX, max_tokens)
+    evidence, problems = _isolation(s, prompts, CAPACITY_N_CTX, CAPACITY_N_SEQ_MAX)
+    lengths = [s.count(p) for p in prompts]
+    evidence["positions_needed_per_sequence"] = [n + max_tokens for n in lengths]
+    n_ctx_seq = evidence["context"].get("n_ctx_seq")
+    if problems and n_ctx_seq is not None and max(lengths) + max_tokens > n_ctx_seq:
+        problems.append(f"this build gives each sequence {n_ctx_seq} cells (n_ctx_seq) but the prompts need "
+                        f"{max(lengths) + max_tokens}: at b5421 sequences shared all {CAPACITY_N_CTX} cells "
+                        "(kv_unified restores that)")  # fmt: skip
+    summary = _isolation_summary(evidence) + f"; positions per sequence {evidence['positions_needed_per_sequence']}"
+    evidence = {"set": "prompts near per-sequence capacity"} | evidence
+    return Verdict(not problems, evidence, failures(problems), summary)
+
+
+SHARED_PREFIX_TEXT = PROMPT_LONG.strip()
+SHARED_SUFFIXES = (" the moon rose over the hills", " a dog barked twice at the gate", " they lit a small fire")
+
+
+@check("shared_prefix_effective", "memory", "shared-prefix optimisation: prefix evaluated once (perf counters)")
+def shared_prefix_effective(s: Session) -> Verdict:
+    obs = s.need_observer(*PERF)
+    prompts = [SHARED_PREFIX_TEXT + suffix for suffix in SHARED_SUFFIXES]
+    token_lists = [s.tokens(p) for p in prompts]
+    prefix = common_token_prefix(token_lists)
+    shared_cost = prefix + sum(len(t) - prefix for t in token_lists)
+    unshared_cost = sum(len(t) for t in token_lists)
+    ctx = s.context(512, 4)
+    obs.reset_perf(ctx)
+    call = s.shim.generate_parallel(ctx, prompts, s.options.sampling(1))  # one token each: no generation decodes
+    perf = obs.perf(ctx)
+    evaluated = int(perf["n_p_eval"]) + int(perf["n_eval"])  # n_eval reads 1 when none: an upper bound
+    evidence = {"prompt_tokens": [len(t) for t in token_lists], "shared_prefix_tokens": prefix,
+                "expected_with_sharing": shared_cost, "without_sharing": unshared_cost, "perf": perf,
+                "evaluated": evaluated, **call.evidence()}  # fmt: skip
+    problems = [] if call.ok else [f"generate_parallel failed: {call.message}"]
+    if evaluated >= unshared_cost:
+        problems.append(f"{evaluated} prompt tokens evaluated: all prompts in full ({unshared_cost})")
+    elif evaluated > shared_cost + len(prompts):
+        problems.append(f"{evaluated} prompt tokens evaluated, expected about {shared_cost} with the prefix shared")
+    summary = f"{evaluated} tokens evaluated; prefix shared {shared_cost}, unshared {unshared_cost}"
+    return Verdict(not problems, evidence, failures(problems), summary)
+
+
+# --- errors ----------------------------------------------------------------------------------------------------------
+
+
+@check("error_prompt_too_long", "errors", "prompt longer than the context: error + message, alive, next call works")
+def error_prompt_too_long(s: Session) -> Verdict:
+    ctx = s.context(64, 1)
+    n_ctx = s.shim.n_ctx(ctx)  # releases may round the context up (b7836 pads to 256)
+    long_prompt = grow_to_tokens(s.count, n_ctx + 16)
+    n_long = s.count(long_prompt)
+    single = s.shim.generate(ctx, long_prompt, s.options.sampling())
+    after = s.shim.generate(ctx, PROMPT_B, s.options.sampling())
+    fresh = s.shim.generate(s.context(64, 1), PROMPT_B, s.options.sampling())
+    pctx = s.context(64, 2)
+    parallel = s.shim.generate_parallel(pctx, [PROMPT_B, long_prompt], s.options.sampling())
+    after_parallel = s.shim.generate_parallel(pctx, [PROMPT_B], s.options.sampling())
+    evidence = {"n_ctx": n_ctx, "prompt_tokens": n_long, "generate": single.evidence(),
+                "generate_after": after.evidence() | {"text": after.value, "fresh_context_text": fresh.value},
+                "parallel": parallel.evidence() | {"results": parallel.value},
+                "parallel_after": after_parallel.evidence() | {"results": after_parallel.value}}  # fmt: skip
+    problems: list[str] = []
+    if single.ok or not single.message:
+        problems.append(f"generate with {n_long} tokens in a {n_ctx} context: code {single.code}, no error message")
+    if not after.ok or after.value != fresh.value:
+        problems.append(f"the next generate did not work as on a fresh context: {after.message}")
+    if parallel.ok or not parallel.message:
+        problems.append("generate_parallel with a too-long prompt reported success or no message")
+    elif parallel.value is not None and parallel.value[1] is not None:
+        problems.append("generate_parallel returned text for the too-long prompt")
+    if not after_parallel.ok:
+        problems.append(f"the next generate_parallel failed: {after_parallel.message}")
+    summary = f"{n_long} tokens in n_ctx {n_ctx}: {single.message!r}; next calls ok"
+    return Verdict(not problems, evidence, failures(problems), summary)
+
+
+def _invalid_cases(s: Session, model: Any, ctx: Any) -> tuple[dict[str, Callable[[], int]], list[Any]]:
+    """Calls that must fail cleanly, and the buffers their arguments point into (keep them alive meanwhile)."""
+    ffi, lib, err = s.shim.ffi, s.shim.lib, s.shim.err
+    null = ffi.NULL
+    good = s.shim.params(s.options.sampling())
+    zero, negative = s.shim.params(s.options.sampling(0)), s.shim.params(s.options.sampling(-5))
+    out_s, out_m, out_c = ffi.new("char **"), ffi.new("localllm_model_handle *"), ffi.new("localllm_context_handle *")
+    out_t, out_n, out_r = ffi.new("int32_t **"), ffi.new("size_t *"), ffi.new("char ***")
+    prompts, _keep = s.shim.cstrings([PROMPT_B, PROMPT_A])
+    with_null = ffi.new("const char *[]", [_keep[0], null])
+    with_empty, _keep2 = s.shim.cstrings([PROMPT_B, ""])
+    n_vocab = s.shim.n_vocab(model)
+    bad_ids = {"token_-1": [1, -1], "token_n_vocab": [1, n_vocab], "token_int_max": [2**31 - 1]}
+    cases: dict[str, Callable[[], int]] = {
+        "model_load:path_null": lambda: lib.localllm_model_load(null, 0, True, False, out_m, err),
+        "model_load:model_out_null": lambda: lib.localllm_model_load(
+            str(s.target.model).encode(), 0, True, False, null, err
+        ),  # fmt: skip
+        "context_create:model_null": lambda: lib.localllm_context_create(null, 512, 1, 1, out_c, err),
+        "context_create:out_null": lambda: lib.localllm_context_create(model, 512, 1, 1, null, err),
+        "context_create:n_ctx_negative": lambda: lib.localllm_context_create(model, -1, 1, 1, out_c, err),
+        "context_create:n_seq_max_0": lambda: lib.localllm_context_create(model, 512, 1, 0, out_c, err),
+        "tokenize:model_null": lambda: lib.localllm_tokenize(null, b"hi", True, out_t, out_n, err),
+        "tokenize:text_null": lambda: lib.localllm_tokenize(model, null, True, out_t, out_n, err),
+        "tokenize:out_null": lambda: lib.localllm_tokenize(model, b"hi", True, null, null, err),
+        "detokenize:model_null": lambda: lib.localllm_detokenize(null, ffi.new("int32_t[]", [1]), 1, out_s, err),
+        "detokenize:tokens_null": lambda: lib.localllm_detokenize(model, null, 3, out_s, err),
+        "generate:ctx_null": lambda: lib.localllm_generate(null, b"hi", good, out_s, err),
+        "generate:prompt_null": lambda: lib.localllm_generate(ctx, null, good, out_s, err),
+        "generate:params_null": lambda: lib.localllm_generate(ctx, b"hi", null, out_s, err),
+        "generate:result_null": lambda: lib.localllm_generate(ctx, b"hi", good, null, err),
+        "generate:empty_prompt": lambda: lib.localllm_generate(ctx, b"", good, out_s, err),
+        "generate:max_tokens_0": lambda: lib.localllm_generate(ctx, b"hi", zero, out_s, err),
+        "generate:max_tokens_negative": lambda: lib.localllm_generate(ctx, b"hi", negative, out_s, err),
+        "parallel:ctx_null": lambda: lib.localllm_generate_parallel(null, prompts, 2, good, out_r, err),
+        "parallel:prompts_null": lambda: lib.localllm_generate_parallel(ctx, null, 2, good, out_r, err),
+        "parallel:zero_prompts": lambda: lib.localllm_generate_parallel(ctx, prompts, 0, good, out_r, err),
+        "parallel:negative_prompts": lambda: lib.localllm_generate_parallel(ctx, prompts, -1, good, out_r, err),
+        "parallel:null_entry": lambda: lib.localllm_generate_parallel(ctx, with_null, 2, good, out_r, err),
+        "parallel:empty_prompt": lambda: lib.localllm_generate_parallel(ctx, with_empty, 2, good, out_r, err),
+        "parallel:params_null": lambda: lib.localllm_generate_parallel(ctx, prompts, 2, null, out_r, err),
+        "parallel:max_tokens_0": lambda: lib.localllm_generate_parallel(ctx, prompts, 2, zero, out_r, err),
+        "parallel:results_null": lambda: lib.localllm_generate_parallel(ctx, prompts, 2, good, null, err),
+    }
+    for name, ids in bad_ids.items():
+        cases[f"detokenize:{name}"] = lambda ids=ids: lib.localllm_detokenize(
+            model, ffi.new("int32_t[]", ids), len(ids), out_s, err
+        )
+    return cases, [prompts, with_null, with_empty, _keep, _keep2]
+
+
+@check("error_invalid_input", "errors", "invalid input (NULLs, zero prompts, bad token ids, max_tokens <= 0, empty)")
+def error_invalid_input(s: Session) -> Verdict:
+    model = s.model()
+    ctx = s.context(512, 2)
+    evidence: dict[str, Any] = {}
+    problems: list[str] = []
+    cases, _alive = _invalid_cases(s, model, ctx)
+    for name, call in cases.items():
+        s.shim.err[0] = s.shim.ffi.NULL
+        code = int(call())
+        message = s.shim.message()
+        evidence[name] = {"code": code, "message": message}
+        if code == 0:
+            problems.append(f"{name}: accepted (code 0)")
+        elif not message:
+            problems.append(f"{name}: error code {code} without a message")
+    after = s.shim.generate(ctx, PROMPT_B, s.options.sampling())
+    evidence["generate_after"] = after.evidence() | {"text": after.value}
+    if not after.ok:
+        problems.append(f"generate after the invalid calls failed: {after.message}")
+    refused = sum(1 for k, v in evidence.items() if k != "generate_after" and v["code"] != 0)
+    summary = f"{refused}/{len(evidence) - 1} invalid calls refused with a message; generate works after"
+    return Verdict(not problems, evidence, failures(problems), summary)
+
+
+def _mem_total() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _vm_size() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+HUGE_N_CTX = 2**30  # ~256 GiB of KV cache even for the tiny model (2 layers x 32 KV dims x f16 K and V)
+
+
+@check("error_out_of_memory", "errors", "context far larger than memory: error, no crash")
+def error_out_of_memory(s: Session) -> Verdict:
+    model = s.model()
+    limit = None
+    old = resource.getrlimit(resource.RLIMIT_AS)
+    if s.options.n_gpu_layers == 0 and os.name == "posix":
+        # cap this child's address space so "larger than memory" holds whatever the machine's overcommit policy
+        limit = _vm_size() + 4 * 2**30
+        resource.setrlimit(resource.RLIMIT_AS, (limit, old[1]))
+    try:
+        started = time.monotonic()
+        call = s.shim.create_context(model, HUGE_N_CTX, 1, s.options.n_threads)
+        seconds = time.monotonic() - started
+    finally:
+        if limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, old)
+    if call.ok:
+        s.shim.free_context(call.value)
+    after = s.shim.generate(s.context(512, 1), PROMPT_B, s.options.sampling())
+    evidence = {"n_ctx": HUGE_N_CTX, "address_space_limit": limit, "mem_total": _mem_total(),
+                "create": call.evidence(), "seconds": round(seconds, 3),
+                "generate_after": after.evidence() | {"text": after.value}}  # fmt: skip
+    problems = []
+    if call.ok:
+        problems.append(f"a context of {HUGE_N_CTX} tokens was created")
+    elif not call.message:
+        problems.append("error code without a message")
+    if not after.ok:
+        problems.append(f"generate after the failed context failed: {after.message}")
+    summary = f"n_ctx {HUGE_N_CTX}: {clip(call.message, 90)!r}"
+    return Verdict(not problems, evidence, failures(problems), summary)
+
+
+# --- throughput --------------------------------------------------------------------------------------------------
+
+
+THROUGHPUT_TOKENS = 48
+THROUGHPUT_REPEATS = 3
+
+
+def _count_generated(s: Session, prompts: list[str], texts: list[str | None], max_tokens: int) -> list[int]:
+    """Tokens each call generated: from libllama's greedy trace when it can decode, else re-tokenised text."""
+    if s.observer is not None and s.observer.has(*DECODE):
+        traces = reference_traces(s, prompts, max_tokens)
+        return [generated_count(traces[p]) for p in prompts]
+    return [len(s.tokens(t, add_special=False)) if t else 0 for t in texts]
+
+
+def _best_time(fn: Callable[[], Any]) -> tuple[float, Any]:
+    best, value = float("inf"), None
+    for _ in range(THROUGHPUT_REPEATS):
+        started = time.perf_counter()
+        value = fn()
+        best = min(best, time.perf_counter() - started)
+    return best, value
+
+
+@check("throughput", "performance", "tokens/s of generate and generate_parallel (greedy, best of 3)")
+def throughput(s: Session) -> Verdict:
+    sampling = s.options.sampling(THROUGHPUT_TOKENS)
+    ctx = s.context(512, 4)
+    s.shim.generate(ctx, PROMPT_A, s.options.sampling(2))  # warm-up: first decode allocates graphs
+    prompts = list(SHARED_PREFIX.prompts)
+    single_s, single = _best_time(lambda: s.shim.generate(ctx, PROMPT_A, sampling))
+    parallel_s, parallel = _best_time(lambda: s.shim.generate_parallel(ctx, prompts, sampling))
+    n_single = sum(_count_generated(s, [PROMPT_A], [single.value], THROUGHPUT_TOKENS))
+    n_parallel = sum(_count_generated(s, prompts, parallel.value or [], THROUGHPUT_TOKENS))
+    evidence = {
+        "threads": s.options.n_threads, "n_gpu_layers": s.options.n_gpu_layers,
+        "generate": {"tokens": n_single, "seconds": round(single_s, 4), "tokens_per_s": round(n_single / single_s, 1)},
+        "generate_parallel": {"prompts": len(prompts), "tokens": n_parallel, "seconds": round(parallel_s, 4),
+                              "tokens_per_s": round(n_parallel / parallel_s, 1)},
+    }  # fmt: skip
+    ok = single.ok and parallel.ok
+    summary = (f"generate {evidence['generate']['tokens_per_s']} tok/s, generate_parallel "
+               f"{evidence['generate_parallel']['tokens_per_s']} tok/s")  # fmt: skip
+    return Verdict(ok, evidence, "" if ok else f"{single.message} {parallel.message}".strip(), summary)
+
+
+CHECK_ORDER: tuple[str, ...] = tuple(REGISTRY)

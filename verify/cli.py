@@ -1,0 +1,154 @@
+"""`migrate verify`: the seed's checklist on a built library, or old build vs new build (differential mode).
+
+Exit codes: 0 every check on the build under test (--lib) passed or was skipped with a reason; 1 a check failed
+on it; 2 bad input (a library, header or model that cannot be found).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from verify.bindings import BindingError, find_header
+from verify.checks import CHECK_ORDER, CheckResult
+from verify.differential import run_differential
+from verify.report import STATUS_STYLE, RunReport, markdown_section, print_summary, write_json, write_junit
+from verify.runner import run_checks
+from verify.session import Options, Target
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+ADD_LIBRARY = re.compile(r"add_library\(\s*\w+\s+SHARED\s+([^)]*)\)")
+
+
+class UsageError(Exception):
+    pass
+
+
+def header_for(library: Path) -> Path:
+    """The consumer header of a library `migrate build` made: found beside the sources its project compiled."""
+    cmake = library.resolve().parent.parent / "project" / "CMakeLists.txt"
+    if not cmake.is_file():
+        raise UsageError(f"cannot tell which header declares {library}'s API; pass --header")
+    match = ADD_LIBRARY.search(cmake.read_text(errors="replace"))
+    sources = [Path(s) for s in re.findall(r'"([^"]+)"', match.group(1))] if match else []
+    if not sources:
+        raise UsageError(f"{cmake} names no sources; pass --header")
+    try:
+        return find_header(sources[0].parent, sources)
+    except BindingError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def default_model(cache: str | None) -> Path:
+    from migrate.model import ensure_model
+
+    return ensure_model("tiny", "b5421", cache=cache)
+
+
+def make_target(label: str, library: str, header: str | None, model: Path, tree: str | None) -> Target:
+    lib = Path(library)
+    if not lib.is_file():
+        raise UsageError(f"{lib}: no such library (build it with `migrate build`)")
+    head = Path(header) if header else header_for(lib)
+    if not head.is_file():
+        raise UsageError(f"{head}: no such header")
+    return Target(lib, head, model, label, Path(tree) if tree else None)
+
+
+def run_verification(targets: list[Target], options: Options, names: list[str] | None = None,
+                     console: Console | None = None) -> RunReport:  # fmt: skip
+    """One build (its checklist) or two (old, new: differential). Prints progress when a console is given."""
+    started = time.monotonic()
+
+    def progress(name: str, result: CheckResult) -> None:
+        if console is not None:
+            style = STATUS_STYLE.get(result.status, "white")
+            console.print(f"  [{style}]{result.status:7}[/] {result.build:>8} {name} ({result.seconds:.1f} s)")
+
+    if len(targets) == 2:
+        diff = run_differential(targets[0], targets[1], options, names, progress)
+        results = {t.label: diff.results(side) for t, side in zip(targets, ("old", "new"), strict=True)}
+        return RunReport(targets, results, options, time.monotonic() - started, diff)
+    results = {targets[0].label: run_checks(targets[0], options, names, progress)}
+    return RunReport(targets, results, options, time.monotonic() - started)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    names = [n.strip() for n in args.checks.split(",")] if args.checks else None
+    unknown = [n for n in names or [] if n not in CHECK_ORDER]
+    if unknown:
+        console.print(f"error: unknown checks {unknown}; known: {', '.join(CHECK_ORDER)}")
+        return EXIT_USAGE
+    try:
+        model = Path(args.model) if args.model else default_model(getattr(args, "cache", None))
+        if not model.is_file():
+            raise UsageError(f"{model}: no such model")
+        targets = [make_target("new" if args.baseline_lib else "build", args.lib, args.header, model, args.llama_tree)]
+        if args.baseline_lib:
+            old = make_target("old", args.baseline_lib, args.baseline_header, model, args.baseline_llama_tree)
+            targets.insert(0, old)
+    except UsageError as exc:
+        console.print(f"error: {exc}")
+        return EXIT_USAGE
+    options = Options(n_gpu_layers=args.n_gpu_layers, n_threads=args.threads, max_tokens=args.max_tokens,
+                      normalise=args.normalise, timeout=args.timeout, tie_margin=args.tie_margin)  # fmt: skip
+    console.print(f"verifying {len(names or CHECK_ORDER)} checks on {', '.join(str(t.library) for t in targets)}")
+    report = run_verification(targets, options, names, console)
+    print_summary(report, console)
+    if args.json:
+        write_json(report, Path(args.json))
+    if args.junit:
+        write_junit(report, Path(args.junit))
+    if args.markdown:
+        Path(args.markdown).write_text(markdown_section(report))
+    return EXIT_FAILED if report.failed() else EXIT_OK
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lib", required=True, help="the built library under test (the new one in differential mode)")
+    parser.add_argument("--header", help="its C API header (default: found beside the sources `migrate build` used)")
+    parser.add_argument("--baseline-lib", help="old build to compare against: differential mode")
+    parser.add_argument("--baseline-header", help="the old build's header (default: found as for --header)")
+    parser.add_argument("--model", help="GGUF model (default: the deterministic tiny model, made if missing)")
+    parser.add_argument("--n-gpu-layers", type=int, default=0, help="layers to offload (default 0: CPU)")
+    parser.add_argument("--llama-tree", help="llama.cpp tree --lib was built from (default: read from the build)")
+    parser.add_argument("--baseline-llama-tree", help="llama.cpp tree --baseline-lib was built from")
+    parser.add_argument("--checks", help=f"comma-separated subset of: {', '.join(CHECK_ORDER)}")
+    parser.add_argument("--threads", type=int, default=1, help="n_threads for contexts (default 1)")
+    parser.add_argument("--max-tokens", type=int, default=12, help="tokens generated per prompt (default 12)")
+    parser.add_argument("--normalise", default="none", choices=["none", "strip", "whitespace"],
+                        help="normalisation before comparing parallel and single outputs")  # fmt: skip
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per check before it counts as a hang")
+    parser.add_argument("--tie-margin", type=float, default=0.05,
+                        help="top-2 logit margin under which a greedy divergence is a numerical near-tie")  # fmt: skip
+    parser.add_argument("--json", help="write the full results (evidence included) as JSON")
+    parser.add_argument("--junit", help="write JUnit XML: one testcase per check and build")
+    parser.add_argument("--markdown", help="write the markdown section the migration report embeds")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "verify",
+        help="run the consumer checklist on a built library (old vs new)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=cmd_verify)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="verify", description=__doc__)
+    add_arguments(parser)
+    parser.add_argument("--cache", help="llama-migrate cache dir")
+    return cmd_verify(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

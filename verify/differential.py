@@ -1,0 +1,172 @@
+"""Old build against new build: the same checks and prompts on both, same model, same machine, same run.
+
+Every check is classified across the two builds (passes on both / regression / fixed / failing on both). Greedy
+outputs are compared token by token on libllama's own argmax traces (check `generate_matches_reference`): where
+they part, the first differing step is reported with both builds' top-2 logit margins there, so that a numerical
+near-tie (the new release computes attention differently, e.g. flash attention AUTO) is told apart from a real
+regression. Throughput of generate and generate_parallel is measured alternately on the two builds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from verify.checks import CHECK_ORDER, FAILED, PASSED, SKIPPED, CheckResult
+from verify.runner import Progress, run_checks
+from verify.session import Options, Target
+
+REFERENCE_CHECK = "generate_matches_reference"
+THROUGHPUT_CHECK = "throughput"
+THROUGHPUT_ROUNDS = 2  # old, new, old, new: drift of the machine hits both builds alike
+
+BOTH_PASS, REGRESSION, FIXED, BOTH_FAIL = "passes on both", "regression", "fixed", "failing on both"
+
+
+def classify(old: CheckResult | None, new: CheckResult | None) -> str:
+    if old is None or new is None:
+        return f"not run on {'old' if old is None else 'new'} build"
+    if SKIPPED in (old.status, new.status):
+        where = "both" if old.status == new.status else ("old" if old.status == SKIPPED else "new")
+        return f"skipped on {where}"
+    return {
+        (PASSED, PASSED): BOTH_PASS,
+        (PASSED, FAILED): REGRESSION,
+        (FAILED, PASSED): FIXED,
+        (FAILED, FAILED): BOTH_FAIL,
+    }[(old.status, new.status)]
+
+
+@dataclass
+class CheckComparison:
+    name: str
+    classification: str
+    old: CheckResult | None
+    new: CheckResult | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "classification": self.classification,
+                "old": self.old.to_json() if self.old else None,
+                "new": self.new.to_json() if self.new else None}  # fmt: skip
+
+
+@dataclass
+class GreedyComparison:
+    """One prompt's greedy decode on both builds."""
+
+    prompt: str
+    verdict: str  # identical | near-tie | divergence | not comparable
+    steps_compared: int
+    first_difference: int | None = None
+    old: dict[str, Any] = field(default_factory=dict)  # token, runner_up, margin at the first differing step
+    new: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+def _step(trace: dict[str, Any], k: int) -> dict[str, Any]:
+    if k >= len(trace["tokens"]):
+        return {"token": None, "note": f"stopped ({trace['stopped']}) after {len(trace['tokens'])} tokens"}
+    return {"token": trace["tokens"][k], "piece": trace["pieces"][k], "runner_up": trace["runner_up"][k],
+            "margin": trace["margins"][k]}  # fmt: skip
+
+
+def compare_trace(prompt: str, old: dict[str, Any], new: dict[str, Any], tie_margin: float) -> GreedyComparison:
+    if old["prompt_tokens"] != new["prompt_tokens"]:
+        return GreedyComparison(prompt, "not comparable", 0, note="the builds tokenize the prompt differently")
+    a, b = old["tokens"], new["tokens"]
+    n = min(len(a), len(b))
+    k = next((i for i in range(n) if a[i] != b[i]), None)
+    if k is None and len(a) == len(b):
+        return GreedyComparison(prompt, "identical", n)
+    k = n if k is None else k
+    old_step, new_step = _step(old, k), _step(new, k)
+    margins = [m for m in (old_step.get("margin"), new_step.get("margin")) if m is not None]
+    near_tie = bool(margins) and min(margins) < tie_margin
+    verdict = "near-tie" if near_tie else "divergence"
+    note = (f"top-2 margin {min(margins):.4g} < {tie_margin}: numerical near-tie, not a behaviour change"
+            if near_tie else "both builds were sure of different tokens: a real difference")  # fmt: skip
+    return GreedyComparison(prompt, verdict, n, k, old_step, new_step, note)
+
+
+def compare_greedy(old: CheckResult | None, new: CheckResult | None, tie_margin: float) -> list[GreedyComparison]:
+    if old is None or new is None:
+        return []
+    old_traces = old.evidence.get("traces", {})
+    new_traces = new.evidence.get("traces", {})
+    found = []
+    for prompt in old_traces:
+        if prompt not in new_traces:
+            found.append(GreedyComparison(prompt, "not comparable", 0, note="no trace on the new build"))
+            continue
+        found.append(compare_trace(prompt, old_traces[prompt], new_traces[prompt], tie_margin))
+    if not old_traces or not new_traces:
+        reason = old.message if not old_traces else new.message
+        found.append(GreedyComparison("*", "not comparable", 0, note=f"no greedy traces: {reason}"))
+    return found
+
+
+def _best(results: list[CheckResult], key: str) -> dict[str, Any] | None:
+    runs = [r.evidence[key] for r in results if r.status == PASSED and key in r.evidence]
+    return max(runs, key=lambda x: x["tokens_per_s"]) if runs else None
+
+
+def compare_throughput(old_runs: list[CheckResult], new_runs: list[CheckResult]) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    for key in ("generate", "generate_parallel"):
+        a, b = _best(old_runs, key), _best(new_runs, key)
+        ratio = round(b["tokens_per_s"] / a["tokens_per_s"], 3) if a and b else None
+        table[key] = {"old": a, "new": b, "new_over_old": ratio}
+    return table
+
+
+@dataclass
+class DifferentialReport:
+    old: Target
+    new: Target
+    comparisons: list[CheckComparison]
+    greedy: list[GreedyComparison]
+    throughput: dict[str, Any]
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for c in self.comparisons:
+            counts[c.classification] = counts.get(c.classification, 0) + 1
+        return counts
+
+    def results(self, side: str) -> list[CheckResult]:
+        return [r for c in self.comparisons if (r := getattr(c, side)) is not None]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"old": self.old.to_json(), "new": self.new.to_json(), "counts": self.counts(),
+                "checks": [c.to_json() for c in self.comparisons], "greedy": [asdict(g) for g in self.greedy],
+                "throughput": self.throughput}  # fmt: skip
+
+
+def run_differential(old: Target, new: Target, options: Options, names: list[str] | None = None,
+                     progress: Progress | None = None,
+                     run: Callable[..., list[CheckResult]] = run_checks) -> DifferentialReport:  # fmt: skip
+    names = list(names or CHECK_ORDER)
+    plain = [n for n in names if n != THROUGHPUT_CHECK]
+    old_results = {r.name: r for r in run(old, options, plain, progress)}
+    new_results = {r.name: r for r in run(new, options, plain, progress)}
+    old_speed: list[CheckResult] = []
+    new_speed: list[CheckResult] = []
+    if THROUGHPUT_CHECK in names:
+        for _ in range(THROUGHPUT_ROUNDS):
+            old_speed += run(old, options, [THROUGHPUT_CHECK], progress)
+            new_speed += run(new, options, [THROUGHPUT_CHECK], progress)
+        # the report keeps the best run of each build as that build's throughput check
+        old_results[THROUGHPUT_CHECK] = _best_run(old_speed)
+        new_results[THROUGHPUT_CHECK] = _best_run(new_speed)
+    comparisons = [CheckComparison(n, classify(old_results.get(n), new_results.get(n)), old_results.get(n),
+                                   new_results.get(n)) for n in names]  # fmt: skip
+    greedy = compare_greedy(old_results.get(REFERENCE_CHECK), new_results.get(REFERENCE_CHECK), options.tie_margin)
+    return DifferentialReport(old, new, comparisons, greedy, compare_throughput(old_speed, new_speed))
+
+
+def _best_run(runs: list[CheckResult]) -> CheckResult:
+    passed = [r for r in runs if r.status == PASSED]
+    if not passed:
+        return runs[-1]
+    return max(passed, key=lambda r: r.evidence["generate"]["tokens_per_s"])

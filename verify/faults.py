@@ -1,0 +1,123 @@
+"""Planted faults: small variants of a consumer's shim, each of which one named check must catch.
+
+They prove the harness can fail: a check that passes on every variant proves nothing. Each fault is a regular
+expression substitution that must match exactly once, written to match the shim before migration (llama_kv_self_*)
+and after it (llama_memory_*), so the same fault can be planted on both sides of the upgrade. `versions` says
+where the fault is a defect: some are harmless at b5421 and break only at b7785 (see the notes, "Behaviour that
+compiles at b7785 and breaks at run time").
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+SHIM = Path("custom_files") / "localllm_capi.cpp"
+
+
+class FaultError(Exception):
+    """A fault's pattern did not match the shim exactly once: the fixture changed under it."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    key: str
+    description: str
+    check: str  # the check that must fail
+    versions: tuple[str, ...]  # llama.cpp versions at which the variant is broken
+    edits: tuple[tuple[str, str], ...]  # (regex, replacement), each matching exactly once
+
+
+FAULTS: dict[str, Fault] = {
+    f.key: f
+    for f in (
+        Fault(
+            "generate_keeps_memory",
+            "generate does not clear the memory before decoding the prompt",
+            "memory_cleared",
+            ("b5421", "b7785"),
+            ((r"(// start from an empty cache[^\n]*\n\s*)llama_(?:kv_self_clear\(ctx\)|memory_clear\(mem, \w+\));",
+              r"\1/* planted fault: memory not cleared */"),),
+        ),
+        Fault(
+            "slots_share_sequence",
+            "two parallel slots decode into the same sequence id",
+            "parallel_isolation_shared_prefix",
+            ("b5421", "b7785"),
+            ((r"slots\[s\]\.seq_id = first_seq \+ s;", "slots[s].seq_id = first_seq + s / 2;"),),
+        ),
+        Fault(
+            "first_token_wrong_logits",
+            "the first generated token is sampled from the first prompt row's logits, not the last one's",
+            "generate_matches_reference",
+            ("b5421", "b7785"),
+            (
+                (r"(common_batch_add\(batch, prompt_tokens\[i\], i, \{0\}, )i == n_prompt - 1\);", r"\1true);"),
+                (r"common_sampler_sample\(smpl\.get\(\), ctx, -1\)",
+                 "common_sampler_sample(smpl.get(), ctx, n_generated == 0 ? 0 : -1)"),
+            ),
+        ),
+        Fault(
+            "slot_ids_reach_n_seq_max",
+            "slots use sequence ids 1..n_seq_max (one too many): accepted at b5421, an abort at b7785",
+            "parallel_isolation_queue",
+            ("b7785",),
+            ((r"int n_slots = n_seq_max > 1 \? n_seq_max - 1 : 1;", "int n_slots = n_seq_max > 1 ? n_seq_max : 1;"),),
+        ),
+        Fault(
+            "redecode_last_prefix_token",
+            "a slot decodes the prefix's last token again at a position its sequence already holds",
+            "parallel_isolation_shared_prefix",
+            ("b7785",),
+            ((r"slot\.n_past = static_cast<int>\(prefix_len\);", "slot.n_past = static_cast<int>(prefix_len) - 1;"),),
+        ),
+        Fault(
+            "partial_seq_cp",
+            "the shared prefix is copied with a partial range: fine at b5421, an abort at b7785 without kv_unified",
+            "parallel_isolation_shared_prefix",
+            ("b7785",),
+            ((r"(llama_(?:kv_self_seq_cp\(ctx|memory_seq_cp\(mem), 0, slot\.seq_id, )-1, -1\)",
+              r"\g<1>0, static_cast<llama_pos>(prefix_len))"),),
+        ),
+    )
+}  # fmt: skip
+
+
+def plant(text: str, fault: Fault) -> str:
+    for pattern, replacement in fault.edits:
+        found = len(re.findall(pattern, text))
+        if found != 1:
+            raise FaultError(f"fault {fault.key}: /{pattern}/ matches {found} times, not once")
+        text = re.sub(pattern, replacement, text)
+    return text
+
+
+def copy_fixture(src: Path, dest: Path) -> Path:
+    """A copy of a consumer fixture to change freely (build folders and backups left behind)."""
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("build*", "reports", ".git"))
+    return dest
+
+
+def make_variant(src: Path, dest: Path, fault: Fault) -> Path:
+    """Copy the fixture at `src` to `dest` with the fault planted in its shim."""
+    copy_fixture(src, dest)
+    shim = dest / SHIM
+    shim.write_text(plant(shim.read_text(encoding="utf-8"), fault), encoding="utf-8")
+    return dest
+
+
+def migrate_copy(src: Path, dest: Path, enable: tuple[str, ...] = (), cache: str | None = None) -> Path:
+    """Copy the fixture and run the rewriter (`migrate apply`) on the copy, b5421 → b7785."""
+    copy_fixture(src, dest)
+    cmd = [sys.executable, "-m", "migrate"] + (["--cache", cache] if cache else [])
+    cmd += ["apply", str(dest), "--from", "b5421", "--to", "b7785", "--force", "--no-report"]
+    for rule in enable:
+        cmd += ["--enable", rule]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=dest)
+    if proc.returncode not in (0, 1):  # 1: applied, manual actions remain (reported, not fatal here)
+        raise FaultError(f"migrate apply failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return dest

@@ -1,0 +1,228 @@
+"""What a verification run says: console summary (rich), JSON, JUnit XML, and a markdown section for the report.
+
+JUnit holds one testsuite per build and one testcase per check, named after the check, so CI shows a regression
+as the same test passing in one suite and failing in the other. A skipped check is a JUnit skip, never a pass.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from verify.checks import FAILED, PASSED, REGISTRY, SKIPPED, CheckResult
+from verify.differential import BOTH_FAIL, REGRESSION, DifferentialReport
+from verify.session import Options, Target
+
+STATUS_STYLE = {PASSED: "green", FAILED: "bold red", SKIPPED: "yellow"}
+CLASS_STYLE = {REGRESSION: "bold red", BOTH_FAIL: "red", "fixed": "cyan", "passes on both": "green"}
+MESSAGE_WIDTH = 160
+
+
+@dataclass
+class RunReport:
+    targets: list[Target]
+    results: dict[str, list[CheckResult]]  # by build label, in check order
+    options: Options
+    seconds: float
+    differential: DifferentialReport | None = None
+    machine: dict[str, Any] = field(default_factory=lambda: {"platform": platform.platform(),
+                                                              "python": platform.python_version()})  # fmt: skip
+
+    @property
+    def under_test(self) -> Target:
+        return self.targets[-1]
+
+    def failed(self, label: str | None = None) -> list[CheckResult]:
+        label = label or self.under_test.label
+        return [r for r in self.results.get(label, []) if r.status == FAILED]
+
+    def counts(self, label: str) -> dict[str, int]:
+        counts = {PASSED: 0, FAILED: 0, SKIPPED: 0}
+        for r in self.results.get(label, []):
+            counts[r.status] += 1
+        return counts
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {
+            "targets": [t.to_json() for t in self.targets],
+            "options": asdict(self.options),
+            "seconds": round(self.seconds, 2),
+            "machine": self.machine,
+            "counts": {label: self.counts(label) for label in self.results},
+            "results": {label: [r.to_json() for r in rs] for label, rs in self.results.items()},
+            "differential": self.differential.to_json() if self.differential else None,
+        }
+
+
+def short(text: str, width: int = MESSAGE_WIDTH) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# --- console -------------------------------------------------------------------------------------------------
+
+
+def print_summary(report: RunReport, console: Console | None = None) -> None:
+    console = console or Console(stderr=True)
+    if report.differential:
+        _print_differential(report.differential, console)
+    else:
+        _print_single(report, console)
+    for label in report.results:
+        c = report.counts(label)
+        console.print(f"[bold]{label}[/]: {c[PASSED]} passed, {c[FAILED]} failed, {c[SKIPPED]} skipped")
+    console.print(f"checklist time: {report.seconds:.1f} s (threads {report.options.n_threads}, "
+                  f"n_gpu_layers {report.options.n_gpu_layers})")  # fmt: skip
+
+
+def _print_single(report: RunReport, console: Console) -> None:
+    label = report.under_test.label
+    table = Table(title=f"verify {report.under_test.library}", show_lines=False)
+    for col in ("check", "status", "s", "message"):
+        table.add_column(col)
+    for r in report.results[label]:
+        status = f"[{STATUS_STYLE[r.status]}]{r.status}[/]"
+        table.add_row(r.name, status, f"{r.seconds:.1f}", short(r.message or r.summary))
+    console.print(table)
+
+
+def _print_differential(diff: DifferentialReport, console: Console) -> None:
+    table = Table(title=f"old {diff.old.label} vs new {diff.new.label}")
+    for col in ("check", "old", "new", "classification", "message"):
+        table.add_column(col)
+    for c in diff.comparisons:
+        old, new = c.old.status if c.old else "-", c.new.status if c.new else "-"
+        message = (c.new.message if c.new and c.new.status != PASSED else c.old.message if c.old else "") or ""
+        style = CLASS_STYLE.get(c.classification, "yellow")
+        table.add_row(c.name, f"[{STATUS_STYLE.get(old, 'white')}]{old}[/]", f"[{STATUS_STYLE.get(new, 'white')}]"
+                      f"{new}[/]", f"[{style}]{c.classification}[/]", short(message, 100))  # fmt: skip
+    console.print(table)
+    greedy = Table(title="greedy decode, token by token")
+    for col in ("prompt", "verdict", "steps", "first diff", "old token/margin", "new token/margin"):
+        greedy.add_column(col)
+    for g in diff.greedy:
+        greedy.add_row(short(g.prompt, 30), g.verdict, str(g.steps_compared), str(g.first_difference or "-"),
+                       _token_cell(g.old), _token_cell(g.new))  # fmt: skip
+    console.print(greedy)
+    for key, row in diff.throughput.items():
+        console.print(f"{key}: old {_tps(row['old'])}, new {_tps(row['new'])} tokens/s (new/old {row['new_over_old']})")
+
+
+def _token_cell(step: dict[str, Any]) -> str:
+    if not step:
+        return "-"
+    if step.get("token") is None:
+        return step.get("note", "-")
+    return f"{step['token']} {step.get('piece', '')!r} / {step.get('margin', 0):.4g}"
+
+
+def _tps(row: dict[str, Any] | None) -> str:
+    return "-" if row is None else f"{row['tokens_per_s']}"
+
+
+# --- JSON and JUnit ---------------------------------------------------------------------------------------------
+
+
+def write_json(report: RunReport, path: Path) -> None:
+    path.write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def junit_xml(report: RunReport) -> str:
+    suites = ET.Element("testsuites", name="llama-migrate verify", time=f"{report.seconds:.3f}")
+    for target in report.targets:
+        results = report.results.get(target.label, [])
+        counts = report.counts(target.label)
+        suite = ET.SubElement(suites, "testsuite", name=f"verify.{target.label}", tests=str(len(results)),
+                              failures=str(counts[FAILED]), skipped=str(counts[SKIPPED]), errors="0",
+                              time=f"{sum(r.seconds for r in results):.3f}")  # fmt: skip
+        props = ET.SubElement(suite, "properties")
+        for key, value in (("library", target.library), ("header", target.header), ("model", target.model)):
+            ET.SubElement(props, "property", name=key, value=str(value))
+        for r in results:
+            case = ET.SubElement(suite, "testcase", classname=f"verify.{target.label}", name=r.name,
+                                 time=f"{r.seconds:.3f}")  # fmt: skip
+            if r.status == FAILED:
+                failure = ET.SubElement(case, "failure", message=short(r.message, 500))
+                failure.text = json.dumps(r.evidence, indent=1, ensure_ascii=False, default=str)
+            elif r.status == SKIPPED:
+                ET.SubElement(case, "skipped", message=short(r.message, 500))
+            else:
+                out = ET.SubElement(case, "system-out")
+                out.text = json.dumps(r.evidence, ensure_ascii=False, default=str)[:4000]
+    ET.indent(suites)
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_junit(report: RunReport, path: Path) -> None:
+    path.write_text(junit_xml(report), encoding="utf-8")
+
+
+# --- markdown ---------------------------------------------------------------------------------------------------
+
+
+def _md_cell(text: str, width: int = 140) -> str:
+    return short(text, width).replace("|", "\\|")
+
+
+def markdown_section(report: RunReport, level: int = 2) -> str:
+    """A self-contained markdown section (heading at `level`) for the migration report to embed."""
+    h = "#" * level
+    lines = [f"{h} Verification", ""]
+    for target in report.targets:
+        c = report.counts(target.label)
+        lines.append(f"- **{target.label}**: `{target.library}` — {c[PASSED]} passed, {c[FAILED]} failed, "
+                     f"{c[SKIPPED]} skipped")  # fmt: skip
+    lines += [f"- model `{report.under_test.model}`; checklist time {report.seconds:.1f} s; "
+              f"threads {report.options.n_threads}, n_gpu_layers {report.options.n_gpu_layers}", ""]  # fmt: skip
+    if report.differential:
+        lines += _md_differential(report.differential, h)
+    else:
+        lines += ["| check | status | what was seen |", "| --- | --- | --- |"]
+        for r in report.results[report.under_test.label]:
+            seen = r.message or r.summary or _md_evidence(r)
+            lines.append(f"| `{r.name}` | {r.status} | {_md_cell(seen)} |")
+    failed = report.failed()
+    if failed:
+        lines += ["", f"{h}# Failures", ""]
+        for r in failed:
+            lines += [f"- `{r.name}` ({REGISTRY[r.name].title if r.name in REGISTRY else r.name}): "
+                      f"{_md_cell(r.message, 600)}"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _md_evidence(r: CheckResult) -> str:
+    keys = list(r.evidence)[:4]
+    return ", ".join(f"{k}={json.dumps(r.evidence[k], ensure_ascii=False, default=str)}" for k in keys)
+
+
+def _md_differential(diff: DifferentialReport, h: str) -> list[str]:
+    lines = ["| check | old | new | classification | message |", "| --- | --- | --- | --- | --- |"]
+    for c in diff.comparisons:
+        message = (c.new.message if c.new and c.new.status != PASSED else c.old.message if c.old else "") or ""
+        lines.append(f"| `{c.name}` | {c.old.status if c.old else '-'} | {c.new.status if c.new else '-'} | "
+                     f"{c.classification} | {_md_cell(message)} |")  # fmt: skip
+    both = [c.name for c in diff.comparisons if c.classification == BOTH_FAIL]
+    if both:
+        lines += ["", f"Failing on both builds (a defect the upgrade did not cause, still a finding): "
+                      f"{', '.join(f'`{n}`' for n in both)}."]  # fmt: skip
+    lines += ["", f"{h}# Greedy decode, old vs new", "",
+              "| prompt | verdict | steps | first difference | old token / margin | new token / margin |",
+              "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for g in diff.greedy:
+        lines.append(f"| {_md_cell(g.prompt, 40)} | {g.verdict} | {g.steps_compared} | "
+                     f"{'-' if g.first_difference is None else g.first_difference} | {_md_cell(_token_cell(g.old))} | "
+                     f"{_md_cell(_token_cell(g.new))} |")  # fmt: skip
+    lines += ["", f"{h}# Throughput (same machine, same run, best of alternating runs)", "",
+              "| call | old tokens/s | new tokens/s | new / old |", "| --- | --- | --- | --- |"]  # fmt: skip
+    for key, row in diff.throughput.items():
+        lines.append(f"| `{key}` | {_tps(row['old'])} | {_tps(row['new'])} | {row['new_over_old']} |")
+    return lines

@@ -1,0 +1,169 @@
+"""Crash isolation: every check runs in its own child process with a timeout.
+
+An abort (GGML_ASSERT), a segfault or a hang inside the library under test fails that check alone, reported with
+the signal and the last lines of stderr, and the run goes on with the next check. The child writes its result to
+a file (not stdout, which the library may print to) before it frees the session, so a crash while freeing is
+told apart from a crash in the check itself.
+
+Child entry point: `python -m verify.runner --job JOB.json --check NAME --result OUT.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from verify.checks import CHECK_ORDER, FAILED, REGISTRY, CheckResult, run_check
+from verify.session import Options, Prepared, Session, Target, prepare
+
+STDERR_TAIL_LINES = 25
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+Progress = Callable[[str, CheckResult], None]
+
+
+def write_job(path: Path, target: Target, options: Options, prepared: Prepared | None = None) -> None:
+    job = {"target": target.to_json(), "options": asdict(options), "prepared": asdict(prepared or Prepared())}
+    path.write_text(json.dumps(job))
+
+
+def read_job(path: Path) -> tuple[Target, Options, Prepared]:
+    data = json.loads(path.read_text())
+    t = data["target"]
+    target = Target(Path(t["library"]), Path(t["header"]), Path(t["model"]), t["label"],
+                    Path(t["llama_tree"]) if t.get("llama_tree") else None)  # fmt: skip
+    return target, Options(**data["options"]), Prepared(**data.get("prepared", {}))
+
+
+def tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def interpret(name: str, label: str, code: int | None, stderr: str, result_file: Path, seconds: float,
+              timeout: float) -> CheckResult:  # fmt: skip
+    """Turn what the child left behind into a CheckResult: its own result, or the way it died."""
+    written = json.loads(result_file.read_text()) if result_file.is_file() and result_file.stat().st_size else None
+    if code is None:  # killed by us at the timeout
+        evidence = {"timeout_s": timeout, "stderr_tail": tail(stderr)}
+        if written:
+            evidence["result_before_hang"] = written
+        return CheckResult(name, FAILED, evidence, f"hang: no result after {timeout:.0f} s (killed)",
+                           round(seconds, 3), label)  # fmt: skip
+    if written is None:
+        evidence = {"exit": describe_exit(code), "signal": signal.Signals(-code).name if code < 0 else None,
+                    "stderr_tail": tail(stderr)}  # fmt: skip
+        return CheckResult(name, FAILED, evidence, f"crashed: {describe_exit(code)}", round(seconds, 3), label)
+    result = CheckResult.from_json(written["result"])
+    if code != 0 or not written.get("closed"):
+        # the check finished, then freeing the session killed the process
+        result.status = FAILED
+        result.evidence = result.evidence | {"exit_after_check": describe_exit(code), "stderr_tail": tail(stderr)}
+        result.message = f"crashed while freeing model/context ({describe_exit(code)}); " + result.message
+    result.seconds = round(seconds, 3)
+    return result
+
+
+def run_in_child(job: Path, name: str, label: str, timeout: float, workdir: Path) -> CheckResult:
+    result_file = workdir / f"{label}-{name}.json"
+    result_file.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "verify.runner", "--job", str(job), "--check", name, "--result", str(result_file)]
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                            env=child_env(), start_new_session=True)  # fmt: skip
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+        code: int | None = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # its own session: the child and anything it started
+        _, stderr = proc.communicate()
+        code = None
+    return interpret(name, label, code, stderr or "", result_file, time.monotonic() - started, timeout)
+
+
+def run_checks(target: Target, options: Options, names: list[str] | None = None,
+               progress: Progress | None = None) -> list[CheckResult]:  # fmt: skip
+    """Every named check (default: the whole checklist) on one build, each in its own child."""
+    names = list(names or CHECK_ORDER)
+    results: list[CheckResult] = []
+    with tempfile.TemporaryDirectory(prefix="llama-migrate-verify-") as tmp:
+        workdir = Path(tmp)
+        job = workdir / f"{target.label}-job.json"
+        write_job(job, target, options, prepare(target))
+        for name in names:
+            result = run_in_child(job, name, target.label, options.timeout, workdir)
+            results.append(result)
+            if progress:
+                progress(name, result)
+    return results
+
+
+# --- the child ----------------------------------------------------------------------------------------------------
+
+
+def _write(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(payload, default=str))
+    tmp.replace(path)
+
+
+def child_main(job: Path, name: str, result_file: Path) -> int:
+    target, options, prepared = read_job(job)
+    if name.startswith("selftest_"):
+        import verify.selftest  # noqa: F401 - registers the crash/hang checks the runner's own tests use
+    if name not in REGISTRY:
+        _write(result_file, {"result": CheckResult(name, FAILED, {}, f"unknown check {name!r}").to_json(),
+                             "closed": True})  # fmt: skip
+        return 0
+    try:
+        session = Session(target, options, prepared)
+    except Exception as exc:  # noqa: BLE001 - any failure to bind the library fails the check with the reason
+        result = CheckResult(name, FAILED, {"exception": traceback.format_exc(limit=3)}, f"cannot bind: {exc}")
+        _write(result_file, {"result": result.to_json(), "closed": True})
+        return 0
+    try:
+        result = run_check(name, session)
+    except Exception as exc:  # noqa: BLE001 - an unexpected exception is this check's failure, never a pass
+        result = CheckResult(name, FAILED, {"exception": traceback.format_exc(limit=6)},
+                             f"check raised {type(exc).__name__}: {exc}", build=target.label)  # fmt: skip
+    _write(result_file, {"result": result.to_json(), "closed": False})
+    session.close()
+    _write(result_file, {"result": result.to_json(), "closed": True})
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="run one verification check (child process of the runner)")
+    parser.add_argument("--job", required=True, type=Path)
+    parser.add_argument("--check", required=True)
+    parser.add_argument("--result", required=True, type=Path)
+    args = parser.parse_args(argv)
+    return child_main(args.job, args.check, args.result)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
