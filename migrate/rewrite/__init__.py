@@ -1,0 +1,1 @@
+"""The rewriter: rules (data) → libclang-matched sites → byte-range edits → a Plan that apply.py writes."""

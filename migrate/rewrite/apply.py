@@ -1,0 +1,146 @@
+"""Write a plan: all files or none, originals backed up, optionally on a new git branch with a commit.
+
+Order of work, so that a failure leaves the consumer's tree as it was: refuse early (uncommitted changes,
+syntactic edits not allowed), compute every new file in memory (overlapping edits fail here), write each to a
+temporary file beside its target, back the originals up, then rename the temporaries over the originals
+(atomic per file); if a rename fails, the files already replaced are restored from the backups.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from migrate.paths import cache_root
+from migrate.rewrite.plan import Plan
+
+TEMP_SUFFIX = ".llama-migrate.tmp"
+
+
+class ApplyRefused(Exception):
+    """Nothing was written; the message says why and what to do."""
+
+
+@dataclass
+class ApplyResult:
+    written: list[Path] = field(default_factory=list)
+    backup_dir: Path | None = None
+    branch: str | None = None
+    commit: str | None = None
+
+
+def _repo_for(root: Path):  # -> git.Repo | None (GitPython imported lazily: it is slow to import)
+    from git import InvalidGitRepositoryError, NoSuchPathError, Repo
+
+    try:
+        return Repo(root, search_parent_directories=True)
+    except (InvalidGitRepositoryError, NoSuchPathError):
+        return None
+
+
+def uncommitted(plan: Plan, targets: list[Path]) -> list[str]:
+    """Files under the consumer root with uncommitted changes, and targets git does not track."""
+    repo = _repo_for(plan.root)
+    if repo is None:
+        return []
+    work = Path(repo.working_tree_dir or plan.root).resolve()
+    root = plan.root.resolve()
+    changed = {item.a_path for item in repo.index.diff(None)}
+    if repo.head.is_valid():
+        changed |= {item.a_path for item in repo.index.diff("HEAD")}
+    dirty = sorted(p for p in changed if (work / p).resolve().is_relative_to(root))
+    tracked = set(repo.git.ls_files(str(root)).splitlines()) if targets else set()
+    for target in targets:
+        relative = str(target.resolve().relative_to(work))
+        if relative not in tracked:
+            dirty.append(f"{relative} (untracked)")
+    return dirty
+
+
+def apply_plan(plan: Plan, force: bool = False, branch: str | None = None, allow_syntactic: bool = False,
+               cache: str | Path | None = None, backup_root: Path | None = None) -> ApplyResult:  # fmt: skip
+    """Write the plan's files (see the module docstring); originals go under backup_root (default
+    <cache>/backups)."""
+    contents = plan.new_contents()
+    if not contents:
+        return ApplyResult()
+    if plan.syntactic_edits and not allow_syntactic:
+        files = sorted({plan.relative(e.file) for e in plan.syntactic_edits})
+        raise ApplyRefused(
+            f"{len(plan.syntactic_edits)} edit(s) in {', '.join(files)} were matched by name only (libclang could not "
+            "parse those files); check them in the plan, then pass --allow-syntactic, or fix the include paths"
+        )
+    targets = sorted(contents)
+    changed_since = [plan.relative(p) for p in targets if p.read_bytes() != plan.files[p].data]
+    if changed_since:
+        raise ApplyRefused(f"changed since the plan was made: {', '.join(changed_since)}; plan again")
+    if not force:
+        dirty = uncommitted(plan, targets)
+        if dirty:
+            raise ApplyRefused(
+                "uncommitted changes in the tree (commit or stash them, or pass --force): " + ", ".join(dirty[:10])
+            )
+    repo = _repo_for(plan.root) if branch else None
+    if branch and repo is None:
+        raise ApplyRefused(f"--branch needs a git repository; {plan.root} is not in one")
+    previous = _start_branch(repo, branch) if repo is not None and branch else None
+    try:
+        result = _write_all(plan, contents, backup_root or cache_root(cache) / "backups")
+    except Exception:
+        if previous is not None and repo is not None:
+            repo.git.checkout(previous)
+            repo.git.branch("-D", branch)
+        raise
+    if repo is not None and branch:
+        repo.index.add([str(path) for path in result.written])
+        rules = ", ".join(sorted({e.rule for e in plan.edits}))
+        message = f"Migrate llama.cpp {plan.from_version} → {plan.to_version} (llama-migrate)\n\nRules: {rules}\n"
+        result.commit = repo.index.commit(message).hexsha
+        result.branch = branch
+    return result
+
+
+def _start_branch(repo, branch: str) -> str:  # type: ignore[no-untyped-def]
+    if branch in [head.name for head in repo.heads]:
+        raise ApplyRefused(f"branch {branch!r} exists already; choose another name")
+    previous = repo.active_branch.name if not repo.head.is_detached else repo.head.commit.hexsha
+    repo.git.checkout("-b", branch)
+    return previous
+
+
+def _write_all(plan: Plan, contents: dict[Path, bytes], backup_root: Path) -> ApplyResult:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    backup_dir = backup_root / f"{plan.root.name}-{stamp}-{os.getpid()}"
+    temps: dict[Path, Path] = {}
+    try:
+        for path, data in contents.items():
+            temp = path.with_name(path.name + TEMP_SUFFIX)
+            temp.write_bytes(data)
+            shutil.copymode(path, temp)
+            temps[path] = temp
+        for path in contents:
+            backup = backup_dir / plan.relative(path)
+            backup.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, backup)
+    except OSError as exc:
+        _remove(temps.values())
+        raise ApplyRefused(f"could not prepare the new files ({exc}); nothing was changed") from exc
+    replaced: list[Path] = []
+    try:
+        for path, temp in temps.items():
+            os.replace(temp, path)
+            replaced.append(path)
+    except OSError as exc:
+        for path in replaced:
+            shutil.copy2(backup_dir / plan.relative(path), path)
+        _remove(temps.values())
+        raise ApplyRefused(f"writing {path} failed ({exc}); every file was restored") from exc
+    return ApplyResult(written=replaced, backup_dir=backup_dir)
+
+
+def _remove(paths: object) -> None:
+    for path in list(paths):  # type: ignore[call-overload]
+        Path(path).unlink(missing_ok=True)

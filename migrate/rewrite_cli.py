@@ -1,0 +1,204 @@
+"""`migrate plan` and `migrate apply`: rewrite a consumer of llama.cpp from one release's API to another's.
+
+    migrate plan  SRC --from b5421 --to b7785 [--json PATH] [--report PATH] [--option KEY=VALUE ...]
+                  [--enable RULE_ID ...] [--flag CLANG_FLAG ...]
+    migrate apply SRC --from b5421 --to b7785 [...same...] [--force] [--branch NAME] [--allow-syntactic]
+
+`plan` changes nothing in SRC: it prints a summary and the unified diff, writes the markdown report
+(reports/<name>-<from>-<to>.md unless --report), and with --json the plan as
+{edits: [{file, line, rule, before, after, confidence}], manual: [...], advisories: [...], ...}.
+`apply` computes the same plan and writes it: all files or none, originals backed up under the cache
+(`<cache>/backups/`), refusing a git tree with uncommitted changes unless --force, optionally committing to
+a new branch (--branch).
+
+Exit codes:
+  0  done; no manual action remains
+  1  done, but manual actions remain (listed in the output and the report) — the code will not build or
+     behave at the target until a person acts
+  2  usage or input error (no such path, empty tree, syntax error, file not UTF-8, unknown rule or option,
+     no rules for the step, llama.cpp tree unavailable); nothing was written
+  3  apply refused or failed (uncommitted changes without --force, syntactic edits without
+     --allow-syntactic, existing branch, a write error — rolled back); nothing was written
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from migrate.commands import add_source_arguments
+from migrate.paths import cache_root
+from migrate.sources import SourceError, SourceTree, resolve
+
+EXIT_OK, EXIT_MANUAL, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
+
+
+def _options(pairs: list[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option takes KEY=VALUE, got {pair!r}")
+        options[key.strip()] = value.strip()
+    return options
+
+
+def _tree(spec: str, args: argparse.Namespace) -> SourceTree:
+    return resolve(spec, via=args.via, checkout=args.checkout, remote=args.remote, cache=args.cache,
+                   refresh=args.refresh)  # fmt: skip
+
+
+def _builds(source: SourceTree, target: SourceTree | None, target_error: str | None) -> list[dict[str, Any]]:
+    builds = [{"role": "from (declarations resolved against)", **source.describe()}]
+    if target is not None:
+        builds.append({"role": "to", **target.describe()})
+    else:
+        builds.append({"role": "to", "requested": "?", "provided": "not resolved", "commit": "", "stand_in": "",
+                       "source": target_error or "", "path": ""})  # fmt: skip
+    return builds
+
+
+def make_plan(args: argparse.Namespace):  # -> tuple[Plan, SourceTree]
+    """Resolve trees and rules, run the engine; raises InputError / RuleError / SourceError / ValueError."""
+    from migrate.rewrite.engine import EngineConfig, build_plan
+    from migrate.rewrite.parse import CompileDatabase
+    from migrate.rewrite.rules import find_rules, load_rules
+
+    src = Path(args.src)
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: no such file or directory")
+    rules = load_rules(Path(args.rules)) if args.rules and Path(args.rules).is_file() else find_rules(
+        args.from_version, args.to_version, Path(args.rules) if args.rules else None)  # fmt: skip
+    source = _tree(args.source_tree or args.from_version, args)
+    target, target_error = None, None
+    try:
+        target = _tree(args.to_version, args)
+    except SourceError as exc:  # the target tree only feeds the report; its absence must not block a plan
+        target_error = str(exc)
+    root = src if src.is_dir() else src.parent
+    config = EngineConfig(
+        root=src,
+        llama_tree=source.path,
+        ruleset=rules,
+        options=_options(args.option),
+        enabled=set(args.enable),
+        compile_db=CompileDatabase.find(root),
+        extra_flags=tuple(args.flag),
+        plan_cache=None if args.no_cache else cache_root(args.cache) / "plans",
+    )
+    plan = build_plan(config)
+    plan.builds = _builds(source, target, target_error)
+    return plan, source
+
+
+def _print_summary(plan: Any, diff: bool) -> None:
+    counts = plan.summary_counts()
+    out = sys.stdout
+    if diff:
+        out.write(plan.diff())
+    print(
+        f"{counts['edits']} edit(s) in {counts['files_changed']} file(s) "
+        f"({counts['semantic']} semantic, {counts['syntactic']} syntactic); {counts['manual']} manual action(s), "
+        f"{counts['review']} to review, {counts['advisories']} advisories; {plan.seconds:.2f} s"
+        + (" (cached plan: inputs unchanged)" if plan.cached else ""),
+        file=sys.stderr,
+    )
+    for item in sorted(plan.manual, key=lambda m: (m.file, m.line)):
+        print(f"{item.kind.upper()}: {item.file}:{item.line} [{item.rule}] {item.message}", file=sys.stderr)
+    for item in sorted(plan.advisories, key=lambda a: (a.file, a.line)):
+        print(f"ADVISORY: {item.file}:{item.line} [{item.rule}] {item.message}", file=sys.stderr)
+
+
+def _write_outputs(plan: Any, args: argparse.Namespace, mode: str) -> None:
+    from migrate.report import default_report_path, write_report
+
+    if args.json:
+        Path(args.json).write_text(json.dumps(plan.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if not args.no_report:
+        path = Path(args.report) if args.report else default_report_path(plan)
+        write_report(plan, path, mode=mode)
+        print(f"report: {path}", file=sys.stderr)
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    from migrate.rewrite.edits import InputError
+    from migrate.rewrite.rules import RuleError
+
+    return InputError, RuleError, SourceError, ValueError, FileNotFoundError
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    try:
+        plan, _ = make_plan(args)
+    except _errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    _print_summary(plan, diff=not args.no_diff)
+    _write_outputs(plan, args, mode="plan (nothing changed)")
+    return EXIT_MANUAL if plan.actions else EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from migrate.rewrite.apply import ApplyRefused, apply_plan
+
+    try:
+        plan, _ = make_plan(args)
+    except _errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    _print_summary(plan, diff=not args.no_diff)
+    try:
+        backups = Path(args.backup_dir) if args.backup_dir else None
+        result = apply_plan(plan, force=args.force, branch=args.branch, allow_syntactic=args.allow_syntactic,
+                            cache=args.cache, backup_root=backups)  # fmt: skip
+    except ApplyRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    if result.written:
+        print(f"wrote {len(result.written)} file(s); originals in {result.backup_dir}", file=sys.stderr)
+    else:
+        print("nothing to write: the tree is already migrated for these rules", file=sys.stderr)
+    if result.commit:
+        print(f"committed {result.commit[:12]} on branch {result.branch}", file=sys.stderr)
+    _write_outputs(plan, args, mode="applied" if result.written else "applied (no change)")
+    return EXIT_MANUAL if plan.actions else EXIT_OK
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", help="the consumer's source tree (or one file)")
+    parser.add_argument("--from", dest="from_version", default="b5421", help="llama.cpp release migrated from")
+    parser.add_argument("--to", dest="to_version", default="b7785", help="llama.cpp release migrated to")
+    parser.add_argument("--source-tree", help="llama.cpp tree of the --from release (default: resolved from --from)")
+    parser.add_argument("--rules", help="rules file or folder (default: the shipped rules/)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="rule option, e.g. clear_data=true, error_function=set_error")  # fmt: skip
+    parser.add_argument("--enable", action="append", default=[], metavar="RULE_ID",
+                        help="turn on an opt-in rule (flash-attn-auto, kv-unified)")  # fmt: skip
+    parser.add_argument("--flag", action="append", default=[], metavar="FLAG",
+                        help="extra libclang flag, e.g. --flag=-DMY_DEFINE --flag=-I/path")  # fmt: skip
+    parser.add_argument("--json", help="also write the plan as JSON to this path")
+    parser.add_argument("--report", help="markdown report path (default reports/<name>-<from>-<to>.md)")
+    parser.add_argument("--no-report", action="store_true", help="do not write the markdown report")
+    parser.add_argument("--no-diff", action="store_true", help="do not print the unified diff")
+    parser.add_argument("--no-cache", action="store_true", help="parse again even if a cached plan matches")
+    add_source_arguments(parser)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    raw = argparse.RawDescriptionHelpFormatter
+    plan = subparsers.add_parser("plan", help="show what a migration would change (changes nothing)",
+                                 description=__doc__, formatter_class=raw)  # fmt: skip
+    _add_common(plan)
+    plan.set_defaults(func=cmd_plan)
+    apply = subparsers.add_parser("apply", help="rewrite the consumer's files (all or none, with backups)",
+                                  description=__doc__, formatter_class=raw)  # fmt: skip
+    _add_common(apply)
+    apply.add_argument("--force", action="store_true", help="write even with uncommitted changes in the tree")
+    apply.add_argument("--branch", help="create this git branch and commit the migration on it")
+    apply.add_argument("--backup-dir", help="where the originals are copied (default <cache>/backups)")
+    apply.add_argument("--allow-syntactic", action="store_true",
+                       help="also write edits matched by name only (files libclang could not parse)")  # fmt: skip
+    apply.set_defaults(func=cmd_apply)
