@@ -1,0 +1,300 @@
+"""`migrate run`: the whole chain on one consumer tree, one report.
+
+sources (both versions) → plan → apply to a copy → build the original at --from and the copy at --to →
+verify both (differential) → one markdown report, plus JSON and JUnit.
+
+Exit codes: 0 migrated, built and every check on the new build passed (or was skipped with a reason);
+1 something needs a human (manual actions, a build failure, a failed check); 2 bad input or environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from migrate.build import BuildError, BuildOptions, BuildResult, build
+from migrate.config import ConfigError, ConsumerConfig, load_config
+from migrate.paths import REPO_ROOT, cache_root
+from migrate.sources import SourceError, SourceTree, resolve
+
+EXIT_OK, EXIT_NEEDS_HUMAN, EXIT_USAGE = 0, 1, 2
+DEFAULT_SRC = REPO_ROOT / "fixtures" / "localllm"
+COPY_IGNORE = shutil.ignore_patterns(".git", "build", "build-*", "__pycache__")
+
+
+@dataclass
+class RunOutcome:
+    """What one run found, in the order the report shows it."""
+
+    src: Path
+    migrated: Path
+    trees: dict[str, SourceTree]
+    plan: Any = None
+    xref_markdown: str = ""
+    builds: dict[str, BuildResult] = field(default_factory=dict)
+    verification: Any = None  # verify.report.RunReport
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # why a human is needed, one line each
+    header: str | None = None  # the C API header, relative to the tree (config), else found
+
+    def exit_code(self) -> int:
+        return EXIT_NEEDS_HUMAN if self.problems else EXIT_OK
+
+
+class Stages:
+    """Runs the stages in order, timing each and showing progress."""
+
+    def __init__(self, console: Console, quiet: bool) -> None:
+        self.console = console
+        self.quiet = quiet
+        self.started = time.monotonic()
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            elapsed = time.monotonic() - self.started
+            self.console.print(f"[dim]{elapsed:6.1f}s[/] {text}")
+
+
+def _resolve_trees(config: ConsumerConfig, from_version: str, to_version: str, cache: str | None,
+                   stages: Stages) -> dict[str, SourceTree]:  # fmt: skip
+    trees = {}
+    for role, spec in (("from", from_version), ("to", to_version)):
+        tree = resolve(spec, checkout=config.llama_checkout, cache=cache)
+        note = f" [yellow](stand-in for {tree.requested})[/]" if tree.substituted else ""
+        stages.say(f"llama.cpp {role}: {tree.provided} {tree.commit[:9]} from {tree.source}{note}")
+        trees[role] = tree
+    return trees
+
+
+def _plan_and_apply(outcome: RunOutcome, config: ConsumerConfig, cache: str | None, stages: Stages) -> None:
+    from migrate.rewrite.apply import apply_plan
+    from migrate.rewrite.engine import EngineConfig, build_plan
+    from migrate.rewrite.parse import CompileDatabase
+    from migrate.rewrite.rules import find_rules
+
+    tree_from, tree_to = outcome.trees["from"], outcome.trees["to"]
+    rules = find_rules(tree_from.requested, tree_to.requested)
+    engine = EngineConfig(
+        root=outcome.migrated, llama_tree=tree_from.path, ruleset=rules, options=dict(config.options),
+        enabled=set(config.enable), compile_db=CompileDatabase.find(outcome.migrated),
+        plan_cache=cache_root(cache) / "plans",
+    )  # fmt: skip
+    plan = build_plan(engine)
+    plan.builds = [{"role": role, **tree.describe()} for role, tree in outcome.trees.items()]
+    counts = plan.summary_counts()
+    stages.say(f"plan: {counts['edits']} edit(s), {counts['manual']} manual, {counts['advisories']} advisories")
+    # Our own copy: the dirty-tree guard protects consumer checkouts, not this scratch tree.
+    apply_plan(plan, force=True, allow_syntactic=config.allow_syntactic, cache=cache,
+               backup_root=outcome.migrated.parent / "backups")  # fmt: skip
+    outcome.plan = plan
+    for item in plan.actions:
+        outcome.problems.append(f"manual action: {plan.relative(item.file)}:{item.line} {item.message}")
+    outcome.xref_markdown = _api_cross_reference(outcome, rules.covered(), cache)
+
+
+def _api_cross_reference(outcome: RunOutcome, covered: set[str], cache: str | None) -> str:
+    """The API diff of the two trees, and every use in the ORIGINAL consumer code of something changed."""
+    from migrate import apidiff
+    from migrate.build import find_shim_sources
+
+    old = apidiff.load_surface(outcome.trees["from"], cache=cache)
+    new = apidiff.load_surface(outcome.trees["to"], cache=cache)
+    api = apidiff.diff(old, new)
+    xref = apidiff.cross_reference(api, find_shim_sources(outcome.src), outcome.trees["from"], covered)
+    for use in xref.manual:
+        outcome.problems.append(f"API change not covered by a rule: {use.file}:{use.line} {use.symbol}")
+    return apidiff.to_markdown(api, xref, base=outcome.src)
+
+
+def _build_both(outcome: RunOutcome, options: BuildOptions, cache: str | None, stages: Stages) -> None:
+    for role, src in (("from", outcome.src), ("to", outcome.migrated)):
+        tree = outcome.trees[role]
+        stages.say(f"build: {'original' if role == 'from' else 'migrated'} shim against {tree.provided} ...")
+        result = build(src, tree, options, cache=cache)
+        reuse = "cached llama.cpp" if result.llama_objects_rebuilt == 0 else "llama.cpp built"
+        stages.say(f"build {role}: {'ok' if result.ok else 'FAILED'} ({reuse}, shim {result.shim_seconds:.1f} s)")
+        outcome.builds[role] = result
+        for error in result.errors[:10]:
+            outcome.problems.append(f"compile error ({tree.provided}): {error}")
+        if not result.ok and not result.errors:
+            outcome.problems.append(f"build against {tree.provided} failed at stage {result.stage} (see the log)")
+
+
+def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu_layers: int,
+                 console: Console | None) -> None:  # fmt: skip
+    from verify.cli import make_target, run_verification
+    from verify.session import Options
+
+    old = make_target("old", outcome.builds["from"].library, _header(outcome, outcome.src), model,
+                      outcome.trees["from"].path)  # fmt: skip
+    new = make_target("new", outcome.builds["to"].library, _header(outcome, outcome.migrated), model,
+                      outcome.trees["to"].path)  # fmt: skip
+    options = Options(n_gpu_layers=n_gpu_layers, normalise=config.normalise)
+    report = run_verification([old, new], options, console=console)
+    outcome.verification = report
+    for comparison in report.differential.comparisons:
+        if comparison.new is not None and comparison.new.status == "failed":
+            outcome.problems.append(f"check {comparison.name} fails on the new build ({comparison.classification}): "
+                                    f"{comparison.new.message}")  # fmt: skip
+
+
+def _header(outcome: RunOutcome, root: Path) -> str | None:
+    from verify.bindings import find_header
+
+    if outcome.header:
+        return str(root / outcome.header)
+    return str(find_header(root))
+
+
+def _report(outcome: RunOutcome, out: Path, name: str) -> Path:
+    from migrate.report import render_report
+    from verify.report import markdown_section
+
+    sections = [_builds_section(outcome), outcome.xref_markdown]
+    if outcome.verification is not None:
+        sections.append(markdown_section(outcome.verification))
+    sections.append(_verdict_section(outcome))
+    text = render_report(outcome.plan, title=name, sections=sections, mode="run: plan, apply, build, verify")
+    path = out / f"{name}-{outcome.trees['from'].requested}-{outcome.trees['to'].requested}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _builds_section(outcome: RunOutcome) -> str:
+    lines = ["## Builds", "", "| shim | llama.cpp requested | provided | commit | source | result | seconds |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for role, result in outcome.builds.items():
+        tree = outcome.trees[role]
+        shim = "original" if role == "from" else "migrated"
+        status = "ok" if result.ok else f"FAILED ({len(result.errors)} errors)"
+        lines.append(f"| {shim} | {tree.requested} | {tree.provided}{' (stand-in)' if tree.substituted else ''} | "
+                     f"`{tree.commit[:12]}` | {tree.source} | {status} | {result.seconds:.1f} |")  # fmt: skip
+    for role, result in outcome.builds.items():
+        if result.errors:
+            lines += ["", f"First errors against {outcome.trees[role].provided}:", "", "```"]
+            lines += [str(e) for e in result.errors[:20]] + ["```"]
+    return "\n".join(lines) + "\n"
+
+
+def _verdict_section(outcome: RunOutcome) -> str:
+    lines = ["## Verdict", ""]
+    if not outcome.problems:
+        return "\n".join(lines + ["Nothing needs a human: migrated, built, and every check passed on the new build."])
+    lines.append(f"{len(outcome.problems)} thing(s) need a human:")
+    lines.append("")
+    lines += [f"- {p}" for p in outcome.problems]
+    return "\n".join(lines) + "\n"
+
+
+def _write_json(outcome: RunOutcome, path: Path) -> None:
+    data = {
+        "src": str(outcome.src),
+        "migrated": str(outcome.migrated),
+        "trees": {role: tree.describe() for role, tree in outcome.trees.items()},
+        "plan": outcome.plan.to_json() if outcome.plan else None,
+        "builds": {role: {k: v for k, v in b.to_json().items() if k != "log"} for role, b in outcome.builds.items()},
+        "verification": outcome.verification.to_json() if outcome.verification else None,
+        "stage_seconds": outcome.stage_seconds,
+        "problems": outcome.problems,
+        "exit_code": outcome.exit_code(),
+    }
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(stderr=True, quiet=args.quiet)
+    stages = Stages(console, args.quiet)
+    src = Path(args.src).resolve() if args.src else DEFAULT_SRC
+    try:
+        config = load_config(src)
+        config = config.override(enable=args.enable, options=args.option, model=args.model)
+        trees = _resolve_trees(config, args.from_version, args.to_version, args.cache, stages)
+    except (ConfigError, SourceError, ValueError) as exc:
+        console.print(f"error: {exc}", style="bold red", highlight=False)
+        return EXIT_USAGE
+    work = cache_root(args.cache) / "runs" / f"{src.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    migrated = work / src.name
+    shutil.copytree(src, migrated, ignore=COPY_IGNORE)
+    outcome = RunOutcome(src=src, migrated=migrated, trees=trees, header=config.header)
+    timed = _timer(outcome)
+    try:
+        with timed("plan+apply"):
+            _plan_and_apply(outcome, config, args.cache, stages)
+        with timed("build"):
+            options = BuildOptions(backend=args.gpu or "cpu", cmake_args=tuple(args.cmake_arg))
+            _build_both(outcome, options, args.cache, stages)
+        if all(b.ok for b in outcome.builds.values()):
+            with timed("model"):
+                model = config.model_path(args.cache)
+            stages.say(f"verify: old build vs new build on {model.name} ...")
+            with timed("verify"):
+                _verify_both(outcome, config, model, args.n_gpu_layers, None if args.quiet else console)
+        else:
+            outcome.problems.append("verification skipped: a build failed")
+    except (BuildError, SourceError, ConfigError) as exc:
+        console.print(f"error: {exc}", style="bold red", highlight=False)
+        return EXIT_USAGE
+    out = Path(args.out)
+    report = _report(outcome, out, src.name)
+    if args.json:
+        _write_json(outcome, Path(args.json))
+    if args.junit and outcome.verification is not None:
+        from verify.report import write_junit
+
+        write_junit(outcome.verification, Path(args.junit))
+    _print_verdict(outcome, report, console)
+    return outcome.exit_code()
+
+
+def _timer(outcome: RunOutcome):  # noqa: ANN202 - a tiny context-manager factory
+    from contextlib import contextmanager
+
+    @contextmanager
+    def timed(stage: str):  # noqa: ANN202
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            outcome.stage_seconds[stage] = round(time.monotonic() - started, 2)
+
+    return timed
+
+
+def _print_verdict(outcome: RunOutcome, report: Path, console: Console) -> None:
+    print(report)
+    if outcome.problems:
+        print(f"NEEDS A HUMAN: {len(outcome.problems)} problem(s); first: {outcome.problems[0]}", file=sys.stderr)
+    else:
+        print("OK: migrated, built at both versions, every check passed on the new build", file=sys.stderr)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="the whole chain: plan, apply (to a copy), build both, verify, report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("src", nargs="?", help="consumer source tree (default: the bundled fixtures/localllm)")
+    parser.add_argument("--from", dest="from_version", default="b5421", help="llama.cpp release migrated from")
+    parser.add_argument("--to", dest="to_version", default="b7785", help="llama.cpp release migrated to")
+    parser.add_argument("--model", help="GGUF model for verification (default: the generated tiny model)")
+    parser.add_argument("--out", default=str(REPO_ROOT / "reports" / "runs"), help="folder for the report")
+    parser.add_argument("--json", help="write everything the run found as JSON")
+    parser.add_argument("--junit", help="write JUnit XML of the checks (one testcase per check and build)")
+    parser.add_argument("--enable", action="append", default=[], metavar="RULE_ID", help="turn on an opt-in rule")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="rule option")
+    parser.add_argument("--gpu", choices=["cuda"], help="build llama.cpp with this GPU backend")
+    parser.add_argument("--n-gpu-layers", type=int, default=0, help="layers to offload during verification")
+    parser.add_argument("--cmake-arg", action="append", default=[], help="extra CMake option for llama.cpp")
+    parser.add_argument("--quiet", action="store_true", help="no progress output (CI logs)")
+    parser.set_defaults(func=run)
