@@ -27,6 +27,11 @@ GENERATOR_VERSION = 1
 VOCAB_FILE = Path("models") / "ggml-vocab-llama-spm.gguf"
 ARCH = "llama"
 RMS_EPS = 1e-5
+# Init scales (see tensor_specs): embedding std, and Q/K and output gains over the usual 1/sqrt(fan_in).
+# They are part of the file name's digest, so changing one never reuses a model written with the old values.
+EMBD_STD = 1.0
+QK_GAIN = 1.0
+OUTPUT_GAIN = 4.0
 
 
 @dataclass(frozen=True)
@@ -80,34 +85,38 @@ def model_size(name: str) -> ModelSize:
 
 
 def tensor_specs(size: ModelSize, n_vocab: int) -> list[TensorSpec]:
-    """Every tensor of the model, in file order, with the init scale that keeps greedy decoding lively.
+    """Every tensor of the model, in file order, with the init scale that keeps greedy decoding lively and stable.
 
-    Why these scales: embeddings of unit variance dominate the residual stream, so the next token depends most on
-    the current one (a random token-to-token map has long cycles, so tokens vary) while attention and FFN, at the
-    usual 1/sqrt(fan_in), still shift it with the context. Q and K are scaled up so attention is selective rather than
-    a flat average. The output matrix is independent of the embeddings (tied weights would make every token predict
-    itself) and large, so the logits spread widely and the top two rarely sit close together.
+    Why these scales (measured at b5415 and b7836, CPU): unit-variance embeddings and the usual 1/sqrt(fan_in) for
+    Q, K, V and the FFN inputs; the two projections that write into the residual stream (attn_output, ffn_down) are
+    shrunk by 1/sqrt(2 * n_layer), so however deep the model, the context shifts the hidden state enough to change
+    the continuation (stale KV memory shows) without the sum of blocks drowning the current token in rounding noise
+    (f16 K/V, flash attention), which flipped greedy tokens between versions for the 16-block model. Sharper
+    attention (larger Q/K) amplified that noise the same way. The output matrix is independent of the embeddings
+    (tied weights would make every token predict itself) and large, so logits spread widely and the top two rarely
+    sit close together.
     """
     weight = np.float16 if size.dtype == "f16" else np.float32
     embd, embd_kv, ff = size.n_embd, size.n_embd_kv, size.n_ff
     inv_sqrt = 1.0 / np.sqrt(embd)
-    specs = [TensorSpec("token_embd.weight", (n_vocab, embd), 1.0, weight)]
+    residual = 1.0 / np.sqrt(2 * size.n_layer)
+    specs = [TensorSpec("token_embd.weight", (n_vocab, embd), EMBD_STD, weight)]
     for block in range(size.n_layer):
         prefix = f"blk.{block}."
         specs += [
             TensorSpec(prefix + "attn_norm.weight", (embd,), 0.0, np.float32),
-            TensorSpec(prefix + "attn_q.weight", (embd, embd), 2.0 * inv_sqrt, weight),
-            TensorSpec(prefix + "attn_k.weight", (embd_kv, embd), 2.0 * inv_sqrt, weight),
+            TensorSpec(prefix + "attn_q.weight", (embd, embd), QK_GAIN * inv_sqrt, weight),
+            TensorSpec(prefix + "attn_k.weight", (embd_kv, embd), QK_GAIN * inv_sqrt, weight),
             TensorSpec(prefix + "attn_v.weight", (embd_kv, embd), inv_sqrt, weight),
-            TensorSpec(prefix + "attn_output.weight", (embd, embd), inv_sqrt, weight),
+            TensorSpec(prefix + "attn_output.weight", (embd, embd), residual * inv_sqrt, weight),
             TensorSpec(prefix + "ffn_norm.weight", (embd,), 0.0, np.float32),
             TensorSpec(prefix + "ffn_gate.weight", (ff, embd), inv_sqrt, weight),
             TensorSpec(prefix + "ffn_up.weight", (ff, embd), inv_sqrt, weight),
-            TensorSpec(prefix + "ffn_down.weight", (embd, ff), 1.0 / np.sqrt(ff), weight),
+            TensorSpec(prefix + "ffn_down.weight", (embd, ff), residual / np.sqrt(ff), weight),
         ]
     specs += [
         TensorSpec("output_norm.weight", (embd,), 0.0, np.float32),
-        TensorSpec("output.weight", (n_vocab, embd), 4.0 * inv_sqrt, weight),
+        TensorSpec("output.weight", (n_vocab, embd), OUTPUT_GAIN * inv_sqrt, weight),
     ]
     return specs
 
@@ -203,6 +212,7 @@ def write_model(path: Path, vocab_gguf: Path, size: ModelSize, seed: int) -> Pat
         for tensor in _tensors(specs, seed):
             writer.write_tensor_data(tensor)
         writer.close()
+        tmp.chmod(0o644)  # mkstemp makes it owner-only; a model is shared data, like the rest of the cache
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -213,7 +223,7 @@ def model_digest(vocab_gguf: Path, size: ModelSize) -> str:
     """Eight hex digits naming what, besides size name and seed, decides the bytes: vocabulary, recipe, shapes."""
     digest = hashlib.sha256()
     digest.update(Path(vocab_gguf).read_bytes())
-    digest.update(f"generator={GENERATOR_VERSION};{size!r}".encode())
+    digest.update(f"generator={GENERATOR_VERSION};{EMBD_STD},{QK_GAIN},{OUTPUT_GAIN};{size!r}".encode())
     return digest.hexdigest()[:8]
 
 
