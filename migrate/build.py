@@ -113,6 +113,7 @@ class BuildResult:
     log: str
     errors: list[CompilerMessage] = field(default_factory=list)
     stage: str = "shim"  # where it failed: "llama" or "shim"
+    log_path: str | None = None  # the full log, kept beside the build
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
@@ -356,9 +357,11 @@ def build(
         )  # fmt: skip
     library, shim_log, shim_seconds = build_shim(shim_sources, libs, name=name, cache=cache)
     log = llama_log + "\n" + shim_log
+    log_path = shim_build_dir(shim_sources, libs, cache) / "build.log"
+    log_path.write_text(log)
     return BuildResult(
         ok=library is not None, library=str(library) if library else None, sources=[str(s) for s in shim_sources],
         llama=llama_info, backend=options.backend, seconds=time.monotonic() - started, llama_seconds=libs.seconds,
         llama_reused=libs.reused, llama_objects_rebuilt=libs.objects_rebuilt, shim_seconds=shim_seconds, log=log,
-        errors=[] if library else parse_errors(shim_log), stage="shim",
+        errors=[] if library else parse_errors(shim_log), stage="shim", log_path=str(log_path),
     )  # fmt: skip

@@ -93,6 +93,7 @@ def test_cli_build_json(tmp_path: Path, localllm_old_build: BuildResult) -> None
     assert data["library"] == proc.stdout.strip() == localllm_old_build.library
     assert data["llama"]["requested"] == "b5421" and data["llama"]["provided"] == "b5415"
     assert len(data["llama"]["commit"]) == 40 and data["errors"] == [] and data["seconds"] > 0
+    assert f"$ cmake --build {Path(data['library']).parent}" in Path(data["log_path"]).read_text()
 
 
 def test_parse_errors_formats() -> None:
