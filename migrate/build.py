@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from migrate import cuda
 from migrate.paths import cache_root
 from migrate.sources import SourceTree
 
@@ -50,16 +51,32 @@ class BuildError(Exception):
 @dataclass(frozen=True)
 class BuildOptions:
     backend: str = "cpu"  # "cpu" or "cuda"
-    cuda_arch: str | None = None
+    cuda_arch: str | None = None  # CMake's CMAKE_CUDA_ARCHITECTURES; None: the visible GPU's
     cmake_args: tuple[str, ...] = ()
     jobs: int | None = None
 
+    def toolkit(self) -> cuda.CudaToolkit | None:
+        """The CUDA toolkit for this build (None for CPU); missing nvcc or cuBLAS is a BuildError naming what to get."""
+        if self.backend != "cuda":
+            return None
+        try:
+            return cuda.find_toolkit()
+        except cuda.CudaError as exc:
+            raise BuildError(str(exc)) from exc
+
+    def arch(self) -> str:
+        """The named architecture, else the visible GPU's; a CUDA build for an unknown device is refused."""
+        arch = self.cuda_arch or cuda.detect_arch()
+        if not arch:
+            raise BuildError("--cuda-arch not given and no GPU to detect it from (nvidia-smi): name the "
+                             "architecture, e.g. --cuda-arch 90 for H100/H200, 80 for A100, 89 for L4/RTX 40xx")
+        return arch
+
     def llama_cmake_args(self) -> list[str]:
         args = list(BASE_CMAKE_ARGS)
-        if self.backend == "cuda":
-            args.append("-DGGML_CUDA=ON")
-            if self.cuda_arch:
-                args.append(f"-DCMAKE_CUDA_ARCHITECTURES={self.cuda_arch}")
+        toolkit = self.toolkit()
+        if toolkit is not None:
+            args.extend(cuda.llama_cmake_args(toolkit, self.arch()))
         elif self.backend != "cpu":
             raise BuildError(f"unknown backend {self.backend!r}: use 'cpu' or 'cuda'")
         if shutil.which("ccache"):
@@ -68,9 +85,11 @@ class BuildOptions:
         return args
 
     def key(self) -> str:
-        """Cache key part for these options: backend plus a digest of every flag that shapes the objects."""
+        """Cache key part: backend (and CUDA arch) plus a digest of every flag that shapes the objects."""
         flags = [a for a in self.llama_cmake_args() if a != "-DGGML_CCACHE=ON"]
         digest = hashlib.sha256(json.dumps(flags).encode()).hexdigest()[:10]
+        if self.backend == "cuda":
+            return f"cuda-sm{re.sub(r'[^0-9A-Za-z]+', '_', self.arch())}-{digest}"
         return f"{self.backend}-{digest}"
 
 
@@ -86,6 +105,7 @@ class LlamaLibs:
     reused: bool
     seconds: float
     objects_rebuilt: int
+    toolkit: cuda.CudaToolkit | None = None  # how the shim links CUDA, for backend "cuda"
 
 
 @dataclass
@@ -113,6 +133,7 @@ class BuildResult:
     log: str
     errors: list[CompilerMessage] = field(default_factory=list)
     stage: str = "shim"  # where it failed: "llama" or "shim"
+    cuda: dict[str, object] | None = None  # toolkit, cuBLAS origin and linkage, driver, for backend "cuda"
     log_path: str | None = None  # the full log, kept beside the build
 
     def to_json(self) -> dict[str, object]:
@@ -224,6 +245,7 @@ def build_llama(tree: SourceTree, options: BuildOptions, cache: Path | None = No
         reused=reused,
         seconds=time.monotonic() - started,
         objects_rebuilt=rebuilt,
+        toolkit=options.toolkit(),
     )
     return libs, "\n".join(log)
 
@@ -253,10 +275,12 @@ endif()
 {cuda}
 """
 
-SHIM_CUDA = """\
-find_package(CUDAToolkit REQUIRED)
-target_link_libraries(shim PRIVATE CUDA::cudart_static CUDA::cublas_static CUDA::cublasLt_static CUDA::cuda_driver)
-"""
+def _shim_cuda(libs: LlamaLibs) -> str:
+    if libs.backend != "cuda":
+        return ""
+    if libs.toolkit is None:
+        raise BuildError(f"{libs.build_dir}: CUDA libraries without a CUDA toolkit to link them with")
+    return cuda.shim_cmake(libs.toolkit)
 
 
 def _cmake_list(paths: list[Path] | list[str]) -> str:
@@ -314,7 +338,7 @@ def build_shim(
         defines=" ".join(defines or []) or "LLAMA_MIGRATE_BUILD=1",
         llama=llama,
         archives=_cmake_list(others),
-        cuda=SHIM_CUDA if libs.backend == "cuda" else "",
+        cuda=_shim_cuda(libs),
     )
     project = build_dir / "project"
     project.mkdir(exist_ok=True)

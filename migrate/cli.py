@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Modules that contribute sub-commands; a module missing here is a bug, not an optional feature.
-COMMAND_MODULES = ("migrate.commands", "migrate.pipeline")
+COMMAND_MODULES = ("migrate.commands", "migrate.pipeline", "migrate.gate")
 # Stages still being written; each becomes required once it lands.
 OPTIONAL_COMMAND_MODULES = ("migrate.commands_model", "migrate.apidiff", "migrate.rewrite_cli", "verify.cli")
 

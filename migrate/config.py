@@ -25,6 +25,9 @@ class ConsumerConfig:
     normalise: str = "none"  # text normalisation before parallel-vs-single comparison
     llama_checkout: str | None = None  # the consumer's llama.cpp checkout (submodule), relative to the tree
     allow_syntactic: bool = False  # apply edits matched by name only (libclang could not parse)
+    # gate thresholds; None: the gate's defaults (migrate/gate.py)
+    tie_margin: float | None = None  # top-2 logit margin under which a greedy divergence is a near-tie
+    max_tps_regression: float | None = None  # percent tokens/s the new build may lose against the old one
 
     def override(self, enable: list[str], options: list[str], model: str | None) -> ConsumerConfig:
         merged = dict(self.options)
@@ -46,8 +49,15 @@ class ConsumerConfig:
 
         return ensure_model("tiny", "b5421", cache=cache)
 
+    def with_thresholds(self, tie_margin: float | None, max_tps_regression: float | None) -> ConsumerConfig:
+        """Command-line thresholds (None: not given) over the config's."""
+        return replace(self, tie_margin=self.tie_margin if tie_margin is None else tie_margin,
+                       max_tps_regression=self.max_tps_regression if max_tps_regression is None
+                       else max_tps_regression)  # fmt: skip
 
-KNOWN_KEYS = {"enable", "options", "header", "model", "normalise", "llama_checkout", "allow_syntactic"}
+
+KNOWN_KEYS = {"enable", "options", "header", "model", "normalise", "llama_checkout", "allow_syntactic",
+              "tie_margin", "max_tps_regression"}  # fmt: skip
 
 
 def _table(src: Path) -> tuple[dict[str, Any], str]:
@@ -87,4 +97,16 @@ def load_config(src: Path) -> ConsumerConfig:
         normalise=table.get("normalise", "none"),
         llama_checkout=str(root / checkout) if checkout else None,
         allow_syntactic=bool(table.get("allow_syntactic", False)),
+        tie_margin=_threshold(table, "tie_margin", source),
+        max_tps_regression=_threshold(table, "max_tps_regression", source),
     )
+
+
+def _threshold(table: dict[str, Any], key: str, source: str) -> float | None:
+    """A non-negative number, or absent; a string or a bool here is a typo the gate must not guess around."""
+    value = table.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{source}: {key} must be a non-negative number, got {value!r}")
+    return float(value)

@@ -5,12 +5,15 @@ verify both (differential) → one markdown report, plus JSON and JUnit.
 
 Exit codes: 0 migrated, built and every check on the new build passed (or was skipped with a reason);
 1 something needs a human (manual actions, a build failure, a failed check); 2 bad input or environment.
+`migrate gate` (migrate/gate.py) runs the same machinery (`load_consumer`, `execute`, `write_outputs`) and turns
+the outcome into one exit code per failure class.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -22,12 +25,16 @@ from rich.console import Console
 
 from migrate.build import BuildError, BuildOptions, BuildResult, build
 from migrate.config import ConfigError, ConsumerConfig, load_config
-from migrate.paths import REPO_ROOT, cache_root
+from migrate.paths import cache_root, data_dir
 from migrate.sources import SourceError, SourceTree, resolve
 
 EXIT_OK, EXIT_NEEDS_HUMAN, EXIT_USAGE = 0, 1, 2
-DEFAULT_SRC = REPO_ROOT / "fixtures" / "localllm"
+DEFAULT_SRC = data_dir("fixtures") / "localllm"
 COPY_IGNORE = shutil.ignore_patterns(".git", "build", "build-*", "__pycache__")
+
+
+class UsageError(Exception):
+    """Bad input or environment (config, version, toolchain, check names): exit 2, nothing to report."""
 
 
 @dataclass
@@ -75,6 +82,8 @@ def _resolve_trees(config: ConsumerConfig, from_version: str, to_version: str, c
 
 
 def _plan_and_apply(outcome: RunOutcome, config: ConsumerConfig, cache: str | None, stages: Stages) -> None:
+    from migrate.rewrite.apicheck import RULE_ID as API_RULE
+    from migrate.rewrite.apicheck import ApiTarget
     from migrate.rewrite.apply import apply_plan
     from migrate.rewrite.engine import EngineConfig, build_plan
     from migrate.rewrite.parse import CompileDatabase
@@ -85,7 +94,7 @@ def _plan_and_apply(outcome: RunOutcome, config: ConsumerConfig, cache: str | No
     engine = EngineConfig(
         root=outcome.migrated, llama_tree=tree_from.path, ruleset=rules, options=dict(config.options),
         enabled=set(config.enable), compile_db=CompileDatabase.find(outcome.migrated),
-        plan_cache=cache_root(cache) / "plans",
+        plan_cache=cache_root(cache) / "plans", api=ApiTarget(tree_from, tree_to, cache),
     )  # fmt: skip
     plan = build_plan(engine)
     plan.builds = [{"role": role, **tree.describe()} for role, tree in outcome.trees.items()]
@@ -95,23 +104,12 @@ def _plan_and_apply(outcome: RunOutcome, config: ConsumerConfig, cache: str | No
     apply_plan(plan, force=True, allow_syntactic=config.allow_syntactic, cache=cache,
                backup_root=outcome.migrated.parent / "backups")  # fmt: skip
     outcome.plan = plan
+    # The plan holds the API cross reference too (done on the copy before apply, i.e. on the original code):
+    # its uncovered uses of removed/changed API are among plan.actions, rule "api-diff".
     for item in plan.actions:
-        outcome.problems.append(f"manual action: {plan.relative(item.file)}:{item.line} {item.message}")
-    outcome.xref_markdown = _api_cross_reference(outcome, rules.covered(), cache)
-
-
-def _api_cross_reference(outcome: RunOutcome, covered: set[str], cache: str | None) -> str:
-    """The API diff of the two trees, and every use in the ORIGINAL consumer code of something changed."""
-    from migrate import apidiff
-    from migrate.build import find_shim_sources
-
-    old = apidiff.load_surface(outcome.trees["from"], cache=cache)
-    new = apidiff.load_surface(outcome.trees["to"], cache=cache)
-    api = apidiff.diff(old, new)
-    xref = apidiff.cross_reference(api, find_shim_sources(outcome.src), outcome.trees["from"], covered)
-    for use in xref.manual:
-        outcome.problems.append(f"API change not covered by a rule: {use.file}:{use.line} {use.symbol}")
-    return apidiff.to_markdown(api, xref, base=outcome.src)
+        what = "API change not covered by a rule" if item.rule == API_RULE else "manual action"
+        outcome.problems.append(f"{what}: {plan.relative(item.file)}:{item.line} {item.message}")
+    outcome.xref_markdown = plan.api_section
 
 
 def _build_both(outcome: RunOutcome, options: BuildOptions, cache: str | None, stages: Stages) -> None:
@@ -129,7 +127,7 @@ def _build_both(outcome: RunOutcome, options: BuildOptions, cache: str | None, s
 
 
 def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu_layers: int,
-                 console: Console | None) -> None:  # fmt: skip
+                 console: Console | None, names: list[str] | None = None) -> None:  # fmt: skip
     from verify.cli import make_target, run_verification
     from verify.session import Options
 
@@ -138,7 +136,9 @@ def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu
     new = make_target("new", outcome.builds["to"].library, _header(outcome, outcome.migrated), model,
                       outcome.trees["to"].path)  # fmt: skip
     options = Options(n_gpu_layers=n_gpu_layers, normalise=config.normalise)
-    report = run_verification([old, new], options, console=console)
+    if config.tie_margin is not None:
+        options.tie_margin = config.tie_margin
+    report = run_verification([old, new], options, names, console=console)
     outcome.verification = report
     for comparison in report.differential.comparisons:
         if comparison.new is not None and comparison.new.status == "failed":
@@ -154,19 +154,28 @@ def _header(outcome: RunOutcome, root: Path) -> str | None:
     return str(find_header(root))
 
 
-def _report(outcome: RunOutcome, out: Path, name: str) -> Path:
+def _report(outcome: RunOutcome, out: Path, name: str, verdict: str | None = None) -> Path:
     from migrate.report import render_report
     from verify.report import markdown_section
 
     sections = [_builds_section(outcome), outcome.xref_markdown]
     if outcome.verification is not None:
         sections.append(markdown_section(outcome.verification))
-    sections.append(_verdict_section(outcome))
+    sections.append(verdict or _verdict_section(outcome))
     text = render_report(outcome.plan, title=name, sections=sections, mode="run: plan, apply, build, verify")
     path = out / f"{name}-{outcome.trees['from'].requested}-{outcome.trees['to'].requested}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    path.write_text(portable_paths(text, outcome), encoding="utf-8")
     return path
+
+
+def portable_paths(text: str, outcome: RunOutcome) -> str:
+    """The report goes into pull requests and a committed example: paths relative to the consumer tree (original
+    or migrated copy, same layout) and the home folder as `~`, not this machine's absolute paths."""
+    for root in (outcome.migrated, outcome.src):  # the copy lives in the cache: replace it first
+        text = text.replace(f"{root}{os.sep}", "").replace(str(root), ".")
+    home = str(Path.home())
+    return text.replace(f"{home}{os.sep}", f"~{os.sep}") if home != os.sep else text
 
 
 def _builds_section(outcome: RunOutcome) -> str:
@@ -195,7 +204,8 @@ def _verdict_section(outcome: RunOutcome) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_json(outcome: RunOutcome, path: Path) -> None:
+def _write_json(outcome: RunOutcome, path: Path, exit_code: int | None = None,
+                extra: dict[str, Any] | None = None) -> None:  # fmt: skip
     data = {
         "src": str(outcome.src),
         "migrated": str(outcome.migrated),
@@ -205,7 +215,8 @@ def _write_json(outcome: RunOutcome, path: Path) -> None:
         "verification": outcome.verification.to_json() if outcome.verification else None,
         "stage_seconds": outcome.stage_seconds,
         "problems": outcome.problems,
-        "exit_code": outcome.exit_code(),
+        "exit_code": outcome.exit_code() if exit_code is None else exit_code,
+        **(extra or {}),
     }
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
@@ -213,15 +224,55 @@ def _write_json(outcome: RunOutcome, path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True, quiet=args.quiet)
     stages = Stages(console, args.quiet)
+    try:
+        src, config = load_consumer(args)
+        outcome = execute(args, src, config, console, stages)
+    except UsageError as exc:
+        usage_error(exc)
+        return EXIT_USAGE
+    report = write_outputs(outcome, args)
+    _print_verdict(outcome, report, console)
+    return outcome.exit_code()
+
+
+def usage_error(exc: Exception) -> None:
+    """Always shown: --quiet silences progress, never the reason for exit 2 (a quiet console would drop it)."""
+    Console(stderr=True).print(f"error: {exc}", style="bold red", highlight=False)
+
+
+def load_consumer(args: argparse.Namespace) -> tuple[Path, ConsumerConfig]:
+    """The consumer tree and its config with the command-line flags over it."""
     src = Path(args.src).resolve() if args.src else DEFAULT_SRC
     try:
         config = load_config(src)
-        config = config.override(enable=args.enable, options=args.option, model=args.model)
+        return src, config.override(enable=args.enable, options=args.option, model=args.model)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def check_names(spec: str | None) -> list[str] | None:
+    """`--checks a,b` as a list (None: the whole checklist); an unknown name is a usage error, not a skip."""
+    if not spec:
+        return None
+    from verify.checks import CHECK_ORDER
+
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CHECK_ORDER]
+    if unknown:
+        raise UsageError(f"unknown check(s) {', '.join(unknown)}; known: {', '.join(CHECK_ORDER)}")
+    return names
+
+
+def execute(args: argparse.Namespace, src: Path, config: ConsumerConfig, console: Console,
+            stages: Stages) -> RunOutcome:  # fmt: skip
+    """sources → plan → apply to a copy → build both → verify: what `run` and `gate` share. Raises UsageError."""
+    names = check_names(getattr(args, "checks", None))
+    try:
         trees = _resolve_trees(config, args.from_version, args.to_version, args.cache, stages)
     except (ConfigError, SourceError, ValueError) as exc:
-        console.print(f"error: {exc}", style="bold red", highlight=False)
-        return EXIT_USAGE
-    work = cache_root(args.cache) / "runs" / f"{src.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        raise UsageError(str(exc)) from exc
+    # pid too: two runs on the same tree within a second (CI matrix, tests) must not share a copy
+    work = cache_root(args.cache) / "runs" / f"{src.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     migrated = work / src.name
     shutil.copytree(src, migrated, ignore=COPY_IGNORE)
     outcome = RunOutcome(src=src, migrated=migrated, trees=trees, header=config.header)
@@ -237,22 +288,26 @@ def run(args: argparse.Namespace) -> int:
                 model = config.model_path(args.cache)
             stages.say(f"verify: old build vs new build on {model.name} ...")
             with timed("verify"):
-                _verify_both(outcome, config, model, args.n_gpu_layers, None if args.quiet else console)
+                _verify_both(outcome, config, model, args.n_gpu_layers, None if args.quiet else console, names)
         else:
             outcome.problems.append("verification skipped: a build failed")
     except (BuildError, SourceError, ConfigError) as exc:
-        console.print(f"error: {exc}", style="bold red", highlight=False)
-        return EXIT_USAGE
-    out = Path(args.out)
-    report = _report(outcome, out, src.name)
+        raise UsageError(str(exc)) from exc
+    return outcome
+
+
+def write_outputs(outcome: RunOutcome, args: argparse.Namespace, verdict: str | None = None,
+                  exit_code: int | None = None, extra_json: dict[str, Any] | None = None) -> Path:  # fmt: skip
+    """The markdown report, and JSON / JUnit when asked for; returns the report's path. `verdict` (markdown)
+    replaces the run's own verdict section, `exit_code` and `extra_json` the run's in the JSON (the gate's)."""
+    report = _report(outcome, Path(args.out), outcome.src.name, verdict)
     if args.json:
-        _write_json(outcome, Path(args.json))
+        _write_json(outcome, Path(args.json), exit_code, extra_json)
     if args.junit and outcome.verification is not None:
         from verify.report import write_junit
 
         write_junit(outcome.verification, Path(args.junit))
-    _print_verdict(outcome, report, console)
-    return outcome.exit_code()
+    return report
 
 
 def _timer(outcome: RunOutcome):  # noqa: ANN202 - a tiny context-manager factory
@@ -284,11 +339,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_run_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `migrate run`, which `migrate gate` takes too."""
     parser.add_argument("src", nargs="?", help="consumer source tree (default: the bundled fixtures/localllm)")
     parser.add_argument("--from", dest="from_version", default="b5421", help="llama.cpp release migrated from")
     parser.add_argument("--to", dest="to_version", default="b7785", help="llama.cpp release migrated to")
     parser.add_argument("--model", help="GGUF model for verification (default: the generated tiny model)")
-    parser.add_argument("--out", default=str(REPO_ROOT / "reports" / "runs"), help="folder for the report")
+    parser.add_argument("--out", default="reports/runs", help="folder for the report")
     parser.add_argument("--json", help="write everything the run found as JSON")
     parser.add_argument("--junit", help="write JUnit XML of the checks (one testcase per check and build)")
     parser.add_argument("--enable", action="append", default=[], metavar="RULE_ID", help="turn on an opt-in rule")
@@ -296,5 +357,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gpu", choices=["cuda"], help="build llama.cpp with this GPU backend")
     parser.add_argument("--n-gpu-layers", type=int, default=0, help="layers to offload during verification")
     parser.add_argument("--cmake-arg", action="append", default=[], help="extra CMake option for llama.cpp")
+    parser.add_argument("--checks", metavar="A,B", help="verify only these checks (default: the whole checklist)")
     parser.add_argument("--quiet", action="store_true", help="no progress output (CI logs)")
-    parser.set_defaults(func=run)

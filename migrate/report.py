@@ -1,7 +1,8 @@
 """The markdown migration report (templates/report.md.j2), meant to be pasted into a pull request.
 
-`render_report` takes extra markdown `sections` (e.g. the API-diff cross reference, a later verification
-section) appended after the generic parts, so other stages extend the report without a template of their own.
+`render_report` takes extra markdown `sections` (e.g. a later verification section) appended after the generic
+parts, so other stages extend the report without a template of their own. Without `sections` it appends the plan's
+own (`plan_sections`: the API diff and its cross reference with the consumer's code).
 """
 
 from __future__ import annotations
@@ -65,9 +66,14 @@ def _edit_rows(plan: Plan) -> list[dict[str, Any]]:
     ]
 
 
+def plan_sections(plan: Plan) -> list[str]:
+    """The sections a plan brings with it: the API diff and cross reference, when the plan has one."""
+    return [plan.api_section] if plan.api_section else []
+
+
 def render_report(plan: Plan, title: str | None = None, sections: list[str] | None = None,
                   mode: str = "") -> str:  # fmt: skip
-    """The report as markdown; `sections` are extra markdown blocks appended in order."""
+    """The report as markdown; `sections` are extra markdown blocks appended in order (default: the plan's own)."""
     template = _environment().get_template("report.md.j2")
     manual = sorted(plan.manual, key=lambda m: (m.file, m.line))
     text = template.render(
@@ -82,7 +88,7 @@ def render_report(plan: Plan, title: str | None = None, sections: list[str] | No
         reviews=[m for m in manual if m.kind != ACTION],
         advisories=sorted(plan.advisories, key=lambda a: (a.file, a.line)),
         diff=plan.diff(),
-        sections=sections or [],
+        sections=plan_sections(plan) if sections is None else sections,
     )
     return re.sub(r"\n{3,}", "\n\n", text)
 

@@ -6,7 +6,11 @@
 
 `plan` changes nothing in SRC: it prints a summary and the unified diff, writes the markdown report
 (reports/<name>-<from>-<to>.md unless --report), and with --json the plan as
-{edits: [{file, line, rule, before, after, confidence}], manual: [...], advisories: [...], ...}.
+{edits: [{file, line, rule, before, after, confidence}], manual: [...], advisories: [...], api: {...}, ...}.
+Besides the rules' own items, `manual` lists every use of a llama.cpp declaration removed or changed at the
+target that no rule covers (rule "api-diff", kind "action", with the old and new declarations), found by the
+API diff of the two trees' headers; uses that still compile there (a re-valued enum constant named by its
+name, a newly deprecated function) are kind "review" and do not change the exit code.
 `apply` computes the same plan and writes it: all files or none, originals backed up under the cache
 (`<cache>/backups/`), refusing a git tree with uncommitted changes unless --force, optionally committing to
 a new branch (--branch).
@@ -63,6 +67,7 @@ def _builds(source: SourceTree, target: SourceTree | None, target_error: str | N
 
 def make_plan(args: argparse.Namespace):  # -> tuple[Plan, SourceTree]
     """Resolve trees and rules, run the engine; raises InputError / RuleError / SourceError / ValueError."""
+    from migrate.rewrite.apicheck import ApiTarget, unavailable_section
     from migrate.rewrite.engine import EngineConfig, build_plan
     from migrate.rewrite.parse import CompileDatabase
     from migrate.rewrite.rules import find_rules, load_rules
@@ -88,9 +93,12 @@ def make_plan(args: argparse.Namespace):  # -> tuple[Plan, SourceTree]
         compile_db=CompileDatabase.find(root),
         extra_flags=tuple(args.flag),
         plan_cache=None if args.no_cache else cache_root(args.cache) / "plans",
+        api=ApiTarget(source, target, args.cache) if target is not None else None,
     )
     plan = build_plan(config)
     plan.builds = _builds(source, target, target_error)
+    if target is None:
+        plan.api_section = unavailable_section(f"the target tree is not available ({target_error})")
     return plan, source
 
 
@@ -106,6 +114,13 @@ def _print_summary(plan: Any, diff: bool) -> None:
         + (" (cached plan: inputs unchanged)" if plan.cached else ""),
         file=sys.stderr,
     )
+    uses = plan.api_summary.get("uses")
+    if uses:
+        print(f"API diff {plan.api_summary['from']} -> {plan.api_summary['to']}: {uses['covered']} use(s) covered by "
+              f"rules, {uses['manual']} manual, {uses['review']} to review", file=sys.stderr)  # fmt: skip
+    elif not plan.api_summary:
+        print("API diff: not computed (see the report); uses of changed API no rule covers are not listed",
+              file=sys.stderr)  # fmt: skip
     for item in sorted(plan.manual, key=lambda m: (m.file, m.line)):
         print(f"{item.kind.upper()}: {item.file}:{item.line} [{item.rule}] {item.message}", file=sys.stderr)
     for item in sorted(plan.advisories, key=lambda a: (a.file, a.line)):

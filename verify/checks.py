@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from verify import gpu
 from verify.observe import DECODE, MEMORY_NEW, PERF, MemorySnapshot, Trace
 from verify.prompts import (
     CAPACITY_N_CTX,
@@ -100,6 +101,10 @@ def run_check(name: str, session: Session) -> CheckResult:
     spec = REGISTRY[name]
     started = time.monotonic()
     try:
+        # every check loads the model with the layers asked for: without a GPU it would silently run on the CPU
+        reason = gpu.missing_gpu(session.target.library, session.options.n_gpu_layers)
+        if reason:
+            raise Skip(reason)
         verdict = spec.fn(session)
         status = PASSED if verdict.ok else FAILED
         result = CheckResult(name, status, verdict.evidence, verdict.message, summary=verdict.summary)
@@ -783,4 +788,53 @@ def throughput(s: Session) -> Verdict:
     return Verdict(ok, evidence, "" if ok else f"{single.message} {parallel.message}".strip(), summary)
 
 
-CHECK_ORDER: tuple[str, ...] = tuple(REGISTRY)
+# --- GPU -----------------------------------------------------------------------------------------------------------
+
+
+def _expected_offload(n_gpu_layers: int, total: int) -> int:
+    return total if n_gpu_layers < 0 else min(n_gpu_layers, total)
+
+
+def _gpu_memory(devices: list[gpu.Device]) -> dict[str, dict[str, int]]:
+    return {d.name: {"free": d.memory_free, "total": d.memory_total} for d in devices if d.is_gpu}
+
+
+@check("gpu_offload", "gpu", "layers offloaded to the GPU: device, layers offloaded, flash attention as used")
+def gpu_offload(s: Session) -> Verdict:
+    if s.options.n_gpu_layers == 0:
+        raise Skip("not asked: --n-gpu-layers 0 runs everything on the CPU")
+    library = gpu.Library(s.target.library)
+    s.backend()  # the consumer's init installs its log callback; the capture replaces it for this child
+    capture = gpu.LogCapture(library)
+    before = library.devices()
+    model = s.model()
+    after = library.devices()
+    out = s.shim.generate(s.context(512, 1), PROMPT_A, s.options.sampling())
+    found = gpu.log_evidence(capture.text)
+    used = {name: before_mem["free"] - _gpu_memory(after).get(name, before_mem)["free"]
+            for name, before_mem in _gpu_memory(before).items()}  # fmt: skip
+    evidence = found | {"devices": [d.description or d.name for d in after if d.is_gpu], "n_gpu_layers":
+                        s.options.n_gpu_layers, "model_bytes_on_gpu": used, "n_vocab": s.shim.n_vocab(model),
+                        "generate": out.evidence() | {"text": out.value}}  # fmt: skip
+    problems: list[str] = []
+    if "layers_offloaded" not in found:
+        problems.append("the library logged no 'offloaded N/M layers to GPU' line")
+    elif found["layers_offloaded"] != _expected_offload(s.options.n_gpu_layers, found["layers_total"]):
+        problems.append(f"offloaded {found['layers_offloaded']}/{found['layers_total']} layers, "
+                        f"asked for {s.options.n_gpu_layers}")  # fmt: skip
+    if not out.ok:
+        problems.append(f"generate on the GPU failed: {out.message}")
+    summary = (f"{', '.join(evidence['devices']) or 'no device'}: {found.get('layers_offloaded', '?')}/"
+               f"{found.get('layers_total', '?')} layers, flash attention used={found.get('flash_attn_used')}")
+    return Verdict(not problems, evidence, failures(problems), summary)
+
+
+GPU_CHECKS: tuple[str, ...] = ("gpu_offload",)
+ALL_CHECKS: tuple[str, ...] = tuple(REGISTRY)
+# The checklist every run gets; the GPU checks join it when layers are offloaded (see `checklist`).
+CHECK_ORDER: tuple[str, ...] = tuple(n for n in REGISTRY if n not in GPU_CHECKS)
+
+
+def checklist(n_gpu_layers: int) -> tuple[str, ...]:
+    """The default checks for a run: a CPU run would only report the GPU checks as "not asked"."""
+    return CHECK_ORDER + GPU_CHECKS if n_gpu_layers else CHECK_ORDER

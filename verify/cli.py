@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from verify.bindings import BindingError, find_header
-from verify.checks import CHECK_ORDER, CheckResult
+from verify.checks import ALL_CHECKS, CheckResult, checklist
 from verify.differential import run_differential
 from verify.report import STATUS_STYLE, RunReport, markdown_section, print_summary, write_json, write_junit
 from verify.runner import run_checks
@@ -81,9 +81,9 @@ def run_verification(targets: list[Target], options: Options, names: list[str] |
 def cmd_verify(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     names = [n.strip() for n in args.checks.split(",")] if args.checks else None
-    unknown = [n for n in names or [] if n not in CHECK_ORDER]
+    unknown = [n for n in names or [] if n not in ALL_CHECKS]
     if unknown:
-        console.print(f"error: unknown checks {unknown}; known: {', '.join(CHECK_ORDER)}")
+        console.print(f"error: unknown checks {unknown}; known: {', '.join(ALL_CHECKS)}")
         return EXIT_USAGE
     try:
         model = Path(args.model) if args.model else default_model(getattr(args, "cache", None))
@@ -98,7 +98,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     options = Options(n_gpu_layers=args.n_gpu_layers, n_threads=args.threads, max_tokens=args.max_tokens,
                       normalise=args.normalise, timeout=args.timeout, tie_margin=args.tie_margin)  # fmt: skip
-    console.print(f"verifying {len(names or CHECK_ORDER)} checks on {', '.join(str(t.library) for t in targets)}")
+    count = len(names or checklist(options.n_gpu_layers))
+    console.print(f"verifying {count} checks on {', '.join(str(t.library) for t in targets)}")
     report = run_verification(targets, options, names, console)
     print_summary(report, console)
     if args.json:
@@ -119,7 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-gpu-layers", type=int, default=0, help="layers to offload (default 0: CPU)")
     parser.add_argument("--llama-tree", help="llama.cpp tree --lib was built from (default: read from the build)")
     parser.add_argument("--baseline-llama-tree", help="llama.cpp tree --baseline-lib was built from")
-    parser.add_argument("--checks", help=f"comma-separated subset of: {', '.join(CHECK_ORDER)}")
+    parser.add_argument("--checks", help=f"comma-separated subset of: {', '.join(ALL_CHECKS)}")
     parser.add_argument("--threads", type=int, default=1, help="n_threads for contexts (default 1)")
     parser.add_argument("--max-tokens", type=int, default=12, help="tokens generated per prompt (default 12)")
     parser.add_argument("--normalise", default="none", choices=["none", "strip", "whitespace"],

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from verify.checks import CHECK_ORDER, FAILED, PASSED, SKIPPED, CheckResult
+from verify.checks import FAILED, PASSED, SKIPPED, CheckResult, checklist
 from verify.runner import Progress, run_checks
 from verify.session import Options, Target
 
@@ -146,7 +146,7 @@ class DifferentialReport:
 def run_differential(old: Target, new: Target, options: Options, names: list[str] | None = None,
                      progress: Progress | None = None,
                      run: Callable[..., list[CheckResult]] = run_checks) -> DifferentialReport:  # fmt: skip
-    names = list(names or CHECK_ORDER)
+    names = list(names or checklist(options.n_gpu_layers))
     plain = [n for n in names if n != THROUGHPUT_CHECK]
     old_results = {r.name: r for r in run(old, options, plain, progress)}
     new_results = {r.name: r for r in run(new, options, plain, progress)}

@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from verify.checks import CHECK_ORDER, FAILED, REGISTRY, CheckResult, run_check
+from verify.checks import FAILED, REGISTRY, CheckResult, checklist, run_check
 from verify.session import Options, Prepared, Session, Target, prepare
 
 STDERR_TAIL_LINES = 25
@@ -108,7 +108,7 @@ def run_in_child(job: Path, name: str, label: str, timeout: float, workdir: Path
 def run_checks(target: Target, options: Options, names: list[str] | None = None,
                progress: Progress | None = None) -> list[CheckResult]:  # fmt: skip
     """Every named check (default: the whole checklist) on one build, each in its own child."""
-    names = list(names or CHECK_ORDER)
+    names = list(checklist(options.n_gpu_layers) if names is None else names)
     results: list[CheckResult] = []
     with tempfile.TemporaryDirectory(prefix="llama-migrate-verify-") as tmp:
         workdir = Path(tmp)

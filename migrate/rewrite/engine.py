@@ -20,8 +20,10 @@ from typing import Any
 
 import clang.cindex as ci
 
+from migrate.apidiff import ApiDiffError
 from migrate.paths import data_dir
 from migrate.rewrite import advisories as advise
+from migrate.rewrite.apicheck import ApiScan, ApiTarget, unavailable_section
 from migrate.rewrite.collect import CallSite, Collected, Collector, FieldSite
 from migrate.rewrite.cursors import (
     K,
@@ -82,6 +84,7 @@ class EngineConfig:
     compile_db: CompileDatabase | None = None
     extra_flags: tuple[str, ...] = ()
     plan_cache: Path | None = None  # folder of cached plans (None: always parse)
+    api: ApiTarget | None = None  # cross-reference uses of API removed/changed at the target (None: no API check)
 
 
 # --- finding the consumer's files -------------------------------------------------------------------------------
@@ -135,6 +138,8 @@ class Engine:
         self.edits: list[Edit] = []
         self.handled: set[str] = set()  # files whose sites were taken from an earlier translation unit
         self.target_names = TARGET_NAMES | _fix_identifiers(self.rules)
+        self.api: ApiScan | None = None
+        self.consumer_names: set[str] = set()  # every consumer file: the API check scans those a unit includes
 
     # --- entry ---------------------------------------------------------------------------------------------
 
@@ -145,6 +150,8 @@ class Engine:
             raise InputError(f"{self.config.root}: no C/C++ source files (.c, .cpp, .h, ...) in this tree")
         plan = Plan(self.root, self.config.ruleset.from_version, self.config.ruleset.to_version,
                     options=self.options)  # fmt: skip
+        self.consumer_names = {str(p) for p in files}
+        self._start_api(plan)
         relevant = self._read_relevant(files, plan)
         units = self._translation_units(files, relevant)
         consumer = {str(p) for p in relevant}
@@ -154,11 +161,25 @@ class Engine:
             if str(path) not in self.handled and path.suffix in HEADER_SUFFIXES:
                 plan.file_reports.append(FileReport(plan.relative(path), "skipped",
                                                     "a header no parsed source file includes"))  # fmt: skip
+                if self.api is not None:
+                    self.api.skip(str(path), "a header no parsed source file includes")
         plan.files = dict(self.sources)
         plan.edits = self._final_edits()
         self._decisions(plan)
+        if self.api is not None:
+            self.api.finish(plan)
         plan.seconds = time.monotonic() - started
         return plan
+
+    def _start_api(self, plan: Plan) -> None:
+        """The API diff of the two trees (header surfaces come from their cache); a failure is said, not fatal."""
+        if self.config.api is None:
+            return
+        try:
+            self.api = ApiScan.start(self.config.api, self.config.ruleset.covered())
+        except ApiDiffError as exc:
+            plan.api_section = unavailable_section(str(exc))
+            plan.decisions.append(f"API diff not computed ({exc}): uses of changed API no rule covers are not listed")
 
     def _read_relevant(self, files: list[Path], plan: Plan) -> list[Path]:
         names = {n.encode() for n in self.names}
@@ -213,9 +234,13 @@ class Engine:
             )
             self.edits += plan_syntactic(self.sources[path], self.rules, self.options, plan)
             self.handled.add(str(path))
+            if self.api is not None:
+                self.api.skip(str(path), f"libclang could not parse it ({report.reason})")
             return
         self._check_errors(parsed, mine, report)
         in_unit = {str(path)} | {inc.include.name for inc in parsed.tu.get_includes() if inc.include is not None}
+        if self.api is not None:
+            self.api.scan(parsed.tu, in_unit & (self.consumer_names | {str(path)}))
         data = {f: self.sources[Path(f)].data for f in mine & in_unit if Path(f) in self.sources}
         collected = Collector(self.rules, set(data), data).collect(parsed)
         fresh = {f for f in data if f not in self.handled}
@@ -759,6 +784,7 @@ def _cache_key(config: EngineConfig) -> str:
         "enabled": sorted(config.enabled),
         "flags": list(config.extra_flags),
         "db": config.compile_db.entries if config.compile_db else None,
+        "api": config.api.cache_key() if config.api else None,
     }
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for path in consumer_files(config.root):

@@ -73,6 +73,8 @@ class Plan:
     options: dict[str, Any] = field(default_factory=dict)
     rules_used: dict[str, str] = field(default_factory=dict)  # rule id → description, for rules that fired
     builds: list[dict[str, Any]] = field(default_factory=list)  # SourceTree.describe() of each tree used
+    api_section: str = ""  # markdown: the API diff and its cross reference with this tree (rewrite/apicheck.py)
+    api_summary: dict[str, Any] = field(default_factory=dict)  # the same in numbers, for --json
     seconds: float = 0.0
     cached: bool = False  # rebuilt from the plan cache (inputs unchanged since a previous run)
 
@@ -140,6 +142,8 @@ class Plan:
             "decisions": self.decisions,
             "options": self.options,
             "rules_used": self.rules_used,
+            "api_section": self.api_section,
+            "api_summary": self.api_summary,
         }
 
     @classmethod
@@ -168,6 +172,8 @@ class Plan:
             decisions=list(data["decisions"]),
             options=dict(data["options"]),
             rules_used=dict(data["rules_used"]),
+            api_section=data["api_section"],
+            api_summary=dict(data["api_summary"]),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -193,6 +199,7 @@ class Plan:
             "advisories": [a.to_json() for a in sorted(self.advisories, key=lambda a: (a.file, a.line))],
             "decisions": self.decisions,
             "options": self.options,
+            "api": self.api_summary,
             "files": [vars(report) for report in self.file_reports],
             "builds": self.builds,
         }

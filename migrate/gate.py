@@ -1,0 +1,268 @@
+"""`migrate gate`: `migrate run` for CI. Same arguments and report; the exit code says whether a human is needed
+and which kind of problem it is, and a one-screen summary says why.
+
+Exit codes (when several classes apply, the lowest number wins; the summary lists every class found):
+
+   0  nothing needs a human: migrated, built at both versions, no check fails on the new build, greedy output
+      identical or a near-tie, tokens/s within the threshold
+   2  usage error: bad arguments or consumer config, unknown llama.cpp version, no toolchain (no report written)
+  10  manual action required: a manual action in the plan, or a use of API that changed with no rule for it
+  11  compile error: the migrated code does not build at the target (or the original at the source version)
+  12  a check fails or crashes on the new build
+  13  output difference that is not a near-tie: greedy decoding parts where a build's top-2 logit margin is at
+      least the tie margin (or the two builds tokenize a prompt differently)
+  14  tokens/s regression: generate or generate_parallel on the new build slower than on the old one by more
+      than the threshold
+
+1 is never a verdict: it means the tool itself failed (a Python traceback). Thresholds: `--tie-margin` (default
+0.05) and `--max-tps-regression` percent (default 25), or `tie_margin` / `max_tps_regression` in the consumer config;
+flags win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from migrate import pipeline
+from migrate.pipeline import EXIT_OK, EXIT_USAGE, RunOutcome, Stages, UsageError
+from verify.session import Options
+
+DEFAULT_TIE_MARGIN = Options().tie_margin  # the harness's own default, so `run` and `gate` agree on near-ties
+DEFAULT_MAX_TPS_REGRESSION = 25.0  # percent
+SUMMARY_WIDTH = 160
+
+
+@dataclass(frozen=True)
+class FailureClass:
+    code: int
+    title: str
+
+
+MANUAL = FailureClass(10, "manual action required")
+COMPILE = FailureClass(11, "compile error")
+CHECK = FailureClass(12, "check fails on the new build")
+OUTPUT = FailureClass(13, "output difference (not a near-tie)")
+SPEED = FailureClass(14, "tokens/s regression")
+CLASSES = (MANUAL, COMPILE, CHECK, OUTPUT, SPEED)
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: FailureClass
+    where: str  # file:line, a check name, a prompt, a call
+    message: str
+
+    def line(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    tie_margin: float = DEFAULT_TIE_MARGIN
+    max_tps_regression: float = DEFAULT_MAX_TPS_REGRESSION  # percent
+
+
+# --- classification ------------------------------------------------------------------------------------------
+
+
+def classify(outcome: RunOutcome, thresholds: Thresholds) -> list[Finding]:
+    """Every reason a human is needed, from the run's structured results (not its problem strings)."""
+    findings = _manual(outcome) + _compile(outcome)
+    diff = getattr(outcome.verification, "differential", None)
+    if diff is not None:
+        findings += _checks(diff) + _outputs(diff, thresholds) + _speed(diff, thresholds)
+    if outcome.problems and not findings:
+        # the run saw something this gate has no class for: never let that pass silently
+        findings.append(Finding(MANUAL, "run", outcome.problems[0]))
+    return findings
+
+
+def exit_code(findings: list[Finding]) -> int:
+    return min((f.kind.code for f in findings), default=EXIT_OK)
+
+
+def _relative(path: str, outcome: RunOutcome) -> str:
+    """Compiler paths point into the migrated copy or the original; both have the consumer's layout."""
+    for root in (outcome.migrated, outcome.src):
+        try:
+            return str(Path(path).relative_to(root))
+        except ValueError:
+            continue
+    return path
+
+
+def _manual(outcome: RunOutcome) -> list[Finding]:
+    plan = outcome.plan
+    if plan is None:
+        return []
+    return [Finding(MANUAL, f"{plan.relative(a.file)}:{a.line}", f"({a.rule}) {a.message}") for a in plan.actions]
+
+
+def _compile(outcome: RunOutcome) -> list[Finding]:
+    found = []
+    for role, build in outcome.builds.items():
+        if build.ok:
+            continue
+        version = outcome.trees[role].provided
+        found += [Finding(COMPILE, f"{_relative(e.file, outcome)}:{e.line}", f"at {version}: {e.message}")
+                  for e in build.errors]  # fmt: skip
+        if not build.errors:
+            found.append(Finding(COMPILE, f"build at {version}", f"failed at stage {build.stage} (see the log)"))
+    return found
+
+
+def _checks(diff: Any) -> list[Finding]:
+    return [Finding(CHECK, c.name, f"{c.classification}: {c.new.message}")
+            for c in diff.comparisons if c.new is not None and c.new.status == "failed"]  # fmt: skip
+
+
+def _token(step: dict[str, Any]) -> str:
+    if step.get("token") is None:
+        return step.get("note", "no token")
+    return f"{step['token']} {step.get('piece', '')!r} (margin {step.get('margin', 0):.3g})"
+
+
+def _outputs(diff: Any, thresholds: Thresholds) -> list[Finding]:
+    found = []
+    for g in diff.greedy:
+        if g.verdict == "divergence":
+            found.append(Finding(OUTPUT, f"prompt {g.prompt!r} step {g.first_difference}",
+                                 f"old {_token(g.old)} vs new {_token(g.new)}; tie margin "
+                                 f"{thresholds.tie_margin}"))  # fmt: skip
+        elif g.verdict == "not comparable" and "tokenize" in g.note:
+            found.append(Finding(OUTPUT, f"prompt {g.prompt!r}", g.note))
+    return found
+
+
+def _speed(diff: Any, thresholds: Thresholds) -> list[Finding]:
+    floor = 1 - thresholds.max_tps_regression / 100
+    found = []
+    for call, row in diff.throughput.items():
+        ratio = row.get("new_over_old")
+        if ratio is not None and ratio < floor:
+            speeds = f"{row['old']['tokens_per_s']} → {row['new']['tokens_per_s']} tokens/s"
+            loss = f"-{(1 - ratio) * 100:.0f}%, allowed -{thresholds.max_tps_regression:g}%"
+            found.append(Finding(SPEED, call, f"{speeds} ({loss})"))
+    return found
+
+
+# --- output --------------------------------------------------------------------------------------------------
+
+
+def _clip(text: str, width: int = SUMMARY_WIDTH) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def by_class(findings: list[Finding]) -> list[tuple[FailureClass, list[Finding]]]:
+    return [(c, [f for f in findings if f.kind == c]) for c in CLASSES if any(f.kind == c for f in findings)]
+
+
+def summary(findings: list[Finding], thresholds: Thresholds, outcome: RunOutcome | None = None) -> list[str]:
+    """The one-screen why: a verdict line, then one line per class found with its count and first example."""
+    code = exit_code(findings)
+    if code == EXIT_OK:
+        return [f"GATE PASSED (exit 0): nothing needs a human{_passed_detail(outcome, thresholds)}"]
+    groups = by_class(findings)
+    lines = [f"GATE FAILED (exit {code}: {groups[0][0].title}); {len(groups)} class(es) found:"]
+    for kind, items in groups:
+        lines.append("  " + _clip(f"{kind.code} {kind.title}: {len(items)}; first: {items[0].line()}"))
+    return lines
+
+
+def _passed_detail(outcome: RunOutcome | None, thresholds: Thresholds) -> str:
+    diff = getattr(getattr(outcome, "verification", None), "differential", None)
+    if diff is None:
+        return ""
+    checks = sum(1 for c in diff.comparisons if c.new is not None and c.new.status == "passed")
+    measured = any(row.get("new_over_old") is not None for row in diff.throughput.values())
+    speed = f"tokens/s within -{thresholds.max_tps_regression:g}%" if measured else "tokens/s not measured"
+    return (f": {checks} check(s) pass on the new build, greedy output identical or near-tie "
+            f"(margin < {thresholds.tie_margin}), {speed}")
+
+
+def markdown_section(findings: list[Finding], thresholds: Thresholds, per_class: int = 10) -> str:
+    """The report's verdict in gate mode: every class found, with up to `per_class` findings each."""
+    code = exit_code(findings)
+    lines = ["## Verdict (gate)", "", f"Exit code **{code}**; thresholds: tie margin {thresholds.tie_margin}, "
+             f"tokens/s regression allowed {thresholds.max_tps_regression:g}%.", ""]  # fmt: skip
+    if code == EXIT_OK:
+        return "\n".join(lines + ["Nothing needs a human."]) + "\n"
+    lines += ["| exit code | class | count | first |", "| ---: | --- | ---: | --- |"]
+    groups = by_class(findings)
+    for kind, items in groups:
+        lines.append(f"| {kind.code} | {kind.title} | {len(items)} | {_clip(items[0].line(), 200).replace('|', '/')} |")
+    for kind, items in groups:
+        lines += ["", f"### {kind.code} {kind.title}", ""]
+        lines += [f"- `{f.where}` {_clip(f.message, 300)}" for f in items[:per_class]]
+        if len(items) > per_class:
+            lines.append(f"- … and {len(items) - per_class} more")
+    return "\n".join(lines) + "\n"
+
+
+def to_json(findings: list[Finding], thresholds: Thresholds) -> dict[str, Any]:
+    return {
+        "exit_code": exit_code(findings),
+        "thresholds": {"tie_margin": thresholds.tie_margin, "max_tps_regression": thresholds.max_tps_regression},
+        "classes": [{"code": k.code, "title": k.title, "count": len(items),
+                     "findings": [{"where": f.where, "message": f.message} for f in items]}
+                    for k, items in by_class(findings)],
+    }  # fmt: skip
+
+
+# --- the command ---------------------------------------------------------------------------------------------
+
+
+def gate(args: argparse.Namespace) -> int:
+    console = Console(stderr=True, quiet=args.quiet)
+    stages = Stages(console, args.quiet)
+    try:
+        src, config = pipeline.load_consumer(args)
+        config = config.with_thresholds(args.tie_margin, args.max_tps_regression)
+        thresholds = Thresholds(
+            DEFAULT_TIE_MARGIN if config.tie_margin is None else config.tie_margin,
+            DEFAULT_MAX_TPS_REGRESSION if config.max_tps_regression is None else config.max_tps_regression,
+        )
+        # the harness classifies greedy divergences with this margin: hand it the one the gate uses
+        config = config.with_thresholds(thresholds.tie_margin, None)
+        outcome = pipeline.execute(args, src, config, console, stages)
+    except UsageError as exc:
+        pipeline.usage_error(exc)
+        return EXIT_USAGE
+    findings = classify(outcome, thresholds)
+    code = exit_code(findings)
+    report = pipeline.write_outputs(outcome, args, markdown_section(findings, thresholds), code,
+                                    {"gate": to_json(findings, thresholds)})  # fmt: skip
+    print(report)
+    for line in summary(findings, thresholds, outcome):
+        print(line, file=sys.stderr)
+    return code
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "gate",
+        help="`run` for CI: exit code per failure class (10-14) and a one-screen summary of why",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pipeline.add_run_arguments(parser)
+    parser.add_argument("--max-tps-regression", type=_non_negative, metavar="PCT",
+                        help=f"tokens/s the new build may lose, percent (default {DEFAULT_MAX_TPS_REGRESSION:g})")
+    parser.add_argument("--tie-margin", type=_non_negative,
+                        help=f"top-2 logit margin under which a greedy divergence is a near-tie "
+                             f"(default {DEFAULT_TIE_MARGIN})")  # fmt: skip
+    parser.set_defaults(func=gate)

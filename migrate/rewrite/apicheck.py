@@ -1,0 +1,222 @@
+"""The API diff inside a plan: every use in the consumer's code of a llama.cpp declaration that is removed or changed
+at the target and that no rewrite rule covers becomes a manual item of the plan (`migrate plan` then exits 1 and
+`--json`'s `manual` lists it, with the old and new declarations), and the diff with its cross reference becomes a
+report section.
+
+The engine hands each translation unit it has already parsed to `ApiScan.scan`: the uses are resolved on the same
+libclang AST as the rewrites (the consumer's real include paths and flags), so no file is parsed twice. The result
+is stored with the plan, so a warm plan (a plan-cache hit) recomputes nothing.
+
+What counts as a manual ACTION: the code will not compile (or not mean the same) at the target. Uses that still
+compile are listed to REVIEW instead, and do not fail the plan: a re-valued enum constant named by its name (the
+name follows the value; only a number stored or exchanged across versions changes meaning), a newly deprecated
+function (a warning), a function that only gained parameters with defaults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import clang.cindex as ci
+
+from migrate import apidiff
+from migrate.apidiff import ApiDiff, ApiUse, ChangeKind, CoveredUse, CrossReference, ManualAction
+from migrate.rewrite.plan import ACTION, REVIEW, ManualItem, Plan
+from migrate.sources import SourceTree
+
+RULE_ID = "api-diff"
+RULE_DESCRIPTION = ("a declaration of llama.cpp's public headers removed or changed between the two builds, used "
+                    "here, that no rewrite rule handles (see the API diff section)")  # fmt: skip
+UseT = TypeVar("UseT", bound=ApiUse)
+REVIEW_KINDS = frozenset({ChangeKind.CONSTANT_REVALUED, ChangeKind.DEPRECATED})
+
+
+@dataclass(frozen=True)
+class ApiTarget:
+    """What the plan's API check compares: the tree the consumer builds against now and the target tree."""
+
+    old: SourceTree
+    new: SourceTree
+    cache: str | Path | None = None  # llama-migrate cache root (the parsed header surfaces live there)
+
+    def cache_key(self) -> str:
+        """Changes when either tree's headers or the API-diff code change: a cached plan is then redone."""
+        digest = hashlib.sha256(Path(apidiff.__file__).read_bytes())
+        for tree in (self.old, self.new):
+            digest.update(apidiff.headers_fingerprint(tree.path, apidiff.candidate_headers(tree.path)).encode())
+        digest.update(str(apidiff.SURFACE_FORMAT).encode())
+        return digest.hexdigest()[:16]
+
+    def load(self) -> tuple[ApiDiff, list[str]]:
+        """The diff, and the old tree's headers the uses must resolve to; ApiDiffError when a tree does not parse."""
+        old = apidiff.load_surface(self.old, self.cache)
+        new = apidiff.load_surface(self.new, self.cache)
+        return apidiff.diff(old, new), old.headers
+
+
+def _still_compiles(use: ApiUse) -> bool:
+    if use.kind in REVIEW_KINDS:
+        return True
+    # apidiff notes a re-signature whose new trailing parameters all have defaults: old calls still compile.
+    return use.kind == ChangeKind.RESIGNATURED and "still compile" in (use.note or "")
+
+
+def _values(use: ApiUse) -> str:
+    """`9 → 12` from the declarations `LLAMA_EXAMPLE_SERVER = 9` and `LLAMA_EXAMPLE_SERVER = 12`."""
+    return f"{use.old.rpartition('= ')[2]} → {(use.new or '').rpartition('= ')[2]}"
+
+
+def _message(use: ApiUse, target: str) -> str:
+    """What is wrong at this use and what to do, in the words a reviewer needs."""
+    via = " (through a macro expanded here)" if use.in_macro else ""
+    if use.kind == ChangeKind.CONSTANT_REVALUED:
+        return (f"`{use.symbol}`{via} has another value at {target} ({_values(use)}). Code that names it "
+                "compiles and means the same; only a number stored or exchanged across versions (a config file, a "
+                "wire format, a switch on raw integers, a library built against the other version) now means "
+                "another constant — check those, nothing to do otherwise")  # fmt: skip
+    if use.kind == ChangeKind.DEPRECATED:
+        return f"`{use.symbol}`{via} is deprecated at {target} ({use.note}); it still compiles, with a warning"
+    if _still_compiles(use):
+        return f"`{use.symbol}`{via} changed signature at {target}; {use.note} — check the new parameters' defaults"
+    note = f" ({use.note})" if use.note else ""
+    return f"`{use.symbol}`{via}: {use.kind.value} at {target}{note}, and no rule covers it — change this code by hand"
+
+
+@dataclass
+class ApiScan:
+    """The cross reference of one plan, filled unit by unit as the engine parses them."""
+
+    target: ApiTarget
+    diff: ApiDiff
+    covered: set[str]
+    tracked: apidiff._OldHeaders  # recognises the old tree's headers (also a submodule copy of them)
+    xref: CrossReference = field(default_factory=CrossReference)
+    reviews: list[ApiUse] = field(default_factory=list)
+    scanned: set[str] = field(default_factory=set)
+    not_scanned: dict[str, str] = field(default_factory=dict)  # file -> why its uses are not cross-referenced
+    seconds: float = 0.0  # walking the ASTs for uses (the parses themselves are the engine's)
+
+    @classmethod
+    def start(cls, target: ApiTarget, covered: set[str]) -> ApiScan:
+        diff, headers = target.load()
+        # apidiff's own cross_reference parses each file again; here the engine's parse is reused, so the two
+        # helpers it is built from are used directly.
+        tracked = apidiff._OldHeaders(target.old.path.resolve(), headers)
+        return cls(target, diff, covered, tracked)
+
+    def scan(self, tu: ci.TranslationUnit, files: Iterable[str]) -> None:
+        """Uses in `files` (the unit's own file and the consumer headers it includes), each file once."""
+        started = time.perf_counter()
+        for name in sorted(set(files) - self.scanned):
+            self.scanned.add(name)
+            self.not_scanned.pop(name, None)
+            for use in apidiff._uses_in_file(self.diff, Path(name), tu, self.tracked):
+                self._add(use)
+        self.seconds += time.perf_counter() - started
+
+    def skip(self, file: str, why: str) -> None:
+        if file not in self.scanned:
+            self.not_scanned[file] = why
+
+    def _add(self, use: ApiUse) -> None:
+        if use.symbol in self.covered:
+            self.xref.covered.append(CoveredUse(**vars(use)))
+        elif _still_compiles(use):
+            self.reviews.append(use)
+        else:
+            self.xref.manual.append(ManualAction(**vars(use)))
+
+    def finish(self, plan: Plan) -> None:
+        """Manual items, the report section and the JSON summary into `plan`."""
+        self.xref.parse_seconds = round(self.seconds, 3)
+        self.xref.covered = _drop_echoes(self.xref.covered)
+        self.xref.manual = _drop_echoes(self.xref.manual)
+        self.reviews = _drop_echoes(self.reviews)
+        target = self.target.new.provided
+        items = {}
+        for use, kind in [(u, ACTION) for u in self.xref.manual] + [(u, REVIEW) for u in self.reviews]:
+            item = ManualItem(plan.relative(use.file), use.line, RULE_ID, _message(use, target), kind, use.old,
+                              use.new)  # fmt: skip
+            items.setdefault((item.file, item.line, use.symbol), item)  # one item per symbol and line
+        plan.manual += list(items.values())
+        if items:
+            plan.rules_used.setdefault(RULE_ID, RULE_DESCRIPTION)
+        plan.api_section = section(self, plan.root)
+        plan.api_summary = self.summary(plan)
+
+    def _by_status(self) -> list[tuple[str, list[ApiUse]]]:
+        return [("covered", list(self.xref.covered)), ("manual", list(self.xref.manual)), ("review", self.reviews)]
+
+    def summary(self, plan: Plan) -> dict[str, Any]:
+        return {
+            "from": self.diff.old,
+            "to": self.diff.new,
+            "counts": self.diff.counts(),
+            "uses": {"covered": len(self.xref.covered), "manual": len(self.xref.manual), "review": len(self.reviews)},
+            "sites": [_site(use, status, plan) for status, uses in self._by_status() for use in uses],
+            "not_scanned": {plan.relative(f): why for f, why in sorted(self.not_scanned.items())},
+        }
+
+
+def _drop_echoes(uses: list[UseT]) -> list[UseT]:
+    """Without the echo of a use: apidiff reports a qualified call (`console::set_display(...)`) twice, as the call
+    (at `console`, so it looks like a macro expansion) and as the callee (at the name); keep the one at the name."""
+    spelled = {(u.file, u.line, u.symbol) for u in uses if not u.in_macro}
+    return [u for u in uses if not u.in_macro or (u.file, u.line, u.symbol) not in spelled]
+
+
+def _site(use: ApiUse, status: str, plan: Plan) -> dict[str, Any]:
+    return {"file": plan.relative(use.file), "line": use.line, "column": use.column, "symbol": use.symbol,
+            "change": use.kind.value, "status": status, "in_macro": use.in_macro}  # fmt: skip
+
+
+def _review_table(reviews: list[ApiUse], base: Path, target: str) -> list[str]:
+    lines = ["#### To review: uses that still compile at the target", "",
+             "| where | symbol | change | why it compiles |", "| --- | --- | --- | --- |"]  # fmt: skip
+    for use in reviews:
+        why = {
+            ChangeKind.CONSTANT_REVALUED: f"named, not numbered: the name follows the value ({_values(use)} at "
+            f"{target}); only a stored or exchanged number changes meaning",
+            ChangeKind.DEPRECATED: f"deprecated, not removed ({use.note})",
+        }.get(use.kind, use.note or "")
+        lines.append(f"| {use.where(base)} | `{use.symbol}` | {use.kind.value} | {why.replace('|', '/')} |")
+    return lines
+
+
+def _relative(file: str, base: Path) -> str:
+    path = Path(file)
+    return str(path.relative_to(base)) if path.is_relative_to(base) else file
+
+
+def section(scan: ApiScan, root: Path) -> str:
+    """The report section: a one-line verdict, then apidiff's diff and cross reference, folded."""
+    base = root.resolve()
+    target = scan.target.new.provided
+    xref = scan.xref
+    lines = ["## API diff and cross reference", "",
+             f"llama.cpp's public headers compared, {scan.diff.old} → {scan.diff.new}; each use in this tree of a "
+             f"declaration removed or changed there: **{len(xref.manual)} manual action(s)** (no rule covers them; "
+             f"they are in the checklist above), {len(xref.covered)} covered by rules, {len(scan.reviews)} to review "
+             "(still compile at the target). Not found: a constant written as its number instead of its name, and "
+             "uses in files libclang could not parse (listed below).", ""]  # fmt: skip
+    if scan.reviews:
+        lines += _review_table(scan.reviews, base, target) + [""]
+    if scan.not_scanned:
+        lines += ["Not cross-referenced (uses there may be missing):", ""]
+        lines += [f"- `{_relative(f, base)}`: {why}" for f, why in sorted(scan.not_scanned.items())] + [""]
+    lines += ["<details><summary>the API diff, and every use found</summary>", ""]
+    lines += [apidiff.to_markdown(scan.diff, xref, base=base), "</details>", ""]
+    return "\n".join(lines)
+
+
+def unavailable_section(why: str) -> str:
+    """The section when the API check could not run: said plainly, so a clean plan is not read as complete."""
+    return (
+        "## API diff and cross reference\n\nNot computed: " + why + "\nUses of llama.cpp API removed or changed at "
+        "the target that no rule covers are therefore NOT listed as manual actions in this plan.\n"
+    )
