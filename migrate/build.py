@@ -23,6 +23,7 @@ from pathlib import Path
 from migrate import cuda
 from migrate.paths import cache_root
 from migrate.sources import SourceTree
+from migrate.tree import consumer_files
 
 # Flags that keep the llama.cpp build to the libraries a shim links; static + PIC so they link into a .so.
 BASE_CMAKE_ARGS: tuple[str, ...] = (
@@ -37,8 +38,6 @@ BASE_CMAKE_ARGS: tuple[str, ...] = (
 )
 LLAMA_TARGETS = ("llama", "common")
 SOURCE_SUFFIXES = {".c", ".cc", ".cpp", ".cxx"}
-BACKUP_SUFFIXES = {".orig", ".bak", ".rej", ".swp"}
-SKIP_DIR_NAMES = {".git", "node_modules", "CMakeFiles", "__pycache__", ".llama-migrate-backup"}
 INCLUDE_LLAMA = re.compile(r'^\s*#\s*include\s*[<"](?:[^">]*/)?llama\.h[">]', re.MULTILINE)
 COMPILER_ERROR = re.compile(r"^(?P<file>[^\s:][^:]*):(?P<line>\d+):(?:(?P<col>\d+):)? (?:fatal )?error: (?P<msg>.*)$")
 LINKER_ERROR = re.compile(r"^(?P<file>[^\s:][^:]*):(?:\(.*?\)|[^:]*): (?P<msg>undefined reference to .*)$")
@@ -145,40 +144,17 @@ class BuildResult:
 # --- finding the shim -------------------------------------------------------------------------------------
 
 
-def is_llama_tree(path: Path) -> bool:
-    return (path / "include" / "llama.h").is_file() and (path / "ggml").is_dir()
-
-
-def _skip_dir(path: Path) -> bool:
-    return (
-        path.name in SKIP_DIR_NAMES
-        or path.name.startswith("build")
-        or (path / "CMakeCache.txt").exists()
-        or is_llama_tree(path)
-    )
-
-
-def _is_backup(path: Path) -> bool:
-    return path.suffix in BACKUP_SUFFIXES or path.name.endswith("~") or ".llama-migrate-bak" in path.name
-
-
 def find_shim_sources(src: Path) -> list[Path]:
     """C/C++ files under SRC that include llama.h, outside any llama.cpp tree, build folder or backup."""
     if not src.exists():
         raise BuildError(f"{src}: no such file or directory")
     if src.is_file():
         return [src.resolve()]
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(src):
-        here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not _skip_dir(here / d))
-        for name in sorted(filenames):
-            path = here / name
-            if path.suffix not in SOURCE_SUFFIXES or _is_backup(path):
-                continue
-            text = path.read_text(encoding="utf-8", errors="replace")
-            if INCLUDE_LLAMA.search(text):
-                found.append(path.resolve())
+    found = [
+        path
+        for path in consumer_files(src, SOURCE_SUFFIXES)
+        if INCLUDE_LLAMA.search(path.read_text(encoding="utf-8", errors="replace"))
+    ]
     if not found:
         raise BuildError(f"{src}: no C/C++ file that includes llama.h (outside llama.cpp trees and build folders)")
     return found

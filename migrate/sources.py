@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from migrate.paths import cache_root
+from migrate.tree import is_llama_tree
 
 DEFAULT_REMOTE = "https://github.com/ggml-org/llama.cpp.git"
 # node-llama-cpp releases whose bundled llama.cpp release was checked (tag in package/llama/llama.cpp.info.json).
@@ -73,10 +74,6 @@ def _git(*args: str, cwd: Path | None = None) -> str:
     return proc.stdout.strip()
 
 
-def _is_tree(path: Path) -> bool:
-    return (path / "include" / "llama.h").is_file() and (path / "ggml").is_dir()
-
-
 class SourceCache:
     """`<cache>/src/<tag>-<commit12>/` trees, each with a record `<name>.json` written once the tree is complete."""
 
@@ -97,7 +94,7 @@ class SourceCache:
             if provided not in (record["provided"], record["commit"]) and not record["commit"].startswith(provided):
                 continue
             path = Path(record["path"])
-            if not _is_tree(path) or _head(path) != record["commit"]:
+            if not is_llama_tree(path) or _head(path) != record["commit"]:
                 raise SourceError(
                     f"cached llama.cpp tree {path} is damaged (missing files or HEAD moved); "
                     f"remove it and its record ({record_file}) or rerun with --refresh"
@@ -248,7 +245,7 @@ def resolve(
     """
     path = Path(spec)
     if path.is_dir():
-        if not _is_tree(path):
+        if not is_llama_tree(path):
             raise SourceError(f"{spec} is a directory but not a llama.cpp tree (no include/llama.h, ggml/)")
         commit = _head(path) or "unknown"
         provided = _describe_tag(path) or commit[:12]

@@ -23,6 +23,7 @@ from typing import Any
 
 import cffi
 
+from migrate.tree import is_llama_tree
 from verify.bindings import BindingError, Bindings, preprocess_header
 
 # What the harness calls in libllama, by purpose; each is looked up in the header and in the library.
@@ -49,10 +50,6 @@ class ObserveError(Exception):
 # --- finding the llama.cpp tree a library was built from ----------------------------------------------------
 
 
-def _is_llama_tree(path: Path) -> bool:
-    return (path / "include" / "llama.h").is_file()
-
-
 def tree_from_build_project(library: Path) -> Path | None:
     """`migrate build` writes project/CMakeLists.txt beside out/: its include dirs name the llama.cpp tree."""
     cmake = library.resolve().parent.parent / "project" / "CMakeLists.txt"
@@ -60,7 +57,7 @@ def tree_from_build_project(library: Path) -> Path | None:
         return None
     for quoted in CMAKE_QUOTED.findall(cmake.read_text(errors="replace")):
         path = Path(quoted)
-        if path.name == "include" and _is_llama_tree(path.parent):
+        if path.name == "include" and is_llama_tree(path.parent):
             return path.parent
     return None
 
@@ -70,14 +67,14 @@ def tree_from_binary(library: Path) -> Path | None:
     data = library.read_bytes()
     for match in SOURCE_PATH.finditer(data):
         root = Path(match.group(1).decode(errors="replace"))
-        if _is_llama_tree(root):
+        if is_llama_tree(root):
             return root
     return None
 
 
 def find_llama_tree(library: Path, explicit: Path | None = None) -> Path:
     if explicit is not None:
-        if not _is_llama_tree(explicit):
+        if not is_llama_tree(explicit):
             raise ObserveError(f"{explicit}: no include/llama.h there")
         return explicit
     tree = tree_from_build_project(library) or tree_from_binary(library)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any
 
 import clang.cindex as ci
 
+from migrate import tree
 from migrate.apidiff import ApiDiffError
 from migrate.paths import data_dir
 from migrate.rewrite import advisories as advise
@@ -62,7 +62,6 @@ from migrate.rewrite.rules import Rule, RuleSet
 from migrate.rewrite.tokens import CallSpan, Token, call_at, index_at, tokenize
 
 SOURCE_SUFFIXES = C_SUFFIXES | CXX_SUFFIXES
-SKIP_DIRS = {".git", "node_modules", "CMakeFiles", "__pycache__", ".llama-migrate-backup"}
 # Names that make a file worth parsing besides the rules' own (decode checks, params set-ups).
 EXTRA_NAMES = {"llama_decode", "llama_context_params", "flash_attn", "n_seq_max"}
 INCLUDES_LLAMA = re.compile(rb'^\s*#\s*include\s*[<"](?:[^">]*/)?(?:llama|common|sampling)\.h[">]', re.MULTILINE)
@@ -90,32 +89,13 @@ class EngineConfig:
 # --- finding the consumer's files -------------------------------------------------------------------------------
 
 
-def _is_llama_tree(path: Path) -> bool:
-    return (path / "include" / "llama.h").is_file() and (path / "ggml").is_dir()
-
-
 def consumer_files(root: Path) -> list[Path]:
     """C/C++ sources and headers of the consumer, outside llama.cpp trees, build folders and backups."""
     if not root.exists():
         raise InputError(f"{root}: no such file or directory")
     if root.is_file():
         return [root.resolve()]
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        dirnames[:] = sorted(
-            d
-            for d in dirnames
-            if d not in SKIP_DIRS
-            and not d.startswith("build")
-            and not _is_llama_tree(here / d)
-            and not (here / d / "CMakeCache.txt").exists()
-        )
-        for name in sorted(filenames):
-            path = here / name
-            if path.suffix in SOURCE_SUFFIXES | HEADER_SUFFIXES and ".llama-migrate-bak" not in name:
-                found.append(path.resolve())
-    return found
+    return tree.consumer_files(root, SOURCE_SUFFIXES | HEADER_SUFFIXES)
 
 
 def _mentions(data: bytes, names: set[bytes]) -> bool:
