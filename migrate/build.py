@@ -364,4 +364,5 @@ def build(
         llama=llama_info, backend=options.backend, seconds=time.monotonic() - started, llama_seconds=libs.seconds,
         llama_reused=libs.reused, llama_objects_rebuilt=libs.objects_rebuilt, shim_seconds=shim_seconds, log=log,
         errors=[] if library else parse_errors(shim_log), stage="shim", log_path=str(log_path),
+        cuda=libs.toolkit.describe() if libs.toolkit else None,
     )  # fmt: skip

@@ -2,9 +2,9 @@
 
 A CUDA toolkit does not always ship cuBLAS (a compiler-only image, this project's CPU machine), while the pip
 package `nvidia-cublas` (extra `cuda`) carries its headers and shared libraries. So cuBLAS is taken from the
-toolkit when it has it (static archives preferred, so the shim needs nothing at run time) and from a pip
-`nvidia-cublas` for the same CUDA major version otherwise; shared libraries are then found at run time through
-the shim's rpath. Anything missing is a BuildError naming what to install, before CMake is ever run.
+toolkit when it has it (shared libraries, else its static archives) and from a pip `nvidia-cublas` for the same
+CUDA major version otherwise; shared libraries are found at run time through the shim's rpath. The CUDA runtime
+itself is always linked statically. Anything missing is a BuildError naming what to install, before CMake is ever run.
 """
 
 from __future__ import annotations
@@ -129,18 +129,21 @@ def _toolkit_lib_dirs(root: Path) -> list[Path]:
 
 
 def cublas_in_toolkit(root: Path) -> Cublas | None:
-    """The toolkit's own cuBLAS: static archives when present (nothing to find at run time), else shared."""
+    """The toolkit's own cuBLAS: shared when present, else its static archives.
+
+    Shared first because every shim link (the gate links two, the benchmark five) would otherwise pull in
+    libcublasLt_static.a, about half a gigabyte; the rpath finds the shared libraries at run time."""
     include = root / "include"
     if not (include / "cublas_v2.h").is_file():
         return None
     for lib in _toolkit_lib_dirs(root):
-        blas, lt = lib / "libcublas_static.a", lib / "libcublasLt_static.a"
-        if blas.is_file() and lt.is_file():
-            return Cublas(include, blas, lt, static=True, origin="toolkit")
-    for lib in _toolkit_lib_dirs(root):
         blas, lt = lib / "libcublas.so", lib / "libcublasLt.so"
         if blas.exists() and lt.exists():
             return Cublas(include, blas, lt, static=False, origin="toolkit")
+    for lib in _toolkit_lib_dirs(root):
+        blas, lt = lib / "libcublas_static.a", lib / "libcublasLt_static.a"
+        if blas.is_file() and lt.is_file():
+            return Cublas(include, blas, lt, static=True, origin="toolkit")
     return None
 
 

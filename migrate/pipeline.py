@@ -254,12 +254,12 @@ def check_names(spec: str | None) -> list[str] | None:
     """`--checks a,b` as a list (None: the whole checklist); an unknown name is a usage error, not a skip."""
     if not spec:
         return None
-    from verify.checks import CHECK_ORDER
+    from verify.checks import ALL_CHECKS
 
     names = [n.strip() for n in spec.split(",") if n.strip()]
-    unknown = [n for n in names if n not in CHECK_ORDER]
+    unknown = [n for n in names if n not in ALL_CHECKS]
     if unknown:
-        raise UsageError(f"unknown check(s) {', '.join(unknown)}; known: {', '.join(CHECK_ORDER)}")
+        raise UsageError(f"unknown check(s) {', '.join(unknown)}; known: {', '.join(ALL_CHECKS)}")
     return names
 
 

@@ -3,6 +3,7 @@
 # network): everything issue 6 wants measured there, in one call, bounded to ~9 minutes, results into OUTDIR.
 #
 #   scripts/device-check.sh OUTDIR [--cpu] [--wheelhouse DIR] [--cache DIR] [--budget S] [--steps a,b,...]
+#                              [--python PY]   (default: python3; with --cpu the repo's .venv)
 #
 # The caller carries `wheelhouse/` (made here by scripts/make-wheelhouse.sh: Python 3.12 wheels and slim
 # llama.cpp trees, ~29 MB), e.g. with the device tool:
@@ -32,7 +33,7 @@ REPO=$PWD
 
 OUTDIR=${1:?usage: scripts/device-check.sh OUTDIR [--cpu] [--wheelhouse DIR] [--cache DIR] [--budget S] [--steps ...]}
 shift
-MODE=gpu WHEELHOUSE=$REPO/wheelhouse CACHE="" BUDGET=560 STEPS=env,python,sources,build,gate,bench
+MODE=gpu WHEELHOUSE=$REPO/wheelhouse CACHE="" BUDGET=560 STEPS=env,python,sources,build,gate,bench PY=
 while [ $# -gt 0 ]; do
   case $1 in
     --cpu) MODE=cpu ;;
@@ -40,6 +41,7 @@ while [ $# -gt 0 ]; do
     --cache) CACHE=$2; shift ;;
     --budget) BUDGET=$2; shift ;;
     --steps) STEPS=$2; shift ;;
+    --python) PY=$2; shift ;;
     *) echo "device-check: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -64,7 +66,9 @@ else
   BENCH_ARGS="--size tiny --slots 1,8,32 --prompt-tokens 128 --gen-tokens 16 --threads 1 --timeout 120"
 fi
 [ -n "$CACHE" ] && export LLAMA_MIGRATE_CACHE=$CACHE
-if [ -x "$REPO/.venv/bin/python" ] && [ "$MODE" = cpu ]; then PY=$REPO/.venv/bin/python; else PY=python3; fi
+if [ -z "$PY" ]; then
+  if [ -x "$REPO/.venv/bin/python" ] && [ "$MODE" = cpu ]; then PY=$REPO/.venv/bin/python; else PY=python3; fi
+fi
 export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
 
 say() { echo "[$(($(date +%s) - START)) s] $*" | tee -a "$LOG" >&2; }
@@ -202,7 +206,7 @@ print(f"- build {d['llama']['provided']} {d['backend']}: llama.cpp {d['llama_sec
 PYTHON
     done
     echo
-    [ -f "$OUTDIR/bench.md" ] && { echo "## Benchmark"; echo; cat "$OUTDIR/bench.md"; }
+    [ -f "$OUTDIR/bench.md" ] && { echo "## Benchmark"; echo; cat "$OUTDIR/bench.md"; echo; }
     echo "## Log tail"; echo; echo '```'; tail -40 "$LOG"; echo '```'
   } > "$SUMMARY"
 }

@@ -107,20 +107,28 @@ def test_pip_cublas_is_linked_shared_with_an_rpath(tmp_path: Path, monkeypatch: 
     assert f'set(CUDA_cublas_LIBRARY "{prefix / "lib" / "libcublas.so.13"}" CACHE FILEPATH' in text
 
 
-def test_toolkit_static_cublas_is_preferred_and_needs_no_rpath(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_toolkit_cublas_shared_first_static_when_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     site = tmp_path / "site"
     fake_pip_cublas(site)
-    root = fake_toolkit(tmp_path / "cuda", static_blas=True, shared_blas=True)
-    (root / "lib64" / "stubs").mkdir()
-    stub = root / "lib64" / "stubs" / "libcuda.so"
-    machine(monkeypatch, root, site, driver=stub)
+    both = fake_toolkit(tmp_path / "both", static_blas=True, shared_blas=True)
+    (both / "lib64" / "stubs").mkdir()
+    stub = both / "lib64" / "stubs" / "libcuda.so"
+    machine(monkeypatch, both, site, driver=stub)
     options = BuildOptions(backend="cuda", cuda_arch="90")
     toolkit = options.toolkit()
-    assert toolkit is not None and toolkit.cublas.static and toolkit.cublas.origin == "toolkit"
+    assert toolkit is not None and toolkit.cublas.origin == "toolkit" and not toolkit.cublas.static
     args = options.llama_cmake_args()
     assert not [a for a in args if a.startswith(("-DCUDA_cublas", "-DCUDA_cuda_driver", "-DCMAKE_CUDA_STANDARD"))]
     text = cuda.shim_cmake(toolkit)
-    assert "CUDA::cublas_static CUDA::cublasLt_static CUDA::cuda_driver" in text and "BUILD_RPATH" not in text
+    assert "CUDA::cublas CUDA::cublasLt CUDA::cuda_driver" in text and f'BUILD_RPATH "{both / "lib64"}"' in text
+
+    cuda.find_toolkit.cache_clear()
+    static = fake_toolkit(tmp_path / "static", static_blas=True)
+    machine(monkeypatch, static, site, driver=stub)
+    toolkit = BuildOptions(backend="cuda", cuda_arch="90").toolkit()
+    assert toolkit is not None and toolkit.cublas.static and toolkit.cublas.origin == "toolkit"
+    text = cuda.shim_cmake(toolkit)
+    assert "CUDA::cublas_static CUDA::cublasLt_static" in text and "BUILD_RPATH" not in text
 
 
 def test_no_driver_library_builds_without_vmm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
