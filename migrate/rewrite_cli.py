@@ -145,13 +145,21 @@ def _errors() -> tuple[type[BaseException], ...]:
     return InputError, RuleError, SourceError, ValueError, FileNotFoundError
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
+def _summarised_plan(args: argparse.Namespace) -> Any:
+    """The plan, its summary printed; None (message printed) when the input is unusable."""
     try:
         plan, _ = make_plan(args)
     except _errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return None
     _print_summary(plan, diff=not args.no_diff)
+    return plan
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    plan = _summarised_plan(args)
+    if plan is None:
+        return EXIT_USAGE
     _write_outputs(plan, args, mode="plan (nothing changed)")
     return EXIT_MANUAL if plan.actions else EXIT_OK
 
@@ -159,12 +167,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     from migrate.rewrite.apply import ApplyRefused, apply_plan
 
-    try:
-        plan, _ = make_plan(args)
-    except _errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    plan = _summarised_plan(args)
+    if plan is None:
         return EXIT_USAGE
-    _print_summary(plan, diff=not args.no_diff)
     try:
         backups = Path(args.backup_dir) if args.backup_dir else None
         result = apply_plan(plan, force=args.force, branch=args.branch, allow_syntactic=args.allow_syntactic,
