@@ -268,6 +268,21 @@ def shim_build_dir(sources: list[Path], libs: LlamaLibs, cache: Path | None) -> 
     return cache_root(cache) / "shim" / f"{libs.build_dir.name}-{digest}"
 
 
+SOURCES_RECORD = "sources.json"
+
+
+def prune_stale_shims(cache: Path | None = None) -> list[Path]:
+    """Remove shim build folders whose sources are all gone (temporary copies: tests, `migrate run`), so the cache
+    does not grow by a shim build per copy; folders whose sources still exist are kept and reused."""
+    removed = []
+    for folder in sorted((cache_root(cache) / "shim").glob("*/")):
+        record = folder / SOURCES_RECORD
+        if record.is_file() and not any(Path(s).exists() for s in json.loads(record.read_text())):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 def parse_errors(log: str, limit: int = 50) -> list[CompilerMessage]:
     """First compiler/linker errors in a build log as file:line: message."""
     errors: list[CompilerMessage] = []
@@ -300,8 +315,10 @@ def build_shim(
 ) -> tuple[Path | None, str, float]:
     """Compile and link the shim; returns (library path or None, log, seconds)."""
     started = time.monotonic()
+    prune_stale_shims(cache)
     build_dir = shim_build_dir(sources, libs, cache)
     build_dir.mkdir(parents=True, exist_ok=True)
+    (build_dir / SOURCES_RECORD).write_text(json.dumps([str(s) for s in sources]))
     includes = sorted({s.parent for s in sources}) + list(extra_includes or []) + libs.include_dirs
     llama = next((a for a in libs.archives if a.name == "libllama.a"), None)
     if llama is None:

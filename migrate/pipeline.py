@@ -70,6 +70,15 @@ class Stages:
             self.console.print(f"[dim]{elapsed:6.1f}s[/] {text}")
 
 
+KEEP_RUNS = 10  # migrated copies kept in the cache (the newest); older ones go, and their shim builds with them
+
+
+def _prune_old_runs(runs: Path) -> None:
+    if runs.is_dir():
+        for old in sorted(runs.iterdir(), key=lambda p: p.stat().st_mtime)[:-KEEP_RUNS]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def _resolve_trees(config: ConsumerConfig, from_version: str, to_version: str, cache: str | None,
                    stages: Stages) -> dict[str, SourceTree]:  # fmt: skip
     trees = {}
@@ -272,7 +281,9 @@ def execute(args: argparse.Namespace, src: Path, config: ConsumerConfig, console
     except (ConfigError, SourceError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     # pid too: two runs on the same tree within a second (CI matrix, tests) must not share a copy
-    work = cache_root(args.cache) / "runs" / f"{src.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    runs = cache_root(args.cache) / "runs"
+    _prune_old_runs(runs)
+    work = runs / f"{src.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     migrated = work / src.name
     shutil.copytree(src, migrated, ignore=COPY_IGNORE)
     outcome = RunOutcome(src=src, migrated=migrated, trees=trees, header=config.header)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from migrate.build import BuildResult, build, find_shim_sources, parse_errors
+from migrate.build import SOURCES_RECORD, BuildResult, build, find_shim_sources, parse_errors, prune_stale_shims
 from migrate.sources import SourceTree
 from tests.conftest import LOCALLLM
 
@@ -110,3 +110,16 @@ def test_parse_errors_formats() -> None:
         "/src/b.c:3: something",
         "a.cpp:0: undefined reference to `missing_fn'",
     ]
+
+
+def test_shim_builds_of_vanished_copies_are_pruned(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    kept_source = tmp_path / "kept.cpp"
+    kept_source.write_text("// still here\n")
+    for name, sources in {"gone": [str(tmp_path / "vanished.cpp")], "kept": [str(kept_source)]}.items():
+        (cache / "shim" / name).mkdir(parents=True)
+        (cache / "shim" / name / SOURCES_RECORD).write_text(json.dumps(sources))
+    (cache / "shim" / "unrecorded").mkdir()  # no record: not ours to judge, kept
+    removed = prune_stale_shims(cache)
+    assert [p.name for p in removed] == ["gone"]
+    assert sorted(p.name for p in (cache / "shim").iterdir()) == ["kept", "unrecorded"]
