@@ -125,9 +125,7 @@ def _batch_seq_ids(collected: Collected, sources: dict[Path, SourceFile], fresh:
                    flagged: set[tuple[str, int]]) -> list[Advisory]:  # fmt: skip
     """Sequence ids handed to common_batch_add(batch, token, pos, {seq, ...}, logits)."""
     found = []
-    for call, ancestors, file in collected.context_calls:
-        if file not in fresh or call.spelling != "common_batch_add":
-            continue
+    for call, ancestors, file in _fresh_calls(collected, fresh, "common_batch_add"):
         source = sources[Path(file)]
         args = _args(call, source)
         if len(args) < 4:
@@ -139,13 +137,20 @@ def _batch_seq_ids(collected: Collected, sources: dict[Path, SourceFile], fresh:
     return found
 
 
+ContextCall = tuple[ci.Cursor, tuple[ci.Cursor, ...], str]
+
+
+def _fresh_calls(collected: Collected, fresh: set[str], name: str) -> list[ContextCall]:
+    """The context calls to `name` in files this plan reads afresh: what each advisory scan starts from."""
+    return [(call, ancestors, file) for call, ancestors, file in collected.context_calls
+            if file in fresh and call.spelling == name]  # fmt: skip
+
+
 def _held_positions(collected: Collected, sources: dict[Path, SourceFile], fresh: set[str],
                     plan: Plan) -> list[Advisory]:  # fmt: skip
     """common_batch_add at a position written `x - 1`: one the sequence may already hold."""
     found = []
-    for call, _, file in collected.context_calls:
-        if file not in fresh or call.spelling != "common_batch_add":
-            continue
+    for call, _, file in _fresh_calls(collected, fresh, "common_batch_add"):
         source = sources[Path(file)]
         args = _args(call, source)
         if len(args) >= 3 and BACK_ONE.search(args[2]):
@@ -159,9 +164,7 @@ def _n_ctx_checks(collected: Collected, sources: dict[Path, SourceFile], fresh: 
                   plan: Plan) -> list[Advisory]:  # fmt: skip
     """llama_n_ctx(ctx) in a function that runs several sequences (it asks llama_n_seq_max or uses ids > 0)."""
     found = []
-    for call, ancestors, file in collected.context_calls:
-        if file not in fresh or call.spelling != "llama_n_ctx":
-            continue
+    for call, ancestors, file in _fresh_calls(collected, fresh, "llama_n_ctx"):
         function, _ = enclosing_function(ancestors)
         if function is None:
             continue
