@@ -10,7 +10,8 @@ Exit codes (when several classes apply, the lowest number wins; the summary list
   11  compile error: the migrated code does not build at the target (or the original at the source version)
   12  a check fails or crashes on the new build
   13  output difference that is not a near-tie: greedy decoding parts where a build's top-2 logit margin is at
-      least the tie margin (or the two builds tokenize a prompt differently)
+      least the tie margin (or the two builds tokenize a prompt differently); with --n-gpu-layers, also the new
+      build's CPU and GPU runs parting that way
   14  tokens/s regression: generate or generate_parallel on the new build slower than on the old one by more
       than the threshold
 
@@ -77,6 +78,7 @@ def classify(outcome: RunOutcome, thresholds: Thresholds) -> list[Finding]:
     diff = getattr(outcome.verification, "differential", None)
     if diff is not None:
         findings += _checks(diff) + _outputs(diff, thresholds) + _speed(diff, thresholds)
+    findings += _devices(getattr(outcome.verification, "devices", []), thresholds)
     if outcome.problems and not findings:
         # the run saw something this gate has no class for: never let that pass silently
         findings.append(Finding(MANUAL, "run", outcome.problems[0]))
@@ -137,6 +139,23 @@ def _outputs(diff: Any, thresholds: Thresholds) -> list[Finding]:
                                  f"{thresholds.tie_margin}"))  # fmt: skip
         elif g.verdict == "not comparable" and "tokenize" in g.note:
             found.append(Finding(OUTPUT, f"prompt {g.prompt!r}", g.note))
+    return found
+
+
+def _devices(comparisons: list[Any], thresholds: Thresholds) -> list[Finding]:
+    """The new build's CPU and GPU parting for real (the old build's pair is the baseline's business)."""
+    found = []
+    for c in comparisons:
+        if c.build != "new" or not c.failed:
+            continue
+        parted = [g for g in c.greedy if g.verdict in ("divergence", "not comparable")]
+        if not parted:
+            found.append(Finding(OUTPUT, "CPU vs GPU (new build)", c.message))
+        for g in parted:
+            detail = (f"CPU {_token(g.old)} vs GPU {_token(g.new)}; tie margin {thresholds.tie_margin}"
+                      if g.verdict == "divergence" else g.note)  # fmt: skip
+            found.append(Finding(OUTPUT, f"CPU vs GPU (new build), prompt {g.prompt!r} step {g.first_difference}",
+                                 detail))  # fmt: skip
     return found
 
 

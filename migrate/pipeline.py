@@ -153,6 +153,9 @@ def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu
         if comparison.new is not None and comparison.new.status == "failed":
             outcome.problems.append(f"check {comparison.name} fails on the new build ({comparison.classification}): "
                                     f"{comparison.new.message}")  # fmt: skip
+    for devices in report.devices:
+        if devices.failed and devices.build == "new":
+            outcome.problems.append(f"CPU and GPU disagree on the new build: {devices.message}")
 
 
 def _header(outcome: RunOutcome, root: Path) -> str | None:

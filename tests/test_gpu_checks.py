@@ -3,15 +3,20 @@ run records (layers offloaded, flash attention as resolved, devices) read from s
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from migrate import gate
 from migrate.build import BuildResult
 from tests.conftest import LOCALLLM_HEADER
-from verify import gpu
-from verify.checks import CHECK_ORDER, GPU_CHECKS, PASSED, SKIPPED, checklist, run_check
+from verify import devices, gpu
+from verify.checks import CHECK_ORDER, GPU_CHECKS, PASSED, SKIPPED, CheckResult, checklist, run_check
+from verify.cli import run_verification
+from verify.differential import REFERENCE_CHECK
+from verify.report import junit_xml, markdown_section
 from verify.runner import run_checks
 from verify.session import Options, Target
 
@@ -102,3 +107,82 @@ def test_gpu_run_of_the_checklist_without_gpu_skips_with_reason(localllm_old_bui
     for result in results:
         # here and in CI: no driver; on a GPU machine this CPU build has no GPU device; never a pass
         assert result.message.startswith(("skipped: no GPU:", "skipped: no GPU device in this library")), result
+
+
+# --- CPU vs GPU on one build (verify/devices.py) ---------------------------------------------------------------
+
+
+def reference_target(build: BuildResult, model: Path, label: str = "new") -> Target:
+    return Target(Path(build.library), LOCALLLM_HEADER, model, label)
+
+
+def test_cpu_side_runs_with_every_gpu_hidden(localllm_old_build: BuildResult, tiny_model: Path) -> None:
+    [result] = run_checks(reference_target(localllm_old_build, tiny_model), Options(timeout=30), ["selftest_env"],
+                          env=devices.HIDE_GPUS)  # fmt: skip
+    assert result.evidence["env"] == {"CUDA_VISIBLE_DEVICES": "", "LLAMA_MIGRATE_GPU": "none"}
+
+
+def test_cpu_vs_gpu_without_gpu_is_skipped_with_reason(localllm_old_build: BuildResult, tiny_model: Path) -> None:
+    target = reference_target(localllm_old_build, tiny_model)
+    report = run_verification([target], Options(n_gpu_layers=99, timeout=30), [REFERENCE_CHECK])
+    [comparison] = report.devices
+    assert comparison.status == devices.SKIPPED_COMPARISON and not comparison.failed and not comparison.greedy
+    assert comparison.message.startswith(("skipped: no GPU:", "skipped: no GPU device in this library"))
+    assert 'name="verify.cpu_vs_gpu"' in junit_xml(report) and "<skipped" in junit_xml(report)
+    assert "CPU vs GPU" in markdown_section(report)
+    cpu_only = run_verification([target], Options(timeout=30), [REFERENCE_CHECK])
+    assert cpu_only.devices == []  # nothing offloaded: no comparison at all
+
+
+@pytest.fixture(scope="module")
+def stand_in_gpu_result(localllm_old_build: BuildResult, tiny_model: Path) -> CheckResult:
+    """The reference check run for real, standing in for the GPU side where there is no GPU: everything of the
+    comparison but the device is exercised (the CPU child with GPUs hidden, the traces, the verdicts)."""
+    [result] = run_checks(reference_target(localllm_old_build, tiny_model), Options(timeout=60), [REFERENCE_CHECK])
+    assert result.status == PASSED, result.message
+    assert result.evidence["gpu_devices"] == []
+    return result
+
+
+def test_cpu_vs_gpu_identical_runs_compare_identical(localllm_old_build: BuildResult, tiny_model: Path,
+                                                     stand_in_gpu_result: CheckResult) -> None:  # fmt: skip
+    target = reference_target(localllm_old_build, tiny_model)
+    comparison = devices.compare_devices(target, stand_in_gpu_result, Options(n_gpu_layers=99, timeout=60))
+    assert comparison.status == devices.COMPARED and not comparison.failed, comparison.message
+    assert set(comparison.verdicts()) == {"identical"} and len(comparison.greedy) >= 2
+    assert comparison.cpu is not None and comparison.cpu.evidence["gpu_devices"] == []
+
+
+def test_cpu_vs_gpu_real_difference_is_reported_with_margins(localllm_old_build: BuildResult, tiny_model: Path,
+                                                             stand_in_gpu_result: CheckResult) -> None:  # fmt: skip
+    """Plant a confident different token at step 2 of one prompt on the "GPU" side: a divergence with both
+    margins, a failed comparison, and a gate finding of class 13 for the new build."""
+    gpu_result = copy.deepcopy(stand_in_gpu_result)
+    prompt, trace = next(iter(gpu_result.evidence["traces"].items()))
+    trace["tokens"][2] = trace["tokens"][2] + 1
+    trace["margins"][2] = 3.0
+    target = reference_target(localllm_old_build, tiny_model)
+    options = Options(n_gpu_layers=99, timeout=60)
+    comparison = devices.compare_devices(target, gpu_result, options)
+    parted = [g for g in comparison.greedy if g.verdict != "identical"]
+    assert comparison.failed and [g.prompt for g in parted] == [prompt]
+    assert parted[0].verdict == "divergence" and parted[0].first_difference == 2
+    assert parted[0].new["margin"] == 3.0 and parted[0].old["margin"] is not None
+    assert "CPU and GPU were sure of different tokens" in parted[0].note
+    findings = gate._devices([comparison], gate.Thresholds())
+    assert [f.kind.code for f in findings] == [13] and "step 2" in findings[0].where
+    old_side = copy.deepcopy(comparison)
+    old_side.build = "old"
+    assert gate._devices([old_side], gate.Thresholds()) == []  # the baseline's own pair is not the upgrade's doing
+    # a near-tie at the same step is not a failure
+    trace["margins"][2] = 0.001
+    assert not devices.compare_devices(target, gpu_result, options).failed
+
+
+def test_cpu_run_that_still_sees_a_gpu_is_not_compared(tiny_model: Path, stand_in_gpu_result: CheckResult) -> None:
+    seen = CheckResult(REFERENCE_CHECK, PASSED, stand_in_gpu_result.evidence | {"gpu_devices": ["NVIDIA H200"]})
+    target = Target(Path("/nonexistent/lib.so"), LOCALLLM_HEADER, tiny_model, "new")
+    comparison = devices.compare_devices(target, stand_in_gpu_result, Options(n_gpu_layers=99),
+                                         run=lambda *a, **k: [seen])  # fmt: skip
+    assert comparison.status == devices.NOT_COMPARED and comparison.failed
+    assert "still saw GPU devices ['NVIDIA H200']" in comparison.message

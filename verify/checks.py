@@ -388,6 +388,8 @@ def generate_matches_reference(s: Session) -> Verdict:
             problems.append(f"{prompt!r}: generate failed: {call.message}")
         elif call.value != reference:
             problems.append(f"{prompt!r}: {agreement(reference, call.value)}")
+    # which GPUs the library saw: a CPU-vs-GPU comparison (verify/devices.py) trusts its CPU side only with none
+    evidence["gpu_devices"] = [d.description or d.name for d in gpu.library_devices(s.target.library)[0] if d.is_gpu]
     margins = [m for t in traces.values() for m in (x.margin for x in t.steps)]
     summary = f"{len(traces)} prompts x {s.options.max_tokens} tokens; smallest top-2 margin {min(margins):.3g}"
     return Verdict(not problems, evidence, failures(problems), summary)

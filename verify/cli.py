@@ -1,7 +1,12 @@
 """`migrate verify`: the seed's checklist on a built library, or old build vs new build (differential mode).
 
+With --n-gpu-layers N (N != 0) every check runs with the model offloaded, `gpu_offload` joins the checklist, and
+each build's greedy prompts are also run on its CPU alone (GPUs hidden) and compared with the GPU run token by
+token (first difference with its logit margins); without a GPU all of that is skipped with the reason.
+
 Exit codes: 0 every check on the build under test (--lib) passed or was skipped with a reason; 1 a check failed
-on it; 2 bad input (a library, header or model that cannot be found).
+on it, or its CPU and GPU runs disagree (a difference that is not a near-tie); 2 bad input (a library, header or
+model that cannot be found).
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from rich.console import Console
 
 from verify.bindings import BindingError, find_header
 from verify.checks import ALL_CHECKS, CheckResult, checklist
-from verify.differential import run_differential
+from verify.devices import compare_devices
+from verify.differential import REFERENCE_CHECK, run_differential
 from verify.report import STATUS_STYLE, RunReport, markdown_section, print_summary, write_json, write_junit
 from verify.runner import run_checks
 from verify.session import Options, Target
@@ -70,12 +76,21 @@ def run_verification(targets: list[Target], options: Options, names: list[str] |
             style = STATUS_STYLE.get(result.status, "white")
             console.print(f"  [{style}]{result.status:7}[/] {result.build:>8} {name} ({result.seconds:.1f} s)")
 
+    diff = None
     if len(targets) == 2:
         diff = run_differential(targets[0], targets[1], options, names, progress)
         results = {t.label: diff.results(side) for t, side in zip(targets, ("old", "new"), strict=True)}
-        return RunReport(targets, results, options, time.monotonic() - started, diff)
-    results = {targets[0].label: run_checks(targets[0], options, names, progress)}
-    return RunReport(targets, results, options, time.monotonic() - started)
+    else:
+        results = {targets[0].label: run_checks(targets[0], options, names, progress)}
+    report = RunReport(targets, results, options, 0.0, diff)
+    if options.n_gpu_layers and (names is None or REFERENCE_CHECK in names):
+        for target in targets:
+            gpu_result = next((r for r in results[target.label] if r.name == REFERENCE_CHECK), None)
+            report.devices.append(compare_devices(target, gpu_result, options))
+            if console is not None:
+                console.print(f"  cpu-vs-gpu {target.label:>8} {report.devices[-1].message}")
+    report.seconds = time.monotonic() - started
+    return report
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -108,7 +123,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         write_junit(report, Path(args.junit))
     if args.markdown:
         Path(args.markdown).write_text(markdown_section(report))
-    return EXIT_FAILED if report.failed() else EXIT_OK
+    devices_failed = any(d.failed for d in report.devices if d.build == report.under_test.label)
+    return EXIT_FAILED if report.failed() or devices_failed else EXIT_OK
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from verify.checks import FAILED, PASSED, REGISTRY, SKIPPED, CheckResult
+from verify.devices import SKIPPED_COMPARISON, DeviceComparison
 from verify.differential import BOTH_FAIL, REGRESSION, DifferentialReport
 from verify.session import Options, Target
 
@@ -32,6 +33,7 @@ class RunReport:
     options: Options
     seconds: float
     differential: DifferentialReport | None = None
+    devices: list[DeviceComparison] = field(default_factory=list)  # CPU vs GPU per build, when layers are offloaded
     machine: dict[str, Any] = field(default_factory=lambda: {"platform": platform.platform(),
                                                               "python": platform.python_version()})  # fmt: skip
 
@@ -60,6 +62,7 @@ class RunReport:
             "counts": {label: self.counts(label) for label in self.results},
             "results": {label: [r.to_json() for r in rs] for label, rs in self.results.items()},
             "differential": self.differential.to_json() if self.differential else None,
+            "devices": [d.to_json() for d in self.devices],
         }
 
 
@@ -77,6 +80,8 @@ def print_summary(report: RunReport, console: Console | None = None) -> None:
         _print_differential(report.differential, console)
     else:
         _print_single(report, console)
+    for comparison in report.devices:
+        _print_devices(comparison, console)
     for label in report.results:
         c = report.counts(label)
         console.print(f"[bold]{label}[/]: {c[PASSED]} passed, {c[FAILED]} failed, {c[SKIPPED]} skipped")
@@ -115,6 +120,20 @@ def _print_differential(diff: DifferentialReport, console: Console) -> None:
     console.print(greedy)
     for key, row in diff.throughput.items():
         console.print(f"{key}: old {_tps(row['old'])}, new {_tps(row['new'])} tokens/s (new/old {row['new_over_old']})")
+
+
+def _print_devices(comparison: DeviceComparison, console: Console) -> None:
+    style = "bold red" if comparison.failed else "yellow" if comparison.status == SKIPPED_COMPARISON else "green"
+    console.print(f"CPU vs GPU, {comparison.build} build: [{style}]{comparison.status}[/] — {comparison.message}")
+    if not comparison.greedy:
+        return
+    table = Table(title=f"greedy decode, CPU vs GPU ({comparison.build} build)")
+    for col in ("prompt", "verdict", "steps", "first diff", "CPU token/margin", "GPU token/margin"):
+        table.add_column(col)
+    for g in comparison.greedy:
+        table.add_row(short(g.prompt, 30), g.verdict, str(g.steps_compared), str(g.first_difference or "-"),
+                      _token_cell(g.old), _token_cell(g.new))  # fmt: skip
+    console.print(table)
 
 
 def _token_cell(step: dict[str, Any]) -> str:
@@ -158,8 +177,27 @@ def junit_xml(report: RunReport) -> str:
             else:
                 out = ET.SubElement(case, "system-out")
                 out.text = json.dumps(r.evidence, ensure_ascii=False, default=str)[:4000]
+    if report.devices:
+        _junit_devices(suites, report.devices)
     ET.indent(suites)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _junit_devices(suites: ET.Element, comparisons: list[DeviceComparison]) -> None:
+    """One testcase per build: its greedy prompts on CPU and GPU agree (identical or near-tie)."""
+    failed = sum(1 for c in comparisons if c.failed)
+    skipped = sum(1 for c in comparisons if c.status == SKIPPED_COMPARISON)
+    suite = ET.SubElement(suites, "testsuite", name="verify.cpu_vs_gpu", tests=str(len(comparisons)),
+                          failures=str(failed), skipped=str(skipped), errors="0", time="0")  # fmt: skip
+    for c in comparisons:
+        case = ET.SubElement(suite, "testcase", classname="verify.cpu_vs_gpu", name=f"greedy_{c.build}", time="0")
+        evidence = json.dumps(c.to_json()["greedy"], ensure_ascii=False, default=str)
+        if c.failed:
+            ET.SubElement(case, "failure", message=short(c.message, 500)).text = evidence
+        elif c.status == SKIPPED_COMPARISON:
+            ET.SubElement(case, "skipped", message=short(c.message, 500))
+        else:
+            ET.SubElement(case, "system-out").text = evidence[:4000]
 
 
 def write_junit(report: RunReport, path: Path) -> None:
@@ -190,6 +228,8 @@ def markdown_section(report: RunReport, level: int = 2) -> str:
         for r in report.results[report.under_test.label]:
             seen = r.message or r.summary or _md_evidence(r)
             lines.append(f"| `{r.name}` | {r.status} | {_md_cell(seen)} |")
+    if report.devices:
+        lines += _md_devices(report.devices, h)
     failed = report.failed()
     if failed:
         lines += ["", f"{h}# Failures", ""]
@@ -225,4 +265,19 @@ def _md_differential(diff: DifferentialReport, h: str) -> list[str]:
               "| call | old tokens/s | new tokens/s | new / old |", "| --- | --- | --- | --- |"]  # fmt: skip
     for key, row in diff.throughput.items():
         lines.append(f"| `{key}` | {_tps(row['old'])} | {_tps(row['new'])} | {row['new_over_old']} |")
+    return lines
+
+
+def _md_devices(comparisons: list[DeviceComparison], h: str) -> list[str]:
+    lines = ["", f"{h}# Greedy decode, CPU vs GPU (same build, same prompts)", ""]
+    for c in comparisons:
+        lines.append(f"- **{c.build}**: {c.status} — {_md_cell(c.message, 300)}")
+    rows = [(c.build, g) for c in comparisons for g in c.greedy]
+    if rows:
+        lines += ["", "| build | prompt | verdict | steps | first difference | CPU token / margin | "
+                  "GPU token / margin |", "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for build, g in rows:
+            lines.append(f"| {build} | {_md_cell(g.prompt, 40)} | {g.verdict} | {g.steps_compared} | "
+                         f"{'-' if g.first_difference is None else g.first_difference} | "
+                         f"{_md_cell(_token_cell(g.old))} | {_md_cell(_token_cell(g.new))} |")  # fmt: skip
     return lines

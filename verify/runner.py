@@ -58,8 +58,8 @@ def describe_exit(code: int) -> str:
     return f"exited with status {code}"
 
 
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ) | (extra or {})
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
     return env
 
@@ -88,13 +88,14 @@ def interpret(name: str, label: str, code: int | None, stderr: str, result_file:
     return result
 
 
-def run_in_child(job: Path, name: str, label: str, timeout: float, workdir: Path) -> CheckResult:
+def run_in_child(job: Path, name: str, label: str, timeout: float, workdir: Path,
+                 env: dict[str, str] | None = None) -> CheckResult:  # fmt: skip
     result_file = workdir / f"{label}-{name}.json"
     result_file.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "verify.runner", "--job", str(job), "--check", name, "--result", str(result_file)]
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
-                            env=child_env(), start_new_session=True)  # fmt: skip
+                            env=child_env(env), start_new_session=True)  # fmt: skip
     try:
         _, stderr = proc.communicate(timeout=timeout)
         code: int | None = proc.returncode
@@ -106,8 +107,9 @@ def run_in_child(job: Path, name: str, label: str, timeout: float, workdir: Path
 
 
 def run_checks(target: Target, options: Options, names: list[str] | None = None,
-               progress: Progress | None = None) -> list[CheckResult]:  # fmt: skip
-    """Every named check (default: the whole checklist) on one build, each in its own child."""
+               progress: Progress | None = None, env: dict[str, str] | None = None) -> list[CheckResult]:  # fmt: skip
+    """Every named check (default: the whole checklist) on one build, each in its own child (whose environment
+    gets `env` on top of this one's)."""
     names = list(checklist(options.n_gpu_layers) if names is None else names)
     results: list[CheckResult] = []
     with tempfile.TemporaryDirectory(prefix="llama-migrate-verify-") as tmp:
@@ -115,7 +117,7 @@ def run_checks(target: Target, options: Options, names: list[str] | None = None,
         job = workdir / f"{target.label}-job.json"
         write_job(job, target, options, prepare(target))
         for name in names:
-            result = run_in_child(job, name, target.label, options.timeout, workdir)
+            result = run_in_child(job, name, target.label, options.timeout, workdir, env)
             results.append(result)
             if progress:
                 progress(name, result)

@@ -50,3 +50,9 @@ def selftest_skip(s: Session) -> Verdict:
 def selftest_crash_on_free(s: Session) -> Verdict:
     s.close = lambda: os.abort()  # type: ignore[method-assign]
     return Verdict(True, {"note": "the check itself passed"})
+
+
+@check("selftest_env", "selftest", "reports the environment variables a GPU hide sets")
+def selftest_env(s: Session) -> Verdict:
+    names = ("CUDA_VISIBLE_DEVICES", "LLAMA_MIGRATE_GPU")
+    return Verdict(True, {"env": {n: os.environ.get(n) for n in names}})
