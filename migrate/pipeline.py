@@ -295,7 +295,7 @@ def execute(args: argparse.Namespace, src: Path, config: ConsumerConfig, console
         with timed("plan+apply"):
             _plan_and_apply(outcome, config, args.cache, stages)
         with timed("build"):
-            options = BuildOptions(backend=args.gpu or "cpu", cmake_args=tuple(args.cmake_arg))
+            options = BuildOptions(args.gpu or "cpu", args.cuda_arch, tuple(args.cmake_arg))
             _build_both(outcome, options, args.cache, stages)
         if all(b.ok for b in outcome.builds.values()):
             with timed("model"):
@@ -369,6 +369,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--enable", action="append", default=[], metavar="RULE_ID", help="turn on an opt-in rule")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="rule option")
     parser.add_argument("--gpu", choices=["cuda"], help="build llama.cpp with this GPU backend")
+    parser.add_argument("--cuda-arch", help="CUDA architecture(s) for --gpu cuda, e.g. 90 (default: the visible GPU's)")
     parser.add_argument("--n-gpu-layers", type=int, default=0, help="layers to offload during verification")
     parser.add_argument("--cmake-arg", action="append", default=[], help="extra CMake option for llama.cpp")
     parser.add_argument("--checks", metavar="A,B", help="verify only these checks (default: the whole checklist)")

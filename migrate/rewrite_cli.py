@@ -11,6 +11,8 @@ Besides the rules' own items, `manual` lists every use of a llama.cpp declaratio
 target that no rule covers (rule "api-diff", kind "action", with the old and new declarations), found by the
 API diff of the two trees' headers; uses that still compile there (a re-valued enum constant named by its
 name, a newly deprecated function) are kind "review" and do not change the exit code.
+Both read the consumer's config as `migrate run` does (`llama-migrate.toml` in SRC, or `[tool.llama-migrate]` in
+its pyproject.toml: enable, options, llama_checkout, allow_syntactic); flags add to it, --no-config ignores it.
 `apply` computes the same plan and writes it: all files or none, originals backed up under the cache
 (`<cache>/backups/`), refusing a git tree with uncommitted changes unless --force, optionally committing to
 a new branch (--branch).
@@ -20,7 +22,7 @@ Exit codes:
   1  done, but manual actions remain (listed in the output and the report) — the code will not build or
      behave at the target until a person acts
   2  usage or input error (no such path, empty tree, syntax error, file not UTF-8, unknown rule or option,
-     no rules for the step, llama.cpp tree unavailable); nothing was written
+     no rules for the step, llama.cpp tree unavailable, a bad consumer config); nothing was written
   3  apply refused or failed (uncommitted changes without --force, syntactic edits without
      --allow-syntactic, existing branch, a write error — rolled back); nothing was written
 """
@@ -34,25 +36,28 @@ from pathlib import Path
 from typing import Any
 
 from migrate.commands import add_source_arguments
+from migrate.config import ConfigError, ConsumerConfig, load_config
 from migrate.paths import cache_root
 from migrate.sources import SourceError, SourceTree, resolve
 
 EXIT_OK, EXIT_MANUAL, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 
 
-def _options(pairs: list[str]) -> dict[str, str]:
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--option takes KEY=VALUE, got {pair!r}")
-        options[key.strip()] = value.strip()
-    return options
+def _tree(spec: str, args: argparse.Namespace, config: ConsumerConfig) -> SourceTree:
+    return resolve(spec, via=args.via, checkout=args.checkout or config.llama_checkout, remote=args.remote,
+                   cache=args.cache, refresh=args.refresh)  # fmt: skip
 
 
-def _tree(spec: str, args: argparse.Namespace) -> SourceTree:
-    return resolve(spec, via=args.via, checkout=args.checkout, remote=args.remote, cache=args.cache,
-                   refresh=args.refresh)  # fmt: skip
+def consumer_config(args: argparse.Namespace) -> ConsumerConfig:
+    """The consumer's llama-migrate.toml (or [tool.llama-migrate]) with the command line over it, as `migrate
+    run` reads it: the same tree gets the same plan from `plan`, `apply` and `run`."""
+    if args.no_config:
+        return ConsumerConfig(source="ignored (--no-config)").override(args.enable, args.option, None)
+    config = load_config(Path(args.src)).override(args.enable, args.option, None)
+    if config.source != "defaults":
+        extra = f"; options {config.options}" if config.options else ""
+        print(f"config: {config.source} (enable {list(config.enable)}{extra})", file=sys.stderr)
+    return config
 
 
 def _builds(source: SourceTree, target: SourceTree | None, target_error: str | None) -> list[dict[str, Any]]:
@@ -65,8 +70,9 @@ def _builds(source: SourceTree, target: SourceTree | None, target_error: str | N
     return builds
 
 
-def make_plan(args: argparse.Namespace):  # -> tuple[Plan, SourceTree]
-    """Resolve trees and rules, run the engine; raises InputError / RuleError / SourceError / ValueError."""
+def make_plan(args: argparse.Namespace):  # -> tuple[Plan, SourceTree, ConsumerConfig]
+    """Resolve config, trees and rules, run the engine; raises InputError / RuleError / SourceError / ValueError /
+    ConfigError."""
     from migrate.rewrite.apicheck import ApiTarget, unavailable_section
     from migrate.rewrite.engine import EngineConfig, build_plan
     from migrate.rewrite.parse import CompileDatabase
@@ -75,12 +81,13 @@ def make_plan(args: argparse.Namespace):  # -> tuple[Plan, SourceTree]
     src = Path(args.src)
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such file or directory")
+    consumer = consumer_config(args)
     rules = load_rules(Path(args.rules)) if args.rules and Path(args.rules).is_file() else find_rules(
         args.from_version, args.to_version, Path(args.rules) if args.rules else None)  # fmt: skip
-    source = _tree(args.source_tree or args.from_version, args)
+    source = _tree(args.source_tree or args.from_version, args, consumer)
     target, target_error = None, None
     try:
-        target = _tree(args.to_version, args)
+        target = _tree(args.to_version, args, consumer)
     except SourceError as exc:  # the target tree only feeds the report; its absence must not block a plan
         target_error = str(exc)
     root = src if src.is_dir() else src.parent
@@ -88,8 +95,8 @@ def make_plan(args: argparse.Namespace):  # -> tuple[Plan, SourceTree]
         root=src,
         llama_tree=source.path,
         ruleset=rules,
-        options=_options(args.option),
-        enabled=set(args.enable),
+        options=dict(consumer.options),
+        enabled=set(consumer.enable),
         compile_db=CompileDatabase.find(root),
         extra_flags=tuple(args.flag),
         plan_cache=None if args.no_cache else cache_root(args.cache) / "plans",
@@ -99,7 +106,7 @@ def make_plan(args: argparse.Namespace):  # -> tuple[Plan, SourceTree]
     plan.builds = _builds(source, target, target_error)
     if target is None:
         plan.api_section = unavailable_section(f"the target tree is not available ({target_error})")
-    return plan, source
+    return plan, source, consumer
 
 
 def _print_summary(plan: Any, diff: bool) -> None:
@@ -142,22 +149,23 @@ def _errors() -> tuple[type[BaseException], ...]:
     from migrate.rewrite.edits import InputError
     from migrate.rewrite.rules import RuleError
 
-    return InputError, RuleError, SourceError, ValueError, FileNotFoundError
+    return InputError, RuleError, SourceError, ValueError, FileNotFoundError, ConfigError
 
 
-def _summarised_plan(args: argparse.Namespace) -> Any:
-    """The plan, its summary printed; None (message printed) when the input is unusable."""
+def _summarised_plan(args: argparse.Namespace) -> tuple[Any, ConsumerConfig | None]:
+    """The plan and the config it used, its summary printed; (None, None) (message printed) when the input is
+    unusable."""
     try:
-        plan, _ = make_plan(args)
+        plan, _, consumer = make_plan(args)
     except _errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return None
+        return None, None
     _print_summary(plan, diff=not args.no_diff)
-    return plan
+    return plan, consumer
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    plan = _summarised_plan(args)
+    plan, _ = _summarised_plan(args)
     if plan is None:
         return EXIT_USAGE
     _write_outputs(plan, args, mode="plan (nothing changed)")
@@ -167,12 +175,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     from migrate.rewrite.apply import ApplyRefused, apply_plan
 
-    plan = _summarised_plan(args)
-    if plan is None:
+    plan, consumer = _summarised_plan(args)
+    if plan is None or consumer is None:
         return EXIT_USAGE
     try:
         backups = Path(args.backup_dir) if args.backup_dir else None
-        result = apply_plan(plan, force=args.force, branch=args.branch, allow_syntactic=args.allow_syntactic,
+        syntactic = args.allow_syntactic or consumer.allow_syntactic
+        result = apply_plan(plan, force=args.force, branch=args.branch, allow_syntactic=syntactic,
                             cache=args.cache, backup_root=backups)  # fmt: skip
     except ApplyRefused as exc:
         print(f"refused: {exc}", file=sys.stderr)
@@ -204,6 +213,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-report", action="store_true", help="do not write the markdown report")
     parser.add_argument("--no-diff", action="store_true", help="do not print the unified diff")
     parser.add_argument("--no-cache", action="store_true", help="parse again even if a cached plan matches")
+    parser.add_argument("--no-config", action="store_true",
+                        help="ignore the consumer's llama-migrate.toml / [tool.llama-migrate]")  # fmt: skip
     add_source_arguments(parser)
 
 

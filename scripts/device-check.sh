@@ -4,6 +4,8 @@
 #
 #   scripts/device-check.sh OUTDIR [--cpu] [--wheelhouse DIR] [--cache DIR] [--budget S] [--steps a,b,...]
 #                              [--python PY]   (default: python3; with --cpu the repo's .venv)
+#                              [--cuda-arch 90] (default: the visible GPU's; name it to test this script's GPU
+#                                                mode up to the GPU on a machine without one)
 #
 # The caller carries `wheelhouse/` (made here by scripts/make-wheelhouse.sh: Python 3.12 wheels and slim
 # llama.cpp trees, ~29 MB), e.g. with the device tool:
@@ -33,7 +35,7 @@ REPO=$PWD
 
 OUTDIR=${1:?usage: scripts/device-check.sh OUTDIR [--cpu] [--wheelhouse DIR] [--cache DIR] [--budget S] [--steps ...]}
 shift
-MODE=gpu WHEELHOUSE=$REPO/wheelhouse CACHE="" BUDGET=560 STEPS=env,python,sources,build,gate,bench PY=
+MODE=gpu WHEELHOUSE=$REPO/wheelhouse CACHE="" BUDGET=560 STEPS=env,python,sources,build,gate,bench PY= CUDA_ARCH=
 while [ $# -gt 0 ]; do
   case $1 in
     --cpu) MODE=cpu ;;
@@ -42,6 +44,7 @@ while [ $# -gt 0 ]; do
     --budget) BUDGET=$2; shift ;;
     --steps) STEPS=$2; shift ;;
     --python) PY=$2; shift ;;
+    --cuda-arch) CUDA_ARCH=$2; shift ;;
     *) echo "device-check: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -59,8 +62,8 @@ STEP_ROWS=()
 
 if [ "$MODE" = gpu ]; then
   CACHE=${CACHE:-/tmp/llama-migrate-cache}
-  GPU_ARGS="--gpu cuda" N_GPU_LAYERS=99 BENCH_SIZE=1b
-  BENCH_ARGS="--gpu cuda --n-gpu-layers 99 --size 1b --slots 1,8,32 --prompt-tokens 512 --gen-tokens 64 --timeout 90"
+  GPU_ARGS="--gpu cuda${CUDA_ARCH:+ --cuda-arch $CUDA_ARCH}" N_GPU_LAYERS=99 BENCH_SIZE=1b
+  BENCH_ARGS="$GPU_ARGS --n-gpu-layers 99 --size 1b --slots 1,8,32 --prompt-tokens 512 --gen-tokens 64 --timeout 90"
 else
   GPU_ARGS="" N_GPU_LAYERS=0 BENCH_SIZE=tiny
   BENCH_ARGS="--size tiny --slots 1,8,32 --prompt-tokens 128 --gen-tokens 16 --threads 1 --timeout 120"
@@ -206,6 +209,24 @@ print(f"- build {d['llama']['provided']} {d['backend']}: llama.cpp {d['llama_sec
 PYTHON
     done
     echo
+    [ -f "$OUTDIR/gate.json" ] && "$PY" - "$OUTDIR/gate.json" <<'PYTHON'
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(f"## Gate: exit {d.get('exit_code')}")
+print()
+for k in (d.get("gate") or {}).get("classes", []):
+    print(f"- class {k['code']} {k['title']}: {k['count']}; first: {k['findings'][0]['where']}: {k['findings'][0]['message'][:200]}")
+v = d.get("verification") or {}
+for label, c in (v.get("counts") or {}).items():
+    print(f"- checklist on {label}: {c}")
+for label, results in (v.get("results") or {}).items():
+    for r in results:
+        if r["name"] == "gpu_offload":
+            print(f"- gpu_offload on {label}: {r['status']}: {r.get('summary') or r.get('message')}")
+for c in v.get("devices") or []:
+    print(f"- CPU vs GPU on {c['build']}: {c['status']}, failed={c['failed']}: {c['message']}")
+print()
+PYTHON
     [ -f "$OUTDIR/bench.md" ] && { echo "## Benchmark"; echo; cat "$OUTDIR/bench.md"; echo; }
     echo "## Log tail"; echo; echo '```'; tail -40 "$LOG"; echo '```'
   } > "$SUMMARY"

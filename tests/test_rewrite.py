@@ -727,3 +727,55 @@ def test_clib_traps(old_tree: SourceTree, new_tree: SourceTree, tmp_path: Path) 
 def test_input_error_type_for_bad_paths(old_tree: SourceTree, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file"):
         build_plan(EngineConfig(tmp_path / "missing", old_tree.path, RULESET))
+
+
+# --- the consumer's config: plan and apply read it as `migrate run` does ---------------------------------------
+
+OPENER = """\
+llama_context * open(llama_model * model, int n_seq_max) {
+    llama_context_params p = llama_context_default_params();
+    p.n_seq_max = n_seq_max;
+    llama_kv_self_clear(nullptr);
+    return llama_init_from_model(model, p);
+}
+"""
+
+
+def configured_tree(tmp_path: Path, config: str) -> Path:
+    root = tmp_path / "consumer"
+    root.mkdir()
+    (root / "open.cpp").write_text(PRELUDE + OPENER)
+    (root / "llama-migrate.toml").write_text(config)
+    return root
+
+
+def planned_rules(root: Path, tmp_path: Path, *flags: str) -> list[tuple[str, str]]:
+    out = tmp_path / "plan.json"
+    assert main(["plan", str(root), "--json", str(out), "--no-report", "--no-cache", "--no-diff", *flags]) == 0
+    return [(e["rule"], e["after"]) for e in json.loads(out.read_text())["edits"]]
+
+
+def test_plan_reads_the_consumer_config(old_tree: SourceTree, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    root = configured_tree(tmp_path, 'enable = ["kv-unified"]\n[options]\nclear_data = "true"\n')
+    edits = planned_rules(root, tmp_path)
+    assert any(r == "kv-unified" and "p.kv_unified = p.n_seq_max > 1;" in a for r, a in edits)
+    assert any(r == "kv-self-clear" and "llama_memory_clear(" in a and "true)" in a for r, a in edits)
+    assert "config: " in capsys.readouterr().err
+    # flags override the config's options; --no-config leaves only the flags
+    overridden = planned_rules(root, tmp_path, "--option", "clear_data=false")
+    assert any(r == "kv-self-clear" and "false)" in a for r, a in overridden)
+    bare = planned_rules(root, tmp_path, "--no-config")
+    assert "kv-unified" not in [r for r, _ in bare] and any("false)" in a for r, a in bare if r == "kv-self-clear")
+
+
+def test_bad_consumer_config_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = configured_tree(tmp_path, "enable = [\n")
+    before = (root / "open.cpp").read_bytes()
+    assert run_cli(str(root)) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+    (root / "llama-migrate.toml").write_text('enabel = ["kv-unified"]\n')
+    assert run_cli(str(root)) == 2
+    assert "unknown key(s) enabel" in capsys.readouterr().err
+    assert main(["apply", str(root), "--no-report", "--no-cache", "--force", "--backup-dir", str(tmp_path)]) == 2
+    assert (root / "open.cpp").read_bytes() == before
