@@ -231,6 +231,16 @@ def test_cross_reference_in_c_and_through_a_macro(api: ApiDiff, old_tree: Source
     assert (use.symbol, use.line, use.in_macro) == ("llama_kv_self_seq_rm", 6, True)
 
 
+def test_qualified_call_is_one_use_at_its_name(api: ApiDiff, old_tree: SourceTree, tmp_path: Path) -> None:
+    """libclang reports `console::set_display(...)` as the call (at `console`) and as the callee (at the name):
+    `migrate api-diff` counts it once, at the name, not as a macro expansion."""
+    path = tmp_path / "c.cpp"
+    path.write_text('#include "console.h"\nvoid f() {\n    console::set_display(console::reset);\n}\n')
+    xref = cross_reference(api, [path], old_tree, set(), extra_args=[f"-I{old_tree.path / 'common'}"])
+    found = sorted((u.symbol, u.line, u.column, u.in_macro) for u in xref.manual)
+    assert found == [("console::reset", 3, 35, False), ("console::set_display", 3, 14, False)]
+
+
 def test_cross_reference_bad_inputs(api: ApiDiff, old_tree: SourceTree, tmp_path: Path) -> None:
     with pytest.raises(ApiDiffError, match="no such file"):
         cross_reference(api, [tmp_path / "missing.cpp"], old_tree, set())

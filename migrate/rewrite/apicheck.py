@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import clang.cindex as ci
 
@@ -32,7 +32,6 @@ from migrate.sources import SourceTree
 RULE_ID = "api-diff"
 RULE_DESCRIPTION = ("a declaration of llama.cpp's public headers removed or changed between the two builds, used "
                     "here, that no rewrite rule handles (see the API diff section)")  # fmt: skip
-UseT = TypeVar("UseT", bound=ApiUse)
 REVIEW_KINDS = frozenset({ChangeKind.CONSTANT_REVALUED, ChangeKind.DEPRECATED})
 
 
@@ -134,9 +133,6 @@ class ApiScan:
     def finish(self, plan: Plan) -> None:
         """Manual items, the report section and the JSON summary into `plan`."""
         self.xref.parse_seconds = round(self.seconds, 3)
-        self.xref.covered = _drop_echoes(self.xref.covered)
-        self.xref.manual = _drop_echoes(self.xref.manual)
-        self.reviews = _drop_echoes(self.reviews)
         target = self.target.new.provided
         items = {}
         for use, kind in [(u, ACTION) for u in self.xref.manual] + [(u, REVIEW) for u in self.reviews]:
@@ -161,13 +157,6 @@ class ApiScan:
             "sites": [_site(use, status, plan) for status, uses in self._by_status() for use in uses],
             "not_scanned": {plan.relative(f): why for f, why in sorted(self.not_scanned.items())},
         }
-
-
-def _drop_echoes(uses: list[UseT]) -> list[UseT]:
-    """Without the echo of a use: apidiff reports a qualified call (`console::set_display(...)`) twice, as the call
-    (at `console`, so it looks like a macro expansion) and as the callee (at the name); keep the one at the name."""
-    spelled = {(u.file, u.line, u.symbol) for u in uses if not u.in_macro}
-    return [u for u in uses if not u.in_macro or (u.file, u.line, u.symbol) not in spelled]
 
 
 def _site(use: ApiUse, status: str, plan: Plan) -> dict[str, Any]:
