@@ -528,6 +528,9 @@ class Break:
     old: str
     new: str | None
     note: str | None = None
+    # a re-signature that only dropped `const` from these pointer parameters: whether a call still compiles
+    # depends on what it passes there, so each call is judged on its arguments
+    const_dropped: tuple[int, ...] = ()
 
 
 @dataclass
@@ -667,6 +670,28 @@ def _change_note(change: FunctionChange) -> str | None:
     return None
 
 
+def const_dropped(old: FunctionDecl, new: FunctionDecl) -> tuple[int, ...]:
+    """Indexes of the pointer parameters whose pointee lost `const` when that is the only change (`const T *` ->
+    `T *`, as llama_sampler_init's iface at b7785); () for any other change. Canonical spellings put the
+    qualifier first: "const llama_sampler_i *"."""
+    if old.result_type != new.result_type or len(old.param_types) != len(new.param_types):
+        return ()
+    dropped = []
+    for i, (before, after) in enumerate(zip(old.param_types, new.param_types, strict=True)):
+        if before == after:
+            continue
+        if not (before.endswith("*") and before.startswith("const ") and before.removeprefix("const ") == after):
+            return ()
+        dropped.append(i)
+    return tuple(dropped)
+
+
+def _const_note(indexes: tuple[int, ...]) -> str:
+    which = ", ".join(str(i + 1) for i in indexes)
+    return (f"only `const` was dropped from pointer parameter(s) {which}: a call passing a non-const pointer "
+            "there still compiles, one passing a pointer to const does not")
+
+
 def _hint_note(decl: FunctionDecl) -> str | None:
     return f"deprecated at the old build: {decl.deprecation_hint}" if decl.deprecation_hint else None
 
@@ -678,8 +703,9 @@ def _index_breaks(result: ApiDiff, old: ApiSurface) -> None:
         breaks[f"f:{decl.name}|{decl.signature}"] = item
         breaks.setdefault(f"f:{decl.name}", item)
     for change in result.changed_functions:
+        dropped = const_dropped(change.old, change.new[0]) if len(change.new) == 1 else ()
         item = Break(change.name, ChangeKind.RESIGNATURED, change.old.declaration, change.new_declarations(),
-                     _change_note(change))  # fmt: skip
+                     _const_note(dropped) if dropped else _change_note(change), dropped)  # fmt: skip
         breaks[f"f:{change.name}|{change.old.signature}"] = item
         breaks.setdefault(f"f:{change.name}", item)
     for decl in result.deprecated_functions:
@@ -737,6 +763,7 @@ class ApiUse:
     new: str | None
     note: str | None = None
     in_macro: bool = False  # the name is not spelled here: the use comes from a macro expanded at this spot
+    compiles: bool | None = None  # judged from this call's arguments (see Break.const_dropped); None: not judged
 
     def where(self, base: Path | None = None) -> str:
         """file:line:column, the file relative to `base` when it lies below it (reads better in a PR)."""
@@ -858,6 +885,8 @@ def _all_uses_in_file(diff: ApiDiff, path: Path, tu: ci.TranslationUnit,
     name = str(path)
     lines = path.read_bytes().splitlines()
     seen: set[tuple[int, int, str]] = set()
+    # a call is visited before its callee's reference (preorder): its verdict waits here for the use(s) to come
+    judged: dict[tuple[int, str], str] = {}
     for top in _top_level_in(tu, name):
         for cursor in top.walk_preorder():
             if cursor.kind not in USE_KINDS:
@@ -869,12 +898,46 @@ def _all_uses_in_file(diff: ApiDiff, path: Path, tu: ci.TranslationUnit,
             if location.file is None or location.file.name != name:
                 continue
             item = _break_for(diff, ref)
+            if item is not None and item.const_dropped and cursor.kind == K.CALL_EXPR:
+                judged[(location.line, item.symbol)] = _const_verdict(cursor, item.const_dropped)
             spot = (location.line, location.column, item.symbol if item else "")
             if item is None or spot in seen:
                 continue
             seen.add(spot)
+            verdict = judged.get((location.line, item.symbol))
+            note = f"{item.note}; {verdict}" if verdict else item.note
+            compiles = None if verdict is None else verdict.startswith("this call passes no")
             yield ApiUse(name, location.line, location.column, item.symbol, item.kind, item.old, item.new,
-                         item.note, not _spelled_here(lines, cursor, item.symbol))  # fmt: skip
+                         note, not _spelled_here(lines, cursor, item.symbol), compiles)  # fmt: skip
+
+
+def _written_argument(arg: ci.Cursor) -> ci.Cursor:
+    """The argument as written: below the implicit conversion to the old parameter type (which adds the very
+    `const` in question), i.e. through libclang's unexposed single-child wrappers."""
+    while arg.kind == K.UNEXPOSED_EXPR:
+        children = list(arg.get_children())
+        if len(children) != 1:
+            break
+        arg = children[0]
+    return arg
+
+
+def _points_to_const(arg: ci.Cursor) -> bool:
+    kind = arg.type.get_canonical()
+    if kind.kind == ci.TypeKind.POINTER:
+        return kind.get_pointee().is_const_qualified()
+    if kind.kind in (ci.TypeKind.CONSTANTARRAY, ci.TypeKind.INCOMPLETEARRAY):
+        return kind.element_type.is_const_qualified()
+    return False  # nullptr, 0: convert to any pointer
+
+
+def _const_verdict(call: ci.Cursor, indexes: tuple[int, ...]) -> str:
+    args = list(call.get_arguments())
+    const_args = [i + 1 for i in indexes if i < len(args) and _points_to_const(_written_argument(args[i]))]
+    if const_args:
+        which = ", ".join(map(str, const_args))
+        return f"this call passes a pointer to const as parameter(s) {which}: it will not compile (C: a warning)"
+    return "this call passes no pointer to const there: it still compiles"
 
 
 def _root_of(tree: SourceTree | Path) -> Path:

@@ -18,7 +18,9 @@ from migrate.apidiff import (
     ApiSurface,
     ChangeKind,
     CrossReference,
+    FunctionDecl,
     _read_cached,
+    const_dropped,
     cross_reference,
     diff,
     load_surface,
@@ -229,6 +231,19 @@ def test_cross_reference_in_c_and_through_a_macro(api: ApiDiff, old_tree: Source
     assert xref.parse_errors == [] and xref.covered == []
     [use] = xref.manual
     assert (use.symbol, use.line, use.in_macro) == ("llama_kv_self_seq_rm", 6, True)
+
+
+def test_const_dropped_only_for_pointer_params_losing_const_alone() -> None:
+    def decl(result: str, *params: str) -> FunctionDecl:
+        n = len(params)
+        return FunctionDecl("f", "", result, list(params), [""] * n, [None] * n, False, False, None, "llama.h", 1)
+
+    assert const_dropped(decl("void", "const T *", "int"), decl("void", "T *", "int")) == (0,)
+    assert const_dropped(decl("void", "const T *", "const U *"), decl("void", "T *", "U *")) == (0, 1)
+    assert const_dropped(decl("void", "T *"), decl("void", "const T *")) == ()  # gaining const always compiles
+    assert const_dropped(decl("void", "const T *", "int"), decl("void", "T *", "long")) == ()  # and another change
+    assert const_dropped(decl("int", "const T *"), decl("void", "T *")) == ()
+    assert const_dropped(decl("void", "const T *"), decl("void", "T *", "int")) == ()
 
 
 def test_qualified_call_is_one_use_at_its_name(api: ApiDiff, old_tree: SourceTree, tmp_path: Path) -> None:

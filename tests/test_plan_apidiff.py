@@ -120,6 +120,28 @@ def test_qualified_call_is_one_item_at_its_name(old_tree: SourceTree, new_tree: 
     assert plan.api_summary["uses"]["manual"] == 2
 
 
+CONST_DROPPED = """\
+#include "llama.h"
+static const llama_sampler_i CONST_IFACE = {};
+static llama_sampler_i mutable_iface = {};
+llama_sampler * a() { return llama_sampler_init(&CONST_IFACE, nullptr); }
+llama_sampler * b() { return llama_sampler_init(&mutable_iface, nullptr); }
+llama_sampler * c(llama_sampler_i * p) { return llama_sampler_init(p, nullptr); }
+llama_sampler * d(const llama_sampler_i * p) { return llama_sampler_init(p, nullptr); }
+"""
+
+
+def test_dropped_const_is_judged_per_call(old_tree: SourceTree, new_tree: SourceTree, tmp_path: Path) -> None:
+    """llama_sampler_init(const llama_sampler_i *) became (llama_sampler_i *) at b7785: a call passing a pointer
+    to const no longer compiles (manual action), one passing a mutable pointer does (review only)."""
+    plan = api_plan(consumer(tmp_path, {"s.cpp": CONST_DROPPED}), old_tree, new_tree)
+    items = {m.line: m for m in plan.manual if m.rule == RULE_ID and "llama_sampler_init" in m.message}
+    assert {line: m.kind for line, m in items.items()} == {4: ACTION, 5: REVIEW, 6: REVIEW, 7: ACTION}
+    assert "passes a pointer to const as parameter(s) 1: it will not compile" in items[4].message
+    assert "passes no pointer to const there: it still compiles" in items[5].message
+    assert "may now write through that pointer" in items[6].message
+
+
 def test_warm_plan_reuses_the_cross_reference(old_tree: SourceTree, new_tree: SourceTree, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     root = consumer(tmp_path, {"dump.cpp": DUMP_VIEW})

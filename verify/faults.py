@@ -111,10 +111,11 @@ def make_variant(src: Path, dest: Path, fault: Fault) -> Path:
 
 
 def migrate_copy(src: Path, dest: Path, enable: tuple[str, ...] = (), cache: str | None = None) -> Path:
-    """Copy the fixture and run the rewriter (`migrate apply`) on the copy, b5421 → b7785."""
+    """Copy the fixture and run the rewriter (`migrate apply`) on the copy, b5421 → b7785, with exactly the opt-in
+    rules in `enable` (the fixture's own config, which enables kv-unified, is ignored: callers choose)."""
     copy_fixture(src, dest)
     cmd = [sys.executable, "-m", "migrate"] + (["--cache", cache] if cache else [])
-    cmd += ["apply", str(dest), "--from", "b5421", "--to", "b7785", "--force", "--no-report"]
+    cmd += ["apply", str(dest), "--from", "b5421", "--to", "b7785", "--force", "--no-report", "--no-config"]
     for rule in enable:
         cmd += ["--enable", rule]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=dest)

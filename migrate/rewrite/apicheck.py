@@ -61,6 +61,8 @@ class ApiTarget:
 def _still_compiles(use: ApiUse) -> bool:
     if use.kind in REVIEW_KINDS:
         return True
+    if use.compiles is not None:  # judged on this call's own arguments (a re-signature that only dropped const)
+        return use.compiles
     # apidiff notes a re-signature whose new trailing parameters all have defaults: old calls still compile.
     return use.kind == ChangeKind.RESIGNATURED and "still compile" in (use.note or "")
 
@@ -80,6 +82,9 @@ def _message(use: ApiUse, target: str) -> str:
                 "another constant — check those, nothing to do otherwise")  # fmt: skip
     if use.kind == ChangeKind.DEPRECATED:
         return f"`{use.symbol}`{via} is deprecated at {target} ({use.note}); it still compiles, with a warning"
+    if use.compiles:
+        return (f"`{use.symbol}`{via} changed signature at {target}; {use.note} — the library may now write "
+                "through that pointer: check the object may be changed")  # fmt: skip
     if _still_compiles(use):
         return f"`{use.symbol}`{via} changed signature at {target}; {use.note} — check the new parameters' defaults"
     note = f" ({use.note})" if use.note else ""
