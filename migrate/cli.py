@@ -10,10 +10,9 @@ import argparse
 import importlib
 import sys
 
-# Modules that contribute sub-commands; a module missing here is a bug, not an optional feature.
-COMMAND_MODULES = ("migrate.commands", "migrate.pipeline", "migrate.gate")
-# Stages still being written; each becomes required once it lands.
-OPTIONAL_COMMAND_MODULES = ("migrate.commands_model", "migrate.apidiff", "migrate.rewrite_cli", "verify.cli")
+# Modules that contribute sub-commands, in help order; every one is required (an import error is a bug).
+COMMAND_MODULES = ("migrate.commands", "migrate.commands_model", "migrate.rewrite_cli", "migrate.apidiff", "verify.cli",
+                   "migrate.pipeline", "migrate.gate")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,15 +24,6 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
-    for name in OPTIONAL_COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        if hasattr(module, "register"):
-            module.register(subparsers)
     return parser
 
 

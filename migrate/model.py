@@ -15,12 +15,13 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-from gguf import GGUFReader, GGUFValueType, GGUFWriter, LlamaFileType, ReaderField
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from migrate.paths import cache_root
+
+if TYPE_CHECKING:  # numpy and gguf cost ~0.3 s to import: only the functions that write or read a model load them
+    import numpy as np
+    from gguf import GGUFValueType, GGUFWriter, LlamaFileType, ReaderField
 
 # Part of every file name: bump it whenever the recipe below changes what bytes a (size, seed, vocab) gives.
 GENERATOR_VERSION = 1
@@ -55,6 +56,8 @@ class ModelSize:
 
     @property
     def file_type(self) -> LlamaFileType:
+        from gguf import LlamaFileType
+
         return LlamaFileType.MOSTLY_F16 if self.dtype == "f16" else LlamaFileType.ALL_F32
 
 
@@ -96,6 +99,8 @@ def tensor_specs(size: ModelSize, n_vocab: int) -> list[TensorSpec]:
     (tied weights would make every token predict itself) and large, so logits spread widely and the top two rarely
     sit close together.
     """
+    import numpy as np
+
     weight = np.float16 if size.dtype == "f16" else np.float32
     embd, embd_kv, ff = size.n_embd, size.n_embd_kv, size.n_ff
     inv_sqrt = 1.0 / np.sqrt(embd)
@@ -123,6 +128,8 @@ def tensor_specs(size: ModelSize, n_vocab: int) -> list[TensorSpec]:
 
 def tensor_data(spec: TensorSpec, seed: int, index: int) -> np.ndarray[Any, Any]:
     """One tensor's values; each tensor has its own stream (seed, index) so tensors can be made one at a time."""
+    import numpy as np
+
     if spec.std == 0.0:
         return np.ones(spec.shape, dtype=np.float32)
     rng = np.random.default_rng([seed, index])
@@ -133,6 +140,8 @@ def tensor_data(spec: TensorSpec, seed: int, index: int) -> np.ndarray[Any, Any]
 
 def _field_value(field: ReaderField) -> Any:
     """A reader field's value in the form GGUFWriter packs back to the same bytes (strings stay raw bytes)."""
+    from gguf import GGUFValueType
+
     main_type = field.types[0]
     if main_type == GGUFValueType.STRING:
         return bytes(field.parts[field.data[0]])
@@ -143,7 +152,7 @@ def _field_value(field: ReaderField) -> Any:
     return [field.parts[index][0].item() for index in field.data]
 
 
-TokenizerFields = dict[str, tuple[Any, GGUFValueType, GGUFValueType | None]]
+TokenizerFields: TypeAlias = "dict[str, tuple[Any, GGUFValueType, GGUFValueType | None]]"
 
 
 def tokenizer_fields(vocab_gguf: Path) -> TokenizerFields:
@@ -155,6 +164,8 @@ def tokenizer_fields(vocab_gguf: Path) -> TokenizerFields:
 # GGUFReader takes ~2 s over a 32000-token vocabulary; remember the result while the file stays the same.
 @functools.lru_cache(maxsize=4)
 def _tokenizer_fields(vocab_gguf: Path, file_size: int, mtime_ns: int) -> TokenizerFields:
+    from gguf import GGUFReader, GGUFValueType
+
     reader = GGUFReader(vocab_gguf)
     fields = {}
     for key, field in reader.fields.items():
@@ -190,6 +201,9 @@ def _tensors(specs: list[TensorSpec], seed: int) -> Iterator[np.ndarray[Any, Any
 
 def write_model(path: Path, vocab_gguf: Path, size: ModelSize, seed: int) -> Path:
     """Write the model to `path` atomically (temp file in the same dir, then rename), one tensor at a time."""
+    import numpy as np
+    from gguf import GGUFWriter
+
     path = Path(path)
     tokenizer = tokenizer_fields(vocab_gguf)
     n_vocab = len(tokenizer["tokenizer.ggml.tokens"][0])
