@@ -16,7 +16,7 @@ from verify import devices, gpu
 from verify.checks import CHECK_ORDER, GPU_CHECKS, PASSED, SKIPPED, CheckResult, checklist, run_check
 from verify.cli import run_verification
 from verify.differential import REFERENCE_CHECK
-from verify.report import junit_xml, markdown_section
+from verify.report import RunReport, junit_xml, markdown_section
 from verify.runner import run_checks
 from verify.session import Options, Target
 
@@ -151,6 +151,12 @@ def test_cpu_vs_gpu_identical_runs_compare_identical(localllm_old_build: BuildRe
     assert comparison.status == devices.COMPARED and not comparison.failed, comparison.message
     assert set(comparison.verdicts()) == {"identical"} and len(comparison.greedy) >= 2
     assert comparison.cpu is not None and comparison.cpu.evidence["gpu_devices"] == []
+    report = RunReport([target], {"new": [stand_in_gpu_result]}, Options(n_gpu_layers=99), 1.0, devices=[comparison])
+    text = markdown_section(report)
+    assert "| build | prompt | verdict | steps | first difference | CPU token / margin | GPU token / margin |" in text
+    assert text.count("| new | ") == len(comparison.greedy)
+    xml = junit_xml(report)
+    assert 'name="greedy_new"' in xml and 'failures="0"' in xml.split('name="verify.cpu_vs_gpu"')[1].split(">")[0]
 
 
 def test_cpu_vs_gpu_real_difference_is_reported_with_margins(localllm_old_build: BuildResult, tiny_model: Path,

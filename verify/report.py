@@ -18,7 +18,7 @@ from rich.table import Table
 
 from verify.checks import FAILED, PASSED, REGISTRY, SKIPPED, CheckResult
 from verify.devices import SKIPPED_COMPARISON, DeviceComparison
-from verify.differential import BOTH_FAIL, REGRESSION, DifferentialReport
+from verify.differential import BOTH_FAIL, REGRESSION, DifferentialReport, GreedyComparison
 from verify.session import Options, Target
 
 STATUS_STYLE = {PASSED: "green", FAILED: "bold red", SKIPPED: "yellow"}
@@ -111,13 +111,7 @@ def _print_differential(diff: DifferentialReport, console: Console) -> None:
         table.add_row(c.name, f"[{STATUS_STYLE.get(old, 'white')}]{old}[/]", f"[{STATUS_STYLE.get(new, 'white')}]"
                       f"{new}[/]", f"[{style}]{c.classification}[/]", short(message, 100))  # fmt: skip
     console.print(table)
-    greedy = Table(title="greedy decode, token by token")
-    for col in ("prompt", "verdict", "steps", "first diff", "old token/margin", "new token/margin"):
-        greedy.add_column(col)
-    for g in diff.greedy:
-        greedy.add_row(short(g.prompt, 30), g.verdict, str(g.steps_compared), str(g.first_difference or "-"),
-                       _token_cell(g.old), _token_cell(g.new))  # fmt: skip
-    console.print(greedy)
+    console.print(_greedy_table("greedy decode, token by token", diff.greedy, ("old", "new")))
     for key, row in diff.throughput.items():
         console.print(f"{key}: old {_tps(row['old'])}, new {_tps(row['new'])} tokens/s (new/old {row['new_over_old']})")
 
@@ -127,13 +121,19 @@ def _print_devices(comparison: DeviceComparison, console: Console) -> None:
     console.print(f"CPU vs GPU, {comparison.build} build: [{style}]{comparison.status}[/] — {comparison.message}")
     if not comparison.greedy:
         return
-    table = Table(title=f"greedy decode, CPU vs GPU ({comparison.build} build)")
-    for col in ("prompt", "verdict", "steps", "first diff", "CPU token/margin", "GPU token/margin"):
+    title = f"greedy decode, CPU vs GPU ({comparison.build} build)"
+    console.print(_greedy_table(title, comparison.greedy, ("CPU", "GPU")))
+
+
+def _greedy_table(title: str, rows: list[GreedyComparison], sides: tuple[str, str]) -> Table:
+    """Token-by-token comparison rows; `sides` names what GreedyComparison's old/new fields hold."""
+    table = Table(title=title)
+    for col in ("prompt", "verdict", "steps", "first diff", f"{sides[0]} token/margin", f"{sides[1]} token/margin"):
         table.add_column(col)
-    for g in comparison.greedy:
+    for g in rows:
         table.add_row(short(g.prompt, 30), g.verdict, str(g.steps_compared), str(g.first_difference or "-"),
                       _token_cell(g.old), _token_cell(g.new))  # fmt: skip
-    console.print(table)
+    return table
 
 
 def _token_cell(step: dict[str, Any]) -> str:
@@ -254,13 +254,8 @@ def _md_differential(diff: DifferentialReport, h: str) -> list[str]:
     if both:
         lines += ["", f"Failing on both builds (a defect the upgrade did not cause, still a finding): "
                       f"{', '.join(f'`{n}`' for n in both)}."]  # fmt: skip
-    lines += ["", f"{h}# Greedy decode, old vs new", "",
-              "| prompt | verdict | steps | first difference | old token / margin | new token / margin |",
-              "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-    for g in diff.greedy:
-        lines.append(f"| {_md_cell(g.prompt, 40)} | {g.verdict} | {g.steps_compared} | "
-                     f"{'-' if g.first_difference is None else g.first_difference} | {_md_cell(_token_cell(g.old))} | "
-                     f"{_md_cell(_token_cell(g.new))} |")  # fmt: skip
+    lines += ["", f"{h}# Greedy decode, old vs new", ""]
+    lines += _md_greedy([("", g) for g in diff.greedy], ("old", "new"))
     lines += ["", f"{h}# Throughput (same machine, same run, best of alternating runs)", "",
               "| call | old tokens/s | new tokens/s | new / old |", "| --- | --- | --- | --- |"]  # fmt: skip
     for key, row in diff.throughput.items():
@@ -273,11 +268,18 @@ def _md_devices(comparisons: list[DeviceComparison], h: str) -> list[str]:
     for c in comparisons:
         lines.append(f"- **{c.build}**: {c.status} — {_md_cell(c.message, 300)}")
     rows = [(c.build, g) for c in comparisons for g in c.greedy]
-    if rows:
-        lines += ["", "| build | prompt | verdict | steps | first difference | CPU token / margin | "
-                  "GPU token / margin |", "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-        for build, g in rows:
-            lines.append(f"| {build} | {_md_cell(g.prompt, 40)} | {g.verdict} | {g.steps_compared} | "
-                         f"{'-' if g.first_difference is None else g.first_difference} | "
-                         f"{_md_cell(_token_cell(g.old))} | {_md_cell(_token_cell(g.new))} |")  # fmt: skip
+    return lines + ([""] + _md_greedy(rows, ("CPU", "GPU")) if rows else [])
+
+
+def _md_greedy(rows: list[tuple[str, GreedyComparison]], sides: tuple[str, str]) -> list[str]:
+    """Rows of (build, comparison); the build column only when some row names one."""
+    build = any(b for b, _ in rows)
+    head = ["build"] * build + ["prompt", "verdict", "steps", "first difference", f"{sides[0]} token / margin",
+                                f"{sides[1]} token / margin"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for b, g in rows:
+        cells = [b] * build + [_md_cell(g.prompt, 40), g.verdict, str(g.steps_compared),
+                               "-" if g.first_difference is None else str(g.first_difference),
+                               _md_cell(_token_cell(g.old)), _md_cell(_token_cell(g.new))]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
