@@ -86,9 +86,10 @@ def run_verification(targets: list[Target], options: Options, names: list[str] |
     if options.n_gpu_layers and (names is None or REFERENCE_CHECK in names):
         for target in targets:
             gpu_result = next((r for r in results[target.label] if r.name == REFERENCE_CHECK), None)
-            report.devices.append(compare_devices(target, gpu_result, options))
+            compared = compare_devices(target, gpu_result, options)
+            report.devices.append(compared)
             if console is not None:
-                console.print(f"  cpu-vs-gpu {target.label:>8} {report.devices[-1].message}")
+                console.print(f"  {compared.status:7} {target.label:>8} cpu_vs_gpu: {compared.message}")
     report.seconds = time.monotonic() - started
     return report
 

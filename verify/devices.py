@@ -64,11 +64,11 @@ def compare_devices(target: Target, gpu_result: CheckResult | None, options: Opt
                     hide: dict[str, str] | None = None) -> DeviceComparison:  # fmt: skip
     """Compare `gpu_result` (the reference check run with `options.n_gpu_layers` offloaded) with a CPU run."""
     if options.n_gpu_layers == 0:
-        return DeviceComparison(target.label, SKIPPED_COMPARISON, "skipped: n_gpu_layers 0, nothing ran on a GPU")
+        return DeviceComparison(target.label, SKIPPED_COMPARISON, "n_gpu_layers 0, nothing ran on a GPU")
     if gpu_result is None:
-        return DeviceComparison(target.label, SKIPPED_COMPARISON, f"skipped: {REFERENCE_CHECK} was not run")
+        return DeviceComparison(target.label, SKIPPED_COMPARISON, f"{REFERENCE_CHECK} was not run")
     if gpu_result.status == SKIPPED:  # no GPU here: the check said why ("skipped: no GPU: ...")
-        return DeviceComparison(target.label, SKIPPED_COMPARISON, gpu_result.message)
+        return DeviceComparison(target.label, SKIPPED_COMPARISON, gpu_result.message.removeprefix("skipped: "))
     if not gpu_result.evidence.get("traces"):
         return DeviceComparison(target.label, NOT_COMPARED, f"no greedy traces on the GPU: {gpu_result.message}")
     cpu = cpu_reference(target, options, run, hide)

@@ -118,7 +118,7 @@ def _print_differential(diff: DifferentialReport, console: Console) -> None:
 
 def _print_devices(comparison: DeviceComparison, console: Console) -> None:
     style = "bold red" if comparison.failed else "yellow" if comparison.status == SKIPPED_COMPARISON else "green"
-    console.print(f"CPU vs GPU, {comparison.build} build: [{style}]{comparison.status}[/] — {comparison.message}")
+    console.print(f"CPU vs GPU ({comparison.build}): [{style}]{comparison.status}[/] — {comparison.message}")
     if not comparison.greedy:
         return
     title = f"greedy decode, CPU vs GPU ({comparison.build} build)"
