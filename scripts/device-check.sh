@@ -28,7 +28,8 @@
 # --cpu runs the same steps with the CPU backend (no --gpu, n_gpu_layers 0, tiny model for the bench, smaller
 # figures) on the existing venv and cache: how this script is tested on a machine without a GPU.
 # OUTDIR gets at most 8 files (the device tool returns no more): summary.md, device-check.log, the gate's
-# report/JSON/JUnit, bench.md, bench.json, env.txt.
+# report/JSON/JUnit, bench.md, bench.json, env.txt. summary.md ends with the gate's report: it is the GPU report
+# to commit (reports/gpu-<device>-b5421-b7785.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -229,6 +230,12 @@ print()
 PYTHON
     [ -f "$OUTDIR/bench.md" ] && { echo "## Benchmark"; echo; cat "$OUTDIR/bench.md"; echo; }
     echo "## Log tail"; echo; echo '```'; tail -40 "$LOG"; echo '```'
+    # the gate's own report last, headings one level down: summary.md alone is the GPU report to commit
+    for report in "$OUTDIR"/*-b5421-b7785.md; do
+      [ -f "$report" ] || continue
+      echo; echo "## The gate's report ($(basename "$report"))"; echo
+      sed 's/^#/##/' "$report"
+    done
   } > "$SUMMARY"
 }
 
