@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SHIM = Path("custom_files") / "localllm_capi.cpp"
@@ -30,6 +30,17 @@ class Fault:
     check: str  # the check that must fail
     versions: tuple[str, ...]  # llama.cpp versions at which the variant is broken
     edits: tuple[tuple[str, str], ...]  # (regex, replacement), each matching exactly once
+    # every check of the checklist (throughput aside) the variant fails, by version where it is a defect: the
+    # named check and the ones the same defect reaches (why, beside each fault). At b7785 the migrated fixture
+    # (default rules) also fails BASELINE_B7785 without any fault.
+    breaks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+# Without kv_unified, b7785 gives each sequence n_ctx / n_seq_max cells: the unfaulted migrated fixture fails this.
+BASELINE_B7785 = ("parallel_isolation_capacity",)
+# generate_parallel compared with generate alone, for every prompt set of the isolation checks
+ISOLATION = ("parallel_isolation_last_token", "parallel_isolation_prefix_prompt", "parallel_isolation_queue",
+             "parallel_isolation_shared_prefix")  # fmt: skip
 
 
 FAULTS: dict[str, Fault] = {
@@ -42,6 +53,10 @@ FAULTS: dict[str, Fault] = {
             ("b5421", "b7785"),
             ((r"(// start from an empty cache[^\n]*\n\s*)llama_(?:kv_self_clear\(ctx\)|memory_clear\(mem, \w+\));",
               r"\1/* planted fault: memory not cleared */"),),
+            # the next generate continues the last one's context: A-B-A and the reference differ too; at b7785
+            # the stale cells also collide with the new prompt's positions, so two identical calls differ
+            {"b5421": ("generate_aba", "generate_matches_reference", "memory_cleared"),
+             "b7785": ("generate_aba", "generate_matches_reference", "generate_repeatable", "memory_cleared")},
         ),
         Fault(
             "slots_share_sequence",
@@ -49,6 +64,8 @@ FAULTS: dict[str, Fault] = {
             "parallel_isolation_shared_prefix",
             ("b5421", "b7785"),
             ((r"slots\[s\]\.seq_id = first_seq \+ s;", "slots[s].seq_id = first_seq + s / 2;"),),
+            # every parallel call mixes two prompts' cells; at b7785 generate_parallel's own call fails too
+            {"b5421": ISOLATION, "b7785": (*ISOLATION, "generate_parallel")},
         ),
         Fault(
             "first_token_wrong_logits",
@@ -60,6 +77,10 @@ FAULTS: dict[str, Fault] = {
                 (r"common_sampler_sample\(smpl\.get\(\), ctx, -1\)",
                  "common_sampler_sample(smpl.get(), ctx, n_generated == 0 ? 0 : -1)"),
             ),
+            # generate alone is wrong, generate_parallel is not: every isolation check (and, at b5421, the
+            # near-capacity one, which b7785 fails anyway) compares the two
+            {"b5421": ("generate_matches_reference", "parallel_isolation_capacity", *ISOLATION),
+             "b7785": ("generate_matches_reference", *ISOLATION)},
         ),
         Fault(
             "slot_ids_reach_n_seq_max",
@@ -67,6 +88,8 @@ FAULTS: dict[str, Fault] = {
             "parallel_isolation_queue",
             ("b7785",),
             ((r"int n_slots = n_seq_max > 1 \? n_seq_max - 1 : 1;", "int n_slots = n_seq_max > 1 ? n_seq_max : 1;"),),
+            # only a queue as long as n_seq_max reaches the last id
+            {"b7785": ("parallel_isolation_queue",)},
         ),
         Fault(
             "redecode_last_prefix_token",
@@ -74,6 +97,8 @@ FAULTS: dict[str, Fault] = {
             "parallel_isolation_shared_prefix",
             ("b7785",),
             ((r"slot\.n_past = static_cast<int>\(prefix_len\);", "slot.n_past = static_cast<int>(prefix_len) - 1;"),),
+            # every parallel call with a shared prefix is rejected, and the prefix is counted twice
+            {"b7785": (*ISOLATION, "generate_parallel", "shared_prefix_effective")},
         ),
         Fault(
             "partial_seq_cp",
@@ -82,6 +107,9 @@ FAULTS: dict[str, Fault] = {
             ("b7785",),
             ((r"(llama_(?:kv_self_seq_cp\(ctx|memory_seq_cp\(mem), 0, slot\.seq_id, )-1, -1\)",
               r"\g<1>0, static_cast<llama_pos>(prefix_len))"),),
+            # the abort ends every check that runs generate_parallel on a shared prefix
+            {"b7785": (*ISOLATION, "generate_parallel", "shared_prefix_effective", "error_prompt_too_long",
+                       "memory_cleared")},
         ),
     )
 }  # fmt: skip
