@@ -14,6 +14,8 @@ Exit codes (when several classes apply, the lowest number wins; the summary list
       build's CPU and GPU runs parting that way
   14  tokens/s regression: generate or generate_parallel on the new build slower than on the old one by more
       than the threshold
+  15  nothing verified: every check was skipped on the new build (say, --n-gpu-layers on a machine without a
+      GPU): the gate does not pass what it did not check
 
 1 is never a verdict: it means the tool itself failed (a Python traceback). Thresholds: `--tie-margin` (default
 0.05) and `--max-tps-regression` percent (default 25), or `tie_margin` / `max_tps_regression` in the consumer config;
@@ -50,7 +52,8 @@ COMPILE = FailureClass(11, "compile error")
 CHECK = FailureClass(12, "check fails on the new build")
 OUTPUT = FailureClass(13, "output difference (not a near-tie)")
 SPEED = FailureClass(14, "tokens/s regression")
-CLASSES = (MANUAL, COMPILE, CHECK, OUTPUT, SPEED)
+UNVERIFIED = FailureClass(15, "nothing verified: every check was skipped on the new build")
+CLASSES = (MANUAL, COMPILE, CHECK, OUTPUT, SPEED, UNVERIFIED)
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ def classify(outcome: RunOutcome, thresholds: Thresholds) -> list[Finding]:
     findings = _manual(outcome) + _compile(outcome)
     diff = getattr(outcome.verification, "differential", None)
     if diff is not None:
-        findings += _checks(diff) + _outputs(diff, thresholds) + _speed(diff, thresholds)
+        findings += _checks(diff) + _outputs(diff, thresholds) + _speed(diff, thresholds) + _unverified(diff)
     findings += _devices(getattr(outcome.verification, "devices", []), thresholds)
     if outcome.problems and not findings:
         # the run saw something this gate has no class for: never let that pass silently
@@ -157,6 +160,16 @@ def _devices(comparisons: list[Any], thresholds: Thresholds) -> list[Finding]:
             found.append(Finding(OUTPUT, f"CPU vs GPU (new build), prompt {g.prompt!r} step {g.first_difference}",
                                  detail))  # fmt: skip
     return found
+
+
+def _unverified(diff: Any) -> list[Finding]:
+    """A gate that passed with no check run would vouch for nothing (e.g. --n-gpu-layers where there is no GPU)."""
+    new = [c.new for c in diff.comparisons if c.new is not None]
+    if not new or any(r.status != "skipped" for r in new):
+        return []
+    reasons = sorted({r.message for r in new})
+    more = f" (and {len(reasons) - 1} other reason(s))" if len(reasons) > 1 else ""
+    return [Finding(UNVERIFIED, "checklist", f"all {len(new)} check(s) skipped: {reasons[0]}{more}")]
 
 
 def _speed(diff: Any, thresholds: Thresholds) -> list[Finding]:
@@ -274,7 +287,7 @@ def _non_negative(text: str) -> float:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "gate",
-        help="`run` for CI: exit code per failure class (10-14) and a one-screen summary of why",
+        help="`run` for CI: exit code per failure class (10-15) and a one-screen summary of why",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -153,6 +153,10 @@ def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu
         if comparison.new is not None and comparison.new.status == "failed":
             outcome.problems.append(f"check {comparison.name} fails on the new build ({comparison.classification}): "
                                     f"{comparison.new.message}")  # fmt: skip
+    new_results = [c.new for c in report.differential.comparisons if c.new is not None]
+    if new_results and all(r.status == "skipped" for r in new_results):
+        outcome.problems.append(f"nothing verified: all {len(new_results)} check(s) skipped on the new build "
+                                f"({new_results[0].message})")  # fmt: skip
     for devices in report.devices:
         if devices.failed and devices.build == "new":
             outcome.problems.append(f"CPU and GPU disagree on the new build: {devices.message}")

@@ -223,7 +223,8 @@ for label, c in (v.get("counts") or {}).items():
 for label, results in (v.get("results") or {}).items():
     for r in results:
         if r["name"] == "gpu_offload":
-            print(f"- gpu_offload on {label}: {r['status']}: {r.get('summary') or r.get('message')}")
+            seen = r.get("summary") if r["status"] == "passed" else r.get("message", "").removeprefix("skipped: ")
+            print(f"- gpu_offload on {label}: {r['status']}: {seen}")
 for c in v.get("devices") or []:
     print(f"- CPU vs GPU on {c['build']}: {c['status']}, failed={c['failed']}: {c['message']}")
 print()

@@ -126,6 +126,9 @@ VARIANTS: dict[str, tuple[Callable[[Path], Path], list[str]]] = {
     "output": (output_difference_variant, ["--checks", "generate_matches_reference"]),
     "manual": (manual_action_variant, ["--checks", "generate"]),
     "compile": (compile_error_variant, ["--checks", "generate"]),
+    # the unchanged fixture, offloaded: no GPU here (nor in a CPU build on a GPU machine), so nothing runs
+    "unverified": (lambda dest: copy_fixture(LOCALLLM, dest), ["--checks", "generate,generate_matches_reference",
+                                                          "--n-gpu-layers", "99"]),
 }
 
 
@@ -211,6 +214,15 @@ def test_tokens_per_second_regression_exits_14(gate_runs: dict[str, GateRun]) ->
     assert run.data["verification"]["differential"]["throughput"]["generate"]["new_over_old"] < 0.5
 
 
+def test_every_check_skipped_exits_15(gate_runs: dict[str, GateRun]) -> None:
+    run = gate_runs["unverified"]
+    assert run.code == 15, run.stderr[-3000:]
+    assert re.match(r"  15 nothing verified: every check was skipped on the new build: 1; first: checklist: all 2 "
+                    r"check\(s\) skipped: skipped: no GPU", class_line(run, 15)), class_line(run, 15)  # fmt: skip
+    devices = run.data["verification"]["devices"]
+    assert [(d["build"], d["status"]) for d in devices] == [("old", "skipped"), ("new", "skipped")]
+
+
 # --- classification on synthetic outcomes ----------------------------------------------------------------------
 
 
@@ -276,6 +288,18 @@ def test_thresholds_decide_speed_and_the_harness_decides_ties() -> None:
     assert len(gate.classify(run, gate.Thresholds(max_tps_regression=49))) == 1
     # a near-tie (margin under the tie margin at the first differing step) is never a finding
     assert all(f.kind != gate.OUTPUT for f in gate.classify(outcome(set()), gate.Thresholds()))
+
+
+def test_all_skipped_is_unverified_some_skipped_is_not() -> None:
+    run = outcome(set())
+    skipped = check("generate", "skipped", "skipped: no GPU: nvidia-smi not found")
+    run.verification.differential.comparisons = [CheckComparison("generate", "skipped on both", skipped, skipped)]
+    findings = gate.classify(run, gate.Thresholds())
+    assert [(f.kind.code, f.message) for f in findings] == [
+        (15, "all 1 check(s) skipped: skipped: no GPU: nvidia-smi not found")]
+    passed = check("model_load", "passed")
+    run.verification.differential.comparisons.append(CheckComparison("model_load", "passes on both", passed, passed))
+    assert gate.classify(run, gate.Thresholds()) == []
 
 
 def test_tokenization_difference_is_an_output_difference_missing_traces_are_not() -> None:
