@@ -886,7 +886,7 @@ def _all_uses_in_file(diff: ApiDiff, path: Path, tu: ci.TranslationUnit,
     lines = path.read_bytes().splitlines()
     seen: set[tuple[int, int, str]] = set()
     # a call is visited before its callee's reference (preorder): its verdict waits here for the use(s) to come
-    judged: dict[tuple[int, str], str] = {}
+    judged: dict[tuple[int, str], tuple[bool, str]] = {}
     for top in _top_level_in(tu, name):
         for cursor in top.walk_preorder():
             if cursor.kind not in USE_KINDS:
@@ -904,9 +904,8 @@ def _all_uses_in_file(diff: ApiDiff, path: Path, tu: ci.TranslationUnit,
             if item is None or spot in seen:
                 continue
             seen.add(spot)
-            verdict = judged.get((location.line, item.symbol))
+            compiles, verdict = judged.get((location.line, item.symbol), (None, ""))
             note = f"{item.note}; {verdict}" if verdict else item.note
-            compiles = None if verdict is None else verdict.startswith("this call passes no")
             yield ApiUse(name, location.line, location.column, item.symbol, item.kind, item.old, item.new,
                          note, not _spelled_here(lines, cursor, item.symbol), compiles)  # fmt: skip
 
@@ -931,13 +930,14 @@ def _points_to_const(arg: ci.Cursor) -> bool:
     return False  # nullptr, 0: convert to any pointer
 
 
-def _const_verdict(call: ci.Cursor, indexes: tuple[int, ...]) -> str:
+def _const_verdict(call: ci.Cursor, indexes: tuple[int, ...]) -> tuple[bool, str]:
+    """Whether this call still compiles where parameters lost `const`, and why."""
     args = list(call.get_arguments())
     const_args = [i + 1 for i in indexes if i < len(args) and _points_to_const(_written_argument(args[i]))]
     if const_args:
         which = ", ".join(map(str, const_args))
-        return f"this call passes a pointer to const as parameter(s) {which}: it will not compile (C: a warning)"
-    return "this call passes no pointer to const there: it still compiles"
+        return False, f"this call passes a pointer to const as parameter(s) {which}: it will not compile (C: a warning)"
+    return True, "this call passes no pointer to const there: it still compiles"
 
 
 def _root_of(tree: SourceTree | Path) -> Path:

@@ -34,6 +34,7 @@ from rich.console import Console
 
 from migrate import pipeline
 from migrate.pipeline import EXIT_OK, EXIT_USAGE, RunOutcome, Stages, UsageError
+from verify.differential import nothing_verified
 from verify.session import Options
 
 DEFAULT_TIE_MARGIN = Options().tie_margin  # the harness's own default, so `run` and `gate` agree on near-ties
@@ -151,10 +152,9 @@ def _devices(comparisons: list[Any], thresholds: Thresholds) -> list[Finding]:
     for c in comparisons:
         if c.build != "new" or not c.failed:
             continue
-        parted = [g for g in c.greedy if g.verdict in ("divergence", "not comparable")]
-        if not parted:
+        if not c.parted:
             found.append(Finding(OUTPUT, "CPU vs GPU (new build)", c.message))
-        for g in parted:
+        for g in c.parted:
             detail = (f"CPU {_token(g.old)} vs GPU {_token(g.new)}; tie margin {thresholds.tie_margin}"
                       if g.verdict == "divergence" else g.note)  # fmt: skip
             found.append(Finding(OUTPUT, f"CPU vs GPU (new build), prompt {g.prompt!r} step {g.first_difference}",
@@ -164,8 +164,8 @@ def _devices(comparisons: list[Any], thresholds: Thresholds) -> list[Finding]:
 
 def _unverified(diff: Any) -> list[Finding]:
     """A gate that passed with no check run would vouch for nothing (e.g. --n-gpu-layers where there is no GPU)."""
-    new = [c.new for c in diff.comparisons if c.new is not None]
-    if not new or any(r.status != "skipped" for r in new):
+    new = nothing_verified(diff.comparisons)
+    if not new:
         return []
     reasons = sorted({r.message for r in new})
     more = f" (and {len(reasons) - 1} other reason(s))" if len(reasons) > 1 else ""
@@ -285,16 +285,13 @@ def _non_negative(text: str) -> float:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "gate",
-        help="`run` for CI: exit code per failure class (10-15) and a one-screen summary of why",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    from migrate.cli import add_command
+
+    parser = add_command(subparsers, "gate", "`run` for CI: exit code per failure class (10-15) and a one-screen "
+                         "summary of why", __doc__, gate)  # fmt: skip
     pipeline.add_run_arguments(parser)
     parser.add_argument("--max-tps-regression", type=_non_negative, metavar="PCT",
                         help=f"tokens/s the new build may lose, percent (default {DEFAULT_MAX_TPS_REGRESSION:g})")
     parser.add_argument("--tie-margin", type=_non_negative,
                         help=f"top-2 logit margin under which a greedy divergence is a near-tie "
                              f"(default {DEFAULT_TIE_MARGIN})")  # fmt: skip
-    parser.set_defaults(func=gate)

@@ -138,6 +138,7 @@ def _build_both(outcome: RunOutcome, options: BuildOptions, cache: str | None, s
 def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu_layers: int,
                  console: Console | None, names: list[str] | None = None) -> None:  # fmt: skip
     from verify.cli import make_target, run_verification
+    from verify.differential import nothing_verified
     from verify.session import Options
 
     old = make_target("old", outcome.builds["from"].library, _header(outcome, outcome.src), model,
@@ -153,8 +154,8 @@ def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu
         if comparison.new is not None and comparison.new.status == "failed":
             outcome.problems.append(f"check {comparison.name} fails on the new build ({comparison.classification}): "
                                     f"{comparison.new.message}")  # fmt: skip
-    new_results = [c.new for c in report.differential.comparisons if c.new is not None]
-    if new_results and all(r.status == "skipped" for r in new_results):
+    new_results = nothing_verified(report.differential.comparisons)
+    if new_results:
         outcome.problems.append(f"nothing verified: all {len(new_results)} check(s) skipped on the new build "
                                 f"({new_results[0].message})")  # fmt: skip
     for devices in report.devices:
@@ -351,14 +352,11 @@ def _print_verdict(outcome: RunOutcome, report: Path, console: Console) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "run",
-        help="the whole chain: plan, apply (to a copy), build both, verify, report",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    from migrate.cli import add_command
+
+    parser = add_command(subparsers, "run", "the whole chain: plan, apply (to a copy), build both, verify, report",
+                         __doc__, run)  # fmt: skip
     add_run_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:

@@ -219,17 +219,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    raw = argparse.RawDescriptionHelpFormatter
-    plan = subparsers.add_parser("plan", help="show what a migration would change (changes nothing)",
-                                 description=__doc__, formatter_class=raw)  # fmt: skip
-    _add_common(plan)
-    plan.set_defaults(func=cmd_plan)
-    apply = subparsers.add_parser("apply", help="rewrite the consumer's files (all or none, with backups)",
-                                  description=__doc__, formatter_class=raw)  # fmt: skip
+    from migrate.cli import add_command
+
+    _add_common(add_command(subparsers, "plan", "show what a migration would change (changes nothing)", __doc__,
+                            cmd_plan))  # fmt: skip
+    apply = add_command(subparsers, "apply", "rewrite the consumer's files (all or none, with backups)", __doc__,
+                        cmd_apply)  # fmt: skip
     _add_common(apply)
     apply.add_argument("--force", action="store_true", help="write even with uncommitted changes in the tree")
     apply.add_argument("--branch", help="create this git branch and commit the migration on it")
     apply.add_argument("--backup-dir", help="where the originals are copied (default <cache>/backups)")
     apply.add_argument("--allow-syntactic", action="store_true",
                        help="also write edits matched by name only (files libclang could not parse)")  # fmt: skip
-    apply.set_defaults(func=cmd_apply)

@@ -71,15 +71,6 @@ FIGURES = ("prompt", "generate")
 # --- the child: measure one build ----------------------------------------------------------------------------
 
 
-def best_of(repeats: int, fn: Callable[[], Any]) -> tuple[float, Any]:
-    best, value = float("inf"), None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        value = fn()
-        best = min(best, time.perf_counter() - started)
-    return best, value
-
-
 def rate(tokens: int, seconds: float) -> float | None:
     return round(tokens / seconds, 1) if seconds > 0 and tokens > 0 else None
 
@@ -105,6 +96,11 @@ class Bench:
         self.load_seconds = time.perf_counter() - started
         self.model = call.value
 
+    def best(self, fn: Callable[[], Any]) -> tuple[float, Any]:
+        from verify.checks import best_time
+
+        return best_time(fn, self.job["repeats"])
+
     def context(self, n_ctx: int, n_seq_max: int) -> Any:
         call = self.shim.create_context(self.model, n_ctx, n_seq_max, self.job["threads"])
         if not call.ok:
@@ -128,12 +124,12 @@ class Bench:
 
         long = grow_to_tokens(lambda t: self.count(t, True), tokens)
         n = self.count(long, True)
-        seconds, _ = best_of(self.job["repeats"], lambda: self.generate(ctx, long, 1))
+        seconds, _ = self.best(lambda: self.generate(ctx, long, 1))
         return {"tokens": n, "seconds": round(seconds, 4), "tokens_per_s": rate(n, seconds)}
 
     def generate_rate(self, ctx: Any, tokens: int) -> dict[str, Any]:
-        one, _ = best_of(self.job["repeats"], lambda: self.generate(ctx, PROMPT, 1))
-        full, text = best_of(self.job["repeats"], lambda: self.generate(ctx, PROMPT, tokens))
+        one, _ = self.best(lambda: self.generate(ctx, PROMPT, 1))
+        full, text = self.best(lambda: self.generate(ctx, PROMPT, tokens))
         n = self.count(text)
         return {"tokens": n, "seconds": round(full - one, 4), "tokens_per_s": rate(n - 1, full - one)}
 
@@ -145,7 +141,7 @@ class Bench:
         try:
             sampling = self.Sampling(max_tokens=tokens)
             self.shim.generate_parallel(ctx, prompts, self.Sampling(max_tokens=2))  # warm-up: graphs, buffers
-            seconds, call = best_of(self.job["repeats"], lambda: self.shim.generate_parallel(ctx, prompts, sampling))
+            seconds, call = self.best(lambda: self.shim.generate_parallel(ctx, prompts, sampling))
             if not call.ok:
                 return {"slots": slots, "error": call.message}
             n = sum(self.count(t) for t in call.value or [])

@@ -759,9 +759,10 @@ def _count_generated(s: Session, prompts: list[str], texts: list[str | None], ma
     return [len(s.tokens(t, add_special=False)) if t else 0 for t in texts]
 
 
-def _best_time(fn: Callable[[], Any]) -> tuple[float, Any]:
+def best_time(fn: Callable[[], Any], repeats: int = THROUGHPUT_REPEATS) -> tuple[float, Any]:
+    """The fastest of `repeats` calls (seconds) and the last call's value: the least disturbed run."""
     best, value = float("inf"), None
-    for _ in range(THROUGHPUT_REPEATS):
+    for _ in range(repeats):
         started = time.perf_counter()
         value = fn()
         best = min(best, time.perf_counter() - started)
@@ -774,8 +775,8 @@ def throughput(s: Session) -> Verdict:
     ctx = s.context(512, 4)
     s.shim.generate(ctx, PROMPT_A, s.options.sampling(2))  # warm-up: first decode allocates graphs
     prompts = list(SHARED_PREFIX.prompts)
-    single_s, single = _best_time(lambda: s.shim.generate(ctx, PROMPT_A, sampling))
-    parallel_s, parallel = _best_time(lambda: s.shim.generate_parallel(ctx, prompts, sampling))
+    single_s, single = best_time(lambda: s.shim.generate(ctx, PROMPT_A, sampling))
+    parallel_s, parallel = best_time(lambda: s.shim.generate_parallel(ctx, prompts, sampling))
     n_single = sum(_count_generated(s, [PROMPT_A], [single.value], THROUGHPUT_TOKENS))
     n_parallel = sum(_count_generated(s, prompts, parallel.value or [], THROUGHPUT_TOKENS))
     evidence = {

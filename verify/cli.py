@@ -151,14 +151,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "verify",
-        help="run the consumer checklist on a built library (old vs new)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    parser.set_defaults(func=cmd_verify)
+    from migrate.cli import add_command
+
+    add_arguments(add_command(subparsers, "verify", "run the consumer checklist on a built library (old vs new)",
+                              __doc__, cmd_verify))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from verify.checks import FAILED, SKIPPED, CheckResult
-from verify.differential import REFERENCE_CHECK, GreedyComparison, compare_greedy
+from verify.differential import REFERENCE_CHECK, GreedyComparison, Sides, compare_greedy
 from verify.gpu import GPU_ENV
 from verify.runner import run_checks
 from verify.session import Options, Target
@@ -25,6 +25,9 @@ from verify.session import Options, Target
 # What the CPU side's child process gets on top of the parent's environment.
 HIDE_GPUS = {"CUDA_VISIBLE_DEVICES": "", GPU_ENV: "none"}
 COMPARED, SKIPPED_COMPARISON, NOT_COMPARED = "compared", "skipped", "not compared"
+DEVICES = Sides(pair="CPU and GPU", plural="CPU and GPU", second="the GPU")
+# greedy verdicts that are a finding: a confident difference, or a prompt the two sides cannot be compared on
+PARTED = ("divergence", "not comparable")
 
 
 @dataclass
@@ -41,9 +44,14 @@ class DeviceComparison:
         return _count(self.greedy)
 
     @property
+    def parted(self) -> list[GreedyComparison]:
+        """Prompts where CPU and GPU differ for real (not a near-tie) or cannot be compared."""
+        return [g for g in self.greedy if g.verdict in PARTED]
+
+    @property
     def failed(self) -> bool:
-        """A real CPU/GPU difference (not a near-tie), a prompt not comparable, or a comparison that broke."""
-        return self.status == NOT_COMPARED or any(g.verdict in ("divergence", "not comparable") for g in self.greedy)
+        """A real CPU/GPU difference, a prompt not comparable, or a comparison that broke."""
+        return self.status == NOT_COMPARED or bool(self.parted)
 
     def to_json(self) -> dict[str, Any]:
         return {"build": self.build, "status": self.status, "message": self.message, "failed": self.failed,
@@ -77,10 +85,7 @@ def compare_devices(target: Target, gpu_result: CheckResult | None, options: Opt
         return DeviceComparison(target.label, NOT_COMPARED, f"the CPU run still saw GPU devices {seen}", cpu=cpu)
     if cpu.status == FAILED and not cpu.evidence.get("traces"):
         return DeviceComparison(target.label, NOT_COMPARED, f"the CPU run failed: {cpu.message}", cpu=cpu)
-    greedy = compare_greedy(cpu, gpu_result, options.tie_margin)
-    for g in greedy:  # the shared comparison speaks of old/new builds; here the sides are devices
-        g.note = g.note.replace("both builds", "CPU and GPU").replace("the builds", "CPU and GPU")
-        g.note = g.note.replace("on the new build", "on the GPU")
+    greedy = compare_greedy(cpu, gpu_result, options.tie_margin, DEVICES)
     counts = ", ".join(f"{n} {v}" for v, n in sorted(_count(greedy).items()))
     return DeviceComparison(target.label, COMPARED, f"{len(greedy)} prompts: {counts}", greedy, cpu)
 

@@ -64,6 +64,18 @@ class GreedyComparison:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class Sides:
+    """How a comparison's notes name its two sides (old/new builds, or one build's CPU and GPU)."""
+
+    pair: str = "both builds"
+    plural: str = "the builds"
+    second: str = "the new build"
+
+
+BUILDS = Sides()
+
+
 def _step(trace: dict[str, Any], k: int) -> dict[str, Any]:
     if k >= len(trace["tokens"]):
         return {"token": None, "note": f"stopped ({trace['stopped']}) after {len(trace['tokens'])} tokens"}
@@ -71,9 +83,10 @@ def _step(trace: dict[str, Any], k: int) -> dict[str, Any]:
             "margin": trace["margins"][k]}  # fmt: skip
 
 
-def compare_trace(prompt: str, old: dict[str, Any], new: dict[str, Any], tie_margin: float) -> GreedyComparison:
+def compare_trace(prompt: str, old: dict[str, Any], new: dict[str, Any], tie_margin: float,
+                  sides: Sides = BUILDS) -> GreedyComparison:  # fmt: skip
     if old["prompt_tokens"] != new["prompt_tokens"]:
-        return GreedyComparison(prompt, "not comparable", 0, note="the builds tokenize the prompt differently")
+        return GreedyComparison(prompt, "not comparable", 0, note=f"{sides.plural} tokenize the prompt differently")
     a, b = old["tokens"], new["tokens"]
     n = min(len(a), len(b))
     k = next((i for i in range(n) if a[i] != b[i]), None)
@@ -85,11 +98,12 @@ def compare_trace(prompt: str, old: dict[str, Any], new: dict[str, Any], tie_mar
     near_tie = bool(margins) and min(margins) < tie_margin
     verdict = "near-tie" if near_tie else "divergence"
     note = (f"top-2 margin {min(margins):.4g} < {tie_margin}: numerical near-tie, not a behaviour change"
-            if near_tie else "both builds were sure of different tokens: a real difference")  # fmt: skip
+            if near_tie else f"{sides.pair} were sure of different tokens: a real difference")  # fmt: skip
     return GreedyComparison(prompt, verdict, n, k, old_step, new_step, note)
 
 
-def compare_greedy(old: CheckResult | None, new: CheckResult | None, tie_margin: float) -> list[GreedyComparison]:
+def compare_greedy(old: CheckResult | None, new: CheckResult | None, tie_margin: float,
+                   sides: Sides = BUILDS) -> list[GreedyComparison]:  # fmt: skip
     if old is None or new is None:
         return []
     old_traces = old.evidence.get("traces", {})
@@ -97,13 +111,19 @@ def compare_greedy(old: CheckResult | None, new: CheckResult | None, tie_margin:
     found = []
     for prompt in old_traces:
         if prompt not in new_traces:
-            found.append(GreedyComparison(prompt, "not comparable", 0, note="no trace on the new build"))
+            found.append(GreedyComparison(prompt, "not comparable", 0, note=f"no trace on {sides.second}"))
             continue
-        found.append(compare_trace(prompt, old_traces[prompt], new_traces[prompt], tie_margin))
+        found.append(compare_trace(prompt, old_traces[prompt], new_traces[prompt], tie_margin, sides))
     if not old_traces or not new_traces:
         reason = old.message if not old_traces else new.message
         found.append(GreedyComparison("*", "not comparable", 0, note=f"no greedy traces: {reason}"))
     return found
+
+
+def nothing_verified(comparisons: list[CheckComparison]) -> list[CheckResult]:
+    """The new build's results when every one of them was skipped (a run that checked nothing), else []."""
+    new = [c.new for c in comparisons if c.new is not None]
+    return new if new and all(r.status == SKIPPED for r in new) else []
 
 
 def _best(results: list[CheckResult], key: str) -> dict[str, Any] | None:
