@@ -24,6 +24,8 @@ from migrate import cuda
 from migrate.paths import cache_root
 from migrate.sources import SourceTree
 from migrate.tree import consumer_files
+from verify.errors import ToolError
+from verify.manifest import BuildManifest
 
 # Flags that keep the llama.cpp build to the libraries a shim links; static + PIC so they link into a .so.
 BASE_CMAKE_ARGS: tuple[str, ...] = (
@@ -43,7 +45,7 @@ COMPILER_ERROR = re.compile(r"^(?P<file>[^\s:][^:]*):(?P<line>\d+):(?:(?P<col>\d
 LINKER_ERROR = re.compile(r"^(?P<file>[^\s:][^:]*):(?:\(.*?\)|[^:]*): (?P<msg>undefined reference to .*)$")
 
 
-class BuildError(Exception):
+class BuildError(ToolError):
     """Misuse the caller must fix (no shim found, no toolchain); a failing compile is a BuildResult instead."""
 
 
@@ -350,6 +352,25 @@ def build_shim(
     return library, "\n".join(log), time.monotonic() - started
 
 
+def _write_manifest(library: Path, src: Path, tree: SourceTree, options: BuildOptions, sources: list[Path],
+                    header: Path | None) -> None:  # fmt: skip
+    """What verification needs to know about this library, beside it (verify/manifest.py)."""
+    from verify.bindings import find_header
+
+    if header is None:
+        try:
+            header = find_header(src, sources)
+        except ToolError:
+            header = None  # two candidates or none: verify asks for --header / `header`
+    root = src if src.is_dir() else src.parent
+    BuildManifest(
+        library=str(library), llama_tree=str(tree.path), llama_version=tree.provided, llama_requested=tree.requested,
+        sources=[str(s) for s in sources], consumer_root=str(root.resolve()),
+        header=str(header) if header else None,
+        options={"backend": options.backend, "cmake_args": list(options.cmake_args)},
+    ).write()
+
+
 def build(
     src: Path,
     tree: SourceTree,
@@ -357,8 +378,10 @@ def build(
     sources: list[Path] | None = None,
     name: str | None = None,
     cache: Path | None = None,
+    header: Path | None = None,
 ) -> BuildResult:
-    """The whole stage: find the shim, bring llama.cpp's libraries up to date, compile and link."""
+    """The whole stage: find the shim, bring llama.cpp's libraries up to date, compile and link.
+    `header`: the consumer's C API header, recorded in the manifest beside the library (default: found)."""
     options = options or BuildOptions()
     started = time.monotonic()
     shim_sources = [Path(s).resolve() for s in sources] if sources else find_shim_sources(src)
@@ -373,6 +396,8 @@ def build(
             errors=parse_errors(llama_log), stage="llama",
         )  # fmt: skip
     library, shim_log, shim_seconds = build_shim(shim_sources, libs, name=name, cache=cache)
+    if library is not None:
+        _write_manifest(library, src, tree, options, shim_sources, header)
     log = llama_log + "\n" + shim_log
     log_path = shim_build_dir(shim_sources, libs, cache) / "build.log"
     log_path.write_text(log)

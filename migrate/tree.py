@@ -11,8 +11,9 @@ SKIP_DIR_NAMES = {".git", "node_modules", "CMakeFiles", "__pycache__", ".llama-m
 BACKUP_SUFFIXES = {".orig", ".bak", ".rej", ".swp"}
 
 
-def is_llama_tree(path: Path) -> bool:
-    return (path / "include" / "llama.h").is_file() and (path / "ggml").is_dir()
+from verify.manifest import is_llama_tree  # noqa: E402 - the one definition, shared with verify/
+
+__all__ = ["BACKUP_SUFFIXES", "SKIP_DIR_NAMES", "consumer_files", "is_backup", "is_llama_tree", "skip_dir"]
 
 
 def is_backup(path: Path) -> bool:

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import cffi
 
+from verify.errors import ToolError
+
 LINE_MARKER = re.compile(r'^# (\d+) "(.*)"')
 EXPORT_MACRO = re.compile(r"^\s*#\s*define\s+(\w+_API)\b", re.MULTILINE)
 
 
-class BindingError(Exception):
+class BindingError(ToolError):
     """The header could not be turned into cffi declarations, or the library not loaded."""
 
 
@@ -102,5 +104,6 @@ def find_header(src: Path, library_sources: list[Path] | None = None) -> Path:
     exporting = [h for h in candidates if export_macros(h.read_text(encoding="utf-8", errors="replace"))]
     if len(exporting) != 1:
         names = ", ".join(str(h) for h in exporting) or "none"
-        raise BindingError(f"cannot pick the C API header under {src} (candidates: {names}); pass --header")
+        raise BindingError(f"cannot pick the C API header under {src} (candidates: {names}); set `header` in "
+                           "llama-migrate.toml or pass --header")
     return exporting[0]

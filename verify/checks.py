@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from verify import gpu
+from verify.driver import NULL, Call, DriverError
 from verify.observe import DECODE, MEMORY_NEW, PERF, MemorySnapshot, Trace
 from verify.prompts import (
     CAPACITY_N_CTX,
@@ -37,7 +38,9 @@ from verify.prompts import (
 )
 from verify.session import Session, SetupError, Skip
 
-PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+# passed: ran and held; failed: the consumer misbehaved; error: the harness could not drive it (no binding, an
+# argument it could not build, an exception in harness code); skipped: could not run here (with the reason).
+PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"
 VOCAB_VECTORS = Path("models") / "ggml-vocab-llama-spm.gguf"
 VECTOR_SEPARATOR = "\n__ggml_vocab_test__\n"
 SPM_VOCAB_SIZE = 32000
@@ -46,7 +49,7 @@ SPM_VOCAB_SIZE = 32000
 @dataclass
 class CheckResult:
     name: str
-    status: str  # passed | failed | skipped
+    status: str  # passed | failed | error | skipped
     evidence: dict[str, Any] = field(default_factory=dict)
     message: str = ""
     seconds: float = 0.0
@@ -112,6 +115,8 @@ def run_check(name: str, session: Session) -> CheckResult:
         result = CheckResult(name, SKIPPED, {}, f"skipped: {exc}")
     except SetupError as exc:
         result = CheckResult(name, FAILED, {"setup": str(exc)}, f"setup failed: {exc}")
+    except DriverError as exc:
+        result = CheckResult(name, ERROR, {"driver": str(exc)}, f"harness could not drive the API: {exc}")
     result.seconds = round(time.monotonic() - started, 3)
     result.build = session.target.label
     return result
@@ -167,13 +172,15 @@ def clip(text: str | None, n: int = 120) -> str | None:
 @check("backend_init", "basic", "backend init")
 def backend_init(s: Session) -> Verdict:
     # init twice (the R package calls it on every load), free, init again: then a model must still load
-    s.shim.backend_init()
-    s.shim.backend_init()
+    calls = [s.shim.backend_init(), s.shim.backend_init()]
     s.shim.backend_free()
     s.backend()  # once more through the session, which frees the backend at the end
     model = s.model()
-    evidence = {"sequence": "init, init, free, init, model load", "model_loaded": True}
-    return Verdict(model is not None, evidence, summary="init twice, free, init: model loads")
+    evidence = {"sequence": "init, init, free, init, model load", "model_loaded": True,
+                "init_calls": [c.evidence() for c in calls]}  # fmt: skip
+    problems = [f"init {i + 1} reported an error: {c.message}" for i, c in enumerate(calls) if not c.ok]
+    return Verdict(model is not None and not problems, evidence, failures(problems),
+                   "init twice, free, init: model loads")  # fmt: skip
 
 
 @check("model_load", "basic", "model load")
@@ -181,8 +188,8 @@ def model_load(s: Session) -> Verdict:
     started = time.monotonic()
     model = s.model()
     seconds = time.monotonic() - started
-    n_vocab = s.shim.n_vocab(model)
-    bos, eos = int(s.shim.lib.localllm_token_bos(model)), int(s.shim.lib.localllm_token_eos(model))
+    n_vocab = s.n_vocab(model)
+    bos, eos = s.shim.info("token_bos", model), s.shim.info("token_eos", model)
     again = s.shim.load_model(s.target.model, s.options.n_gpu_layers, use_mmap=False)
     if again.ok:
         s.shim.free_model(again.value)
@@ -242,13 +249,13 @@ def context_create(s: Session) -> Verdict:
     problems: list[str] = []
     for n_ctx, n_seq_max in ((512, 1), (512, 4), (CAPACITY_N_CTX, CAPACITY_N_SEQ_MAX)):
         ctx = s.context(n_ctx, n_seq_max)
-        got = s.shim.n_ctx(ctx)
-        info = s.observer.context_info(ctx) if s.observer else {}
-        evidence[f"n_ctx={n_ctx},n_seq_max={n_seq_max}"] = {"localllm_n_ctx": got, "llama": info}
+        got = s.n_ctx(ctx)
+        info = s.observer.context_info(ctx) if s.observer and s.can_observe_context() else {}
+        evidence[f"n_ctx={n_ctx},n_seq_max={n_seq_max}"] = {"api_n_ctx": got, "llama": info}
         if got < n_ctx:
             problems.append(f"asked n_ctx {n_ctx}, got {got}")
         s.release(ctx)
-    summary = "; ".join(f"{k}: n_ctx {v['localllm_n_ctx']}" for k, v in evidence.items())
+    summary = "; ".join(f"{k}: n_ctx {v['api_n_ctx']}" for k, v in evidence.items())
     return Verdict(not problems, evidence, failures(problems), summary)
 
 
@@ -270,8 +277,8 @@ def tokenize_detokenize(s: Session) -> Verdict:
     if tree is None or not (tree / VOCAB_VECTORS.with_suffix(".gguf.inp")).is_file():
         raise Skip("no llama.cpp tree with models/ggml-vocab-llama-spm.gguf.inp for this build")
     model = s.model()
-    if s.shim.n_vocab(model) != SPM_VOCAB_SIZE:
-        raise Skip(f"the model's vocabulary ({s.shim.n_vocab(model)} tokens) is not llama-spm's: vectors don't apply")
+    if s.n_vocab(model) != SPM_VOCAB_SIZE:
+        raise Skip(f"the model's vocabulary ({s.n_vocab(model)} tokens) is not llama-spm's: vectors don't apply")
     vectors = read_vectors(tree)
     tok_fail: list[dict[str, Any]] = []
     detok_fail: list[dict[str, Any]] = []
@@ -374,8 +381,8 @@ def generated_count(trace: Trace) -> int:
 def generate_matches_reference(s: Session) -> Verdict:
     obs = s.need_observer(*DECODE)
     traces = reference_traces(s, list(REFERENCE_PROMPTS), s.options.max_tokens)
-    vocab = obs.lib.llama_model_get_vocab(s.model())
     ctx = s.context(512, 1)
+    vocab = obs.lib.llama_model_get_vocab(obs.lib.llama_get_model(obs.context_of(ctx)))
     evidence: dict[str, Any] = {"traces": {}}
     problems: list[str] = []
     for prompt, trace in traces.items():
@@ -475,7 +482,7 @@ def memory_cleared(s: Session) -> Verdict:
 def _isolation(s: Session, prompts: list[str], n_ctx: int, n_seq_max: int) -> tuple[dict[str, Any], list[str]]:
     """generate_parallel against generate on each prompt alone, same context parameters, greedy."""
     sampling, mode = s.options.sampling(), s.options.normalise
-    obs = s.observer if s.observer and s.observer.memory_api() else None
+    obs = s.observer if s.observer and s.observer.memory_api() and s.can_observe_context() else None
     single_ctx = s.context(n_ctx, n_seq_max)
     singles = []
     for prompt in prompts:
@@ -487,7 +494,7 @@ def _isolation(s: Session, prompts: list[str], n_ctx: int, n_seq_max: int) -> tu
         singles.append(s.shim.generate(single_ctx, prompt, sampling))
     s.release(single_ctx)
     ctx = s.context(n_ctx, n_seq_max)
-    info = s.observer.context_info(ctx) if s.observer else {"n_ctx": s.shim.n_ctx(ctx)}
+    info = s.observer.context_info(ctx) if obs is not None else {"n_ctx": s.n_ctx(ctx)}
     parallel = s.shim.generate_parallel(ctx, prompts, sampling)
     results = parallel.value or [None] * len(prompts)
     per_prompt = []
@@ -587,7 +594,7 @@ def shared_prefix_effective(s: Session) -> Verdict:
 @check("error_prompt_too_long", "errors", "prompt longer than the context: error + message, alive, next call works")
 def error_prompt_too_long(s: Session) -> Verdict:
     ctx = s.context(64, 1)
-    n_ctx = s.shim.n_ctx(ctx)  # releases may round the context up (b7836 pads to 256)
+    n_ctx = s.n_ctx(ctx)  # releases may round the context up (b7836 pads to 256)
     long_prompt = grow_to_tokens(s.count, n_ctx + 16)
     n_long = s.count(long_prompt)
     single = s.shim.generate(ctx, long_prompt, s.options.sampling())
@@ -615,55 +622,73 @@ def error_prompt_too_long(s: Session) -> Verdict:
     return Verdict(not problems, evidence, failures(problems), summary)
 
 
-def _invalid_cases(s: Session, model: Any, ctx: Any) -> tuple[dict[str, Callable[[], int]], list[Any]]:
-    """Calls that must fail cleanly, and the buffers their arguments point into (keep them alive meanwhile)."""
-    ffi, lib, err = s.shim.ffi, s.shim.lib, s.shim.err
-    null = ffi.NULL
-    good = s.shim.params(s.options.sampling())
-    zero, negative = s.shim.params(s.options.sampling(0)), s.shim.params(s.options.sampling(-5))
-    out_s, out_m, out_c = ffi.new("char **"), ffi.new("localllm_model_handle *"), ffi.new("localllm_context_handle *")
-    out_t, out_n, out_r = ffi.new("int32_t **"), ffi.new("size_t *"), ffi.new("char ***")
-    prompts, _keep = s.shim.cstrings([PROMPT_B, PROMPT_A])
-    with_null = ffi.new("const char *[]", [_keep[0], null])
-    with_empty, _keep2 = s.shim.cstrings([PROMPT_B, ""])
-    n_vocab = s.shim.n_vocab(model)
-    bad_ids = {"token_-1": [1, -1], "token_n_vocab": [1, n_vocab], "token_int_max": [2**31 - 1]}
-    cases: dict[str, Callable[[], int]] = {
-        "model_load:path_null": lambda: lib.localllm_model_load(null, 0, True, False, out_m, err),
-        "model_load:model_out_null": lambda: lib.localllm_model_load(
-            str(s.target.model).encode(), 0, True, False, null, err
-        ),  # fmt: skip
-        "context_create:model_null": lambda: lib.localllm_context_create(null, 512, 1, 1, out_c, err),
-        "context_create:out_null": lambda: lib.localllm_context_create(model, 512, 1, 1, null, err),
-        "context_create:n_ctx_negative": lambda: lib.localllm_context_create(model, -1, 1, 1, out_c, err),
-        "context_create:n_seq_max_0": lambda: lib.localllm_context_create(model, 512, 1, 0, out_c, err),
-        "tokenize:model_null": lambda: lib.localllm_tokenize(null, b"hi", True, out_t, out_n, err),
-        "tokenize:text_null": lambda: lib.localllm_tokenize(model, null, True, out_t, out_n, err),
-        "tokenize:out_null": lambda: lib.localllm_tokenize(model, b"hi", True, null, null, err),
-        "detokenize:model_null": lambda: lib.localllm_detokenize(null, ffi.new("int32_t[]", [1]), 1, out_s, err),
-        "detokenize:tokens_null": lambda: lib.localllm_detokenize(model, null, 3, out_s, err),
-        "generate:ctx_null": lambda: lib.localllm_generate(null, b"hi", good, out_s, err),
-        "generate:prompt_null": lambda: lib.localllm_generate(ctx, null, good, out_s, err),
-        "generate:params_null": lambda: lib.localllm_generate(ctx, b"hi", null, out_s, err),
-        "generate:result_null": lambda: lib.localllm_generate(ctx, b"hi", good, null, err),
-        "generate:empty_prompt": lambda: lib.localllm_generate(ctx, b"", good, out_s, err),
-        "generate:max_tokens_0": lambda: lib.localllm_generate(ctx, b"hi", zero, out_s, err),
-        "generate:max_tokens_negative": lambda: lib.localllm_generate(ctx, b"hi", negative, out_s, err),
-        "parallel:ctx_null": lambda: lib.localllm_generate_parallel(null, prompts, 2, good, out_r, err),
-        "parallel:prompts_null": lambda: lib.localllm_generate_parallel(ctx, null, 2, good, out_r, err),
-        "parallel:zero_prompts": lambda: lib.localllm_generate_parallel(ctx, prompts, 0, good, out_r, err),
-        "parallel:negative_prompts": lambda: lib.localllm_generate_parallel(ctx, prompts, -1, good, out_r, err),
-        "parallel:null_entry": lambda: lib.localllm_generate_parallel(ctx, with_null, 2, good, out_r, err),
-        "parallel:empty_prompt": lambda: lib.localllm_generate_parallel(ctx, with_empty, 2, good, out_r, err),
-        "parallel:params_null": lambda: lib.localllm_generate_parallel(ctx, prompts, 2, null, out_r, err),
-        "parallel:max_tokens_0": lambda: lib.localllm_generate_parallel(ctx, prompts, 2, zero, out_r, err),
-        "parallel:results_null": lambda: lib.localllm_generate_parallel(ctx, prompts, 2, good, null, err),
-    }
-    for name, ids in bad_ids.items():
-        cases[f"detokenize:{name}"] = lambda ids=ids: lib.localllm_detokenize(
-            model, ffi.new("int32_t[]", ids), len(ids), out_s, err
-        )
-    return cases, [prompts, with_null, with_empty, _keep, _keep2]
+InvalidCase = Callable[[], Call]
+
+
+def _invalid_cases(s: Session, model: Any, ctx: Any) -> tuple[dict[str, InvalidCase], dict[str, str]]:
+    """Calls that must fail cleanly, built from the binding's roles (whatever the consumer's signatures), and the
+    cases that do not apply to this API with the reason."""
+    d = s.shim
+    good, zero, negative = s.options.sampling(), s.options.sampling(0), s.options.sampling(-5)
+    ops = {name: d.binding.get(name) for name in ("model_load", "context_create", "tokenize", "detokenize",
+                                                   "generate", "generate_parallel")}  # fmt: skip
+    load_in = {"path": str(s.target.model), "n_gpu_layers": s.options.n_gpu_layers, "use_mmap": True}
+    ctx_in = {"model": model, "n_ctx": 512, "n_seq_max": 1, "n_threads": s.options.n_threads}
+    tok_in = {"model": model, "text": "hi", "add_special": True, "_capacity": 64}
+    gen_in = {"context": ctx, "sampling": good} | d.prompt_inputs(ctx, "hi")
+    par_in = {"context": ctx, "prompts": [PROMPT_B, PROMPT_A], "n_prompts": 2, "sampling": good}
+    cases: dict[str, InvalidCase] = {}
+    not_applicable: dict[str, str] = {}
+
+    def case(name: str, op: str, inputs: dict[str, Any], override: dict[str, Any], needs: tuple[str, ...] = ()):
+        bound = ops[op]
+        if bound is None:
+            not_applicable[name] = f"no function bound to {op}"
+        elif bound.success == "none":
+            not_applicable[name] = f"{bound.function.name} returns nothing: an error cannot be observed"
+        elif needs and not any(bound.has(r) for r in needs):
+            not_applicable[name] = f"{bound.function.name} has no {' / '.join(needs)} parameter"
+        else:
+            cases[name] = lambda: d.invoke(op, inputs, override)[0]
+
+    out_roles = ("tokens_out", "tokens_buffer")
+    text_prompt = ops["generate"] is not None and ops["generate"].has("prompt")
+    prompt_null = {"prompt": NULL} if text_prompt else {"tokens_in": NULL, "n_tokens_in": 3}
+    empty_prompt = {"prompt": ""} if text_prompt else {"tokens_in": [], "n_tokens_in": 0}
+    case("model_load:path_null", "model_load", load_in, {"path": NULL})
+    case("model_load:model_out_null", "model_load", load_in, {"model_out": NULL}, ("model_out",))
+    case("context_create:model_null", "context_create", ctx_in, {"model": NULL})
+    case("context_create:out_null", "context_create", ctx_in, {"context_out": NULL}, ("context_out",))
+    case("context_create:n_ctx_negative", "context_create", ctx_in, {"n_ctx": -1})
+    case("context_create:n_seq_max_0", "context_create", ctx_in, {"n_seq_max": 0}, ("n_seq_max",))
+    case("tokenize:model_null", "tokenize", tok_in, {"model": NULL})
+    case("tokenize:text_null", "tokenize", tok_in, {"text": NULL})
+    case("tokenize:out_null", "tokenize", tok_in, {r: NULL for r in (*out_roles, "n_tokens_out")}, out_roles)
+    case("detokenize:model_null", "detokenize", {"model": NULL, "tokens_in": [1]}, {})
+    case("detokenize:tokens_null", "detokenize", {"model": model, "tokens_in": [1, 2, 3]},
+         {"tokens_in": NULL, "n_tokens_in": 3})
+    case("generate:ctx_null", "generate", gen_in, {"context": NULL})
+    case("generate:prompt_null", "generate", gen_in, prompt_null)
+    case("generate:params_null", "generate", gen_in, {"sampling": NULL}, ("sampling",))
+    case("generate:result_null", "generate", gen_in, {"text_out": NULL, "text_buffer": NULL},
+         ("text_out", "text_buffer"))  # fmt: skip
+    case("generate:empty_prompt", "generate", gen_in, empty_prompt)
+    case("generate:max_tokens_0", "generate", gen_in, {"sampling": zero})
+    case("generate:max_tokens_negative", "generate", gen_in, {"sampling": negative})
+    case("parallel:ctx_null", "generate_parallel", par_in, {"context": NULL})
+    case("parallel:prompts_null", "generate_parallel", par_in, {"prompts": NULL})
+    case("parallel:zero_prompts", "generate_parallel", par_in, {"n_prompts": 0})
+    case("parallel:negative_prompts", "generate_parallel", par_in, {"n_prompts": -1})
+    case("parallel:null_entry", "generate_parallel", par_in, {"prompts": [PROMPT_B, None]})
+    case("parallel:empty_prompt", "generate_parallel", par_in, {"prompts": [PROMPT_B, ""]})
+    case("parallel:params_null", "generate_parallel", par_in, {"sampling": NULL}, ("sampling",))
+    case("parallel:max_tokens_0", "generate_parallel", par_in, {"sampling": zero})
+    case("parallel:results_null", "generate_parallel", par_in, {"results_out": NULL, "results_array": NULL},
+         ("results_out", "results_array"))  # fmt: skip
+    n_vocab = s.n_vocab(model)
+    for name, ids in {"token_-1": [1, -1], "token_n_vocab": [1, n_vocab], "token_int_max": [2**31 - 1]}.items():
+        case(f"detokenize:{name}", "detokenize", {"model": model, "tokens_in": ids}, {})
+    return cases, not_applicable
 
 
 @check("error_invalid_input", "errors", "invalid input (NULLs, zero prompts, bad token ids, max_tokens <= 0, empty)")
@@ -672,22 +697,22 @@ def error_invalid_input(s: Session) -> Verdict:
     ctx = s.context(512, 2)
     evidence: dict[str, Any] = {}
     problems: list[str] = []
-    cases, _alive = _invalid_cases(s, model, ctx)
-    for name, call in cases.items():
-        s.shim.err[0] = s.shim.ffi.NULL
-        code = int(call())
-        message = s.shim.message()
-        evidence[name] = {"code": code, "message": message}
-        if code == 0:
-            problems.append(f"{name}: accepted (code 0)")
-        elif not message:
-            problems.append(f"{name}: error code {code} without a message")
+    cases, not_applicable = _invalid_cases(s, model, ctx)
+    for name, run in cases.items():
+        call = run()
+        evidence[name] = {"code": call.code, "ok": call.ok, "message": call.message}
+        if call.ok:
+            problems.append(f"{name}: accepted (code {call.code})")
+        elif not call.message:
+            problems.append(f"{name}: error code {call.code} without a message")
     after = s.shim.generate(ctx, PROMPT_B, s.options.sampling())
+    refused = sum(1 for v in evidence.values() if not v["ok"])
     evidence["generate_after"] = after.evidence() | {"text": after.value}
+    evidence["not_applicable"] = not_applicable
     if not after.ok:
         problems.append(f"generate after the invalid calls failed: {after.message}")
-    refused = sum(1 for k, v in evidence.items() if k != "generate_after" and v["code"] != 0)
-    summary = f"{refused}/{len(evidence) - 1} invalid calls refused with a message; generate works after"
+    summary = (f"{refused}/{len(cases)} invalid calls refused with a message; generate works after"
+               + (f"; {len(not_applicable)} case(s) not applicable to this API" if not_applicable else ""))
     return Verdict(not problems, evidence, failures(problems), summary)
 
 
@@ -817,7 +842,7 @@ def gpu_offload(s: Session) -> Verdict:
     used = {name: before_mem["free"] - _gpu_memory(after).get(name, before_mem)["free"]
             for name, before_mem in _gpu_memory(before).items()}  # fmt: skip
     evidence = found | {"devices": [d.description or d.name for d in after if d.is_gpu], "n_gpu_layers":
-                        s.options.n_gpu_layers, "model_bytes_on_gpu": used, "n_vocab": s.shim.n_vocab(model),
+                        s.options.n_gpu_layers, "model_bytes_on_gpu": used, "n_vocab": s.n_vocab(model),
                         "generate": out.evidence() | {"text": out.value}}  # fmt: skip
     problems: list[str] = []
     if "layers_offloaded" not in found:

@@ -12,58 +12,85 @@ model that cannot be found).
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
+import tomllib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
-from verify.bindings import BindingError, find_header
+from verify.binding import Binding
 from verify.checks import ALL_CHECKS, CheckResult, checklist
 from verify.devices import compare_devices
 from verify.differential import REFERENCE_CHECK, run_differential
+from verify.errors import ToolError
+from verify.manifest import read_manifest
 from verify.report import STATUS_STYLE, RunReport, markdown_section, print_summary, write_json, write_junit
 from verify.runner import run_checks
-from verify.session import Options, Target
+from verify.session import Options, Target, bind
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-ADD_LIBRARY = re.compile(r"add_library\(\s*\w+\s+SHARED\s+([^)]*)\)")
+CONFIG_FILE = "llama-migrate.toml"
 
 
-class UsageError(Exception):
+class UsageError(ToolError):
     pass
 
 
 def header_for(library: Path) -> Path:
-    """The consumer header of a library `migrate build` made: found beside the sources its project compiled."""
-    cmake = library.resolve().parent.parent / "project" / "CMakeLists.txt"
-    if not cmake.is_file():
-        raise UsageError(f"cannot tell which header declares {library}'s API; pass --header")
-    match = ADD_LIBRARY.search(cmake.read_text(errors="replace"))
-    sources = [Path(s) for s in re.findall(r'"([^"]+)"', match.group(1))] if match else []
-    if not sources:
-        raise UsageError(f"{cmake} names no sources; pass --header")
+    """The consumer header of a library `migrate build` made: recorded in the manifest beside it."""
+    manifest = read_manifest(library)
+    if manifest is None or not manifest.header:
+        raise UsageError(f"cannot tell which header declares {library}'s API (no build manifest naming one); "
+                         "pass --header, or set `header` in llama-migrate.toml and rebuild with `migrate build`")
+    return Path(manifest.header)
+
+
+def verify_table(config: Path | None, library: Path) -> tuple[dict[str, Any], Path | None]:
+    """The consumer config's [verify] table and the folder it is relative to: --config, else the
+    llama-migrate.toml of the consumer tree the library was built from (its manifest says which)."""
+    if config is None:
+        manifest = read_manifest(library)
+        root = Path(manifest.consumer_root) if manifest and manifest.consumer_root else None
+        if root is None or not (root / CONFIG_FILE).is_file():
+            return {}, root
+        config = root / CONFIG_FILE
+    if not config.is_file():
+        raise UsageError(f"{config}: no such config file")
     try:
-        return find_header(sources[0].parent, sources)
-    except BindingError as exc:
-        raise UsageError(str(exc)) from exc
+        table = tomllib.loads(config.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{config}: not valid TOML: {exc}") from exc
+    if config.name == "pyproject.toml":
+        table = table.get("tool", {}).get("llama-migrate", {})
+    section = table.get("verify", {})
+    if not isinstance(section, dict):
+        raise UsageError(f"{config}: [verify] must be a table")
+    return section, config.parent
 
 
-def default_model(cache: str | None) -> Path:
-    from migrate.model import ensure_model
-
-    return ensure_model("tiny", "b5421", cache=cache)
-
-
-def make_target(label: str, library: str, header: str | None, model: Path, tree: str | None) -> Target:
+def make_target(label: str, library: str, header: str | None, model: Path, tree: str | None,
+                config: str | None = None, verify: dict[str, Any] | None = None,
+                config_root: Path | None = None) -> Target:  # fmt: skip
+    """One build to verify. `verify`/`config_root`: the [verify] table as already read (the pipeline's);
+    else it is read from `config` or the consumer tree's own llama-migrate.toml."""
     lib = Path(library)
     if not lib.is_file():
         raise UsageError(f"{lib}: no such library (build it with `migrate build`)")
     head = Path(header) if header else header_for(lib)
     if not head.is_file():
         raise UsageError(f"{head}: no such header")
-    return Target(lib, head, model, label, Path(tree) if tree else None)
+    if verify is None:
+        verify, config_root = verify_table(Path(config) if config else None, lib)
+    return Target(lib, head, model, label, Path(tree) if tree else None, dict(verify), config_root)
+
+
+def bind_targets(targets: list[Target]) -> dict[str, Binding]:
+    """Every target's C API bound before any check runs: a binding that cannot be completed stops here, with
+    what was found, what is missing and the config lines to add (BindingIncomplete, a ToolError)."""
+    return {t.label: bind(t) for t in targets}
 
 
 def run_verification(targets: list[Target], options: Options, names: list[str] | None = None,
@@ -76,13 +103,14 @@ def run_verification(targets: list[Target], options: Options, names: list[str] |
             style = STATUS_STYLE.get(result.status, "white")
             console.print(f"  [{style}]{result.status:7}[/] {result.build:>8} {name} ({result.seconds:.1f} s)")
 
+    bindings = bind_targets(targets)
     diff = None
     if len(targets) == 2:
         diff = run_differential(targets[0], targets[1], options, names, progress)
         results = {t.label: diff.results(side) for t, side in zip(targets, ("old", "new"), strict=True)}
     else:
         results = {targets[0].label: run_checks(targets[0], options, names, progress)}
-    report = RunReport(targets, results, options, 0.0, diff)
+    report = RunReport(targets, results, options, 0.0, diff, bindings=bindings)
     if options.n_gpu_layers and (names is None or REFERENCE_CHECK in names):
         for target in targets:
             gpu_result = next((r for r in results[target.label] if r.name == REFERENCE_CHECK), None)
@@ -94,7 +122,8 @@ def run_verification(targets: list[Target], options: Options, names: list[str] |
     return report
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
+def cmd_verify(args: argparse.Namespace, default_model: Callable[[str | None], Path] | None = None) -> int:
+    """`default_model(cache)`: the model when --model is not given (the migrate CLI makes the tiny one)."""
     console = Console(stderr=True)
     names = [n.strip() for n in args.checks.split(",")] if args.checks else None
     unknown = [n for n in names or [] if n not in ALL_CHECKS]
@@ -102,15 +131,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
         console.print(f"error: unknown checks {unknown}; known: {', '.join(ALL_CHECKS)}")
         return EXIT_USAGE
     try:
-        model = Path(args.model) if args.model else default_model(getattr(args, "cache", None))
+        if args.model:
+            model = Path(args.model)
+        elif default_model is not None:
+            model = default_model(getattr(args, "cache", None))
+        else:
+            raise UsageError("--model is required (a GGUF file)")
         if not model.is_file():
             raise UsageError(f"{model}: no such model")
-        targets = [make_target("new" if args.baseline_lib else "build", args.lib, args.header, model, args.llama_tree)]
+        label = "new" if args.baseline_lib else "build"
+        targets = [make_target(label, args.lib, args.header, model, args.llama_tree, args.config)]
         if args.baseline_lib:
-            old = make_target("old", args.baseline_lib, args.baseline_header, model, args.baseline_llama_tree)
+            old = make_target("old", args.baseline_lib, args.baseline_header, model, args.baseline_llama_tree,
+                              args.config)  # fmt: skip
             targets.insert(0, old)
-    except UsageError as exc:
-        console.print(f"error: {exc}")
+        bind_targets(targets)  # before any check runs
+    except ToolError as exc:
+        print(f"migrate verify: {exc}", file=sys.stderr)
         return EXIT_USAGE
     options = Options(n_gpu_layers=args.n_gpu_layers, n_threads=args.threads, max_tokens=args.max_tokens,
                       normalise=args.normalise, timeout=args.timeout, tie_margin=args.tie_margin)  # fmt: skip
@@ -130,7 +167,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lib", required=True, help="the built library under test (the new one in differential mode)")
-    parser.add_argument("--header", help="its C API header (default: found beside the sources `migrate build` used)")
+    parser.add_argument("--header", help="its C API header (default: the one `migrate build` recorded beside it)")
+    parser.add_argument("--config", help="consumer config with a [verify] table (default: the llama-migrate.toml "
+                        "of the tree the library was built from)")
     parser.add_argument("--baseline-lib", help="old build to compare against: differential mode")
     parser.add_argument("--baseline-header", help="the old build's header (default: found as for --header)")
     parser.add_argument("--model", help="GGUF model (default: the deterministic tiny model, made if missing)")
@@ -148,13 +187,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", help="write the full results (evidence included) as JSON")
     parser.add_argument("--junit", help="write JUnit XML: one testcase per check and build")
     parser.add_argument("--markdown", help="write the markdown section the migration report embeds")
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    from migrate.cli import add_command
-
-    add_arguments(add_command(subparsers, "verify", "run the consumer checklist on a built library (old vs new)",
-                              __doc__, cmd_verify))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

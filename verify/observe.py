@@ -23,8 +23,8 @@ from typing import Any
 
 import cffi
 
-from migrate.tree import is_llama_tree
 from verify.bindings import BindingError, Bindings, preprocess_header
+from verify.manifest import is_llama_tree, read_manifest
 
 # What the harness calls in libllama, by purpose; each is looked up in the header and in the library.
 MEMORY_NEW = ("llama_get_memory", "llama_memory_seq_pos_min", "llama_memory_seq_pos_max", "llama_memory_clear")
@@ -40,7 +40,6 @@ WANTED = MEMORY_NEW + MEMORY_VIEW + MEMORY_OLD + PERF + DECODE + CONTEXT_INFO
 
 IDENT = re.compile(r"\b(struct|enum|union)?\s*\b([A-Za-z_]\w*)")
 SOURCE_PATH = re.compile(rb"(/[\x21-\x7e]+?)/src/llama(?:-[a-z0-9-]+)?\.cpp\x00")
-CMAKE_QUOTED = re.compile(r'"([^"]+)"')
 
 
 class ObserveError(Exception):
@@ -50,16 +49,12 @@ class ObserveError(Exception):
 # --- finding the llama.cpp tree a library was built from ----------------------------------------------------
 
 
-def tree_from_build_project(library: Path) -> Path | None:
-    """`migrate build` writes project/CMakeLists.txt beside out/: its include dirs name the llama.cpp tree."""
-    cmake = library.resolve().parent.parent / "project" / "CMakeLists.txt"
-    if not cmake.is_file():
+def tree_from_manifest(library: Path) -> Path | None:
+    """`migrate build` records the llama.cpp tree beside the library (verify/manifest.py)."""
+    manifest = read_manifest(library)
+    if manifest is None or not is_llama_tree(Path(manifest.llama_tree)):
         return None
-    for quoted in CMAKE_QUOTED.findall(cmake.read_text(errors="replace")):
-        path = Path(quoted)
-        if path.name == "include" and is_llama_tree(path.parent):
-            return path.parent
-    return None
+    return Path(manifest.llama_tree)
 
 
 def tree_from_binary(library: Path) -> Path | None:
@@ -77,7 +72,7 @@ def find_llama_tree(library: Path, explicit: Path | None = None) -> Path:
         if not is_llama_tree(explicit):
             raise ObserveError(f"{explicit}: no include/llama.h there")
         return explicit
-    tree = tree_from_build_project(library) or tree_from_binary(library)
+    tree = tree_from_manifest(library) or tree_from_binary(library)
     if tree is None:
         raise ObserveError(f"cannot tell which llama.cpp tree {library} was built from; pass --llama-tree")
     return tree
@@ -271,6 +266,15 @@ class Observer:
             raise ObserveError(f"cffi cannot read llama.h declarations of {tree}: {exc}") from exc
         self.lib = self.ffi.dlopen(str(bindings.library_path))
         self.available = {name for name in WANTED if name not in self.missing and self._exported(name)}
+        # consumer handle -> llama.cpp object; the session sets the driver's accessors (identity by default)
+        self.context_of: Any = lambda handle: handle
+        self.model_of: Any = lambda handle: handle
+
+    def _ctx(self, handle: Any) -> Any:
+        """The llama_context behind a consumer's context handle (already one: as it is)."""
+        if self.ffi.typeof(handle) is self.ffi.typeof("struct llama_context *"):
+            return handle
+        return self.context_of(handle)
 
     def _exported(self, name: str) -> bool:
         try:
@@ -289,6 +293,7 @@ class Observer:
     # -- context facts
 
     def context_info(self, ctx: Any) -> dict[str, int]:
+        ctx = self._ctx(ctx)
         info: dict[str, int] = {}
         for name in CONTEXT_INFO:
             if name in self.available:
@@ -314,6 +319,7 @@ class Observer:
         return None
 
     def memory(self, ctx: Any, n_seqs: int) -> MemorySnapshot:
+        ctx = self._ctx(ctx)
         api = self.memory_api()
         if api is None:
             raise ObserveError("no memory query API: " + self.why_not(*MEMORY_NEW[:3], *MEMORY_VIEW))
@@ -365,6 +371,7 @@ class Observer:
         return MemorySnapshot("llama_kv_self_seq_pos_max", seqs, total, [note])
 
     def clear_memory(self, ctx: Any) -> None:
+        ctx = self._ctx(ctx)
         if self.has("llama_get_memory", "llama_memory_clear"):
             self.lib.llama_memory_clear(self.lib.llama_get_memory(ctx), True)
         elif self.has("llama_kv_self_clear"):
@@ -375,6 +382,7 @@ class Observer:
     # -- perf counters
 
     def perf(self, ctx: Any) -> dict[str, float]:
+        ctx = self._ctx(ctx)
         if not self.has(*PERF):
             raise ObserveError("no perf counters: " + self.why_not(*PERF))
         # counters are booked when llama.cpp synchronises (e.g. on reading logits): book the last decode too
@@ -384,6 +392,7 @@ class Observer:
         return {name: getattr(data, name) for name, _ in self.ffi.typeof(data).fields}
 
     def reset_perf(self, ctx: Any) -> None:
+        ctx = self._ctx(ctx)
         if not self.has(*PERF):
             raise ObserveError("no perf counters: " + self.why_not(*PERF))
         self.lib.llama_synchronize(ctx)
@@ -411,6 +420,7 @@ class Observer:
             self.lib.llama_batch_free(batch)
 
     def last_logits(self, ctx: Any, n_vocab: int) -> Any:
+        ctx = self._ctx(ctx)
         import numpy as np  # here, not at the top: most checks never decode, and numpy costs a child 0.2 s
 
         ptr = self.lib.llama_get_logits_ith(ctx, -1)
@@ -421,6 +431,7 @@ class Observer:
     def greedy_trace(self, ctx: Any, prompt_tokens: list[int], max_tokens: int) -> Trace:
         """Decode the prompt in sequence 0 and take the argmax token step by step, as a greedy sampler would,
         recording the top-2 margin at every step (the number that tells a near-tie from a real divergence)."""
+        ctx = self._ctx(ctx)
         if not self.has(*DECODE):
             raise ObserveError("cannot decode through libllama: " + self.why_not(*DECODE))
         vocab = self.lib.llama_model_get_vocab(self.lib.llama_get_model(ctx))

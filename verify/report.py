@@ -16,12 +16,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from verify.checks import FAILED, PASSED, REGISTRY, SKIPPED, CheckResult
+from verify.binding import Binding
+from verify.checks import ERROR, FAILED, PASSED, REGISTRY, SKIPPED, CheckResult
 from verify.devices import SKIPPED_COMPARISON, DeviceComparison
 from verify.differential import BOTH_FAIL, REGRESSION, DifferentialReport, GreedyComparison
 from verify.session import Options, Target
 
-STATUS_STYLE = {PASSED: "green", FAILED: "bold red", SKIPPED: "yellow"}
+STATUS_STYLE = {PASSED: "green", FAILED: "bold red", ERROR: "magenta", SKIPPED: "yellow"}
 CLASS_STYLE = {REGRESSION: "bold red", BOTH_FAIL: "red", "fixed": "cyan", "passes on both": "green"}
 MESSAGE_WIDTH = 160
 
@@ -36,6 +37,7 @@ class RunReport:
     devices: list[DeviceComparison] = field(default_factory=list)  # CPU vs GPU per build, when layers are offloaded
     machine: dict[str, Any] = field(default_factory=lambda: {"platform": platform.platform(),
                                                               "python": platform.python_version()})  # fmt: skip
+    bindings: dict[str, Binding] = field(default_factory=dict)  # by build label: how the C API was driven
 
     @property
     def under_test(self) -> Target:
@@ -45,8 +47,13 @@ class RunReport:
         label = label or self.under_test.label
         return [r for r in self.results.get(label, []) if r.status == FAILED]
 
+    def errors(self, label: str | None = None) -> list[CheckResult]:
+        """Checks the harness could not drive: nothing was verified there (never the consumer's failure)."""
+        label = label or self.under_test.label
+        return [r for r in self.results.get(label, []) if r.status == ERROR]
+
     def counts(self, label: str) -> dict[str, int]:
-        counts = {PASSED: 0, FAILED: 0, SKIPPED: 0}
+        counts = {PASSED: 0, FAILED: 0, ERROR: 0, SKIPPED: 0}
         for r in self.results.get(label, []):
             counts[r.status] += 1
         return counts
@@ -63,6 +70,7 @@ class RunReport:
             "results": {label: [r.to_json() for r in rs] for label, rs in self.results.items()},
             "differential": self.differential.to_json() if self.differential else None,
             "devices": [d.to_json() for d in self.devices],
+            "bindings": {label: b.to_json() for label, b in self.bindings.items()},
         }
 
 
@@ -84,7 +92,8 @@ def print_summary(report: RunReport, console: Console | None = None) -> None:
         _print_devices(comparison, console)
     for label in report.results:
         c = report.counts(label)
-        console.print(f"[bold]{label}[/]: {c[PASSED]} passed, {c[FAILED]} failed, {c[SKIPPED]} skipped")
+        console.print(f"[bold]{label}[/]: {c[PASSED]} passed, {c[FAILED]} failed, {c[ERROR]} error, "
+                      f"{c[SKIPPED]} skipped")  # fmt: skip
     console.print(f"checklist time: {report.seconds:.1f} s (threads {report.options.n_threads}, "
                   f"n_gpu_layers {report.options.n_gpu_layers})")  # fmt: skip
 
@@ -161,8 +170,8 @@ def junit_xml(report: RunReport) -> str:
         results = report.results.get(target.label, [])
         counts = report.counts(target.label)
         suite = ET.SubElement(suites, "testsuite", name=f"verify.{target.label}", tests=str(len(results)),
-                              failures=str(counts[FAILED]), skipped=str(counts[SKIPPED]), errors="0",
-                              time=f"{sum(r.seconds for r in results):.3f}")  # fmt: skip
+                              failures=str(counts[FAILED]), skipped=str(counts[SKIPPED]),
+                              errors=str(counts[ERROR]), time=f"{sum(r.seconds for r in results):.3f}")  # fmt: skip
         props = ET.SubElement(suite, "properties")
         for key, value in (("library", target.library), ("header", target.header), ("model", target.model)):
             ET.SubElement(props, "property", name=key, value=str(value))
@@ -172,6 +181,9 @@ def junit_xml(report: RunReport) -> str:
             if r.status == FAILED:
                 failure = ET.SubElement(case, "failure", message=short(r.message, 500))
                 failure.text = json.dumps(r.evidence, indent=1, ensure_ascii=False, default=str)
+            elif r.status == ERROR:
+                error = ET.SubElement(case, "error", message=short(r.message, 500))
+                error.text = json.dumps(r.evidence, indent=1, ensure_ascii=False, default=str)
             elif r.status == SKIPPED:
                 ET.SubElement(case, "skipped", message=short(r.message, 500))
             else:
@@ -218,7 +230,7 @@ def markdown_section(report: RunReport, level: int = 2) -> str:
     for target in report.targets:
         c = report.counts(target.label)
         lines.append(f"- **{target.label}**: `{target.library}` — {c[PASSED]} passed, {c[FAILED]} failed, "
-                     f"{c[SKIPPED]} skipped")  # fmt: skip
+                     f"{c[ERROR]} error (harness could not drive), {c[SKIPPED]} skipped")  # fmt: skip
     lines += [f"- model `{report.under_test.model}`; checklist time {report.seconds:.1f} s; "
               f"threads {report.options.n_threads}, n_gpu_layers {report.options.n_gpu_layers}", ""]  # fmt: skip
     if report.differential:
@@ -230,6 +242,11 @@ def markdown_section(report: RunReport, level: int = 2) -> str:
             lines.append(f"| `{r.name}` | {r.status} | {_md_cell(seen)} |")
     if report.devices:
         lines += _md_devices(report.devices, h)
+    lines += _md_binding(report, h)
+    errors = report.errors()
+    if errors:
+        lines += ["", f"{h}# Not verified (harness errors)", ""]
+        lines += [f"- `{r.name}`: {_md_cell(r.message, 600)}" for r in errors]
     failed = report.failed()
     if failed:
         lines += ["", f"{h}# Failures", ""]
@@ -237,6 +254,21 @@ def markdown_section(report: RunReport, level: int = 2) -> str:
             lines += [f"- `{r.name}` ({REGISTRY[r.name].title if r.name in REGISTRY else r.name}): "
                       f"{_md_cell(r.message, 600)}"]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _md_binding(report: RunReport, h: str) -> list[str]:
+    """How the consumer's C API was driven: operation -> function, parameter -> role or value."""
+    binding = report.bindings.get(report.under_test.label)
+    if binding is None:
+        return []
+    lines = ["", f"{h}# C API binding ({report.under_test.label} build)", "",
+             f"Prefix `{binding.prefix or '(none)'}`" + (f"; adapter `{binding.adapter}`" if binding.adapter else "")
+             + ".", "", "| operation | function | parameters | decided |", "| --- | --- | --- | --- |"]  # fmt: skip
+    for op, fn, params, how in binding.table():
+        lines.append(f"| {op} | `{fn}` | {_md_cell(params, 400)} | {how} |")
+    if binding.notes:
+        lines += ["", "Notes: " + "; ".join(binding.notes)]
+    return lines
 
 
 def _md_evidence(r: CheckResult) -> str:

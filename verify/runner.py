@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from verify.checks import FAILED, REGISTRY, CheckResult, checklist, run_check
+from verify.checks import ERROR, FAILED, REGISTRY, CheckResult, checklist, run_check
 from verify.session import Options, Prepared, Session, Target, prepare
 
 STDERR_TAIL_LINES = 25
@@ -39,9 +39,7 @@ def write_job(path: Path, target: Target, options: Options, prepared: Prepared |
 
 def read_job(path: Path) -> tuple[Target, Options, Prepared]:
     data = json.loads(path.read_text())
-    t = data["target"]
-    target = Target(Path(t["library"]), Path(t["header"]), Path(t["model"]), t["label"],
-                    Path(t["llama_tree"]) if t.get("llama_tree") else None)  # fmt: skip
+    target = Target.from_json(data["target"])
     return target, Options(**data["options"]), Prepared(**data.get("prepared", {}))
 
 
@@ -138,20 +136,21 @@ def child_main(job: Path, name: str, result_file: Path) -> int:
     if name.startswith("selftest_"):
         import verify.selftest  # noqa: F401 - registers the crash/hang checks the runner's own tests use
     if name not in REGISTRY:
-        _write(result_file, {"result": CheckResult(name, FAILED, {}, f"unknown check {name!r}").to_json(),
+        _write(result_file, {"result": CheckResult(name, ERROR, {}, f"unknown check {name!r}").to_json(),
                              "closed": True})  # fmt: skip
         return 0
     try:
         session = Session(target, options, prepared)
-    except Exception as exc:  # noqa: BLE001 - any failure to bind the library fails the check with the reason
-        result = CheckResult(name, FAILED, {"exception": traceback.format_exc(limit=3)}, f"cannot bind: {exc}")
+    except Exception as exc:  # noqa: BLE001 - the harness could not bind the library: an error, not a failure
+        result = CheckResult(name, ERROR, {"exception": traceback.format_exc(limit=3)}, f"cannot bind: {exc}")
         _write(result_file, {"result": result.to_json(), "closed": True})
         return 0
     try:
         result = run_check(name, session)
-    except Exception as exc:  # noqa: BLE001 - an unexpected exception is this check's failure, never a pass
-        result = CheckResult(name, FAILED, {"exception": traceback.format_exc(limit=6)},
-                             f"check raised {type(exc).__name__}: {exc}", build=target.label)  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - an exception in harness code: an error (never a pass, never the
+        # consumer's failure; a crash of the library kills the child instead and is a failure)
+        result = CheckResult(name, ERROR, {"exception": traceback.format_exc(limit=6)},
+                             f"harness error: {type(exc).__name__}: {exc}", build=target.label)  # fmt: skip
     _write(result_file, {"result": result.to_json(), "closed": False})
     session.close()
     _write(result_file, {"result": result.to_json(), "closed": True})

@@ -12,31 +12,63 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from verify.binding import Binding, VerifyConfig, infer
 from verify.bindings import BindingError, Bindings, load, preprocess_header
+from verify.capi import read_api
+from verify.driver import Driver, DriverError, Sampling, Skip, load_adapter
 from verify.observe import ObserveError, Observer, find_llama_tree, llama_declarations
-from verify.shim import Sampling, Shim
+
+__all__ = ["DriverError", "Options", "Prepared", "Session", "SetupError", "Skip", "Target", "bind"]
 
 
 class SetupError(Exception):
     """The check could not get what it needs from the library (model, context): the check fails with this."""
 
 
-class Skip(Exception):  # noqa: N818 - reads as `raise Skip(reason)`
-    """The check cannot run here (no GPU, a hidden symbol): reported as skipped with the reason, never passed."""
-
-
 @dataclass
 class Target:
-    """One build under test."""
+    """One build under test, and how to bind its C API (`verify`: the consumer config's [verify] table,
+    `config_root`: the folder its relative paths, such as `adapter`, are relative to)."""
 
     library: Path
     header: Path
     model: Path
     label: str = "build"
     llama_tree: Path | None = None
+    verify: dict[str, Any] = field(default_factory=dict)
+    config_root: Path | None = None
 
-    def to_json(self) -> dict[str, str | None]:
-        return {k: (str(v) if v is not None else None) for k, v in asdict(self).items()}
+    def to_json(self) -> dict[str, Any]:
+        data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        return data
+
+    @classmethod
+    def from_json(cls, t: dict[str, Any]) -> Target:
+        optional = {k: Path(t[k]) if t.get(k) else None for k in ("llama_tree", "config_root")}
+        return cls(Path(t["library"]), Path(t["header"]), Path(t["model"]), t["label"], optional["llama_tree"],
+                   dict(t.get("verify") or {}), optional["config_root"])  # fmt: skip
+
+    def adapter_path(self) -> Path | None:
+        name = self.verify.get("adapter")
+        if not name:
+            return None
+        path = Path(name)
+        return path if path.is_absolute() or self.config_root is None else self.config_root / path
+
+
+def llama_include_dirs(tree: Path | None) -> list[Path]:
+    if tree is None:
+        return []
+    return [d for d in (tree / "include", tree / "ggml" / "include") if d.is_dir()]
+
+
+def bind(target: Target) -> Binding:
+    """The target's C API bound to the checklist's operations (raises BindingIncomplete / HeaderError)."""
+    config = VerifyConfig.from_table(target.verify)
+    adapter = load_adapter(target.adapter_path()) if target.adapter_path() else None
+    adapted = frozenset(name for name in dir(adapter) if not name.startswith("_")) if adapter else frozenset()
+    api = read_api(target.header, llama_include_dirs(target.llama_tree))
+    return infer(api, config, adapted)
 
 
 @dataclass
@@ -82,7 +114,9 @@ class Session:
         self.options = options
         prepared = prepared or Prepared()
         self.bindings: Bindings = load(target.library, target.header, declarations=prepared.consumer)
-        self.shim = Shim(self.bindings)
+        adapter_path = target.adapter_path()
+        self.binding = bind(target)
+        self.shim = Driver(self.bindings, self.binding, load_adapter(adapter_path) if adapter_path else None)
         self.observer: Observer | None = None
         self.observer_error = ""
         try:
@@ -93,6 +127,10 @@ class Session:
                 self.observer = Observer(self.bindings, find_llama_tree(target.library, target.llama_tree))
         except ObserveError as exc:
             self.observer_error = str(exc)
+        if self.observer is not None:
+            # the observer speaks llama.cpp; the consumer's handles go through the driver's accessors
+            self.observer.context_of = self.shim.llama_context
+            self.observer.model_of = self.shim.llama_model
         self._model: Any = None
         self._contexts: list[Any] = []
         self._backend = False
@@ -101,7 +139,9 @@ class Session:
 
     def backend(self) -> None:
         if not self._backend:
-            self.shim.backend_init()
+            call = self.shim.backend_init()
+            if not call.ok:
+                raise SetupError(f"backend init failed ({call.code}): {call.message}")
             self._backend = True
 
     def model(self) -> Any:
@@ -125,6 +165,10 @@ class Session:
             self._contexts.remove(ctx)
             self.shim.free_context(ctx)
 
+    def can_observe_context(self) -> bool:
+        """llama.cpp's context is reachable behind the consumer's context handle (typed so, or an accessor)."""
+        return self.shim.has("llama_context") or self.shim._handle_type("context") == "struct llama_context"
+
     def need_observer(self, *names: str) -> Observer:
         if self.observer is None:
             raise Skip(f"cannot observe llama.cpp state: {self.observer_error}")
@@ -142,6 +186,21 @@ class Session:
 
     def count(self, text: str) -> int:
         return len(self.tokens(text))
+
+    def n_vocab(self, model: Any) -> int:
+        """From the consumer's API, else from llama.cpp's model behind the handle."""
+        value = self.shim.info("n_vocab", model)
+        if value is not None:
+            return value
+        obs = self.need_observer("llama_model_get_vocab", "llama_vocab_n_tokens")
+        return int(obs.lib.llama_vocab_n_tokens(obs.lib.llama_model_get_vocab(obs.model_of(model))))
+
+    def n_ctx(self, ctx: Any) -> int:
+        value = self.shim.info("n_ctx", ctx)
+        if value is not None:
+            return value
+        obs = self.need_observer("llama_n_ctx")
+        return int(obs.lib.llama_n_ctx(obs.context_of(ctx)))
 
     def close(self) -> None:
         for ctx in list(self._contexts):

@@ -1,4 +1,4 @@
-"""Smoke run of a localllm-shaped C API: backend init → model load → context → tokenize → generate → free.
+"""Smoke run of a consumer's C API (any shape the driver binds): init, model, context, tokenize, generate, free.
 
 Run it as a child process (`python -m verify.smoke --lib ... --model ...`) so that an abort or a
 segfault inside the library under test is reported by the parent instead of killing it. Prints one JSON
@@ -15,7 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from verify.binding import infer
 from verify.bindings import Bindings, load
+from verify.capi import read_api
+from verify.driver import Call, Driver, Sampling
 
 
 @dataclass
@@ -29,46 +32,30 @@ class SmokeFailure(Exception):
     pass
 
 
-def _error(b: Bindings, err: Any) -> str:
-    return b.ffi.string(err[0]).decode(errors="replace") if err[0] != b.ffi.NULL else ""
-
-
-def _check(b: Bindings, step: str, code: int, err: Any) -> None:
-    if code != 0:
-        raise SmokeFailure(f"{step} returned {code}: {_error(b, err)}")
-
-
 def run_smoke(b: Bindings, model_path: Path, prompt: str, max_tokens: int) -> list[SmokeStep]:
-    ffi, lib = b.ffi, b.lib
+    """The operations in order through the driver, bound from the consumer's own header (any API shape)."""
+    binding = infer(read_api(b.header))
+    driver = Driver(b, binding)
     steps: list[SmokeStep] = []
-    err = ffi.new("const char **")
-    lib.localllm_backend_init()
+
+    def need(step: str, call: Call) -> Any:
+        if not call.ok:
+            raise SmokeFailure(f"{step} returned {call.code}: {call.message}")
+        return call.value
+
+    need("backend_init", driver.backend_init())
     steps.append(SmokeStep("backend_init", True))
-    model_out = ffi.new("localllm_model_handle *")
-    _check(b, "model_load", lib.localllm_model_load(str(model_path).encode(), 0, True, False, model_out, err), err)
-    model = model_out[0]
-    steps.append(SmokeStep("model_load", True, {"n_vocab": lib.localllm_n_vocab(model)}))
-    ctx_out = ffi.new("localllm_context_handle *")
-    _check(b, "context_create", lib.localllm_context_create(model, 512, 2, 1, ctx_out, err), err)
-    ctx = ctx_out[0]
-    steps.append(SmokeStep("context_create", True, {"n_ctx": lib.localllm_n_ctx(ctx)}))
-    tokens = ffi.new("int32_t **")
-    n_tokens = ffi.new("size_t *")
-    _check(b, "tokenize", lib.localllm_tokenize(model, prompt.encode(), True, tokens, n_tokens, err), err)
-    token_ids = [tokens[0][i] for i in range(n_tokens[0])]
-    lib.localllm_free_tokens(tokens[0])
-    steps.append(SmokeStep("tokenize", len(token_ids) > 0, {"prompt": prompt, "tokens": token_ids}))
-    params = ffi.new("localllm_sampling_params *")
-    params.max_tokens, params.temperature, params.top_k, params.top_p = max_tokens, 0.0, 1, 1.0
-    params.repeat_penalty, params.seed = 1.0, 42
-    result = ffi.new("char **")
-    _check(b, "generate", lib.localllm_generate(ctx, prompt.encode(), params, result, err), err)
-    text = ffi.string(result[0]).decode(errors="replace")
-    lib.localllm_free_string(result[0])
-    steps.append(SmokeStep("generate", len(text) > 0, {"max_tokens": max_tokens, "text": text}))
-    lib.localllm_context_free(ctx)
-    lib.localllm_model_free(model)
-    lib.localllm_backend_free()
+    model = need("model_load", driver.load_model(model_path))
+    steps.append(SmokeStep("model_load", True, {"n_vocab": driver.info("n_vocab", model)}))
+    ctx = need("context_create", driver.create_context(model, 512, 1, 2))
+    steps.append(SmokeStep("context_create", True, {"n_ctx": driver.info("n_ctx", ctx)}))
+    tokens = need("tokenize", driver.tokenize(model, prompt, True))
+    steps.append(SmokeStep("tokenize", True, {"n_tokens": len(tokens), "tokens": tokens}))
+    text = need("generate", driver.generate(ctx, prompt, Sampling(max_tokens=max_tokens)))
+    steps.append(SmokeStep("generate", bool(text), {"text": text}))
+    driver.free_context(ctx)
+    driver.free_model(model)
+    driver.backend_free()
     steps.append(SmokeStep("free", True))
     return steps
 
