@@ -34,7 +34,7 @@ from rich.console import Console
 
 from migrate import pipeline
 from migrate.pipeline import EXIT_OK, EXIT_USAGE, RunOutcome, Stages, UsageError
-from verify.differential import nothing_verified
+from verify.differential import not_verified_on_new, nothing_verified
 from verify.session import Options
 
 DEFAULT_TIE_MARGIN = Options().tie_margin  # the harness's own default, so `run` and `gate` agree on near-ties
@@ -53,7 +53,7 @@ COMPILE = FailureClass(11, "compile error")
 CHECK = FailureClass(12, "check fails on the new build")
 OUTPUT = FailureClass(13, "output difference (not a near-tie)")
 SPEED = FailureClass(14, "tokens/s regression")
-UNVERIFIED = FailureClass(15, "nothing verified: every check was skipped on the new build")
+UNVERIFIED = FailureClass(15, "not verified: checks skipped or not driven on the new build")
 CLASSES = (MANUAL, COMPILE, CHECK, OUTPUT, SPEED, UNVERIFIED)
 
 
@@ -165,11 +165,15 @@ def _devices(comparisons: list[Any], thresholds: Thresholds) -> list[Finding]:
 def _unverified(diff: Any) -> list[Finding]:
     """A gate that passed with no check run would vouch for nothing (e.g. --n-gpu-layers where there is no GPU)."""
     new = nothing_verified(diff.comparisons)
-    if not new:
-        return []
-    reasons = sorted({r.message for r in new})
-    more = f" (and {len(reasons) - 1} other reason(s))" if len(reasons) > 1 else ""
-    return [Finding(UNVERIFIED, "checklist", f"all {len(new)} check(s) skipped: {reasons[0]}{more}")]
+    if new:
+        reasons = sorted({r.message for r in new})
+        more = f" (and {len(reasons) - 1} other reason(s))" if len(reasons) > 1 else ""
+        return [Finding(UNVERIFIED, "checklist", f"all {len(new)} check(s) skipped or not driven: {reasons[0]}{more}")]
+    found = [Finding(UNVERIFIED, c.name, f"{c.classification}: {c.new.status}: {c.new.message}")
+             for c in not_verified_on_new(diff.comparisons)]  # fmt: skip
+    found += [Finding(UNVERIFIED, f"prompt {g.prompt!r}", f"greedy output not compared: {g.note}")
+              for g in diff.greedy if g.verdict == "not comparable" and "tokenize" not in g.note]  # fmt: skip
+    return found
 
 
 def _speed(diff: Any, thresholds: Thresholds) -> list[Finding]:

@@ -12,6 +12,7 @@ the outcome into one exit code per failure class.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -23,17 +24,18 @@ from typing import Any
 
 from rich.console import Console
 
-from migrate.build import BuildError, BuildOptions, BuildResult, build
-from migrate.config import ConfigError, ConsumerConfig, load_config
+from migrate.build import BuildOptions, BuildResult, build
+from migrate.config import ConsumerConfig, load_config
 from migrate.paths import cache_root, data_dir
-from migrate.sources import SourceError, SourceTree, resolve
+from migrate.sources import SourceTree, resolve
+from verify.errors import ToolError
 
 EXIT_OK, EXIT_NEEDS_HUMAN, EXIT_USAGE = 0, 1, 2
 DEFAULT_SRC = data_dir("fixtures") / "localllm"
 COPY_IGNORE = shutil.ignore_patterns(".git", "build", "build-*", "__pycache__")
 
 
-class UsageError(Exception):
+class UsageError(ToolError):
     """Bad input or environment (config, version, toolchain, check names): exit 2, nothing to report."""
 
 
@@ -138,13 +140,13 @@ def _build_both(outcome: RunOutcome, options: BuildOptions, cache: str | None, s
 def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu_layers: int,
                  console: Console | None, names: list[str] | None = None) -> None:  # fmt: skip
     from verify.cli import make_target, run_verification
-    from verify.differential import nothing_verified
+    from verify.differential import not_verified_on_new, nothing_verified
     from verify.session import Options
 
     old = make_target("old", outcome.builds["from"].library, _header(outcome, outcome.src), model,
-                      outcome.trees["from"].path)  # fmt: skip
+                      outcome.trees["from"].path, verify=config.verify, config_root=outcome.src)  # fmt: skip
     new = make_target("new", outcome.builds["to"].library, _header(outcome, outcome.migrated), model,
-                      outcome.trees["to"].path)  # fmt: skip
+                      outcome.trees["to"].path, verify=config.verify, config_root=outcome.migrated)  # fmt: skip
     options = Options(n_gpu_layers=n_gpu_layers, normalise=config.normalise)
     if config.tie_margin is not None:
         options.tie_margin = config.tie_margin
@@ -156,11 +158,25 @@ def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu
                                     f"{comparison.new.message}")  # fmt: skip
     new_results = nothing_verified(report.differential.comparisons)
     if new_results:
-        outcome.problems.append(f"nothing verified: all {len(new_results)} check(s) skipped on the new build "
-                                f"({new_results[0].message})")  # fmt: skip
+        outcome.problems.append(f"verification did not happen: none of the {len(new_results)} check(s) ran on the "
+                                f"new build ({new_results[0].message})")  # fmt: skip
+    else:
+        for comparison in not_verified_on_new(report.differential.comparisons):
+            outcome.problems.append(f"check {comparison.name} not verified on the new build "
+                                    f"({comparison.classification}): {comparison.new.message}")  # fmt: skip
     for devices in report.devices:
         if devices.failed and devices.build == "new":
             outcome.problems.append(f"CPU and GPU disagree on the new build: {devices.message}")
+
+
+def _bind_early(src: Path, config: ConsumerConfig, llama_tree: Path) -> None:
+    """Bind the consumer's C API to the checklist's operations before anything is built: a header that cannot
+    be found or bound is a usage error now (with the config lines to add), not a failed check in minutes."""
+    from verify.bindings import find_header
+    from verify.session import Target, bind
+
+    header = src / config.header if config.header else find_header(src)
+    bind(Target(Path("-"), header, Path("-"), "old", llama_tree, dict(config.verify), src))
 
 
 def _header(outcome: RunOutcome, root: Path) -> str | None:
@@ -253,17 +269,27 @@ def run(args: argparse.Namespace) -> int:
 
 
 def usage_error(exc: Exception) -> None:
-    """Always shown: --quiet silences progress, never the reason for exit 2 (a quiet console would drop it)."""
-    Console(stderr=True).print(f"error: {exc}", style="bold red", highlight=False)
+    """Always shown: --quiet silences progress, never the reason for exit 2 (a quiet console would drop it). One
+    line, `migrate run: ...` / `migrate gate: ...`, as every command prints bad input."""
+    from migrate.cli import error_line
+
+    Console(stderr=True, soft_wrap=True).print(error_line(exc), style="bold red", highlight=False, markup=False)
 
 
 def load_consumer(args: argparse.Namespace) -> tuple[Path, ConsumerConfig]:
     """The consumer tree and its config with the command-line flags over it."""
     src = Path(args.src).resolve() if args.src else DEFAULT_SRC
     try:
-        config = load_config(src)
-        return src, config.override(enable=args.enable, options=args.option, model=args.model)
-    except ConfigError as exc:
+        config = load_config(src).override(enable=args.enable, options=args.option, model=args.model)
+        if getattr(args, "header", None):
+            header = Path(args.header)
+            if not (header if header.is_absolute() else src / header).is_file():
+                raise UsageError(f"--header {args.header}: no such file (relative to {src} or absolute)")
+            if header.is_absolute() and header.resolve().is_relative_to(src):
+                header = header.resolve().relative_to(src)  # the migrated copy has its own copy of it
+            config = dataclasses.replace(config, header=str(header))
+        return src, config
+    except ToolError as exc:
         raise UsageError(str(exc)) from exc
 
 
@@ -286,8 +312,9 @@ def execute(args: argparse.Namespace, src: Path, config: ConsumerConfig, console
     names = check_names(getattr(args, "checks", None))
     try:
         trees = _resolve_trees(config, args.from_version, args.to_version, args.cache, stages)
-    except (ConfigError, SourceError, ValueError) as exc:
+    except (ToolError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
+    _bind_early(src, config, trees["from"].path)
     # pid too: two runs on the same tree within a second (CI matrix, tests) must not share a copy
     runs = cache_root(args.cache) / "runs"
     _prune_old_runs(runs)
@@ -310,7 +337,9 @@ def execute(args: argparse.Namespace, src: Path, config: ConsumerConfig, console
                 _verify_both(outcome, config, model, args.n_gpu_layers, None if args.quiet else console, names)
         else:
             outcome.problems.append("verification skipped: a build failed")
-    except (BuildError, SourceError, ConfigError) as exc:
+    except UsageError:
+        raise
+    except ToolError as exc:  # a rule id, no rules for the step, a syntax error, apply refused, a binding problem
         raise UsageError(str(exc)) from exc
     return outcome
 
@@ -319,7 +348,7 @@ def write_outputs(outcome: RunOutcome, args: argparse.Namespace, verdict: str | 
                   exit_code: int | None = None, extra_json: dict[str, Any] | None = None) -> Path:  # fmt: skip
     """The markdown report, and JSON / JUnit when asked for; returns the report's path. `verdict` (markdown)
     replaces the run's own verdict section, `exit_code` and `extra_json` the run's in the JSON (the gate's)."""
-    report = _report(outcome, Path(args.out), outcome.src.name, verdict)
+    report = _report(outcome, report_dir(args), outcome.src.name, verdict)
     if args.json:
         _write_json(outcome, Path(args.json), exit_code, extra_json)
     if args.junit and outcome.verification is not None:
@@ -327,6 +356,11 @@ def write_outputs(outcome: RunOutcome, args: argparse.Namespace, verdict: str | 
 
         write_junit(outcome.verification, Path(args.junit))
     return report
+
+
+def report_dir(args: argparse.Namespace) -> Path:
+    """--out, else `<cache>/reports`: never the current directory, which may be anybody's (or read-only)."""
+    return Path(args.out) if args.out else cache_root(args.cache) / "reports"
 
 
 def _timer(outcome: RunOutcome):  # noqa: ANN202 - a tiny context-manager factory
@@ -365,7 +399,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="from_version", default="b5421", help="llama.cpp release migrated from")
     parser.add_argument("--to", dest="to_version", default="b7785", help="llama.cpp release migrated to")
     parser.add_argument("--model", help="GGUF model for verification (default: the generated tiny model)")
-    parser.add_argument("--out", default="reports/runs", help="folder for the report")
+    parser.add_argument("--header", help="the consumer's C API header, relative to SRC (default: config `header`, "
+                        "else the one header that defines an export macro)")
+    parser.add_argument("--out", help="folder for the report (default: <cache>/reports; its path is printed)")
     parser.add_argument("--json", help="write everything the run found as JSON")
     parser.add_argument("--junit", help="write JUnit XML of the checks (one testcase per check and build)")
     parser.add_argument("--enable", action="append", default=[], metavar="RULE_ID", help="turn on an opt-in rule")

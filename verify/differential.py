@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from verify.checks import FAILED, PASSED, SKIPPED, CheckResult, checklist
+from verify.checks import ERROR, FAILED, PASSED, SKIPPED, CheckResult, checklist
 from verify.runner import Progress, run_checks
 from verify.session import Options, Target
 
@@ -22,11 +22,20 @@ THROUGHPUT_CHECK = "throughput"
 THROUGHPUT_ROUNDS = 2  # old, new, old, new: drift of the machine hits both builds alike
 
 BOTH_PASS, REGRESSION, FIXED, BOTH_FAIL = "passes on both", "regression", "fixed", "failing on both"
+# passed on the old build, not verified on the new one (skipped there, or the harness could not drive it): a
+# finding, since the migration removed evidence the old build gave
+LOST = "passed on old, not verified on new"
+NOT_VERIFIED = (SKIPPED, ERROR)
 
 
 def classify(old: CheckResult | None, new: CheckResult | None) -> str:
     if old is None or new is None:
         return f"not run on {'old' if old is None else 'new'} build"
+    if old.status == PASSED and new.status in NOT_VERIFIED:
+        return LOST
+    if ERROR in (old.status, new.status):  # the harness's problem: never a regression nor "failing on both"
+        where = "both" if old.status == new.status else ("old" if old.status == ERROR else "new")
+        return f"harness error on {where}"
     if SKIPPED in (old.status, new.status):
         where = "both" if old.status == new.status else ("old" if old.status == SKIPPED else "new")
         return f"skipped on {where}"
@@ -121,9 +130,16 @@ def compare_greedy(old: CheckResult | None, new: CheckResult | None, tie_margin:
 
 
 def nothing_verified(comparisons: list[CheckComparison]) -> list[CheckResult]:
-    """The new build's results when every one of them was skipped (a run that checked nothing), else []."""
+    """The new build's results when none of them really ran (each skipped, or not driven: a harness error), else
+    []: a run that checked nothing."""
     new = [c.new for c in comparisons if c.new is not None]
-    return new if new and all(r.status == SKIPPED for r in new) else []
+    return new if new and all(r.status in NOT_VERIFIED for r in new) else []
+
+
+def not_verified_on_new(comparisons: list[CheckComparison]) -> list[CheckComparison]:
+    """Checks the new build was not verified on although the old one was, or that the harness could not drive
+    on the new build: each is a finding, never silence."""
+    return [c for c in comparisons if c.new is not None and (c.classification == LOST or c.new.status == ERROR)]
 
 
 def _best(results: list[CheckResult], key: str) -> dict[str, Any] | None:
