@@ -238,7 +238,11 @@ set(CMAKE_CXX_STANDARD_REQUIRED ON)
 find_package(Threads REQUIRED)
 find_package(OpenMP)
 add_library(shim SHARED {sources})
-set_target_properties(shim PROPERTIES OUTPUT_NAME "{name}")
+# C++ link even for a plain-C shim (libllama is C++); no undefined symbols left for load time, and a C call
+# of a function the target llama.cpp no longer declares is an error, not gcc's implicit-declaration warning
+set_target_properties(shim PROPERTIES OUTPUT_NAME "{name}" LINKER_LANGUAGE CXX)
+target_compile_options(shim PRIVATE $<$<COMPILE_LANGUAGE:C>:-Werror=implicit-function-declaration>)
+target_link_options(shim PRIVATE -Wl,--no-undefined)
 target_include_directories(shim PRIVATE {includes})
 target_compile_definitions(shim PRIVATE {defines})
 # libllama whole, so every llama_* entry point is exported for the harness to observe state with;

@@ -28,7 +28,7 @@ from migrate.config import ConfigError, load_config
 from migrate.pipeline import RunOutcome
 from tests.conftest import LOCALLLM
 from verify.checks import CheckResult
-from verify.differential import CheckComparison, GreedyComparison
+from verify.differential import LOST, CheckComparison, GreedyComparison
 from verify.faults import FAULTS, SHIM, copy_fixture, make_variant
 
 NEW_BUILD_ONLY = "LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY"
@@ -217,8 +217,8 @@ def test_tokens_per_second_regression_exits_14(gate_runs: dict[str, GateRun]) ->
 def test_every_check_skipped_exits_15(gate_runs: dict[str, GateRun]) -> None:
     run = gate_runs["unverified"]
     assert run.code == 15, run.stderr[-3000:]
-    assert re.match(r"  15 nothing verified: every check was skipped on the new build: 1; first: checklist: all 2 "
-                    r"check\(s\) skipped: skipped: no GPU", class_line(run, 15)), class_line(run, 15)  # fmt: skip
+    assert re.match(r"  15 not verified: checks skipped or not driven on the new build: 1; first: checklist: all 2 "
+                    r"check\(s\) skipped or not driven: skipped: no GPU", class_line(run, 15)), class_line(run, 15)
     devices = run.data["verification"]["devices"]
     assert [(d["build"], d["status"]) for d in devices] == [("old", "skipped"), ("new", "skipped")]
 
@@ -296,20 +296,36 @@ def test_all_skipped_is_unverified_some_skipped_is_not() -> None:
     run.verification.differential.comparisons = [CheckComparison("generate", "skipped on both", skipped, skipped)]
     findings = gate.classify(run, gate.Thresholds())
     assert [(f.kind.code, f.message) for f in findings] == [
-        (15, "all 1 check(s) skipped: skipped: no GPU: nvidia-smi not found")]
+        (15, "all 1 check(s) skipped or not driven: skipped: no GPU: nvidia-smi not found")]
     passed = check("model_load", "passed")
     run.verification.differential.comparisons.append(CheckComparison("model_load", "passes on both", passed, passed))
     assert gate.classify(run, gate.Thresholds()) == []
 
 
-def test_tokenization_difference_is_an_output_difference_missing_traces_are_not() -> None:
+def test_tokenization_difference_is_an_output_difference_missing_traces_are_not_verified() -> None:
     run = outcome(set())
     run.verification.differential.greedy += [
         GreedyComparison("C", "not comparable", 0, note="the builds tokenize the prompt differently"),
         GreedyComparison("*", "not comparable", 0, note="no greedy traces: setup failed"),
     ]
     findings = gate.classify(run, gate.Thresholds())
-    assert [(f.kind.code, f.where) for f in findings] == [(13, "prompt 'C'")]
+    # a greedy comparison that could not be made is a finding (not verified), never silence
+    assert sorted((f.kind.code, f.where) for f in findings) == [(13, "prompt 'C'"), (15, "prompt '*'")]
+
+
+def test_passed_on_old_then_skipped_or_error_on_new_is_a_finding() -> None:
+    run = outcome(set())
+    passed = check("model_load", "passed")
+    skipped = check("memory_cleared", "skipped", "skipped: cannot observe llama.cpp state")
+    error = check("generate", "error", "harness could not drive the API: no function bound")
+    run.verification.differential.comparisons = [
+        CheckComparison("model_load", "passes on both", passed, passed),
+        CheckComparison("memory_cleared", LOST, passed, skipped),
+        CheckComparison("generate", "harness error on new", check("generate", "failed"), error),
+    ]  # fmt: skip
+    findings = gate.classify(run, gate.Thresholds())
+    assert [(f.kind.code, f.where) for f in findings] == [(15, "memory_cleared"), (15, "generate")]
+    assert gate.exit_code(findings) == 15  # a harness error is not the consumer's failing check (12)
 
 
 def test_a_run_problem_without_a_class_still_fails_the_gate() -> None:

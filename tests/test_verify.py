@@ -16,6 +16,7 @@ from migrate.sources import SourceTree
 from tests.conftest import LOCALLLM_HEADER
 from verify.checks import (
     CHECK_ORDER,
+    ERROR,
     FAILED,
     PASSED,
     SKIPPED,
@@ -26,7 +27,7 @@ from verify.checks import (
     read_vectors,
 )
 from verify.cli import header_for, run_verification
-from verify.differential import BOTH_FAIL, BOTH_PASS, FIXED, REGRESSION, classify, compare_trace
+from verify.differential import BOTH_FAIL, BOTH_PASS, FIXED, LOST, REGRESSION, classify, compare_trace
 from verify.observe import closure, find_llama_tree, llama_declarations, parse_declarations
 from verify.prompts import grow_to_tokens
 from verify.report import RunReport, junit_xml, markdown_section
@@ -125,7 +126,14 @@ def test_classification_across_builds() -> None:
     assert classify(r(PASSED), r(FAILED)) == REGRESSION
     assert classify(r(FAILED), r(PASSED)) == FIXED
     assert classify(r(FAILED), r(FAILED)) == BOTH_FAIL
-    assert classify(r(PASSED), r(SKIPPED)) == "skipped on new"
+    # passed on the old build and not verified on the new one is a finding, not "skipped on new"
+    assert classify(r(PASSED), r(SKIPPED)) == LOST
+    assert classify(r(PASSED), r(ERROR)) == LOST
+    assert classify(r(SKIPPED), r(SKIPPED)) == "skipped on both"
+    # a harness error is never the consumer's regression nor "failing on both"
+    assert classify(r(FAILED), r(ERROR)) == "harness error on new"
+    assert classify(r(ERROR), r(ERROR)) == "harness error on both"
+    assert classify(r(ERROR), r(FAILED)) == "harness error on old"
 
 
 # --- runner: what a dead child leaves behind -------------------------------------------------------------------
@@ -194,10 +202,12 @@ def test_runner_isolates_aborts_segfaults_hangs_and_exceptions(old_target: Targe
     assert results["selftest_segfault"].evidence["signal"] == "SIGSEGV"
     assert results["selftest_hang"].message.startswith("hang") and results["selftest_hang"].seconds < 15
     assert "RuntimeError: boom" in results["selftest_raise"].message
+    assert results["selftest_raise"].status == ERROR  # an exception in harness code: not the consumer's failure
     assert results["selftest_skip"].status == SKIPPED and "no GPU" in results["selftest_skip"].message
     assert results["selftest_crash_on_free"].status == FAILED
     assert results["selftest_pass"].status == PASSED  # the run went on after every crash
-    assert all(r.status == FAILED for n, r in results.items() if n not in ("selftest_skip", "selftest_pass"))
+    assert all(r.status == FAILED for n, r in results.items()
+               if n not in ("selftest_skip", "selftest_pass", "selftest_raise"))  # fmt: skip
 
 
 def test_whole_checklist_passes_at_b5415_within_budget(old_target: Target) -> None:
