@@ -31,6 +31,7 @@ import clang.cindex as ci
 
 from migrate.paths import cache_root
 from migrate.sources import SourceTree
+from verify.errors import ToolError
 
 # Bump when the surface JSON changes shape or what is collected changes: older cache files are then re-parsed.
 SURFACE_FORMAT = 1
@@ -56,7 +57,7 @@ USE_KINDS = frozenset({K.CALL_EXPR, K.DECL_REF_EXPR, K.MEMBER_REF_EXPR, K.MEMBER
 C_SUFFIXES = frozenset({".c"})
 
 
-class ApiDiffError(Exception):
+class ApiDiffError(ToolError):
     """The API surface could not be built (e.g. llama.h does not parse); the message says why."""
 
 
@@ -424,12 +425,13 @@ class _Collector:
                 self.constants.setdefault(item.name, item)
 
 
-def parse_surface(root: Path, tree: str = "", commit: str = "") -> ApiSurface:
-    """Parse a llama.cpp tree's public headers (no cache)."""
+def parse_surface(root: Path, tree: str = "", commit: str = "", headers: list[str] | None = None) -> ApiSurface:
+    """Parse a llama.cpp tree's public headers, or the `headers` named (relative to the root; e.g. a header of
+    src/ a consumer includes), without a cache."""
     root = root.resolve()
     if not (root / "include" / "llama.h").is_file():
         raise ApiDiffError(f"{root} is not a llama.cpp tree (no include/llama.h)")
-    wanted = candidate_headers(root)
+    wanted = list(headers) if headers is not None else candidate_headers(root)
     started = time.perf_counter()
     tu, headers, skipped = _parse_clean(root, wanted)
     collector = _Collector(_HeaderMap(root, headers))
@@ -1119,20 +1121,17 @@ def _xref_summary(xref: CrossReference) -> str:
 
 def cmd_api_diff(args: argparse.Namespace) -> int:
     """Exit codes: 0 done (no manual action); 1 the consumer has uses no rule covers; 2 bad input or environment."""
-    from migrate.build import BuildError, find_shim_sources
-    from migrate.sources import SourceError, resolve
+    from migrate.build import find_shim_sources
+    from migrate.sources import resolve
 
+    # bad input (SourceError, BuildError, ApiDiffError: ToolErrors) is one line and exit 2, from migrate.cli.main
     cache = getattr(args, "cache", None)
-    try:
-        old_tree, new_tree = resolve(args.old, cache=cache), resolve(args.new, cache=cache)
-        old, new = load_surface(old_tree, cache, args.refresh), load_surface(new_tree, cache, args.refresh)
-        result = diff(old, new)
-        files = find_shim_sources(Path(args.src)) if args.src else []
-        covered = {name.strip() for names in args.covered or [] for name in names.split(",") if name.strip()}
-        xref = cross_reference(result, files, old_tree, covered, old_headers=old.headers) if args.src else None
-    except (SourceError, BuildError, ApiDiffError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    old_tree, new_tree = resolve(args.old, cache=cache), resolve(args.new, cache=cache)
+    old, new = load_surface(old_tree, cache, args.refresh), load_surface(new_tree, cache, args.refresh)
+    result = diff(old, new)
+    files = find_shim_sources(Path(args.src)) if args.src else []
+    covered = {name.strip() for names in args.covered or [] for name in names.split(",") if name.strip()}
+    xref = cross_reference(result, files, old_tree, covered, old_headers=old.headers) if args.src else None
     for tree in (old_tree, new_tree):
         print(tree.summary(), file=sys.stderr)
     print(_summary(result, old, new))

@@ -11,8 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from migrate.build import BuildError, BuildOptions, build
-from migrate.sources import DEFAULT_REMOTE, SourceError, SourceTree, resolve
+from migrate.build import BuildOptions, build
+from migrate.sources import DEFAULT_REMOTE, SourceTree, resolve
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -33,11 +33,8 @@ def tree_from_args(spec: str, args: argparse.Namespace) -> SourceTree:
 
 
 def cmd_sources(args: argparse.Namespace) -> int:
-    try:
-        tree = tree_from_args(args.tag, args)
-    except SourceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    """Bad input (a SourceError) is one line and exit 2, printed by migrate.cli.main like every command's."""
+    tree = tree_from_args(args.tag, args)
     if args.json:
         Path(args.json).write_text(json.dumps(tree.describe(), indent=2) + "\n")
     print(tree.path)
@@ -46,13 +43,10 @@ def cmd_sources(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     options = BuildOptions(backend=args.gpu or "cpu", cuda_arch=args.cuda_arch, cmake_args=tuple(args.cmake_arg))
-    try:
-        tree = tree_from_args(args.llama, args)
-        print(f"building {args.src} against llama.cpp {tree.provided} ({options.backend}) ...", file=sys.stderr)
-        result = build(Path(args.src), tree, options, sources=[Path(s) for s in args.source] or None, cache=args.cache)
-    except (SourceError, BuildError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    # a SourceError / BuildError (no shim, no toolchain) is bad input: one line, exit 2, from migrate.cli.main
+    tree = tree_from_args(args.llama, args)
+    print(f"building {args.src} against llama.cpp {tree.provided} ({options.backend}) ...", file=sys.stderr)
+    result = build(Path(args.src), tree, options, sources=[Path(s) for s in args.source] or None, cache=args.cache)
     if args.json:
         data = result.to_json()
         data.pop("log")

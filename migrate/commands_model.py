@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from migrate.cli import EXIT_USAGE, error_line
 from migrate.model import MODEL_SIZES, ensure_model
-from migrate.sources import SourceError
 
 
 def register(subparsers: Any) -> None:
@@ -26,10 +26,11 @@ def register(subparsers: Any) -> None:
 
 
 def run_model(args: argparse.Namespace) -> int:
+    """0 the model's path printed; 2 bad input (no such llama.cpp build, no vocabulary in its tree)."""
     try:
         path = ensure_model(args.size, llama=args.llama, seed=args.seed, cache=getattr(args, "cache", None))
-    except (SourceError, FileNotFoundError, ValueError) as exc:
-        print(f"migrate model: {exc}", file=sys.stderr)
-        return 1
+    except (FileNotFoundError, ValueError) as exc:  # a SourceError goes to migrate.cli.main: same line, exit 2
+        print(error_line(exc, "model"), file=sys.stderr)
+        return EXIT_USAGE
     print(path)
     return 0

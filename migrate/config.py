@@ -8,11 +8,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from verify.errors import ToolError
+
 CONFIG_FILE = "llama-migrate.toml"
 
 
-class ConfigError(Exception):
-    pass
+class ConfigError(ToolError):
+    """The consumer's config is not valid: the message names the key, the value and what is expected."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class ConsumerConfig:
     # gate thresholds; None: the gate's defaults (migrate/gate.py)
     tie_margin: float | None = None  # top-2 logit margin under which a greedy divergence is a near-tie
     max_tps_regression: float | None = None  # percent tokens/s the new build may lose against the old one
+    verify: dict[str, Any] = field(default_factory=dict)  # [verify]: the harness's own settings (checked there)
 
     def override(self, enable: list[str], options: list[str], model: str | None) -> ConsumerConfig:
         merged = dict(self.options)
@@ -43,7 +46,7 @@ class ConsumerConfig:
         if self.model:
             path = Path(self.model)
             if not path.is_file():
-                raise ConfigError(f"model {path} not found")
+                raise ConfigError(f"model {path} not found: fix --model or `model` in llama-migrate.toml")
             return path
         from migrate.model import ensure_model
 
@@ -56,8 +59,21 @@ class ConsumerConfig:
                        else max_tps_regression)  # fmt: skip
 
 
-KNOWN_KEYS = {"enable", "options", "header", "model", "normalise", "llama_checkout", "allow_syntactic",
-              "tie_margin", "max_tps_regression"}  # fmt: skip
+NORMALISE_MODES = ("none", "strip", "whitespace")
+# Every key with what it must be (said when refused); `verify` is the harness's table, its contents checked there.
+EXPECTED = {
+    "enable": 'a list of rule ids (strings), e.g. enable = ["kv-unified"]',
+    "options": 'a table of strings, numbers or booleans, e.g. options = { clear_data = true }',
+    "header": "a string (the C API header, relative to the tree)",
+    "model": "a string (the path of a GGUF model)",
+    "normalise": f"one of {', '.join(repr(m) for m in NORMALISE_MODES)}",
+    "llama_checkout": "a string (the consumer's llama.cpp checkout, relative to the tree)",
+    "allow_syntactic": "a boolean, true or false (unquoted)",
+    "tie_margin": "a non-negative number",
+    "max_tps_regression": "a non-negative number (percent)",
+    "verify": "a table ([verify] in llama-migrate.toml)",
+}
+KNOWN_KEYS = set(EXPECTED)
 
 
 def _table(src: Path) -> tuple[dict[str, Any], str]:
@@ -66,7 +82,8 @@ def _table(src: Path) -> tuple[dict[str, Any], str]:
         return _read(own), str(own)
     pyproject = src / "pyproject.toml"
     if pyproject.is_file():
-        table = _read(pyproject).get("tool", {}).get("llama-migrate")
+        tool = _read(pyproject).get("tool", {})
+        table = tool.get("llama-migrate") if isinstance(tool, dict) else None
         if table is not None:
             return table, f"{pyproject} [tool.llama-migrate]"
     return {}, "defaults"
@@ -80,33 +97,106 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def load_config(src: Path) -> ConsumerConfig:
+    """The config in `src` (a tree, or a file in one), every value checked against the type its key takes: a wrong
+    type is refused with the key, the value and what was expected, never coerced (`"false"` is not false)."""
     if not src.exists():
         raise ConfigError(f"{src}: no such file or directory")
     root = src if src.is_dir() else src.parent
     table, source = _table(root)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: [tool.llama-migrate] must be a table, got {_shown(table)}")
     unknown = sorted(set(table) - KNOWN_KEYS)
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_KEYS))}")
-    checkout = table.get("llama_checkout")
+    check = _Checker(source, table)
+    checkout = check.string("llama_checkout")
     return ConsumerConfig(
         source=source,
-        enable=tuple(table.get("enable", ())),
-        options={str(k): str(v) for k, v in table.get("options", {}).items()},
-        header=table.get("header"),
-        model=table.get("model"),
-        normalise=table.get("normalise", "none"),
+        enable=check.enable(),
+        options=check.options(),
+        header=check.string("header"),
+        model=check.string("model"),
+        normalise=check.normalise(),
         llama_checkout=str(root / checkout) if checkout else None,
-        allow_syntactic=bool(table.get("allow_syntactic", False)),
-        tie_margin=_threshold(table, "tie_margin", source),
-        max_tps_regression=_threshold(table, "max_tps_regression", source),
+        allow_syntactic=check.boolean("allow_syntactic"),
+        tie_margin=check.threshold("tie_margin"),
+        max_tps_regression=check.threshold("max_tps_regression"),
+        verify=check.table_value("verify"),
     )
 
 
-def _threshold(table: dict[str, Any], key: str, source: str) -> float | None:
-    """A non-negative number, or absent; a string or a bool here is a typo the gate must not guess around."""
-    value = table.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"{source}: {key} must be a non-negative number, got {value!r}")
-    return float(value)
+def _type_name(value: Any) -> str:
+    names = {bool: "a boolean", str: "a string", int: "an integer", float: "a number", list: "a list",
+             dict: "a table"}  # fmt: skip
+    return names.get(type(value), type(value).__name__)
+
+
+def _shown(value: Any) -> str:
+    return f"{value!r} ({_type_name(value)})"
+
+
+@dataclass(frozen=True)
+class _Checker:
+    """Typed reads of one config table; each refusal names the source, the key, the value and the expected type."""
+
+    source: str
+    table: dict[str, Any]
+
+    def refuse(self, key: str, value: Any, detail: str = "") -> ConfigError:
+        return ConfigError(f"{self.source}: {key} must be {EXPECTED[key]}; got {_shown(value)}{detail}")
+
+    def string(self, key: str) -> str | None:
+        value = self.table.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise self.refuse(key, value)
+        return value
+
+    def boolean(self, key: str) -> bool:
+        value = self.table.get(key, False)
+        if not isinstance(value, bool):
+            raise self.refuse(key, value)
+        return value
+
+    def threshold(self, key: str) -> float | None:
+        """A non-negative number, or absent; a string or a bool here is a typo the gate must not guess around."""
+        value = self.table.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise self.refuse(key, value)
+        return float(value)
+
+    def table_value(self, key: str) -> dict[str, Any]:
+        value = self.table.get(key, {})
+        if not isinstance(value, dict):
+            raise self.refuse(key, value)
+        return value
+
+    def enable(self) -> tuple[str, ...]:
+        value = self.table.get("enable", [])
+        if not isinstance(value, list):
+            raise self.refuse("enable", value)
+        for item in value:
+            if not isinstance(item, str) or not item.strip():
+                raise self.refuse("enable", value, f": item {_shown(item)} is not a rule id")
+        return tuple(item.strip() for item in value)
+
+    def options(self) -> dict[str, str]:
+        value = self.table_value("options")
+        options = {}
+        for name, item in value.items():
+            if isinstance(item, bool):
+                options[str(name)] = "true" if item else "false"
+            elif isinstance(item, str | int | float):
+                options[str(name)] = str(item)
+            else:
+                raise self.refuse("options", value, f": options.{name} is {_shown(item)}")
+        return options
+
+    def normalise(self) -> str:
+        value = self.table.get("normalise", "none")
+        if value not in NORMALISE_MODES or not isinstance(value, str):
+            raise self.refuse("normalise", value)
+        return value

@@ -20,6 +20,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from verify.errors import ToolError
+
 # Where toolkits usually live when nvcc is neither on PATH nor named by the environment.
 TOOLKIT_GUESSES = ("/usr/local/cuda", "/opt/cuda", "/usr/lib/cuda")
 TOOLKIT_ENV = ("CUDAToolkit_ROOT", "CUDA_PATH", "CUDA_HOME", "CUDA_ROOT")
@@ -30,7 +32,7 @@ DRIVER_DIRS = ("/usr/local/nvidia/lib64", "/usr/lib/x86_64-linux-gnu", "/usr/lib
 INSTALL_HINT = "pip install 'llama-migrate[cuda]' (the nvidia-cublas wheel) or the toolkit's cuBLAS (libcublas-dev)"
 
 
-class CudaError(Exception):
+class CudaError(ToolError):
     """A CUDA build was asked for and something it needs is missing; the message says what to install."""
 
 

@@ -14,8 +14,10 @@ Exit codes (when several classes apply, the lowest number wins; the summary list
       build's CPU and GPU runs parting that way
   14  tokens/s regression: generate or generate_parallel on the new build slower than on the old one by more
       than the threshold
-  15  nothing verified: every check was skipped on the new build (say, --n-gpu-layers on a machine without a
-      GPU): the gate does not pass what it did not check
+  15  not verified: no check really ran on the new build (every one skipped or not driven by the harness, say
+      --n-gpu-layers on a machine without a GPU), or a check that passed on the old build was skipped or a
+      harness error on the new one, or a greedy comparison could not be made: the gate does not pass what it
+      did not check
 
 1 is never a verdict: it means the tool itself failed (a Python traceback). Thresholds: `--tie-margin` (default
 0.05) and `--max-tps-regression` percent (default 25), or `tie_margin` / `max_tps_regression` in the consumer config;

@@ -120,6 +120,15 @@ def _plan_and_apply(outcome: RunOutcome, config: ConsumerConfig, cache: str | No
     for item in plan.actions:
         what = "API change not covered by a rule" if item.rule == API_RULE else "manual action"
         outcome.problems.append(f"{what}: {plan.relative(item.file)}:{item.line} {item.message}")
+    # an incomplete plan is a problem too: files read by name only were not checked against the API diff, and
+    # code that uses declarations the --from tree lacks was probably migrated from the wrong version
+    for report in plan.file_reports:
+        if report.mode == "tree-sitter":
+            outcome.problems.append(f"plan incomplete: {plan.relative(report.path)} read by name only "
+                                    f"({report.reason}); not checked against the API diff")  # fmt: skip
+    for item in plan.newer_than_from:
+        outcome.problems.append(f"plan incomplete: the code looks newer than --from {tree_from.requested}: "
+                                f"{item['name']} at {item['file']}:{item['line']} ({item['known']})")  # fmt: skip
     outcome.xref_markdown = plan.api_section
 
 

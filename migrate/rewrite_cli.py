@@ -5,12 +5,13 @@
     migrate apply SRC --from b5421 --to b7785 [...same...] [--force] [--branch NAME] [--allow-syntactic]
 
 `plan` changes nothing in SRC: it prints a summary and the unified diff, writes the markdown report
-(reports/<name>-<from>-<to>.md unless --report), and with --json the plan as
+(<cache>/reports/<name>-<from>-<to>.md unless --report; its path is printed), and with --json the plan as
 {edits: [{file, line, rule, before, after, confidence}], manual: [...], advisories: [...], api: {...}, ...}.
 Besides the rules' own items, `manual` lists every use of a llama.cpp declaration removed or changed at the
 target that no rule covers (rule "api-diff", kind "action", with the old and new declarations), found by the
-API diff of the two trees' headers; uses that still compile there (a re-valued enum constant named by its
-name, a newly deprecated function) are kind "review" and do not change the exit code.
+API diff of the two trees' headers (the public ones and those SRC includes from llama.cpp's tree; an include that
+finds another header at the target is an action too); uses that still compile there (a re-valued enum constant
+named by its name, a newly deprecated function) are kind "review" and do not change the exit code.
 Both read the consumer's config as `migrate run` does (`llama-migrate.toml` in SRC, or `[tool.llama-migrate]` in
 its pyproject.toml: enable, options, llama_checkout, allow_syntactic); flags add to it, --no-config ignores it.
 `apply` computes the same plan and writes it: all files or none, originals backed up under the cache
@@ -18,13 +19,17 @@ its pyproject.toml: enable, options, llama_checkout, allow_syntactic); flags add
 a new branch (--branch).
 
 Exit codes:
-  0  done; no manual action remains
+  0  done; no manual action remains, and every file with llama.cpp code was parsed with its headers
   1  done, but manual actions remain (listed in the output and the report) — the code will not build or
      behave at the target until a person acts
   2  usage or input error (no such path, empty tree, syntax error, file not UTF-8, unknown rule or option,
      no rules for the step, llama.cpp tree unavailable, a bad consumer config); nothing was written
   3  apply refused or failed (uncommitted changes without --force, syntactic edits without
      --allow-syntactic, existing branch, a write error — rolled back); nothing was written
+  4  done, but incomplete: no manual action was found, yet some files could not be parsed with their headers
+     (a header such as napi.h or R.h not found) and were matched by name only — the API diff did not check
+     them (give the include paths: compile_commands.json or --flag=-I...) — or the code uses names the --from
+     tree does not declare (it looks newer than --from); the summary says which and why
 """
 
 from __future__ import annotations
@@ -36,11 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from migrate.commands import add_source_arguments
-from migrate.config import ConfigError, ConsumerConfig, load_config
+from migrate.config import ConsumerConfig, load_config
 from migrate.paths import cache_root
 from migrate.sources import SourceError, SourceTree, resolve
 
-EXIT_OK, EXIT_MANUAL, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
+EXIT_OK, EXIT_MANUAL, EXIT_USAGE, EXIT_REFUSED, EXIT_INCOMPLETE = 0, 1, 2, 3, 4
 
 
 def _tree(spec: str, args: argparse.Namespace, config: ConsumerConfig) -> SourceTree:
@@ -71,16 +76,17 @@ def _builds(source: SourceTree, target: SourceTree | None, target_error: str | N
 
 
 def make_plan(args: argparse.Namespace):  # -> tuple[Plan, SourceTree, ConsumerConfig]
-    """Resolve config, trees and rules, run the engine; raises InputError / RuleError / SourceError / ValueError /
-    ConfigError."""
+    """Resolve config, trees and rules, run the engine; bad input raises a ToolError (InputError, RuleError,
+    SourceError, ConfigError, ApiDiffError)."""
     from migrate.rewrite.apicheck import ApiTarget, unavailable_section
+    from migrate.rewrite.edits import InputError
     from migrate.rewrite.engine import EngineConfig, build_plan
     from migrate.rewrite.parse import CompileDatabase
     from migrate.rewrite.rules import find_rules, load_rules
 
     src = Path(args.src)
     if not src.exists():
-        raise FileNotFoundError(f"{src}: no such file or directory")
+        raise InputError(f"{src}: no such file or directory")
     consumer = consumer_config(args)
     rules = load_rules(Path(args.rules)) if args.rules and Path(args.rules).is_file() else find_rules(
         args.from_version, args.to_version, Path(args.rules) if args.rules else None)  # fmt: skip
@@ -121,17 +127,71 @@ def _print_summary(plan: Any, diff: bool) -> None:
         + (" (cached plan: inputs unchanged)" if plan.cached else ""),
         file=sys.stderr,
     )
-    uses = plan.api_summary.get("uses")
-    if uses:
-        print(f"API diff {plan.api_summary['from']} -> {plan.api_summary['to']}: {uses['covered']} use(s) covered by "
-              f"rules, {uses['manual']} manual, {uses['review']} to review", file=sys.stderr)  # fmt: skip
-    elif not plan.api_summary:
-        print("API diff: not computed (see the report); uses of changed API no rule covers are not listed",
-              file=sys.stderr)  # fmt: skip
+    for line in parse_lines(plan) + api_lines(plan) + newer_lines(plan):
+        print(line, file=sys.stderr)
     for item in sorted(plan.manual, key=lambda m: (m.file, m.line)):
         print(f"{item.kind.upper()}: {item.file}:{item.line} [{item.rule}] {item.message}", file=sys.stderr)
     for item in sorted(plan.advisories, key=lambda a: (a.file, a.line)):
         print(f"ADVISORY: {item.file}:{item.line} [{item.rule}] {item.message}", file=sys.stderr)
+
+
+def parse_lines(plan: Any) -> list[str]:
+    """How the files were read: how many with their headers (libclang, everything resolved), how many by name only
+    (a header not found: nothing checked against the API diff there) and why."""
+    reports = plan.file_reports
+    full = [r for r in reports if r.mode == "libclang"]
+    by_name = [r for r in reports if r.mode == "tree-sitter"]
+    skipped = [r for r in reports if r.mode == "skipped"]
+    line = f"files: {len(full)} parsed with their headers, {len(by_name)} by name only"
+    line += f", {len(skipped)} header(s) no parsed file includes (not read)" if skipped else ""
+    lines = [line]
+    for report in by_name:
+        lines.append(f"BY NAME ONLY: {report.path}: {report.reason} — rules matched by name, not checked against "
+                     "the API diff; give the include path (compile_commands.json or --flag=-I...)")  # fmt: skip
+    return lines
+
+
+def api_lines(plan: Any) -> list[str]:
+    """The API diff's verdict, saying what it did not look at: a 0 that covered nothing must not read as clean."""
+    summary = plan.api_summary
+    if not summary:
+        return ["API diff: not computed (see the report); uses of changed API no rule covers are not listed"]
+    uses = summary.get("uses") or {}
+    parsed = sum(1 for r in plan.file_reports if r.mode == "libclang")
+    by_name = sum(1 for r in plan.file_reports if r.mode == "tree-sitter")
+    line = (f"API diff {summary['from']} -> {summary['to']}: {uses.get('covered', 0)} use(s) covered by rules, "
+            f"{uses.get('manual', 0)} manual, {uses.get('review', 0)} to review")  # fmt: skip
+    if summary.get("include_actions"):
+        line += f", {summary['include_actions']} #include(s) that find another header at the target"
+    private = summary.get("private_headers") or {}
+    extra = ["API diff also over headers included from llama.cpp's tree: " +
+             ", ".join(f"{h} ({what})" for h, what in private.items())] if private else []  # fmt: skip
+    if by_name and not parsed:
+        return [f"{line} — it covered nothing: no file was parsed with its headers ({by_name} by name only)", *extra]
+    if by_name:
+        line += f" in {parsed} file(s) parsed with their headers; NOT checked: {by_name} file(s) by name only"
+    return [line, *extra]
+
+
+def newer_lines(plan: Any) -> list[str]:
+    """Names the --from tree does not declare but a later llama.cpp does: the code is probably newer than --from."""
+    evidence = getattr(plan, "newer_than_from", [])
+    if not evidence:
+        return []
+    names = ", ".join(f"{e['name']} ({e['file']}:{e['line']})" for e in evidence[:6])
+    more = f" and {len(evidence) - 6} more" if len(evidence) > 6 else ""
+    return [f"NEWER THAN --from: the code uses {names}{more}, which llama.cpp {plan.from_version} does not declare "
+            "but a later release does — is --from right? (re-run with the release the code builds against)"]
+
+
+def exit_code(plan: Any) -> int:
+    """1 manual actions; 4 nothing manual found, but the plan is incomplete: files read by name only, or names the
+    --from tree does not declare (the code looks newer than --from); else 0."""
+    if plan.actions:
+        return EXIT_MANUAL
+    if any(r.mode == "tree-sitter" for r in plan.file_reports) or getattr(plan, "newer_than_from", None):
+        return EXIT_INCOMPLETE
+    return EXIT_OK
 
 
 def _write_outputs(plan: Any, args: argparse.Namespace, mode: str) -> None:
@@ -140,51 +200,37 @@ def _write_outputs(plan: Any, args: argparse.Namespace, mode: str) -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(plan.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if not args.no_report:
-        path = Path(args.report) if args.report else default_report_path(plan)
+        # never ./reports under whatever the current directory is: --report, else the cache
+        path = Path(args.report) if args.report else default_report_path(plan, cache_root(args.cache) / "reports")
         write_report(plan, path, mode=mode)
         print(f"report: {path}", file=sys.stderr)
 
 
-def _errors() -> tuple[type[BaseException], ...]:
-    from migrate.rewrite.edits import InputError
-    from migrate.rewrite.rules import RuleError
-
-    return InputError, RuleError, SourceError, ValueError, FileNotFoundError, ConfigError
-
-
-def _summarised_plan(args: argparse.Namespace) -> tuple[Any, ConsumerConfig | None]:
-    """The plan and the config it used, its summary printed; (None, None) (message printed) when the input is
-    unusable."""
-    try:
-        plan, _, consumer = make_plan(args)
-    except _errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return None, None
+def _summarised_plan(args: argparse.Namespace) -> Any:
+    """The plan and the config it used, its summary printed; bad input raises a ToolError (one line, exit 2)."""
+    plan, _, consumer = make_plan(args)
     _print_summary(plan, diff=not args.no_diff)
     return plan, consumer
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     plan, _ = _summarised_plan(args)
-    if plan is None:
-        return EXIT_USAGE
     _write_outputs(plan, args, mode="plan (nothing changed)")
-    return EXIT_MANUAL if plan.actions else EXIT_OK
+    return exit_code(plan)
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    from migrate.cli import error_line
     from migrate.rewrite.apply import ApplyRefused, apply_plan
 
     plan, consumer = _summarised_plan(args)
-    if plan is None or consumer is None:
-        return EXIT_USAGE
     try:
         backups = Path(args.backup_dir) if args.backup_dir else None
         syntactic = args.allow_syntactic or consumer.allow_syntactic
         result = apply_plan(plan, force=args.force, branch=args.branch, allow_syntactic=syntactic,
                             cache=args.cache, backup_root=backups)  # fmt: skip
     except ApplyRefused as exc:
-        print(f"refused: {exc}", file=sys.stderr)
+        print(error_line(f"refused: {exc}", "apply"), file=sys.stderr)
         return EXIT_REFUSED
     if result.written:
         print(f"wrote {len(result.written)} file(s); originals in {result.backup_dir}", file=sys.stderr)
@@ -193,7 +239,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if result.commit:
         print(f"committed {result.commit[:12]} on branch {result.branch}", file=sys.stderr)
     _write_outputs(plan, args, mode="applied" if result.written else "applied (no change)")
-    return EXIT_MANUAL if plan.actions else EXIT_OK
+    return exit_code(plan)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:

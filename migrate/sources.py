@@ -20,6 +20,7 @@ from pathlib import Path
 
 from migrate.paths import cache_root
 from migrate.tree import is_llama_tree
+from verify.errors import ToolError
 
 DEFAULT_REMOTE = "https://github.com/ggml-org/llama.cpp.git"
 # node-llama-cpp releases whose bundled llama.cpp release was checked (tag in package/llama/llama.cpp.info.json).
@@ -32,7 +33,7 @@ TAG = re.compile(r"^b\d+$")
 COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
 
 
-class SourceError(Exception):
+class SourceError(ToolError):
     """A source tree could not be provided; the message says what to do."""
 
 

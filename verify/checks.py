@@ -1,10 +1,10 @@
-"""The seed's test checklist as checks, each returning evidence (the values seen), not just a verdict.
+"""The consumer checklist as checks, each returning evidence (the values seen), not just a verdict.
 
 A check is a function of a `Session` (see verify/session.py) returning a `Verdict`; it runs in a child process
 (verify/runner.py), so an abort or a segfault inside the library fails that check alone. A check that cannot
 run raises `Skip(reason)`: skipped is never reported as passed.
 
-Names follow the seed's checklist (CRITICAL_CHANGES_REQUIRED.md, "测试清单"):
+Names follow the migration checklist of a llama.cpp C API shim:
 basic: backend init, model load (+ errors), context create, tokenize/detokenize;
 generation: generate, generate_parallel, same output twice, A-B-A, greedy output = libllama's own argmax;
 memory: cleared after generate, parallel sequences isolated (five prompt sets), shared prefix effective;

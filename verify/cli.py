@@ -1,4 +1,4 @@
-"""`migrate verify`: the seed's checklist on a built library, or old build vs new build (differential mode).
+"""`migrate verify`: the consumer checklist on a built library, or old build vs new build (differential mode).
 
 With --n-gpu-layers N (N != 0) every check runs with the model offloaded, `gpu_offload` joins the checklist, and
 each build's greedy prompts are also run on its CPU alone (GPUs hidden) and compared with the GPU run token by
@@ -6,7 +6,8 @@ token (first difference with its logit margins); without a GPU all of that is sk
 
 Exit codes: 0 every check on the build under test (--lib) passed or was skipped with a reason; 1 a check failed
 on it, or its CPU and GPU runs disagree (a difference that is not a near-tie); 2 bad input (a library, header or
-model that cannot be found).
+model that cannot be found, a C API that cannot be bound); 3 nothing failed but some check could not be driven
+by the harness (status error): not verified.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from verify.report import STATUS_STYLE, RunReport, markdown_section, print_summa
 from verify.runner import run_checks
 from verify.session import Options, Target, bind
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_VERIFIED = 0, 1, 2, 3
+ELF_MAGIC = b"\x7fELF"
 CONFIG_FILE = "llama-migrate.toml"
 
 
@@ -79,6 +81,9 @@ def make_target(label: str, library: str, header: str | None, model: Path, tree:
     lib = Path(library)
     if not lib.is_file():
         raise UsageError(f"{lib}: no such library (build it with `migrate build`)")
+    with lib.open("rb") as handle:
+        if handle.read(4) != ELF_MAGIC:
+            raise UsageError(f"{lib}: not a shared library (no ELF header); pass the .so `migrate build` printed")
     head = Path(header) if header else header_for(lib)
     if not head.is_file():
         raise UsageError(f"{head}: no such header")
@@ -162,7 +167,13 @@ def cmd_verify(args: argparse.Namespace, default_model: Callable[[str | None], P
     if args.markdown:
         Path(args.markdown).write_text(markdown_section(report))
     devices_failed = any(d.failed for d in report.devices if d.build == report.under_test.label)
-    return EXIT_FAILED if report.failed() or devices_failed else EXIT_OK
+    if report.failed() or devices_failed:
+        return EXIT_FAILED
+    if report.errors():
+        console.print(f"NOT VERIFIED: {len(report.errors())} check(s) the harness could not drive (error); "
+                      f"first: {report.errors()[0].name}: {report.errors()[0].message}")  # fmt: skip
+        return EXIT_NOT_VERIFIED
+    return EXIT_OK
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
-"""Static advisories: code that compiles at b7785 but behaves differently (the notes' "Behaviour that compiles at
-b7785 and breaks at run time"). Findings with file:line and the reason, never rewrites; the opt-in rule
-kv-unified removes the causes of the first three (sequences then share one buffer, ids up to 256).
+"""Static advisories: code that compiles at b7785 but behaves differently at run time (sequence ids, seq_cp across
+sequences, decode positions, per-sequence context). Findings with file:line and the reason, never rewrites; the
+opt-in rule kv-unified removes the causes of the first three (sequences then share one buffer, ids up to 256).
 
 Heuristics, phrased as "check": a function that visibly bounds its sequence ids by n_seq_max is trusted.
 """

@@ -7,6 +7,10 @@ The engine hands each translation unit it has already parsed to `ApiScan.scan`: 
 libclang AST as the rewrites (the consumer's real include paths and flags), so no file is parsed twice. The result
 is stored with the plan, so a warm plan (a plan-cache hit) recomputes nothing.
 
+Headers the consumer includes from llama.cpp's tree that are not public (`src/unicode.h`) are diffed the same way,
+and each include into the tree is resolved again at the target: one that finds another header there (a new
+`common/unicode.h` ahead of `src/unicode.h` in the include order) or none is an action (migrate/rewrite/includes.py).
+
 What counts as a manual ACTION: the code will not compile (or not mean the same) at the target. Uses that still
 compile are listed to REVIEW instead, and do not fail the plan: a re-valued enum constant named by its name (the
 name follows the value; only a number stored or exchanged across versions changes meaning), a newly deprecated
@@ -25,13 +29,15 @@ from typing import Any
 import clang.cindex as ci
 
 from migrate import apidiff
-from migrate.apidiff import ApiDiff, ApiUse, ChangeKind, CoveredUse, CrossReference, ManualAction
+from migrate.apidiff import ApiDiff, ApiDiffError, ApiUse, ChangeKind, CoveredUse, CrossReference, ManualAction
+from migrate.rewrite.includes import Inclusion, SearchPath, inclusions, shadowed
 from migrate.rewrite.plan import ACTION, REVIEW, ManualItem, Plan
 from migrate.sources import SourceTree
 
 RULE_ID = "api-diff"
-RULE_DESCRIPTION = ("a declaration of llama.cpp's public headers removed or changed between the two builds, used "
-                    "here, that no rewrite rule handles (see the API diff section)")  # fmt: skip
+RULE_DESCRIPTION = ("a declaration of llama.cpp's headers (the public ones, and those this tree includes from "
+                    "llama.cpp's tree) removed or changed between the two builds, used here, that no rewrite rule "
+                    "handles; or an include that finds another header at the target")  # fmt: skip
 REVIEW_KINDS = frozenset({ChangeKind.CONSTANT_REVALUED, ChangeKind.DEPRECATED})
 
 
@@ -51,11 +57,12 @@ class ApiTarget:
         digest.update(str(apidiff.SURFACE_FORMAT).encode())
         return digest.hexdigest()[:16]
 
-    def load(self) -> tuple[ApiDiff, list[str]]:
-        """The diff, and the old tree's headers the uses must resolve to; ApiDiffError when a tree does not parse."""
+    def load(self) -> tuple[ApiDiff, list[str], apidiff.ApiSurface]:
+        """The diff, the old tree's headers the uses must resolve to, and the new surface; ApiDiffError when a tree
+        does not parse."""
         old = apidiff.load_surface(self.old, self.cache)
         new = apidiff.load_surface(self.new, self.cache)
-        return apidiff.diff(old, new), old.headers
+        return apidiff.diff(old, new), old.headers, new
 
 
 def _still_compiles(use: ApiUse) -> bool:
@@ -104,14 +111,23 @@ class ApiScan:
     scanned: set[str] = field(default_factory=set)
     not_scanned: dict[str, str] = field(default_factory=dict)  # file -> why its uses are not cross-referenced
     seconds: float = 0.0  # walking the ASTs for uses (the parses themselves are the engine's)
+    # what the target declares: a name the old tree lacks but the target has says the code is newer than --from
+    new_symbols: set[str] = field(default_factory=set)  # functions, enum constants, types
+    new_fields: set[str] = field(default_factory=set)  # "struct.member"
+    # llama.cpp headers that are not public but that the consumer includes (src/unicode.h): header -> what was found
+    private: dict[str, str] = field(default_factory=dict)
+    extra: list[tuple[str, ApiDiff, apidiff._OldHeaders]] = field(default_factory=list)  # their diffs
+    include_actions: list[tuple[str, int, str, str | None, str | None]] = field(default_factory=list)
+    checked_includes: set[tuple[str, int]] = field(default_factory=set)
 
     @classmethod
     def start(cls, target: ApiTarget, covered: set[str]) -> ApiScan:
-        diff, headers = target.load()
+        diff, headers, new = target.load()
         # apidiff's own cross_reference parses each file again; here the engine's parse is reused, so the two
         # helpers it is built from are used directly.
         tracked = apidiff._OldHeaders(target.old.path.resolve(), headers)
-        return cls(target, diff, covered, tracked)
+        symbols = {f.name for f in new.functions} | {c.name for c in new.constants} | {t.name for t in new.types}
+        return cls(target, diff, covered, tracked, new_symbols=symbols, new_fields={f.key for f in new.fields})
 
     def scan(self, tu: ci.TranslationUnit, files: Iterable[str]) -> None:
         """Uses in `files` (the unit's own file and the consumer headers it includes), each file once."""
@@ -121,7 +137,55 @@ class ApiScan:
             self.not_scanned.pop(name, None)
             for use in apidiff._uses_in_file(self.diff, Path(name), tu, self.tracked):
                 self._add(use)
+            for _, diff, tracked in self.extra:
+                for use in apidiff._uses_in_file(diff, Path(name), tu, tracked):
+                    self._add(use)
         self.seconds += time.perf_counter() - started
+
+    def includes(self, tu: ci.TranslationUnit, files: Iterable[str], flags: list[str]) -> None:
+        """The `#include`s in `files` that resolve into llama.cpp's tree: a header that is not public is diffed
+        too (before `scan`, so its uses are found), one gone at the target or shadowed there by another is an
+        action at the directive."""
+        old_root, new_root = self.target.old.path.resolve(), self.target.new.path.resolve()
+        search = SearchPath.from_flags(flags)
+        new_label = self.target.new.provided
+        for inclusion in inclusions(tu, set(files), old_root):
+            if (inclusion.file, inclusion.line) in self.checked_includes:
+                continue
+            self.checked_includes.add((inclusion.file, inclusion.line))
+            header = inclusion.relative
+            if not (new_root / header).is_file():
+                self.private.setdefault(header, f"gone at {new_label}")
+                self._include_action(inclusion, f"`{header}`, included here from llama.cpp's tree, does not exist at "
+                                     f"{new_label}: find what replaced it (the API diff lists what moved) and include "
+                                     "that", None)  # fmt: skip
+                continue
+            if not inclusion.public and header not in self.private:
+                self._diff_private(inclusion, new_root)
+            shadow = shadowed(inclusion, search, old_root, new_root)
+            if shadow is not None:
+                self._include_action(inclusion, shadow.message(self.target.old.provided, new_label), shadow.new)
+
+    def _include_action(self, inclusion: Inclusion, message: str, new: str | None) -> None:
+        self.include_actions.append((inclusion.file, inclusion.line, message, inclusion.relative, new))
+
+    def _diff_private(self, inclusion: Inclusion, new_root: Path) -> None:
+        header = inclusion.relative
+        old_tree, new_tree = self.target.old, self.target.new
+        try:
+            old = apidiff.parse_surface(inclusion.root, old_tree.provided, old_tree.commit, [header])
+            new = apidiff.parse_surface(new_root, new_tree.provided, new_tree.commit, [header])
+        except ApiDiffError as exc:
+            self.private[header] = f"not compared: {exc}"
+            return
+        error = old.skipped_headers.get(header) or new.skipped_headers.get(header)
+        if error:
+            self.private[header] = f"not compared: it does not parse on its own ({error})"
+            return
+        diff = apidiff.diff(old, new)
+        self.extra.append((header, diff, apidiff._OldHeaders(inclusion.root, [header])))
+        changed = {kind: sum(c.get(kind, 0) for c in diff.counts().values()) for kind in ("removed", "changed")}
+        self.private[header] = f"compared: {changed['removed']} removed, {changed['changed']} changed"
 
     def skip(self, file: str, why: str) -> None:
         if file not in self.scanned:
@@ -144,6 +208,9 @@ class ApiScan:
             item = ManualItem(plan.relative(use.file), use.line, RULE_ID, _message(use, target), kind, use.old,
                               use.new)  # fmt: skip
             items.setdefault((item.file, item.line, use.symbol), item)  # one item per symbol and line
+        for file, line, message, old, new in self.include_actions:
+            item = ManualItem(plan.relative(file), line, RULE_ID, message, ACTION, old, new)
+            items.setdefault((item.file, item.line, f"#include {old}"), item)
         plan.manual += list(items.values())
         if items:
             plan.rules_used.setdefault(RULE_ID, RULE_DESCRIPTION)
@@ -161,6 +228,9 @@ class ApiScan:
             "uses": {"covered": len(self.xref.covered), "manual": len(self.xref.manual), "review": len(self.reviews)},
             "sites": [_site(use, status, plan) for status, uses in self._by_status() for use in uses],
             "not_scanned": {plan.relative(f): why for f, why in sorted(self.not_scanned.items())},
+            "scanned": len(self.scanned),
+            "private_headers": dict(sorted(self.private.items())),
+            "include_actions": len(self.include_actions),
         }
 
 
@@ -198,13 +268,24 @@ def section(scan: ApiScan, root: Path) -> str:
              f"they are in the checklist above), {len(xref.covered)} covered by rules, {len(scan.reviews)} to review "
              "(still compile at the target). Not found: a constant written as its number instead of its name, and "
              "uses in files libclang could not parse (listed below).", ""]  # fmt: skip
+    if scan.private:
+        lines += ["Headers this tree includes from llama.cpp's tree that are not public, compared too (they are part "
+                  "of its API surface):", ""]  # fmt: skip
+        lines += [f"- `{header}`: {what}" for header, what in sorted(scan.private.items())] + [""]
+    if scan.include_actions:
+        lines += ["Includes that mean another file at the target (in the checklist above):", ""]
+        lines += [f"- {_relative(file, base)}:{line}: {message}" for file, line, message, _, _ in scan.include_actions]
+        lines += [""]
     if scan.reviews:
         lines += _review_table(scan.reviews, base, target) + [""]
     if scan.not_scanned:
         lines += ["Not cross-referenced (uses there may be missing):", ""]
         lines += [f"- `{_relative(f, base)}`: {why}" for f, why in sorted(scan.not_scanned.items())] + [""]
     lines += ["<details><summary>the API diff, and every use found</summary>", ""]
-    lines += [apidiff.to_markdown(scan.diff, xref, base=base), "</details>", ""]
+    lines += [apidiff.to_markdown(scan.diff, xref, base=base)]
+    for header, diff, _ in scan.extra:
+        lines += [f"#### {header}", "", apidiff.to_markdown(diff)]
+    lines += ["</details>", ""]
     return "\n".join(lines)
 
 

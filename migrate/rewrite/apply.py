@@ -9,18 +9,21 @@ temporary file beside its target, back the originals up, then rename the tempora
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from migrate.paths import cache_root
+from migrate.rewrite.edits import NOTE_UNDECLARED, Edit
 from migrate.rewrite.plan import Plan
+from verify.errors import ToolError
 
 TEMP_SUFFIX = ".llama-migrate.tmp"
 
 
-class ApplyRefused(Exception):
+class ApplyRefused(ToolError):
     """Nothing was written; the message says why and what to do."""
 
 
@@ -68,11 +71,7 @@ def apply_plan(plan: Plan, force: bool = False, branch: str | None = None, allow
     if not contents:
         return ApplyResult()
     if plan.syntactic_edits and not allow_syntactic:
-        files = sorted({plan.relative(e.file) for e in plan.syntactic_edits})
-        raise ApplyRefused(
-            f"{len(plan.syntactic_edits)} edit(s) in {', '.join(files)} were matched by name only (libclang could not "
-            "parse those files); check them in the plan, then pass --allow-syntactic, or fix the include paths"
-        )
+        raise ApplyRefused(syntactic_refusal(plan))
     targets = sorted(contents)
     changed_since = [plan.relative(p) for p in targets if p.read_bytes() != plan.files[p].data]
     if changed_since:
@@ -101,6 +100,45 @@ def apply_plan(plan: Plan, force: bool = False, branch: str | None = None, allow
         result.commit = repo.index.commit(message).hexsha
         result.branch = branch
     return result
+
+
+def syntactic_refusal(plan: Plan) -> str:
+    """Why edits were matched by name only, case by case, each with its own remedy: a file libclang could not parse
+    (an include path is missing), a name the --from tree does not declare (no include path helps: the code is
+    probably newer than --from), a macro body never expanded here."""
+    unparsed = {r.path: r.reason for r in plan.file_reports if r.mode == "tree-sitter"}
+    cases: dict[str, list[Edit]] = {"unparsed": [], "undeclared": [], "macro": []}
+    for edit in plan.syntactic_edits:
+        if plan.relative(edit.file) in unparsed:
+            cases["unparsed"].append(edit)
+        elif edit.note.startswith(NOTE_UNDECLARED):
+            cases["undeclared"].append(edit)
+        else:
+            cases["macro"].append(edit)
+    parts = []
+    if cases["unparsed"]:
+        files = sorted({plan.relative(e.file) for e in cases["unparsed"]})
+        why = unparsed[files[0]]
+        parts.append(f"{len(cases['unparsed'])} in {', '.join(files)}, which libclang could not parse ({why}): fix "
+                     "the include paths (a compile_commands.json in the tree; plan/apply also take --flag=-I...) "
+                     "and plan again")  # fmt: skip
+    if cases["undeclared"]:
+        names = sorted({_called_name(e) for e in cases["undeclared"]})
+        where = ", ".join(sorted({f"{plan.relative(e.file)}:{e.line}" for e in cases["undeclared"]})[:5])
+        parts.append(f"{len(cases['undeclared'])} of {', '.join(names)} ({where}), which llama.cpp "
+                     f"{plan.from_version} does not declare: name-only by nature, no include path changes that — "
+                     "the code looks newer than --from: re-run with the --from it builds against, or check "
+                     "them")  # fmt: skip
+    if cases["macro"]:
+        where = ", ".join(sorted({f"{plan.relative(e.file)}:{e.line}" for e in cases["macro"]})[:5])
+        parts.append(f"{len(cases['macro'])} in macro bodies never expanded here ({where}): check them")
+    return (f"{len(plan.syntactic_edits)} edit(s) matched by name only: " + "; ".join(parts) + ". To write them as "
+            "planned: --allow-syntactic (allow_syntactic = true in llama-migrate.toml for `migrate run`)")
+
+
+def _called_name(edit: Edit) -> str:
+    match = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)", edit.before)
+    return match.group(1) if match else edit.before[:40]
 
 
 def _start_branch(repo, branch: str) -> str:  # type: ignore[no-untyped-def]

@@ -1,4 +1,5 @@
-"""llama_decode error handling by return code (seed item 3), rendered from templates/decode_error.cpp.j2.
+"""llama_decode error handling by return code (llama.h: 0 ok, 1 no KV slot, 2 aborted, -1 invalid batch, < -1 fatal),
+rendered from templates/decode_error.cpp.j2.
 
 Two shapes are rewritten:
   A  `if (llama_decode(ctx, batch) != 0) { ... }` (or `if (llama_decode(...))`): the return code is kept in a
@@ -14,6 +15,7 @@ error (or only a flag) is left as it is and said so in an advisory.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +32,7 @@ from migrate.rewrite.cursors import (
     operator_between,
     same_cursor,
     span_of,
+    unary_operator,
     unwrap,
     walk,
 )
@@ -40,6 +43,25 @@ from migrate.rewrite.tokens import tokenize
 TEMPLATE = "decode_error.cpp.j2"
 ERROR_CONDITIONS = {"!=0", "truthy", "<0"}
 RETRY_OPERATORS = {">", ">=", "=="}
+# The return codes the switch tells apart, each class by one value: its cases 1, 2 and -1, and its default (< -1
+# fatal, > 2 unknown). A comparison with -1, 0, 1 or 2 is constant on each class, so a condition on the return code
+# made of those is evaluated exactly per class: the switch gets only the cases that can reach the error record.
+CASE_CODES = (1, 2, -1)
+FATAL, UNKNOWN = -2, 3
+CODE_CLASSES = (*CASE_CODES, FATAL, UNKNOWN)
+EXACT_LITERALS = {-1, 0, 1, 2}
+COMPARE = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+# Calls that look like reporting an error, named in the advisory when none is the configured error_function.
+UNREADABLE = ("this llama_decode check tests the return code in a form this rule cannot read; check it handles 1 (no "
+              "KV slot), 2 (aborted), -1 and < -1")
+ERROR_LIKE = re.compile(r"(?i)err|fail|throw|abort|warn|log|report|print")
 
 
 @functools.cache
@@ -70,6 +92,7 @@ class Record:
     ancestors: tuple[ci.Cursor, ...]
     message: ci.Cursor | None  # the message expression
     target_type: str  # canonical type the message goes into
+    codes: frozenset[int] | None = None  # return-code classes that reach it (CODE_CLASSES); None: cannot tell
 
 
 class DecodeRewriter:
@@ -138,9 +161,11 @@ class DecodeRewriter:
         body = self._then_branch(if_stmt, condition)
         if body is None:
             return DecodeResult()
-        record = self._find_record(body, ancestors[: index + 1] + (if_stmt,))
+        record = self._find_record(body, ancestors[: index + 1] + (if_stmt,), frozenset(CODE_CLASSES), None, None)
+        if isinstance(record, str):
+            return DecodeResult(advisory=record)
         if record is None or record.kind == "flag":
-            return DecodeResult(advisory=self._nothing_recorded(record, retry=False))
+            return DecodeResult(advisory=self._nothing_recorded(record, body, retry=False))
         taken = names_in(function, self.data) | self.file_scope | self.introduced
         ret_name = choose_name("decode_ret", taken)
         detail = self._record_edits(record, ret_name, taken | {ret_name}, site.rule.id)
@@ -239,12 +264,14 @@ class DecodeRewriter:
         if position is None:
             return DecodeResult()
         retry = False
+        gone: set[int] = set()  # codes an earlier `if (ret > 0) continue;` (return, break ...) has taken away
         for sibling in siblings[position + 1 :]:
             if self._assigns(sibling, var):
                 break
             branch, chain, retry_seen = self._error_branch(sibling, var)
             retry = retry or retry_seen
             if branch is None:
+                gone |= self._codes_that_leave(sibling, var)
                 continue
             retry = retry or self._has_retry(branch, var)
             if self._already_switched(branch, var):
@@ -252,9 +279,15 @@ class DecodeRewriter:
             if self._reports_code(branch, var):
                 return DecodeResult(advisory="this llama_decode check already reports the return code "
                                     f"(`{var.spelling}` is passed into its message); left unchanged")  # fmt: skip
-            record = self._find_record(branch, chain)
+            codes = self._branch_codes(chain, var)
+            if codes is None:
+                return DecodeResult(advisory=UNREADABLE)
+            record = self._find_record(branch, chain, codes - gone, None, var)
+            if isinstance(record, str):
+                return DecodeResult(advisory=record)
             if record is None or record.kind == "flag":
-                return DecodeResult(advisory=self._nothing_recorded(record, retry))
+                return DecodeResult(advisory=self._nothing_recorded(record, branch, retry))
+            retry = retry and not self._classifies(record, len(chain))
             taken = names_in(function, self.data) | self.file_scope | self.introduced
             result = self._record_edits(record, var.spelling, taken, site.rule.id)
             if retry and not result.advisory:
@@ -317,19 +350,137 @@ class DecodeRewriter:
 
     # --- the error record -----------------------------------------------------------------------------------
 
-    def _find_record(self, body: ci.Cursor, chain: tuple[ci.Cursor, ...]) -> Record | None:
+    def _find_record(self, body: ci.Cursor, chain: tuple[ci.Cursor, ...], codes: frozenset[int],
+                     subject: ci.Cursor | None, var: ci.Cursor | None) -> Record | str | None:  # fmt: skip
+        """Where the branch records its error, chosen among the calls to the error function (else the message
+        variables, else a flag) as the first that two or more return-code classes can reach: a record inside
+        `if (r == 1)` already knows its code and gets no switch. A string: the advisory why nothing is rewritten."""
+        calls: list[Record] = []
         assignments: list[Record] = []
         for node, above in walk(body, chain):
             if any(a.kind == K.LAMBDA_EXPR for a in above[len(chain) :]):
                 continue
             if node.kind == K.CALL_EXPR and node.spelling in self.error_functions:
-                return self._call_record(node, above)
-            if node.kind == K.BINARY_OPERATOR or (node.kind == K.CALL_EXPR and node.spelling == "operator="):
+                record = self._call_record(node, above)
+                if record is not None:
+                    calls.append(record)
+            elif node.kind == K.BINARY_OPERATOR or (node.kind == K.CALL_EXPR and node.spelling == "operator="):
                 record = self._assignment_record(node, above)
                 if record is not None:
                     assignments.append(record)
         messages = [r for r in assignments if r.kind == "variable"]
-        return messages[0] if messages else (assignments[0] if assignments else None)
+        flags = [r for r in assignments if r.kind == "flag"]
+        candidates = calls or messages
+        if not candidates:
+            return flags[0] if flags else None
+        for record in candidates:
+            record.codes = self._record_codes(record, len(chain), codes, subject, var)
+            if record.codes is None:
+                return ("this llama_decode check records its error under a condition on the return code this rule "
+                        "cannot read; left unchanged — check it handles 1 (no KV slot), 2 (aborted), -1 and < -1")
+            if len(record.codes) >= 2:
+                return record
+        told = ", ".join(f"line {self.source.line_of(span_of(r.node).start)}: {_codes_text(r.codes or frozenset())}"
+                         for r in candidates)  # fmt: skip
+        return (f"this llama_decode check already tells the return codes apart ({told}); each error record "
+                "knows its code, so no switch is added — left unchanged")
+
+    def _branch_codes(self, chain: tuple[ci.Cursor, ...], var: ci.Cursor) -> frozenset[int] | None:
+        """Return-code classes that take the error branch of an if / else-if chain (the last if's then-branch)."""
+        codes = set(CODE_CLASSES)
+        for position, if_stmt in enumerate(chain):
+            parts = if_parts(self.data, if_stmt)
+            if parts is None:
+                return None
+            want = position == len(chain) - 1
+            for code in list(codes):
+                truth = self._truth(parts.condition, code, None, var)
+                if truth is None:
+                    return None
+                if want not in truth:
+                    codes.discard(code)
+        return frozenset(codes)
+
+    def _codes_that_leave(self, statement: ci.Cursor, var: ci.Cursor) -> set[int]:
+        """Codes for which `if (cond on ret) { ...; continue; }` (no else, its branch ending in return, continue,
+        break or goto) certainly leaves before the statements after it."""
+        parts = if_parts(self.data, statement) if statement.kind == K.IF_STMT else None
+        if parts is None or parts.otherwise is not None or not _leaves(parts.then):
+            return set()
+        return {code for code in CODE_CLASSES if self._truth(parts.condition, code, None, var) == {True}}
+
+    def _record_codes(self, record: Record, start: int, codes: frozenset[int], subject: ci.Cursor | None,
+                      var: ci.Cursor | None) -> frozenset[int] | None:  # fmt: skip
+        """The classes of `codes` that can reach the record, through the ifs, loops and `?:` between the error
+        branch (path[start]) and it; None when a condition there tests the return code in a form not understood."""
+        path = (*record.ancestors, record.node)
+        reaching = set(codes)
+        for parent, child in zip(path[start:], path[start + 1 :], strict=False):
+            condition, want = self._guard(parent, child)
+            if condition is None:
+                continue
+            for code in list(reaching):
+                truth = self._truth(condition, code, subject, var)
+                if truth is None:
+                    return None
+                if want not in truth:
+                    reaching.discard(code)
+        return frozenset(reaching)
+
+    def _classifies(self, record: Record, start: int) -> bool:
+        """A condition between the error branch and the record tests the code: that is classification, not retry."""
+        path = (*record.ancestors, record.node)
+        return any(self._guard(parent, child)[0] is not None
+                   for parent, child in zip(path[start:], path[start + 1 :], strict=False))  # fmt: skip
+
+    def _guard(self, parent: ci.Cursor, child: ci.Cursor) -> tuple[ci.Cursor | None, bool]:
+        """The condition `child` runs under inside `parent` and the value it needs, or (None, True)."""
+        if parent.kind == K.IF_STMT:
+            parts = if_parts(self.data, parent)
+            if parts is not None and same_cursor(child, parts.then):
+                return parts.condition, True
+            if parts is not None and parts.otherwise is not None and same_cursor(child, parts.otherwise):
+                return parts.condition, False
+        elif parent.kind == K.WHILE_STMT:
+            kids = children(parent)
+            if len(kids) == 2 and same_cursor(child, kids[1]):
+                return kids[0], True
+        elif parent.kind == K.CONDITIONAL_OPERATOR:
+            kids = children(parent)
+            if len(kids) == 3 and same_cursor(child, kids[1]):
+                return kids[0], True
+            if len(kids) == 3 and same_cursor(child, kids[2]):
+                return kids[0], False
+        return None, True
+
+    def _truth(self, node: ci.Cursor, code: int, subject: ci.Cursor | None, var: ci.Cursor | None) -> set[bool] | None:
+        """The values `node` can take when the return code is `code` (a CODE_CLASSES value); a part that does not
+        test the code can be either; None: it tests the code in a form this cannot evaluate exactly."""
+        node = unwrap(node)
+        if self._is_subject(node, subject, var):
+            return {code != 0}
+        if not any(self._is_subject(n, subject, var) for n, _ in walk(node)):
+            return {True, False}
+        kids = children(node)
+        if node.kind == K.UNARY_OPERATOR and unary_operator(self.data, node) == "!" and len(kids) == 1:
+            inner = self._truth(kids[0], code, subject, var)
+            return None if inner is None else {not value for value in inner}
+        if node.kind != K.BINARY_OPERATOR or len(kids) != 2:
+            return None
+        operator = operator_between(self.data, kids[0], kids[1])
+        left, right = kids
+        if operator in ("&&", "||"):
+            a, b = self._truth(left, code, subject, var), self._truth(right, code, subject, var)
+            if a is None or b is None:
+                return None
+            return {(x and y) if operator == "&&" else (x or y) for x in a for y in b}
+        if self._is_subject(right, subject, var):
+            left, right = right, left
+            operator = {"<": ">", ">": "<", "<=": ">=", ">=": "<="}.get(operator or "", operator)
+        value = self._literal(right)
+        if not self._is_subject(left, subject, var) or operator not in COMPARE or value not in EXACT_LITERALS:
+            return None
+        return {COMPARE[operator](code, value)}
 
     def _call_record(self, call: ci.Cursor, above: tuple[ci.Cursor, ...]) -> Record | None:
         args = list(call.get_arguments())
@@ -358,15 +509,31 @@ class DecodeRewriter:
             return Record("flag", node, above, None, spelling)
         return None
 
-    def _nothing_recorded(self, record: Record | None, retry: bool) -> str:
+    def _nothing_recorded(self, record: Record | None, branch: ci.Cursor, retry: bool) -> str:
         prefix = "retry logic on the return code kept; " if retry else ""
         if record is not None and record.kind == "flag":
             return (prefix + "this llama_decode check records only a flag, which has no room for the reason by "
                     "return code; left unchanged")  # fmt: skip
-        return (
-            prefix + f"this llama_decode check records no error (no call to `{self.error_function}`, no message "
-            "variable); left unchanged — set option error_function if the error goes through another function"
-        )
+        seen = self._error_like_calls(branch)
+        if not seen:
+            return (prefix + f"this llama_decode check records no error (no call to `{self.error_function}`, no "
+                    "message variable); left unchanged — set option error_function if the error goes through another "
+                    "function")  # fmt: skip
+        calls = ", ".join(f"`{name}(...)`" for name in seen[:4])
+        name = next((n for n in seen if "error" in n.lower()), seen[0])
+        return (prefix + f"this llama_decode check records no error through `{self.error_function}` (the error "
+                f"function option) — it calls {calls}; left unchanged: if `{name}` records the error, set option "
+                f"error_function={name} (--option error_function={name}, or options = {{ error_function = "
+                f'"{name}" }} in llama-migrate.toml)')  # fmt: skip
+
+    def _error_like_calls(self, branch: ci.Cursor) -> list[str]:
+        """Names of the calls in the branch that look like reporting an error (SetError, Rf_error, fprintf ...)."""
+        names: list[str] = []
+        for node, _ in walk(branch):
+            name = node.spelling if node.kind == K.CALL_EXPR else ""
+            if name and ERROR_LIKE.search(name) and name not in names and not name.startswith("operator"):
+                names.append(name)
+        return names
 
     def _record_edits(self, record: Record, ret: str, taken: set[str], rule_id: str) -> DecodeResult:
         message = record.message
@@ -377,14 +544,15 @@ class DecodeRewriter:
         statement, statement_parent = self._statement_of(record)
         unit = self._indent_unit(statement)
         is_literal = _is_string_literal(self.data, span.start, span.end)
+        cases, default = _switch_cases(record.codes if record.codes is not None else frozenset(CODE_CLASSES))
         if _is_string_type(record.target_type):
             name = choose_name("decode_detail", taken)
-            block = str(self.templates.detail_switch(ret, name, unit))
+            block = str(self.templates.detail_switch(ret, name, unit, cases, default))
             replacement = str(self.templates.string_message(original, name))
         elif is_literal:
             name = choose_name("decode_message", taken)
             prefix = " ".join(t.name for t in tokenize(self.data, span.start, span.end))
-            block = str(self.templates.message_switch(ret, name, prefix, unit))
+            block = str(self.templates.message_switch(ret, name, prefix, unit, cases, default))
             replacement = name
         else:
             return DecodeResult(advisory=f"the error message goes into `{record.target_type or '?'}` and is not a "
@@ -426,6 +594,34 @@ class DecodeRewriter:
         lines = [inner + line for line in block.split("\n")] + [inner + body]
         text = "{" + newline + newline.join(lines) + newline + indent + "}"
         return [self.source.make_edit(span.start, end, text, message_edit.rule)]
+
+
+JUMPS = {K.RETURN_STMT, K.CONTINUE_STMT, K.BREAK_STMT, K.GOTO_STMT}
+
+
+def _leaves(branch: ci.Cursor) -> bool:
+    """A branch that always jumps away: a return / continue / break / goto, or a block ending in one."""
+    if branch.kind == K.COMPOUND_STMT:
+        kids = children(branch)
+        return bool(kids) and kids[-1].kind in JUMPS
+    return branch.kind in JUMPS
+
+
+def _switch_cases(codes: frozenset[int]) -> tuple[list[str], str]:
+    """The switch's explicit cases and its default for the classes that reach the record: "fatal_or_unknown" (< -1
+    fatal, else unknown), "fatal", "unknown", or the last case's own code (the variable is set on every path)."""
+    cases = [str(c) for c in CASE_CODES if c in codes]
+    tail = [c for c in (FATAL, UNKNOWN) if c in codes]
+    if len(tail) == 2:
+        return cases, "fatal_or_unknown"
+    if tail:
+        return cases, "fatal" if tail[0] == FATAL else "unknown"
+    return cases[:-1], cases[-1]
+
+
+def _codes_text(codes: frozenset[int]) -> str:
+    names = {1: "1", 2: "2", -1: "-1", FATAL: "< -1", UNKNOWN: "> 2"}
+    return "code " + ", ".join(names[c] for c in CODE_CLASSES if c in codes) if codes else "no code"
 
 
 def _statement_end(data: bytes, end: int) -> int:

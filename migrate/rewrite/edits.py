@@ -13,15 +13,21 @@ import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from verify.errors import ToolError
+
 SEMANTIC = "semantic"  # the site resolved, through libclang, to the llama.cpp declaration the rule names
 SYNTACTIC = "syntactic"  # matched by name only (tree-sitter fallback, macro never expanded, undeclared name)
+# Notes of syntactic edits, which say why the match is by name (apply's refusal tells the cases apart by them).
+NOTE_UNPARSED = "libclang could not parse this file: matched by name"
+NOTE_UNDECLARED = "name not declared by the source-version headers; matched by name"
+NOTE_MACRO_BODY = "macro body, matched by name"
 
 
 class EditConflict(Exception):
     """Two edits overlap; the message names both."""
 
 
-class InputError(Exception):
+class InputError(ToolError):
     """Input the engine refuses (unreadable file, syntax error, nothing to migrate); the message says why."""
 
 

@@ -36,6 +36,7 @@ from migrate.rewrite.cursors import (
 )
 from migrate.rewrite.decode import DecodeRewriter
 from migrate.rewrite.edits import (
+    NOTE_UNDECLARED,
     SEMANTIC,
     SYNTACTIC,
     Edit,
@@ -53,6 +54,7 @@ from migrate.rewrite.parse import (
     CompileDatabase,
     ParseConfig,
     ParsedFile,
+    Problem,
     language_of,
     parse,
     skipped_ranges,
@@ -66,6 +68,7 @@ SOURCE_SUFFIXES = C_SUFFIXES | CXX_SUFFIXES
 EXTRA_NAMES = {"llama_decode", "llama_context_params", "flash_attn", "n_seq_max"}
 INCLUDES_LLAMA = re.compile(rb'^\s*#\s*include\s*[<"](?:[^">]*/)?(?:llama|common|sampling)\.h[">]', re.MULTILINE)
 UNDECLARED = re.compile(r"undeclared (?:identifier|function) '([A-Za-z_][A-Za-z0-9_]*)'")
+NO_MEMBER = re.compile(r"no member named '([A-Za-z_][A-Za-z0-9_]*)' in '(?:struct )?([A-Za-z_][A-Za-z0-9_:]*)'")
 QUOTED = re.compile(r"'([A-Za-z_][A-Za-z0-9_]*)'")
 # Identifiers of the target API that the rewritten code uses: errors about them in a re-parse against the
 # source version's headers mean "already migrated", not a broken file.
@@ -207,7 +210,7 @@ class Engine:
             from migrate.rewrite.fallback import plan_syntactic
 
             report.mode = "tree-sitter"
-            report.reason = "; ".join(str(p) for p in parsed.fatal[:3])
+            report.reason = "; ".join(self._where(p, path) for p in parsed.fatal[:3])
             plan.decisions.append(
                 f"{report.path}: libclang could not parse it ({report.reason}); matched by name with tree-sitter, "
                 "edits marked syntactic — check them, or give the include path (compile_commands.json / --flag)"
@@ -218,9 +221,12 @@ class Engine:
                 self.api.skip(str(path), f"libclang could not parse it ({report.reason})")
             return
         self._check_errors(parsed, mine, report)
+        self._newer_than_from(parsed, mine - self.handled, plan)
         in_unit = {str(path)} | {inc.include.name for inc in parsed.tu.get_includes() if inc.include is not None}
         if self.api is not None:
-            self.api.scan(parsed.tu, in_unit & (self.consumer_names | {str(path)}))
+            own = in_unit & (self.consumer_names | {str(path)})
+            self.api.includes(parsed.tu, own, parsed.flags)
+            self.api.scan(parsed.tu, own)
         data = {f: self.sources[Path(f)].data for f in mine & in_unit if Path(f) in self.sources}
         collected = Collector(self.rules, set(data), data).collect(parsed)
         fresh = {f for f in data if f not in self.handled}
@@ -242,9 +248,44 @@ class Engine:
         unexplained = [p for p in errors if not self._explained(p.message)]
         syntax = [p for p in unexplained if p.is_syntax]
         if syntax:
-            listing = "\n  ".join(str(p) for p in syntax[:10])
-            raise InputError(f"syntax errors; fix them first (nothing was changed):\n  {listing}")
+            listing = "; ".join(f"{_relative_to(p.file, self.root)}:{p.line}:{p.column}: {p.message}"
+                                for p in syntax[:5])  # fmt: skip
+            more = f" (and {len(syntax) - 5} more)" if len(syntax) > 5 else ""
+            raise InputError(f"syntax errors in the consumer's code, fix them first (nothing was changed): "
+                             f"{listing}{more}")  # fmt: skip
         report.problems = [str(p) for p in unexplained[:20]]
+
+    def _where(self, problem: Problem, path: Path) -> str:
+        """A diagnostic as the reader needs it: `'napi.h' file not found (line 1)`, or with the header it is in."""
+        if Path(problem.file) == path:
+            return f"{problem.message} (line {problem.line})"
+        return f"{problem.message} ({_relative_to(problem.file, self.root)}:{problem.line})"
+
+    def _newer_than_from(self, parsed: ParsedFile, files: set[str], plan: Plan) -> None:
+        """Names the --from tree does not declare that a later llama.cpp does (a field the target has, an old-API
+        function a rule knows, added after --from): evidence that the code is newer than --from."""
+        rule_names = {r.match.function for r in self.rules if r.match.function}
+        seen = {(e["name"], e["file"], e["line"]) for e in plan.newer_than_from}
+        for problem in parsed.errors_in(files):
+            name, known = None, ""
+            undeclared, member = UNDECLARED.search(problem.message), NO_MEMBER.search(problem.message)
+            if undeclared:
+                name = undeclared.group(1)
+                if name in rule_names:
+                    known = "an old-API name a rule rewrites (added after --from)"
+                elif self.api is not None and name in self.api.new_symbols and name not in self.target_names:
+                    known = f"declared at {self.api.target.new.provided}"
+            elif member:
+                name = member.group(1)
+                key = f"{member.group(2)}.{name}"
+                if self.api is not None and key in self.api.new_fields and name not in self.target_names:
+                    known = f"a field of {member.group(2)} at {self.api.target.new.provided}"
+            if not known or name is None:
+                continue
+            entry = {"name": name, "file": plan.relative(problem.file), "line": problem.line, "known": known}
+            if (name, entry["file"], problem.line) not in seen:
+                seen.add((name, entry["file"], problem.line))
+                plan.newer_than_from.append(entry)
 
     def _explained(self, message: str) -> bool:
         """An error that only says the file already uses target-version names (a second run), or an old
@@ -499,7 +540,7 @@ class Engine:
             if rule.kind in ("memory_call", "append_argument") and span is not None and span.args:
                 ctx_text = source.text(*span.args[0])
                 jobs.append(CallJob(source, span, rule, {"mem": inline(ctx_text), "ctx": ctx_text}, SYNTACTIC,
-                                    "name not declared by the source-version headers; matched by name"))  # fmt: skip
+                                    NOTE_UNDECLARED))  # fmt: skip
             else:
                 self._manual(plan, problem.file, offset, rule, rule.guidance or rule.description)
         self.edits += compose_calls(jobs, self._fix_values)
@@ -561,13 +602,22 @@ class Engine:
         if any(edit.rule in memory_rules for edit in plan.edits):
             clear = bool(self.options.get("clear_data", False))
             plan.decisions.insert(0, CLEAR_TRUE if clear else CLEAR_FALSE)
+        if plan.newer_than_from:
+            evidence = "; ".join(f"`{e['name']}` at {e['file']}:{e['line']} ({e['known']})"
+                                 for e in plan.newer_than_from[:8])  # fmt: skip
+            plan.decisions.append(
+                f"The code looks newer than --from {plan.from_version}: it uses names the --from llama.cpp tree does "
+                f"not declare — {evidence}. Was --from the release this code builds against? Re-run with that one; "
+                "otherwise those uses are matched by name only."
+            )
 
 
 CLEAR_FALSE = (
-    "llama_memory_clear(mem, false): metadata only, as the seed asks — cheaper than the old llama_kv_self_clear, "
-    "which also zeroed the K/V buffers. llama.cpp's maintainers noted (PR 14030) that stale data in padded K/V "
-    "tensors can cause small floating-point differences in attention, so check that repeated generation gives the "
-    "same output; set option clear_data=true to zero the buffers as before."
+    "llama_memory_clear(mem, false): metadata only (the default of option clear_data) — the cells are marked free, "
+    "which is all a later decode needs, and the cost of zeroing the whole K/V buffer (which the old "
+    "llama_kv_self_clear always paid) is saved. llama.cpp's maintainers noted (PR 14030) that stale data in padded "
+    "K/V tensors can cause small floating-point differences in attention, so check that repeated generation gives "
+    "the same output; set option clear_data=true to zero the buffers as before."
 )
 CLEAR_TRUE = (
     "llama_memory_clear(mem, true): metadata and K/V buffers zeroed, as the old llama_kv_self_clear did "
@@ -620,6 +670,11 @@ def option_values(rule: Rule, options: dict[str, Any]) -> dict[str, str]:
         value = options[name]
         values[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
     return values
+
+
+def _relative_to(file: str, root: Path) -> str:
+    path = Path(file)
+    return str(path.relative_to(root)) if path.is_relative_to(root) else file
 
 
 def _fix_identifiers(rules: list[Rule]) -> set[str]:

@@ -14,7 +14,7 @@ from typing import Any
 import tree_sitter_cpp
 from tree_sitter import Language, Node, Parser
 
-from migrate.rewrite.edits import SYNTACTIC, Edit, SourceFile
+from migrate.rewrite.edits import NOTE_MACRO_BODY, NOTE_UNPARSED, SYNTACTIC, Edit, SourceFile
 from migrate.rewrite.memory import inline
 from migrate.rewrite.plan import REVIEW, Advisory, ManualItem, Plan
 from migrate.rewrite.rules import Rule
@@ -96,7 +96,7 @@ def plan_syntactic(source: SourceFile, rules: list[Rule], options: dict[str, Any
             if rule.kind in ("memory_call", "append_argument") and span is not None and span.args:
                 ctx_text = source.text(*span.args[0])
                 jobs.append(CallJob(source, span, rule, {"mem": inline(ctx_text), "ctx": ctx_text}, SYNTACTIC,
-                                    "libclang could not parse this file: matched by name"))  # fmt: skip
+                                    NOTE_UNPARSED))  # fmt: skip
             elif rule.match.when:  # a condition on types (e.g. a const argument) cannot be checked by name
                 plan.manual.append(ManualItem(relative, line, rule.id, f"(syntactic match, {rule.match.when} not "
                                               f"checked) {rule.guidance or ''}", REVIEW))  # fmt: skip
@@ -125,7 +125,7 @@ def _macro_jobs(node: Node, source: SourceFile, by_name: dict[str | None, Rule],
         if span is not None and span.args:
             ctx_text = source.text(*span.args[0])
             jobs.append(CallJob(source, span, rule, {"mem": inline(ctx_text), "ctx": ctx_text}, SYNTACTIC,
-                                "macro body, matched by name"))  # fmt: skip
+                                NOTE_MACRO_BODY))  # fmt: skip
     return jobs
 
 
@@ -143,7 +143,7 @@ def _field(node: Node, source: SourceFile, rules: list[Rule], plan: Plan) -> lis
         value = str(rule.params["true" if text in ("true", "1") else "false"])
     else:
         value = str(rule.fix).format_map({"expr": text})
-    note = "libclang could not parse this file: matched by name"
+    note = NOTE_UNPARSED
     return [
         source.make_edit(node.start_byte, node.end_byte, str(rule.params["member"]), rule.id, SYNTACTIC, note),
         source.make_edit(right.start_byte, right.end_byte, value, rule.id, SYNTACTIC, note),

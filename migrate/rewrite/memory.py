@@ -1,11 +1,11 @@
 """Where the memory handle comes from at each `llama_memory_*` site: one hoisted variable, or inline.
 
-As the seed asks, a function that uses the memory API gets one `llama_memory_t mem = llama_get_memory(ctx);`
-near its top, reused by every site. That is only done when it is provably the same handle everywhere:
-the context is a local variable or parameter, the same one at every site, never reassigned nor its
-address taken, not null-tested between the new declaration and a use (llama_get_memory(NULL) crashes where
-the old guarded call did not run), reachable by every site (lambdas must capture by default), and no goto or
-case label jumps past the declaration. Anywhere else each site says `llama_get_memory(ctx)` inline.
+A function that uses the memory API gets one `llama_memory_t mem = llama_get_memory(ctx);` near its top, reused by
+every site (one handle reads like the rest of the code; a call per site is noise). That is only done when it is
+provably the same handle everywhere: the context is a local variable or parameter, the same one at every site, never
+reassigned nor its address taken, not null-tested between the new declaration and a use (llama_get_memory(NULL)
+crashes where the old guarded call did not run), reachable by every site (lambdas must capture by default), and no
+goto or case label jumps past the declaration. Anywhere else each site says `llama_get_memory(ctx)` inline.
 The new name never collides with or shadows a name the function or the file can see.
 """
 

@@ -73,11 +73,15 @@ class CompileDatabase:
         except (OSError, json.JSONDecodeError) as exc:
             raise InputError(f"{path}: unreadable compile database ({exc})") from exc
         entries: dict[Path, list[str]] = {}
-        for entry in raw:
-            directory = Path(entry.get("directory", path.parent))
-            file = (directory / entry["file"]).resolve()
-            argv = entry.get("arguments") or shlex.split(entry.get("command", ""))
-            entries[file] = _parse_flags(argv[1:], directory, file)
+        try:
+            for entry in raw:
+                directory = Path(entry.get("directory", path.parent))
+                file = (directory / entry["file"]).resolve()
+                argv = entry.get("arguments") or shlex.split(entry.get("command", ""))
+                entries[file] = _parse_flags(argv[1:], directory, file)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise InputError(f"{path}: not a compile database (a list of {{directory, file, arguments or command}} "
+                             f"entries): {type(exc).__name__} {exc}; fix or remove it") from exc  # fmt: skip
         return cls(entries)
 
     def flags_for(self, path: Path) -> list[str] | None:

@@ -75,6 +75,9 @@ class Plan:
     builds: list[dict[str, Any]] = field(default_factory=list)  # SourceTree.describe() of each tree used
     api_section: str = ""  # markdown: the API diff and its cross reference with this tree (rewrite/apicheck.py)
     api_summary: dict[str, Any] = field(default_factory=dict)  # the same in numbers, for --json
+    # names the --from tree does not declare but a later llama.cpp does ({name, file, line, known}): the code looks
+    # newer than --from (the user probably picked the wrong --from)
+    newer_than_from: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     cached: bool = False  # rebuilt from the plan cache (inputs unchanged since a previous run)
 
@@ -144,6 +147,7 @@ class Plan:
             "rules_used": self.rules_used,
             "api_section": self.api_section,
             "api_summary": self.api_summary,
+            "newer_than_from": self.newer_than_from,
         }
 
     @classmethod
@@ -174,6 +178,7 @@ class Plan:
             rules_used=dict(data["rules_used"]),
             api_section=data["api_section"],
             api_summary=dict(data["api_summary"]),
+            newer_than_from=list(data.get("newer_than_from", [])),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -200,6 +205,7 @@ class Plan:
             "decisions": self.decisions,
             "options": self.options,
             "api": self.api_summary,
+            "newer_than_from": self.newer_than_from,
             "files": [vars(report) for report in self.file_reports],
             "builds": self.builds,
         }

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from migrate.paths import data_dir
+from verify.errors import ToolError
 
 # Each kind is a handler in the engine; a rule of another kind is an error in the rules file.
 KINDS = {
@@ -34,7 +35,7 @@ PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)")
 FIX_NAMES = {"mem", "ctx", "args", "rest", "name", "target", "value", "params", "expr"}
 
 
-class RuleError(Exception):
+class RuleError(ToolError):
     """The rules file is malformed; the message names the file and the rule."""
 
 
@@ -118,9 +119,14 @@ class RuleSet:
         raise RuleError(f"no rule {rule_id!r} in {self.path}; known: {', '.join(r.id for r in self.rules)}")
 
     def active(self, enabled: set[str] | frozenset[str] = frozenset()) -> list[Rule]:
-        """Rules that run: all but the opt-in ones, plus the opt-in ones enabled by id."""
-        for rule_id in enabled:
-            self.by_id(rule_id)
+        """Rules that run: all but the opt-in ones, plus the opt-in ones enabled by id (an unknown id is refused,
+        naming the opt-in ids there are: a typo must not silently turn a rule off)."""
+        unknown = sorted(set(enabled) - {r.id for r in self.rules})
+        if unknown:
+            opt_in = ", ".join(r.id for r in self.rules if r.opt_in) or "none"
+            raise RuleError(f"enable: no rule {', '.join(map(repr, unknown))} in {self.path.name} "
+                            f"({self.from_version} → {self.to_version}); the opt-in rules there are: {opt_in} — fix "
+                            "`enable` in llama-migrate.toml or --enable")  # fmt: skip
         return [r for r in self.rules if not r.opt_in or r.id in enabled]
 
     def resolve_options(self, given: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +135,10 @@ class RuleSet:
         for name, value in given.items():
             if name not in self.options:
                 raise RuleError(f"unknown option {name!r}; known: {', '.join(sorted(self.options))}")
-            values[name] = _convert(value, self.options[name].default)
+            try:
+                values[name] = _convert(value, self.options[name].default)
+            except RuleError as exc:
+                raise RuleError(f"option {name}: {exc}") from None
         return values
 
     def names(self) -> set[str]:
@@ -153,7 +162,10 @@ def _convert(value: Any, default: Any) -> Any:
             return False
         raise RuleError(f"expected true or false, got {value!r}")
     if isinstance(default, int):
-        return int(value)
+        try:
+            return int(value)
+        except ValueError:
+            raise RuleError(f"expected an integer, got {value!r}") from None
     return value
 
 
@@ -252,12 +264,17 @@ def load_rules(path: Path) -> RuleSet:
         raise RuleError(f"{path}: cannot read rules ({exc})") from exc
     if not isinstance(raw, dict):
         raise RuleError(f"{path}: expected a mapping at the top level")
-    step = _require(raw, "migration", str(path))
-    options = {
-        name: Option(name, spec.get("default"), " ".join(str(spec.get("description", "")).split()))
-        for name, spec in (raw.get("options") or {}).items()
-    }
-    rules = [_rule(entry, path, options) for entry in _require(raw, "rules", str(path))]
+    try:
+        step = _require(raw, "migration", str(path))
+        options = {
+            name: Option(name, spec.get("default"), " ".join(str(spec.get("description", "")).split()))
+            for name, spec in (raw.get("options") or {}).items()
+        }
+        rules = [_rule(entry, path, options) for entry in _require(raw, "rules", str(path))]
+        step["from"], step["to"]  # noqa: B018 - both must be there
+    except (TypeError, AttributeError, KeyError) as exc:  # a list where a mapping belongs, and the like
+        raise RuleError(f"{path}: not a rules file of the expected shape ({type(exc).__name__}: {exc}); see "
+                        "rules/b5421-b7785.yaml for the format") from exc  # fmt: skip
     seen: set[str] = set()
     for rule in rules:
         if rule.id in seen:
@@ -281,5 +298,6 @@ def find_rules(from_version: str, to_version: str, directory: Path | None = None
             return ruleset
         available.append(f"{ruleset.from_version} → {ruleset.to_version}")
     raise RuleError(
-        f"no rules for {from_version} → {to_version} in {folder}; available: {', '.join(available) or 'none'}"
+        f"no rules for {from_version} → {to_version} in {folder}; available: {', '.join(available) or 'none'} — "
+        "pick --from/--to from those (a stand-in build is found by the tag asked for), or add a rules file there"
     )
