@@ -13,13 +13,10 @@ Not covered: macros (e.g. `LLAMA_DEFAULT_SEED`), global variables and C++ member
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -31,6 +28,8 @@ import clang.cindex as ci
 
 from migrate.paths import cache_root
 from migrate.sources import SourceTree
+from verify.clangsetup import gcc_include_dir
+from verify.clangsetup import index as clang_index
 from verify.errors import ToolError
 
 # Bump when the surface JSON changes shape or what is collected changes: older cache files are then re-parsed.
@@ -194,16 +193,6 @@ class ApiSurface:
 # --- parsing a tree's headers ----------------------------------------------------------------------------------
 
 
-@functools.cache
-def gcc_include_dir() -> str | None:
-    """gcc's own headers (stddef.h, stdarg.h ...): the PyPI libclang wheel ships none of its resource headers."""
-    if shutil.which("gcc") is None:
-        return None
-    proc = subprocess.run(["gcc", "-print-file-name=include"], capture_output=True, text=True)
-    path = proc.stdout.strip()
-    return path if proc.returncode == 0 and Path(path).is_dir() else None
-
-
 def clang_args(root: Path, language: str = "c++") -> list[str]:
     """Flags that parse llama.cpp's headers, or a consumer file against them, without a build."""
     args = ["-x", language, "-std=c++17" if language == "c++" else "-std=c11"]
@@ -233,7 +222,7 @@ def headers_fingerprint(root: Path, headers: Iterable[str]) -> str:
 
 
 def _index() -> ci.Index:
-    return ci.Index.create()
+    return clang_index()
 
 
 def _parse_headers(root: Path, headers: list[str]) -> ci.TranslationUnit:

@@ -80,12 +80,15 @@ class Bench:
 
     def __init__(self, job: dict[str, Any]) -> None:
         from verify import gpu
+        from verify.binding import infer
         from verify.bindings import load
-        from verify.shim import Sampling, Shim
+        from verify.capi import read_api
+        from verify.driver import Driver, Sampling
 
         self.job = job
         self.Sampling = Sampling
-        self.shim = Shim(load(Path(job["library"]), Path(job["header"])))
+        bindings = load(Path(job["library"]), Path(job["header"]))
+        self.shim = Driver(bindings, infer(read_api(Path(job["header"]))))
         self.shim.backend_init()
         self.gpu = gpu
         self.log = gpu.LogCapture(gpu.Library(job["library"]))  # replaces the fixture's quiet callback

@@ -12,14 +12,15 @@ import ctypes
 import functools
 import json
 import shlex
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import clang.cindex as ci
 
 from migrate.rewrite.edits import InputError
+from verify.clangsetup import gcc_include_dir
+from verify.clangsetup import index as clang_index
+from verify.errors import ToolError
 
 C_SUFFIXES = {".c"}
 CXX_SUFFIXES = {".cc", ".cpp", ".cxx", ".c++"}
@@ -29,23 +30,11 @@ _DROP_FLAGS = {"-c", "-MD", "-MMD", "-MP"}
 _DROP_WITH_VALUE = {"-o", "-MF", "-MT", "-MQ"}
 
 
-@functools.cache
-def gcc_include_dir() -> str | None:
-    """gcc's own header dir (stddef.h, stdarg.h); None when gcc is not installed."""
-    compiler = shutil.which("gcc") or shutil.which("cc")
-    if compiler is None:
-        return None
-    proc = subprocess.run([compiler, "-print-file-name=include"], capture_output=True, text=True)
-    path = proc.stdout.strip()
-    return path if proc.returncode == 0 and Path(path).is_dir() else None
-
-
-@functools.cache
 def _index() -> ci.Index:
     try:
-        return ci.Index.create()
-    except Exception as exc:  # the wheel's shared library failed to load
-        raise InputError(f"libclang cannot be loaded ({exc}); reinstall the 'libclang' package") from exc
+        return clang_index()
+    except ToolError as exc:  # the rewriter's callers expect its own input error
+        raise InputError(str(exc)) from exc
 
 
 def language_of(path: Path) -> str:
