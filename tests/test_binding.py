@@ -147,7 +147,7 @@ def test_verify_command_stops_before_any_check_when_the_header_cannot_be_bound(t
     header = tmp_path / "odd.h"
     header.write_text(ODD_HEADER)
     library = tmp_path / "libodd.so"
-    library.write_bytes(b"not loaded: binding fails first")
+    library.write_bytes(b"\x7fELF not loaded: binding fails first")
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
     proc = subprocess.run([sys.executable, "-m", "migrate.cli", "verify", "--lib", str(library), "--header",
@@ -162,3 +162,17 @@ def test_verify_imports_nothing_from_migrate() -> None:
                  for n, line in enumerate(path.read_text().splitlines(), 1)
                  if re.match(r"\s*(from|import)\s+migrate\b", line)]  # fmt: skip
     assert offenders == []
+
+
+def test_run_on_a_tree_with_two_candidate_headers_asks_for_header_without_a_traceback(tmp_path: Path) -> None:
+    tree = tmp_path / "two-headers"
+    tree.mkdir()
+    for name in ("a.h", "b.h"):
+        (tree / name).write_text("#define X_API\nX_API int x_init(void);\n")
+    (tree / "shim.c").write_text('#include "llama.h"\n#include "a.h"\nint x_init(void) { return 0; }\n')
+    proc = subprocess.run([sys.executable, "-m", "migrate.cli", "run", str(tree), "--quiet", "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot pick the C API header" in lines[0] and "--header" in lines[0], lines
