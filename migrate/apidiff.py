@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -839,9 +840,23 @@ def _break_for(diff: ApiDiff, ref: ci.Cursor) -> Break | None:
 
 def _top_level_in(tu: ci.TranslationUnit, path: str) -> Iterator[ci.Cursor]:
     # Only the consumer's own declarations: walking the headers' cursors too costs seconds and finds nothing.
-    for cursor in tu.cursor.get_children():
-        if cursor.location.file is not None and cursor.location.file.name == path:
-            yield cursor
+    yield from _top_level_by_file(tu).get(path, [])
+
+
+_TOP_LEVEL: weakref.WeakKeyDictionary[object, dict[str, list[ci.Cursor]]] = weakref.WeakKeyDictionary()
+
+
+def _top_level_by_file(tu: ci.TranslationUnit) -> dict[str, list[ci.Cursor]]:
+    """The unit's top-level cursors by the file they are in: one pass per unit, however many files are scanned."""
+    found = _TOP_LEVEL.get(tu)
+    if found is None:
+        found = {}
+        for cursor in tu.cursor.get_children():
+            file = cursor.location.file
+            if file is not None:
+                found.setdefault(file.name, []).append(cursor)
+        _TOP_LEVEL[tu] = found
+    return found
 
 
 def _spelled_here(lines: list[bytes], cursor: ci.Cursor, symbol: str) -> bool:

@@ -55,6 +55,9 @@ class BuildOptions:
     cuda_arch: str | None = None  # CMake's CMAKE_CUDA_ARCHITECTURES; None: the visible GPU's
     cmake_args: tuple[str, ...] = ()
     jobs: int | None = None
+    # the shim's llama.cpp calls wrapped by verify/tracer/tracer.c (verify --trace): a separate shim build, -g;
+    # llama.cpp's own libraries are the same (not part of key())
+    traced: bool = False
 
     def toolkit(self) -> cuda.CudaToolkit | None:
         """The CUDA toolkit for this build (None for CPU); missing nvcc or cuBLAS is a BuildError naming what to get."""
@@ -196,6 +199,15 @@ def llama_build_dir(tree: SourceTree, options: BuildOptions, cache: Path | None 
     return cache_root(cache) / "build" / f"{tree.provided}-{tree.commit[:12]}-{options.key()}"
 
 
+def llama_targets(root: Path) -> tuple[str, ...]:
+    """LLAMA_TARGETS as the tree names them: common/ became `llama-common` (+ `llama-common-base`) by b10361."""
+    common = root / "common" / "CMakeLists.txt"
+    text = common.read_text(encoding="utf-8", errors="replace") if common.is_file() else ""
+    if re.search(r"set\(TARGET\s+llama-common\)", text):
+        return tuple("llama-common" if t == "common" else t for t in LLAMA_TARGETS)
+    return LLAMA_TARGETS
+
+
 def build_llama(tree: SourceTree, options: BuildOptions, cache: Path | None = None) -> tuple[LlamaLibs | None, str]:
     """Configure (once) and bring llama.cpp's libraries up to date; returns (libs or None on failure, log)."""
     build_dir = llama_build_dir(tree, options, cache)
@@ -209,7 +221,8 @@ def build_llama(tree: SourceTree, options: BuildOptions, cache: Path | None = No
             if _run(cmd, None, log) != 0:
                 return None, "\n".join(log)
         before = len(log)
-        if _run(["cmake", "--build", str(build_dir), "-j", _jobs(options), "--target", *LLAMA_TARGETS], None, log) != 0:
+        targets = llama_targets(tree.path)
+        if _run(["cmake", "--build", str(build_dir), "-j", _jobs(options), "--target", *targets], None, log) != 0:
             return None, "\n".join(log)
         rebuilt = _count_compiled("\n".join(log[before:]))
         archives = sorted(p for p in build_dir.rglob("*.a") if "CMakeFiles" not in p.parts)
@@ -255,6 +268,18 @@ if(OpenMP_CXX_FOUND)
   target_link_libraries(shim PRIVATE OpenMP::OpenMP_CXX)
 endif()
 {cuda}
+{traced}
+"""
+
+# A traced shim (`migrate build --traced`): the tracer compiled against the tree's own llama.h, every llama.cpp call
+# it knows wrapped at link time (GNU ld --wrap: only references from the shim's and common's objects; the harness
+# binds the real functions through the dynamic symbol table), and debug info to resolve callers to file:line.
+SHIM_TRACED_CMAKE = """\
+target_sources(shim PRIVATE "{tracer}")
+set_source_files_properties("{tracer}" PROPERTIES COMPILE_DEFINITIONS "{tracer_defines}")
+# -g: callers resolve to file:line; no sibling calls: a call in tail position keeps its own return address
+target_compile_options(shim PRIVATE -g -fno-optimize-sibling-calls)
+target_link_options(shim PRIVATE {wraps})
 """
 
 def _shim_cuda(libs: LlamaLibs) -> str:
@@ -269,9 +294,17 @@ def _cmake_list(paths: list[Path] | list[str]) -> str:
     return " ".join(f'"{p}"' for p in paths)
 
 
-def shim_build_dir(sources: list[Path], libs: LlamaLibs, cache: Path | None) -> Path:
+def shim_build_dir(sources: list[Path], libs: LlamaLibs, cache: Path | None, traced: bool = False) -> Path:
     digest = hashlib.sha256(json.dumps([str(s) for s in sources] + [str(libs.build_dir)]).encode()).hexdigest()[:12]
-    return cache_root(cache) / "shim" / f"{libs.build_dir.name}-{digest}"
+    return cache_root(cache) / "shim" / f"{libs.build_dir.name}-{digest}{'-traced' if traced else ''}"
+
+
+def _shim_traced(libs: LlamaLibs) -> str:
+    from verify.trace import TRACER_SOURCE, tracer_config
+
+    config = tracer_config(libs.tree / "include" / "llama.h")
+    return SHIM_TRACED_CMAKE.format(tracer=TRACER_SOURCE, tracer_defines=";".join(config.defines),
+                                    wraps=" ".join(config.link_flags()))  # fmt: skip
 
 
 SOURCES_RECORD = "sources.json"
@@ -318,11 +351,13 @@ def build_shim(
     extra_includes: list[Path] | None = None,
     defines: list[str] | None = None,
     cache: Path | None = None,
+    traced: bool = False,
 ) -> tuple[Path | None, str, float]:
-    """Compile and link the shim; returns (library path or None, log, seconds)."""
+    """Compile and link the shim (`traced`: with the call tracer, see SHIM_TRACED_CMAKE); returns (library path
+    or None, log, seconds)."""
     started = time.monotonic()
     prune_stale_shims(cache)
-    build_dir = shim_build_dir(sources, libs, cache)
+    build_dir = shim_build_dir(sources, libs, cache, traced)
     build_dir.mkdir(parents=True, exist_ok=True)
     (build_dir / SOURCES_RECORD).write_text(json.dumps([str(s) for s in sources]))
     includes = sorted({s.parent for s in sources}) + list(extra_includes or []) + libs.include_dirs
@@ -338,6 +373,7 @@ def build_shim(
         llama=llama,
         archives=_cmake_list(others),
         cuda=_shim_cuda(libs),
+        traced=_shim_traced(libs) if traced else "",
     )
     project = build_dir / "project"
     project.mkdir(exist_ok=True)
@@ -371,7 +407,7 @@ def _write_manifest(library: Path, src: Path, tree: SourceTree, options: BuildOp
         library=str(library), llama_tree=str(tree.path), llama_version=tree.provided, llama_requested=tree.requested,
         sources=[str(s) for s in sources], consumer_root=str(root.resolve()),
         header=str(header) if header else None,
-        options={"backend": options.backend, "cmake_args": list(options.cmake_args)},
+        options={"backend": options.backend, "cmake_args": list(options.cmake_args), "traced": options.traced},
     ).write()
 
 
@@ -399,11 +435,11 @@ def build(
             llama_reused=False, llama_objects_rebuilt=0, shim_seconds=0.0, log=llama_log,
             errors=parse_errors(llama_log), stage="llama",
         )  # fmt: skip
-    library, shim_log, shim_seconds = build_shim(shim_sources, libs, name=name, cache=cache)
+    library, shim_log, shim_seconds = build_shim(shim_sources, libs, name=name, cache=cache, traced=options.traced)
     if library is not None:
         _write_manifest(library, src, tree, options, shim_sources, header)
     log = llama_log + "\n" + shim_log
-    log_path = shim_build_dir(shim_sources, libs, cache) / "build.log"
+    log_path = shim_build_dir(shim_sources, libs, cache, options.traced) / "build.log"
     log_path.write_text(log)
     return BuildResult(
         ok=library is not None, library=str(library) if library else None, sources=[str(s) for s in shim_sources],

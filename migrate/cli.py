@@ -16,7 +16,8 @@ from verify.errors import ToolError
 
 # Modules that contribute sub-commands, in help order; every one is required (an import error is a bug).
 COMMAND_MODULES = ("migrate.commands", "migrate.commands_model", "migrate.rewrite_cli", "migrate.apidiff",
-                   "migrate.commands_verify", "migrate.pipeline", "migrate.gate")  # fmt: skip
+                   "migrate.commands_verify", "migrate.pipeline", "migrate.gate", "migrate.commands_rules",
+                   "migrate.commands_mutate")  # fmt: skip
 
 
 def add_command(subparsers: argparse._SubParsersAction, name: str, help: str, doc: str | None,

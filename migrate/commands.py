@@ -42,7 +42,8 @@ def cmd_sources(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    options = BuildOptions(backend=args.gpu or "cpu", cuda_arch=args.cuda_arch, cmake_args=tuple(args.cmake_arg))
+    options = BuildOptions(backend=args.gpu or "cpu", cuda_arch=args.cuda_arch, cmake_args=tuple(args.cmake_arg),
+                           traced=args.traced)  # fmt: skip
     # a SourceError / BuildError (no shim, no toolchain) is bad input: one line, exit 2, from migrate.cli.main
     tree = tree_from_args(args.llama, args)
     print(f"building {args.src} against llama.cpp {tree.provided} ({options.backend}) ...", file=sys.stderr)
@@ -84,6 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     builder.add_argument("--cmake-arg", action="append", default=[], help="extra CMake option for llama.cpp (repeat)")
     builder.add_argument("--gpu", choices=["cuda"], help="GPU backend to build llama.cpp with")
     builder.add_argument("--cuda-arch", help="CUDA architecture(s), e.g. 90")
+    builder.add_argument("--traced", action="store_true", help="link the llama.cpp call tracer in (for `migrate "
+                         "verify --trace/--predict`): a separate build, with debug info")  # fmt: skip
     builder.add_argument("--json", help="write the build result (library, llama.cpp, seconds, errors) here")
     builder.add_argument("--log", help="write the full compiler log here")
     add_source_arguments(builder)

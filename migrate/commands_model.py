@@ -19,6 +19,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--size", choices=list(MODEL_SIZES), default="tiny", help="model shape (default tiny)")
     parser.add_argument("--seed", type=int, default=42, help="weight seed (default 42)")
+    parser.add_argument("--eog", action="store_true",
+                        help="the stop variant: greedy decoding reaches end-of-generation within a few tokens on some "
+                        "prompts (the checklist's stop, uneven-finish and refill checks run on it)")
     parser.add_argument(
         "--llama", default="b5421", help="llama.cpp build, commit or tree whose vocabulary to use (default b5421)"
     )
@@ -28,7 +31,8 @@ def register(subparsers: Any) -> None:
 def run_model(args: argparse.Namespace) -> int:
     """0 the model's path printed; 2 bad input (no such llama.cpp build, no vocabulary in its tree)."""
     try:
-        path = ensure_model(args.size, llama=args.llama, seed=args.seed, cache=getattr(args, "cache", None))
+        path = ensure_model(args.size, llama=args.llama, seed=args.seed, cache=getattr(args, "cache", None),
+                            eog=args.eog)
     except (FileNotFoundError, ValueError) as exc:  # a SourceError goes to migrate.cli.main: same line, exit 2
         print(error_line(exc, "model"), file=sys.stderr)
         return EXIT_USAGE

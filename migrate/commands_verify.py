@@ -16,6 +16,10 @@ def default_model(cache: str | None) -> Path:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if not getattr(args, "eog_model", None):
+        from migrate.model import ensure_model
+
+        args.eog_model = str(ensure_model("tiny", "b5421", cache=getattr(args, "cache", None), eog=True))
     return verify_cli.cmd_verify(args, default_model)
 
 

@@ -31,6 +31,8 @@ class ConsumerConfig:
     tie_margin: float | None = None  # top-2 logit margin under which a greedy divergence is a near-tie
     max_tps_regression: float | None = None  # percent tokens/s the new build may lose against the old one
     verify: dict[str, Any] = field(default_factory=dict)  # [verify]: the harness's own settings (checked there)
+    # `migrate mutate`: mutants the consumer has judged equivalent, each {id = "<id or glob>", reason = "..."}
+    mutants: tuple[dict[str, str], ...] = ()
 
     def override(self, enable: list[str], options: list[str], model: str | None) -> ConsumerConfig:
         merged = dict(self.options)
@@ -72,6 +74,8 @@ EXPECTED = {
     "tie_margin": "a non-negative number",
     "max_tps_regression": "a non-negative number (percent)",
     "verify": "a table ([verify] in llama-migrate.toml)",
+    "mutants": 'a list of tables with a string id (a mutant id or glob) and a string reason, e.g. '
+               'mutants = [{ id = "src/x.c:f:*", reason = "unreachable from the C API" }]',
 }
 KNOWN_KEYS = set(EXPECTED)
 
@@ -122,6 +126,7 @@ def load_config(src: Path) -> ConsumerConfig:
         tie_margin=check.threshold("tie_margin"),
         max_tps_regression=check.threshold("max_tps_regression"),
         verify=check.table_value("verify"),
+        mutants=check.mutants(),
     )
 
 
@@ -194,6 +199,16 @@ class _Checker:
             else:
                 raise self.refuse("options", value, f": options.{name} is {_shown(item)}")
         return options
+
+    def mutants(self) -> tuple[dict[str, str], ...]:
+        value = self.table.get("mutants", [])
+        if not isinstance(value, list):
+            raise self.refuse("mutants", value)
+        for item in value:
+            if not isinstance(item, dict) or set(item) != {"id", "reason"} or \
+                    not all(isinstance(v, str) and v.strip() for v in item.values()):  # fmt: skip
+                raise self.refuse("mutants", value, f": item {_shown(item)} is not {{id, reason}} (two strings)")
+        return tuple({"id": item["id"], "reason": item["reason"]} for item in value)
 
     def normalise(self) -> str:
         value = self.table.get("normalise", "none")

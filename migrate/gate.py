@@ -13,11 +13,18 @@ Exit codes (when several classes apply, the lowest number wins; the summary list
       least the tie margin (or the two builds tokenize a prompt differently); with --n-gpu-layers, also the new
       build's CPU and GPU runs parting that way
   14  tokens/s regression: generate or generate_parallel on the new build slower than on the old one by more
-      than the threshold
+      than the threshold, with 95 % confidence (the whole confidence interval of the median paired new/old ratio
+      lies below 1 - threshold)
   15  not verified: no check really ran on the new build (every one skipped or not driven by the harness, say
       --n-gpu-layers on a machine without a GPU), or a check that passed on the old build was skipped or a
       harness error on the new one, or a greedy comparison could not be made: the gate does not pass what it
       did not check
+  16  predicted run-time break at the target: the original, built traced at the old version, makes llama.cpp
+      calls that abort or are rejected under the target's run-time contract (contracts/<version>.yaml), and no
+      rule the plan applied removes the cause (`--no-predict` skips the step)
+  17  tokens/s inconclusive: the run was too noisy to decide whether the new build is within the threshold (the
+      confidence interval straddles 1 - threshold): not a pass, not a regression; rerun on a quieter runner or
+      with a model whose per-token cost dominates (`migrate model --size small`)
 
 1 is never a verdict: it means the tool itself failed (a Python traceback). Thresholds: `--tie-margin` (default
 0.05) and `--max-tps-regression` percent (default 25), or `tie_margin` / `max_tps_regression` in the consumer config;
@@ -56,7 +63,9 @@ CHECK = FailureClass(12, "check fails on the new build")
 OUTPUT = FailureClass(13, "output difference (not a near-tie)")
 SPEED = FailureClass(14, "tokens/s regression")
 UNVERIFIED = FailureClass(15, "not verified: checks skipped or not driven on the new build")
-CLASSES = (MANUAL, COMPILE, CHECK, OUTPUT, SPEED, UNVERIFIED)
+PREDICTED = FailureClass(16, "predicted run-time break at the target")
+INCONCLUSIVE = FailureClass(17, "tokens/s inconclusive (too noisy to decide)")
+CLASSES = (MANUAL, COMPILE, CHECK, OUTPUT, SPEED, UNVERIFIED, PREDICTED, INCONCLUSIVE)
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,7 @@ def classify(outcome: RunOutcome, thresholds: Thresholds) -> list[Finding]:
     if diff is not None:
         findings += _checks(diff) + _outputs(diff, thresholds) + _speed(diff, thresholds) + _unverified(diff)
     findings += _devices(getattr(outcome.verification, "devices", []), thresholds)
+    findings += _predicted(outcome)
     if outcome.problems and not findings:
         # the run saw something this gate has no class for: never let that pass silently
         findings.append(Finding(MANUAL, "run", outcome.problems[0]))
@@ -178,16 +188,49 @@ def _unverified(diff: Any) -> list[Finding]:
     return found
 
 
+def _predicted(outcome: RunOutcome) -> list[Finding]:
+    """Calls of the original that the target's run-time contract says will abort or be rejected (the predict step)."""
+    from verify.contract import CONSEQUENCES
+
+    prediction = getattr(outcome, "prediction", None)
+    if prediction is None:
+        return []
+    found = []
+    for g in prediction.breaks():
+        values = ", ".join(f"{k} {v}" for k, v in g.first.values.items())
+        found.append(Finding(PREDICTED, g.where or "?", f"({g.clause}) {g.first.call}: {values}; at "
+                             f"{prediction.contract}: {CONSEQUENCES[g.consequence]}; {g.count} call(s) in "
+                             f"{', '.join(g.checks)}"))  # fmt: skip
+    return found
+
+
 def _speed(diff: Any, thresholds: Thresholds) -> list[Finding]:
+    """A regression only when the whole 95 % interval of the median paired new/old ratio lies below the floor;
+    inconclusive (17) when it straddles the floor. A row without an interval (one measurement) is its own bounds."""
     floor = 1 - thresholds.max_tps_regression / 100
     found = []
     for call, row in diff.throughput.items():
         ratio = row.get("new_over_old")
-        if ratio is not None and ratio < floor:
-            speeds = f"{row['old']['tokens_per_s']} → {row['new']['tokens_per_s']} tokens/s"
-            loss = f"-{(1 - ratio) * 100:.0f}%, allowed -{thresholds.max_tps_regression:g}%"
-            found.append(Finding(SPEED, call, f"{speeds} ({loss})"))
+        if ratio is None:
+            continue
+        low, high = row.get("ci95") or (ratio, ratio)
+        speeds = f"{row['old']['tokens_per_s']} → {row['new']['tokens_per_s']} tokens/s"
+        loss = f"-{(1 - ratio) * 100:.0f}%, allowed -{thresholds.max_tps_regression:g}%"
+        stats = (f"; median of {row['pairs']} paired new/old ratios {ratio}, 95% CI [{low}, {high}]"
+                 if row.get("ci95") else "")  # fmt: skip
+        if high < floor:
+            found.append(Finding(SPEED, call, f"{speeds} ({loss}){stats}{_instructions(row)}"))
+        elif low < floor:
+            found.append(Finding(INCONCLUSIVE, call, f"{speeds} ({loss}){stats}: the interval straddles {floor:g}, "
+                                 f"too noisy to decide{_instructions(row)}"))  # fmt: skip
     return found
+
+
+def _instructions(row: dict[str, Any]) -> str:
+    counts = row.get("instructions") or {}
+    if counts.get("new_over_old") is None:
+        return ""
+    return f"; instructions per call {counts['old']} → {counts['new']} (x{counts['new_over_old']})"
 
 
 # --- output --------------------------------------------------------------------------------------------------
@@ -220,7 +263,9 @@ def _passed_detail(outcome: RunOutcome | None, thresholds: Thresholds) -> str:
         return ""
     checks = sum(1 for c in diff.comparisons if c.new is not None and c.new.status == "passed")
     measured = any(row.get("new_over_old") is not None for row in diff.throughput.values())
-    speed = f"tokens/s within -{thresholds.max_tps_regression:g}%" if measured else "tokens/s not measured"
+    paired = any(row.get("ci95") for row in diff.throughput.values())
+    speed = (f"tokens/s within -{thresholds.max_tps_regression:g}%{' (95% CI)' if paired else ''}" if measured
+             else "tokens/s not measured")  # fmt: skip
     return (f": {checks} check(s) pass on the new build, greedy output identical or near-tie "
             f"(margin < {thresholds.tie_margin}), {speed}")
 
@@ -293,7 +338,7 @@ def _non_negative(text: str) -> float:
 def register(subparsers: argparse._SubParsersAction) -> None:
     from migrate.cli import add_command
 
-    parser = add_command(subparsers, "gate", "`run` for CI: exit code per failure class (10-15) and a one-screen "
+    parser = add_command(subparsers, "gate", "`run` for CI: exit code per failure class (10-17) and a one-screen "
                          "summary of why", __doc__, gate)  # fmt: skip
     pipeline.add_run_arguments(parser)
     parser.add_argument("--max-tps-regression", type=_non_negative, metavar="PCT",

@@ -36,6 +36,29 @@ OUTPUT_GAIN = 4.0
 
 
 @dataclass(frozen=True)
+class EogRecipe:
+    """The stop option (`eog=True`): greedy decoding reaches end-of-generation within a few tokens on some prompts.
+
+    The default models never emit EOS (0 in 20,352 greedy steps over 212 prompts), so a shim's stop-on-EOG,
+    uneven-finish and refill paths would never run. Here one fixed direction `u` of the embedding space is the
+    "stop" direction: the EOS row of the output matrix is `gain * u`, and the embeddings of a seeded `share` of the
+    vocabulary lean `lean` standard deviations along `u`. The hidden state at the last position is dominated by
+    the current token's embedding (the residual projections are shrunk, see tensor_specs), so after a token of that
+    share greedy decoding picks EOS next; other tokens keep their (unchanged-recipe) continuations. Every other
+    tensor is the default model's, so only paths through those tokens change."""
+
+    share: float = 0.08
+    lean: float = 3.0
+    gain: float = 6.0
+
+    def tag(self) -> str:
+        return f"eog={self.share},{self.lean},{self.gain}"
+
+
+EOG_RECIPE = EogRecipe()
+
+
+@dataclass(frozen=True)
 class ModelSize:
     name: str
     n_embd: int
@@ -194,13 +217,44 @@ def _add_architecture_keys(writer: GGUFWriter, size: ModelSize, seed: int, n_voc
     writer.add_file_type(size.file_type)
 
 
-def _tensors(specs: list[TensorSpec], seed: int) -> Iterator[np.ndarray[Any, Any]]:
+def _tensors(specs: list[TensorSpec], seed: int, eog: EogRecipe | None = None,
+             eos: int | None = None) -> Iterator[np.ndarray[Any, Any]]:  # fmt: skip
     for index, spec in enumerate(specs):
-        yield tensor_data(spec, seed, index)
+        values = tensor_data(spec, seed, index)
+        if eog is not None and eos is not None:
+            values = _stop_leaning(spec, values, seed, eog, eos)
+        yield values
 
 
-def write_model(path: Path, vocab_gguf: Path, size: ModelSize, seed: int) -> Path:
-    """Write the model to `path` atomically (temp file in the same dir, then rename), one tensor at a time."""
+def _stop_direction(n_embd: int, seed: int) -> np.ndarray[Any, Any]:
+    import numpy as np
+
+    u = np.random.default_rng([seed, 0x0E06]).standard_normal(n_embd).astype(np.float32)
+    return u / np.linalg.norm(u)
+
+
+def _stop_leaning(spec: TensorSpec, values: np.ndarray[Any, Any], seed: int, eog: EogRecipe,
+                  eos: int) -> np.ndarray[Any, Any]:  # fmt: skip
+    """The EOG recipe applied to one tensor (see EogRecipe); any other tensor is returned as it is."""
+    import numpy as np
+
+    if spec.name not in ("token_embd.weight", "output.weight"):
+        return values
+    n_vocab, n_embd = spec.shape
+    u = _stop_direction(n_embd, seed).astype(spec.dtype)
+    values = values.copy()
+    if spec.name == "output.weight":
+        values[eos] = np.asarray(eog.gain * u, dtype=spec.dtype)
+    else:
+        chosen = np.random.default_rng([seed, 0x0E07]).random(n_vocab) < eog.share
+        chosen[eos] = False
+        values[chosen] += np.asarray(eog.lean * EMBD_STD * u, dtype=spec.dtype)
+    return values
+
+
+def write_model(path: Path, vocab_gguf: Path, size: ModelSize, seed: int, eog: bool = False) -> Path:
+    """Write the model to `path` atomically (temp file in the same dir, then rename), one tensor at a time.
+    `eog`: the stop option (EogRecipe): greedy decoding reaches EOS within a few tokens on some prompts."""
     import numpy as np
     from gguf import GGUFWriter
 
@@ -217,13 +271,14 @@ def write_model(path: Path, vocab_gguf: Path, size: ModelSize, seed: int) -> Pat
         _add_architecture_keys(writer, size, seed, n_vocab)
         for key, (value, value_type, sub_type) in tokenizer.items():
             writer.add_key_value(key, value, value_type, sub_type)
+        eos = _eos_id(tokenizer) if eog else None
         for spec in specs:
             nbytes = int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize
             writer.add_tensor_info(spec.name, spec.shape, np.dtype(spec.dtype), nbytes)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        for tensor in _tensors(specs, seed):
+        for tensor in _tensors(specs, seed, EOG_RECIPE if eog else None, eos):
             writer.write_tensor_data(tensor)
         writer.close()
         tmp.chmod(0o644)  # mkstemp makes it owner-only; a model is shared data, like the rest of the cache
@@ -233,24 +288,35 @@ def write_model(path: Path, vocab_gguf: Path, size: ModelSize, seed: int) -> Pat
     return path
 
 
-def model_digest(vocab_gguf: Path, size: ModelSize) -> str:
+def _eos_id(tokenizer: TokenizerFields) -> int:
+    if "tokenizer.ggml.eos_token_id" not in tokenizer:
+        raise ValueError("the vocabulary has no tokenizer.ggml.eos_token_id: no EOS row to lean toward")
+    return int(tokenizer["tokenizer.ggml.eos_token_id"][0])
+
+
+def model_digest(vocab_gguf: Path, size: ModelSize, eog: bool = False) -> str:
     """Eight hex digits naming what, besides size name and seed, decides the bytes: vocabulary, recipe, shapes."""
     digest = hashlib.sha256()
     digest.update(Path(vocab_gguf).read_bytes())
     digest.update(f"generator={GENERATOR_VERSION};{EMBD_STD},{QK_GAIN},{OUTPUT_GAIN};{size!r}".encode())
+    if eog:  # the default models' digests stay what they were
+        digest.update(EOG_RECIPE.tag().encode())
     return digest.hexdigest()[:8]
 
 
-def model_path(models_dir: Path, vocab_gguf: Path, size: ModelSize, seed: int) -> Path:
-    return models_dir / f"llama-{size.name}-s{seed}-{model_digest(vocab_gguf, size)}.gguf"
+def model_path(models_dir: Path, vocab_gguf: Path, size: ModelSize, seed: int, eog: bool = False) -> Path:
+    kind = f"{size.name}-eog" if eog else size.name
+    return models_dir / f"llama-{kind}-s{seed}-{model_digest(vocab_gguf, size, eog)}.gguf"
 
 
 def ensure_model(
-    size: str = "tiny", llama: str = "b5421", seed: int = 42, cache: str | os.PathLike[str] | None = None
+    size: str = "tiny", llama: str = "b5421", seed: int = 42, cache: str | os.PathLike[str] | None = None,
+    eog: bool = False,
 ) -> Path:
     """The cached model for (size, seed, the vocabulary in llama.cpp `llama`), written first if missing.
 
     `llama` is anything migrate.sources.resolve takes: a build tag, a commit or a llama.cpp directory.
+    `eog`: the stop variant (EogRecipe), for the checks that need generation to end on EOS.
     """
     from migrate.sources import resolve  # deferred: model writing alone should not need git or the source cache
 
@@ -258,7 +324,7 @@ def ensure_model(
     vocab_gguf = resolve(llama, cache=cache).path / VOCAB_FILE
     if not vocab_gguf.is_file():
         raise FileNotFoundError(f"{vocab_gguf} is missing: the llama.cpp tree for {llama} has no llama vocabulary")
-    path = model_path(cache_root(cache) / "models", vocab_gguf, chosen, seed)
+    path = model_path(cache_root(cache) / "models", vocab_gguf, chosen, seed, eog)
     if path.is_file():
         return path
-    return write_model(path, vocab_gguf, chosen, seed)
+    return write_model(path, vocab_gguf, chosen, seed, eog)

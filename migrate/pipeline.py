@@ -1,7 +1,10 @@
 """`migrate run`: the whole chain on one consumer tree, one report.
 
 sources (both versions) → plan → apply to a copy → build the original at --from and the copy at --to →
-verify both (differential) → one markdown report, plus JSON and JUnit.
+predict (the original built traced, its llama.cpp calls replayed against the --to release's run-time contract:
+calls that will abort or be rejected there; --no-predict skips it) → verify both (differential; a check that fails
+on the new build is re-run on a traced build of the copy to name the first contract break before the failure) →
+one markdown report, plus JSON and JUnit.
 
 Exit codes: 0 migrated, built and every check on the new build passed (or was skipped with a reason);
 1 something needs a human (manual actions, a build failure, a failed check); 2 bad input or environment.
@@ -53,6 +56,7 @@ class RunOutcome:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # why a human is needed, one line each
     header: str | None = None  # the C API header, relative to the tree (config), else found
+    prediction: Any = None  # verify.contract.Prediction: the original's traced calls against the target's contract
 
     def exit_code(self) -> int:
         return EXIT_NEEDS_HUMAN if self.problems else EXIT_OK
@@ -94,20 +98,20 @@ def _resolve_trees(config: ConsumerConfig, from_version: str, to_version: str, c
 
 def _plan_and_apply(outcome: RunOutcome, config: ConsumerConfig, cache: str | None, stages: Stages) -> None:
     from migrate.rewrite.apicheck import RULE_ID as API_RULE
-    from migrate.rewrite.apicheck import ApiTarget
     from migrate.rewrite.apply import apply_plan
-    from migrate.rewrite.engine import EngineConfig, build_plan
     from migrate.rewrite.parse import CompileDatabase
-    from migrate.rewrite.rules import find_rules
+    from migrate.rewrite.steps import StepInputs, plan_steps
 
     tree_from, tree_to = outcome.trees["from"], outcome.trees["to"]
-    rules = find_rules(tree_from.requested, tree_to.requested)
-    engine = EngineConfig(
-        root=outcome.migrated, llama_tree=tree_from.path, ruleset=rules, options=dict(config.options),
-        enabled=set(config.enable), compile_db=CompileDatabase.find(outcome.migrated),
-        plan_cache=cache_root(cache) / "plans", api=ApiTarget(tree_from, tree_to, cache),
-    )  # fmt: skip
-    plan = build_plan(engine)
+    known = {tree_from.requested: tree_from, tree_to.requested: tree_to}
+
+    def tree(tag: str) -> SourceTree:  # a step's end between --from and --to (b7785 of b5421 → b10361)
+        return known[tag] if tag in known else resolve(tag, checkout=config.llama_checkout, cache=cache)
+
+    inputs = StepInputs(src=outcome.migrated, resolve=tree, options=dict(config.options), enabled=set(config.enable),
+                        plan_cache=cache_root(cache) / "plans", cache=cache, source_tree=tree_from,
+                        compile_db=CompileDatabase.find)  # fmt: skip
+    plan = plan_steps(tree_from.requested, tree_to.requested, inputs)
     plan.builds = [{"role": role, **tree.describe()} for role, tree in outcome.trees.items()]
     counts = plan.summary_counts()
     stages.say(f"plan: {counts['edits']} edit(s), {counts['manual']} manual, {counts['advisories']} advisories")
@@ -147,7 +151,8 @@ def _build_both(outcome: RunOutcome, options: BuildOptions, cache: str | None, s
 
 
 def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu_layers: int,
-                 console: Console | None, names: list[str] | None = None) -> None:  # fmt: skip
+                 console: Console | None, names: list[str] | None = None,
+                 eog_model: Path | None = None) -> None:  # fmt: skip
     from verify.cli import make_target, run_verification
     from verify.differential import not_verified_on_new, nothing_verified
     from verify.session import Options
@@ -156,7 +161,7 @@ def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu
                       outcome.trees["from"].path, verify=config.verify, config_root=outcome.src)  # fmt: skip
     new = make_target("new", outcome.builds["to"].library, _header(outcome, outcome.migrated), model,
                       outcome.trees["to"].path, verify=config.verify, config_root=outcome.migrated)  # fmt: skip
-    options = Options(n_gpu_layers=n_gpu_layers, normalise=config.normalise)
+    options = Options(n_gpu_layers=n_gpu_layers, normalise=config.normalise, eog_model=str(eog_model or ""))
     if config.tie_margin is not None:
         options.tie_margin = config.tie_margin
     report = run_verification([old, new], options, names, console=console)
@@ -176,6 +181,104 @@ def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu
     for devices in report.devices:
         if devices.failed and devices.build == "new":
             outcome.problems.append(f"CPU and GPU disagree on the new build: {devices.message}")
+
+
+def _target_contract(outcome: RunOutcome) -> Any:
+    from verify.contract import find_contract
+
+    tree = outcome.trees["to"]
+    return find_contract(tree.requested) or find_contract(tree.provided)
+
+
+def _traced_build(outcome: RunOutcome, role: str, options: BuildOptions, cache: str | None,
+                  stages: Stages) -> BuildResult | None:  # fmt: skip
+    """The original (`from`) or the migrated copy (`to`) built with the call tracer (a separate cached build)."""
+    tree = outcome.trees[role]
+    src = outcome.src if role == "from" else outcome.migrated
+    stages.say(f"build: {'original' if role == 'from' else 'migrated'} shim traced against {tree.provided} ...")
+    result = build(src, tree, dataclasses.replace(options, traced=True), cache=cache)
+    if not result.ok:
+        where = f" (log {result.log_path})" if result.log_path else ""
+        outcome.problems.append(f"the traced build at {tree.provided} failed{where}: "
+                                f"{result.errors[0] if result.errors else result.stage}")  # fmt: skip
+        return None
+    return result
+
+
+def _applied(outcome: RunOutcome, rule: str) -> bool:
+    plan = outcome.plan
+    return plan is not None and any(rule in edit.rules for edit in plan.edits)
+
+
+def _predict(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu_layers: int, options: BuildOptions,
+             cache: str | None, stages: Stages, names: list[str] | None,
+             eog_model: Path | None = None) -> None:  # fmt: skip
+    """The original, built traced at --from, runs the checklist; its llama.cpp calls are replayed against the --to
+    release's run-time contract (contracts/<version>.yaml). A rule the plan applied that removes a cause (kv-unified)
+    is assumed, and what it remedies is listed apart. Needs no build of the new version."""
+    from verify.cli import make_prediction, make_target, run_verification
+    from verify.contract import CONSEQUENCES, Assume
+    from verify.session import Options
+
+    contract = _target_contract(outcome)
+    if contract is None:
+        stages.say(f"predict: no run-time contract for {outcome.trees['to'].requested}: skipped")
+        return
+    traced = _traced_build(outcome, "from", options, cache, stages)
+    if traced is None:
+        return
+    target = make_target("old", traced.library, _header(outcome, outcome.src), model, outcome.trees["from"].path,
+                         verify=config.verify, config_root=outcome.src)  # fmt: skip
+    run_options = Options(n_gpu_layers=n_gpu_layers, normalise=config.normalise, contract=contract.version,
+                          trace_dir=str(outcome.migrated.parent / "traces"), eog_model=str(eog_model or ""))
+    if config.tie_margin is not None:
+        run_options.tie_margin = config.tie_margin
+    stages.say(f"predict: the original's calls against the {contract.version} contract ...")
+    report = run_verification([target], run_options, names)
+    assume = Assume(kv_unified=True) if _applied(outcome, "kv-unified") else Assume()
+    prediction = make_prediction(report, "old", contract.version, assume)
+    outcome.prediction = prediction
+    stages.say(f"predict: {len(prediction.breaks())} run-time break(s) at {contract.version}, "
+               f"{len(prediction.remedied)} remedied by the plan ({prediction.calls} calls traced)")  # fmt: skip
+    for g in prediction.breaks():
+        outcome.problems.append(f"predicted run-time break at {contract.version}: {g.line()}: "
+                                f"{CONSEQUENCES[g.consequence]}")  # fmt: skip
+
+
+def _explain_failures(outcome: RunOutcome, model: Path, options: BuildOptions, cache: str | None,
+                      stages: Stages) -> None:  # fmt: skip
+    """Checks that fail on the new build run again on a traced build of the migrated copy: each then names the
+    first call that breaks the target's run-time contract before the failure (evidence, message, report)."""
+    from verify.contract import Violation, break_note
+    from verify.runner import run_checks
+    from verify.session import Target
+
+    diff = getattr(outcome.verification, "differential", None)
+    failed = [c for c in diff.comparisons if c.new is not None and c.new.status == "failed"] if diff else []
+    contract = _target_contract(outcome)
+    if not failed or contract is None:
+        return
+    traced = _traced_build(outcome, "to", options, cache, stages)
+    if traced is None:
+        return
+    new = outcome.verification.differential.new
+    target = Target(Path(traced.library), new.header, model, "new", new.llama_tree, new.verify, new.config_root)
+    # the verification's own options (model for the stop checks, normalisation), traced
+    run_options = dataclasses.replace(outcome.verification.options, contract=contract.version,
+                                      trace_dir=str(outcome.migrated.parent / "traces"))  # fmt: skip
+    stages.say(f"explain: {len(failed)} failed check(s) again, traced ...")
+    for comparison, rerun in zip(failed, run_checks(target, run_options, [c.name for c in failed]), strict=True):
+        if "trace" in rerun.evidence:
+            comparison.new.evidence["trace"] = rerun.evidence["trace"] | {"rerun_status": rerun.status}
+        if "contract" not in rerun.evidence:
+            continue
+        comparison.new.evidence["contract"] = rerun.evidence["contract"]
+        first = rerun.evidence["contract"].get("first_break")
+        if first:
+            note = break_note(contract.version, Violation(**first))
+            comparison.new.message = f"{comparison.new.message} {note}".strip()
+            prefix = f"check {comparison.name} fails on the new build"
+            outcome.problems = [f"{p} {note}" if p.startswith(prefix) else p for p in outcome.problems]
 
 
 def _bind_early(src: Path, config: ConsumerConfig, llama_tree: Path) -> None:
@@ -203,12 +306,73 @@ def _report(outcome: RunOutcome, out: Path, name: str, verdict: str | None = Non
     sections = [_builds_section(outcome), outcome.xref_markdown]
     if outcome.verification is not None:
         sections.append(markdown_section(outcome.verification))
+    elif outcome.prediction is not None:  # the migrated copy did not build: the prediction still stands
+        sections.append(_prediction_section(outcome))
+    if outcome.prediction is not None:
+        sections.append(_advisories_section(outcome))
     sections.append(verdict or _verdict_section(outcome))
     text = render_report(outcome.plan, title=name, sections=sections, mode="run: plan, apply, build, verify")
     path = out / f"{name}-{outcome.trees['from'].requested}-{outcome.trees['to'].requested}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(portable_paths(text, outcome), encoding="utf-8")
     return path
+
+
+def _prediction_section(outcome: RunOutcome) -> str:
+    from verify.report import prediction_lines
+
+    return "\n".join(["## Run-time contract", "", *prediction_lines(outcome.prediction)]) + "\n"
+
+
+# the contract clauses a static advisory (migrate/rewrite/advisories.py) anticipates, by advisory rule
+ADVISORY_CLAUSES = {"sequence-ids": ("seq-id-range", "batch-seq-id-range"), "held-position": ("positions-continue",),
+                    "per-sequence-context": ("per-sequence-capacity",)}  # fmt: skip
+
+
+def _advisory_clauses(advisory: Any) -> tuple[str, ...]:
+    if advisory.rule in ADVISORY_CLAUSES:
+        return ADVISORY_CLAUSES[advisory.rule]
+    if "seq_cp" in advisory.message and "partial-range" in advisory.message:
+        return ("seq-cp-partial",)
+    if "sequence id" in advisory.message:
+        return ("seq-id-range",)
+    return ()
+
+
+def _advisories_section(outcome: RunOutcome) -> str:
+    """Each static advisory beside what the traced run showed: confirmed (its clause broken at its line, or in its
+    file for advisories on a batch or n_ctx line), exercised without a break, or not exercised by the checklist."""
+    plan, prediction = outcome.plan, outcome.prediction
+    advisories = sorted(plan.advisories, key=lambda a: (a.file, a.line)) if plan is not None else []
+    advisories = [a for a in advisories if _advisory_clauses(a) or "seq_cp" in a.message]
+    groups = prediction.groups + prediction.remedied
+    anticipated = {f"{a.file}:{a.line}" for a in advisories}
+    unseen = [g for g in prediction.breaks() if g.where not in anticipated]
+    if not advisories and not unseen:
+        return ""
+    lines = ["### Static advisories against the trace", ""]
+    if unseen:
+        lines += ["Breaks the trace found where no static advisory pointed: " + "; ".join(
+            f"`{g.where}` ({g.clause})" for g in unseen) + ".", ""]  # fmt: skip
+    if not advisories:
+        return "\n".join(lines) + "\n"
+    lines += ["| advisory | where | what the traced run of the original showed |", "| --- | --- | --- |"]
+    for advisory in advisories:
+        where = f"{advisory.file}:{advisory.line}"
+        clauses = _advisory_clauses(advisory)
+        at_line = [g for g in groups if g.clause in clauses and g.where == where]
+        in_file = [g for g in groups if g.clause in clauses and (g.where or "").startswith(f"{advisory.file}:")]
+        calls = prediction.call_sites.get(where, 0)
+        if at_line or (in_file and not calls):
+            g = (at_line or in_file)[0]
+            seen = f"confirmed: {g.clause} broken at `{g.where}` ({g.count} call(s)): {g.first.call}"
+        elif calls:
+            seen = f"exercised ({calls} call(s) traced here), no break of {', '.join(clauses) or 'a clause'} seen"
+        else:
+            seen = ("no traced call at this line: not exercised by the checklist, or a line that only builds the "
+                    "batch" + (f"; no break of {', '.join(clauses)} seen in the file" if clauses else ""))  # fmt: skip
+        lines.append(f"| {advisory.rule} | `{where}` | {seen} |")
+    return "\n".join(lines) + "\n"
 
 
 def portable_paths(text: str, outcome: RunOutcome) -> str:
@@ -255,6 +419,7 @@ def _write_json(outcome: RunOutcome, path: Path, exit_code: int | None = None,
         "plan": outcome.plan.to_json() if outcome.plan else None,
         "builds": {role: {k: v for k, v in b.to_json().items() if k != "log"} for role, b in outcome.builds.items()},
         "verification": outcome.verification.to_json() if outcome.verification else None,
+        "prediction": outcome.prediction.to_json() if outcome.prediction is not None else None,
         "stage_seconds": outcome.stage_seconds,
         "problems": outcome.problems,
         "exit_code": outcome.exit_code() if exit_code is None else exit_code,
@@ -338,12 +503,28 @@ def execute(args: argparse.Namespace, src: Path, config: ConsumerConfig, console
         with timed("build"):
             options = BuildOptions(args.gpu or "cpu", args.cuda_arch, tuple(args.cmake_arg))
             _build_both(outcome, options, args.cache, stages)
+        if outcome.builds["from"].ok and getattr(args, "predict", True):
+            with timed("model"):
+                from migrate.model import ensure_model
+
+                model = config.model_path(args.cache)
+                stop_model = ensure_model("tiny", "b5421", cache=args.cache, eog=True)
+            with timed("predict"):  # needs only the original: runs even when the migrated copy does not build
+                _predict(outcome, config, model, args.n_gpu_layers, options, args.cache, stages, names, stop_model)
         if all(b.ok for b in outcome.builds.values()):
             with timed("model"):
                 model = config.model_path(args.cache)
+                from migrate.model import ensure_model
+
+                stop_model = ensure_model("tiny", "b5421", cache=args.cache, eog=True)  # the stop checks' model
             stages.say(f"verify: old build vs new build on {model.name} ...")
             with timed("verify"):
-                _verify_both(outcome, config, model, args.n_gpu_layers, None if args.quiet else console, names)
+                _verify_both(outcome, config, model, args.n_gpu_layers, None if args.quiet else console, names,
+                             stop_model)  # fmt: skip
+            with timed("explain"):
+                _explain_failures(outcome, model, options, args.cache, stages)
+            if outcome.prediction is not None:
+                outcome.verification.prediction = outcome.prediction  # JSON, JUnit and the report carry it
         else:
             outcome.problems.append("verification skipped: a build failed")
     except UsageError:
@@ -420,4 +601,6 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-gpu-layers", type=int, default=0, help="layers to offload during verification")
     parser.add_argument("--cmake-arg", action="append", default=[], help="extra CMake option for llama.cpp")
     parser.add_argument("--checks", metavar="A,B", help="verify only these checks (default: the whole checklist)")
+    parser.add_argument("--no-predict", dest="predict", action="store_false", help="skip the predict step (the "
+                        "original built traced, its calls replayed against the target's run-time contract)")
     parser.add_argument("--quiet", action="store_true", help="no progress output (CI logs)")

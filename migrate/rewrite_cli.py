@@ -76,20 +76,49 @@ def _builds(source: SourceTree, target: SourceTree | None, target_error: str | N
 
 
 def make_plan(args: argparse.Namespace):  # -> tuple[Plan, SourceTree, ConsumerConfig]
-    """Resolve config, trees and rules, run the engine; bad input raises a ToolError (InputError, RuleError,
-    SourceError, ConfigError, ApiDiffError)."""
-    from migrate.rewrite.apicheck import ApiTarget, unavailable_section
+    """Resolve config, trees and rules, run the engine (one step, or the steps of the bump: rewrite/steps.py); bad
+    input raises a ToolError (InputError, RuleError, SourceError, ConfigError, ApiDiffError)."""
     from migrate.rewrite.edits import InputError
-    from migrate.rewrite.engine import EngineConfig, build_plan
     from migrate.rewrite.parse import CompileDatabase
-    from migrate.rewrite.rules import find_rules, load_rules
+    from migrate.rewrite.rules import load_rules, rule_files
+    from migrate.rewrite.steps import StepInputs, plan_steps
 
     src = Path(args.src)
     if not src.exists():
         raise InputError(f"{src}: no such file or directory")
     consumer = consumer_config(args)
-    rules = load_rules(Path(args.rules)) if args.rules and Path(args.rules).is_file() else find_rules(
-        args.from_version, args.to_version, Path(args.rules) if args.rules else None)  # fmt: skip
+    if args.rules and Path(args.rules).is_file():
+        return _plan_one_file(args, src, consumer, load_rules(Path(args.rules)))
+    rulesets = rule_files(Path(args.rules) if args.rules else None)
+    inputs = StepInputs(
+        src=src,
+        resolve=lambda tag: _tree(tag, args, consumer),
+        options=dict(consumer.options),
+        enabled=set(consumer.enable),
+        flags=tuple(args.flag),
+        plan_cache=None if args.no_cache else cache_root(args.cache) / "plans",
+        cache=args.cache,
+        source_tree=_tree(args.source_tree, args, consumer) if args.source_tree else None,
+        compile_db=CompileDatabase.find,
+    )
+    plan = plan_steps(args.from_version, args.to_version, inputs, rulesets)
+    source = inputs.source_tree or _tree(args.from_version, args, consumer)
+    if not hasattr(plan, "selection"):  # one step covering the bump exactly: the trees as they always were
+        target, target_error = None, None
+        try:
+            target = _tree(args.to_version, args, consumer)
+        except SourceError as exc:
+            target_error = str(exc)
+        plan.builds = _builds(source, target, target_error)
+    return plan, source, consumer
+
+
+def _plan_one_file(args: argparse.Namespace, src: Path, consumer: ConsumerConfig, rules: Any):  # -> tuple
+    """--rules FILE: that file's rules for --from → --to, whatever step the file names."""
+    from migrate.rewrite.apicheck import ApiTarget, unavailable_section
+    from migrate.rewrite.engine import EngineConfig, build_plan
+    from migrate.rewrite.parse import CompileDatabase
+
     source = _tree(args.source_tree or args.from_version, args, consumer)
     target, target_error = None, None
     try:
@@ -127,12 +156,18 @@ def _print_summary(plan: Any, diff: bool) -> None:
         + (" (cached plan: inputs unchanged)" if plan.cached else ""),
         file=sys.stderr,
     )
-    for line in parse_lines(plan) + api_lines(plan) + newer_lines(plan):
+    for line in steps_lines(plan) + parse_lines(plan) + api_lines(plan) + newer_lines(plan):
         print(line, file=sys.stderr)
     for item in sorted(plan.manual, key=lambda m: (m.file, m.line)):
         print(f"{item.kind.upper()}: {item.file}:{item.line} [{item.rule}] {item.message}", file=sys.stderr)
     for item in sorted(plan.advisories, key=lambda a: (a.file, a.line)):
         print(f"ADVISORY: {item.file}:{item.line} [{item.rule}] {item.message}", file=sys.stderr)
+
+
+def steps_lines(plan: Any) -> list[str]:
+    """For a bump in steps (or not on a rules file's endpoints): which steps ran and what no rules cover."""
+    selection = getattr(plan, "selection", None)
+    return [f"STEPS: {line}" for line in selection.coverage()] if selection is not None else []
 
 
 def parse_lines(plan: Any) -> list[str]:

@@ -153,7 +153,7 @@ def old_api_functions() -> dict[str, set[str]]:
     from migrate.rewrite.rules import find_rules
     from migrate.sources import resolve
 
-    diff, _ = ApiTarget(resolve("b5421"), resolve("b7785")).load()
+    diff, _, _ = ApiTarget(resolve("b5421"), resolve("b7785")).load()
     names = {d.name for d in diff.removed_functions + diff.deprecated_functions}
     names |= {c.name for c in diff.changed_functions}
     # The rules' functions too (some were added after b5421 and are gone at b7785), but not llama_decode: the decode

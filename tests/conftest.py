@@ -37,3 +37,15 @@ def tiny_model() -> Path:
     from migrate.model import ensure_model
 
     return ensure_model("tiny", "b5421")
+
+
+@pytest.fixture(scope="session")
+def eog_model() -> Path:
+    """The stop model (`migrate model --eog`): greedy decoding ends on EOS within a few tokens on some prompts."""
+    return stop_model()
+
+
+def stop_model() -> Path:
+    from migrate.model import ensure_model
+
+    return ensure_model("tiny", "b5421", eog=True)

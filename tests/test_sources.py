@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from migrate.sources import SourceCache, SourceError, npm_stand_in, resolve
+from migrate.sources import CATALOGUE_FILE, NpmCatalogue, SourceCache, SourceError, npm_stand_in, resolve
 
 
 def git(*args: str, cwd: Path) -> str:
@@ -39,8 +39,116 @@ def test_stand_in_table() -> None:
     assert npm_stand_in("b5421") == "b5415"
     assert npm_stand_in("b7785") == "b7836"
     assert npm_stand_in("b7836") == "b7836"
-    assert npm_stand_in("b6500") is None  # too far from any bundled build to substitute
+    assert npm_stand_in("b7825") == "b7836"  # the real consumer's bump
+    assert npm_stand_in("b5500") == "b5415"
+    assert npm_stand_in("b10361") == "b10361"
     assert npm_stand_in("deadbeef") is None
+
+
+# --- the catalogue, discovered: a fake registry of tarballs carrying only the release files ---------------------
+
+
+def _tarball(path: Path, release: str | None, tag: str | None = None) -> Path:
+    members = {} if release is None else {"package/llama/binariesGithubRelease.json": json.dumps({"release": release})}
+    members["package/llama/llama.cpp.info.json"] = json.dumps({"tag": tag or release})
+    with tarfile.open(path, "w:gz") as archive:
+        for name, text in members.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+class FakeRegistry:
+    """node-llama-cpp versions and the release each bundles; counts what was asked."""
+
+    def __init__(self, cache: SourceCache, releases: dict[str, str | None], extra: tuple[str, ...] = ()) -> None:
+        self.cache, self.releases, self.extra = cache, releases, extra
+        self.fetched: list[str] = []
+        self.listed = 0
+
+    def versions(self) -> list[str]:
+        self.listed += 1
+        return [*self.extra, *self.releases]
+
+    def fetch(self, version: str) -> Path:
+        self.fetched.append(version)
+        return _tarball(self.cache.npm / f"node-llama-cpp-{version}.tgz", self.releases[version])
+
+    def catalogue(self) -> NpmCatalogue:
+        return NpmCatalogue(self.cache, self.versions, self.fetch)
+
+
+RELEASES: dict[str, str | None] = {f"3.{minor}.0": f"b{1000 + 100 * minor}" for minor in range(0, 40)}
+RELEASES["3.40.0"] = "v0.4.0"  # later versions name llama.cpp releases otherwise
+RELEASES["3.41.0"] = "v0.5.0"
+
+
+def test_catalogue_bisects_reads_few_versions_and_caches_the_map(tmp_path: Path) -> None:
+    registry = FakeRegistry(SourceCache(tmp_path), RELEASES, extra=("2.8.0", "3.0.0-beta.4"))
+    bundle = registry.catalogue().find("b2310")
+    assert bundle is not None and (bundle.version, bundle.release) == ("3.13.0", "b2300")
+    assert 0 < len(registry.fetched) <= 8  # log2(42) probes (+ neighbours), not the 42 versions
+    assert "2.8.0" not in registry.fetched and "3.0.0-beta.4" not in registry.fetched
+    stored = json.loads((tmp_path / "npm" / CATALOGUE_FILE).read_text())
+    assert stored["releases"]["3.13.0"] == "b2300"
+    # probe downloads are deleted; the chosen bundle's tarball stays for the tree
+    assert sorted(p.name for p in (tmp_path / "npm").glob("*.tgz")) == ["node-llama-cpp-3.13.0.tgz"]
+    again = FakeRegistry(SourceCache(tmp_path), RELEASES)
+    assert again.catalogue().find("b2310") == bundle
+    assert again.fetched == [] and again.listed == 0  # the cached map and version list answer it
+
+
+def test_catalogue_nearest_exact_too_far_and_named_releases(tmp_path: Path) -> None:
+    registry = FakeRegistry(SourceCache(tmp_path), RELEASES)
+    catalogue = registry.catalogue()
+    assert catalogue.find("b1700").release == "b1700"  # exact
+    assert catalogue.find("b1760").release == "b1800"  # nearest above
+    assert catalogue.find("b1740").release == "b1700"  # nearest below
+    assert catalogue.find("b4950").release == "b4900"  # the newest b-tag, though later versions carry v-names
+    assert catalogue.find("b9000") is None  # too far from any bundle
+    assert catalogue.find("v0.5.0").version == "3.41.0"  # a named release is served by its name only
+    assert catalogue.find("v9.9.9") is None
+
+
+def test_catalogue_skips_versions_without_a_release_file(tmp_path: Path) -> None:
+    releases = dict(RELEASES)
+    releases["3.20.0"] = None  # no binariesGithubRelease.json in that version
+    registry = FakeRegistry(SourceCache(tmp_path), releases)
+    assert registry.catalogue().find("b3000").release in ("b2900", "b3100")
+    stored = json.loads((tmp_path / "npm" / CATALOGUE_FILE).read_text())
+    if "3.20.0" in registry.fetched:
+        assert "3.20.0" in stored["unusable"]
+
+
+def test_catalogue_offline_uses_what_it_knows(tmp_path: Path) -> None:
+    cache = SourceCache(tmp_path)
+    (cache.npm / CATALOGUE_FILE).write_text(json.dumps({"releases": {"3.8.1": "b5415", "3.9.0": "b5590"}}))
+
+    def offline() -> list[str]:
+        raise SourceError("npm view failed: offline")
+
+    catalogue = NpmCatalogue(cache, offline, lambda v: (_ for _ in ()).throw(SourceError("offline")))
+    assert catalogue.find("b5421").release == "b5415"
+    assert catalogue.find("b9000") is None
+    assert any("offline" in problem for problem in catalogue.problems)
+
+
+def test_catalogue_is_seeded_from_trees_and_tarballs_already_cached(tmp_path: Path) -> None:
+    cache = SourceCache(tmp_path)
+    _tarball(cache.npm / "node-llama-cpp-3.20.0.tgz", "b10361")
+    record = {"path": "x", "provided": "b5415", "commit": "0" * 40, "source": "npm:node-llama-cpp@3.8.1"}
+    cache.record_path("b5415-000000000000").write_text(json.dumps(record))
+    assert NpmCatalogue(cache, lambda: [], lambda v: tmp_path).releases == {"3.20.0": "b10361", "3.8.1": "b5415"}
+
+
+def _seeded(tmp_path: Path, releases: dict[str, str]) -> SourceCache:
+    """A cache whose catalogue already knows these versions (no registry asked)."""
+    cache = SourceCache(tmp_path)
+    catalogue = {"versions": list(releases), "listed_at": 4e9, "releases": releases}
+    (cache.npm / CATALOGUE_FILE).write_text(json.dumps(catalogue))
+    return cache
 
 
 def test_npm_stand_in_is_said_and_recorded() -> None:
@@ -102,7 +210,8 @@ def test_unreachable_remote_names_the_offline_way(tmp_path: Path) -> None:
 def test_bad_spec_and_far_tag(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="neither a build tag"):
         resolve("not-a-tag", cache=tmp_path)
-    with pytest.raises(SourceError, match="no npm bundle within"):
+    _seeded(tmp_path, {"3.8.1": "b5415", "3.15.1": "b7836"})
+    with pytest.raises(SourceError, match=r"no npm bundle within 100 builds of b6500; bundled builds known: b5415"):
         resolve("b6500", via="npm", cache=tmp_path)
 
 
@@ -117,14 +226,14 @@ def test_damaged_cache_entry_is_an_error_naming_the_fix(tmp_path: Path) -> None:
 
 
 def test_corrupt_npm_tarball_is_an_error_naming_the_fix(tmp_path: Path) -> None:
-    cache = SourceCache(tmp_path)
+    cache = _seeded(tmp_path, {"3.8.1": "b5415"})
     (cache.npm / "node-llama-cpp-3.8.1.tgz").write_bytes(b"\x1f\x8b not really gzip")
     with pytest.raises(SourceError, match="corrupt or incomplete.*delete it and retry"):
         resolve("b5421", cache=tmp_path)
 
 
 def test_tarball_with_another_release_is_refused(tmp_path: Path) -> None:
-    cache = SourceCache(tmp_path)
+    cache = _seeded(tmp_path, {"3.8.1": "b5415"})
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         for name, data in {"package/llama/llama.cpp.info.json": b'{"tag": "b1"}',

@@ -13,7 +13,7 @@ import pytest
 from migrate.build import BuildResult
 from migrate.cli import main as migrate_main
 from migrate.sources import SourceTree
-from tests.conftest import LOCALLLM_HEADER
+from tests.conftest import LOCALLLM_HEADER, stop_model
 from verify.checks import (
     CHECK_ORDER,
     ERROR,
@@ -211,7 +211,7 @@ def test_runner_isolates_aborts_segfaults_hangs_and_exceptions(old_target: Targe
 
 
 def test_whole_checklist_passes_at_b5415_within_budget(old_target: Target) -> None:
-    report = run_verification([old_target], Options())
+    report = run_verification([old_target], Options(eog_model=str(stop_model())))
     results = report.results["old"]
     assert [r.name for r in results] == list(CHECK_ORDER)
     failed = {r.name: r.message for r in results if r.status != PASSED}

@@ -14,7 +14,7 @@ import pytest
 
 from migrate.build import build
 from migrate.sources import SourceTree
-from tests.conftest import REPO
+from tests.conftest import REPO, stop_model
 from verify.checks import CHECK_ORDER, ERROR, FAILED, PASSED, SKIPPED
 from verify.faults import FAULTS, make_variant, migrate_copy
 from verify.runner import run_checks
@@ -85,7 +85,8 @@ def next_migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(library: Path, header: Path, model: Path, names: list[str], label: str) -> dict:
-    return {r.name: r for r in run_checks(Target(library, header, model, label), Options(timeout=60), names)}
+    options = Options(timeout=60, eog_model=str(stop_model()))
+    return {r.name: r for r in run_checks(Target(library, header, model, label), options, names)}
 
 
 FAULT_CHECKS = sorted({f.check for f in FAULTS.values() if "localllm-next" in f.elsewhere})

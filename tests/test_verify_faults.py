@@ -14,7 +14,7 @@ import pytest
 
 from migrate.build import build
 from migrate.sources import SourceTree
-from tests.conftest import LOCALLLM, LOCALLLM_HEADER
+from tests.conftest import LOCALLLM, LOCALLLM_HEADER, stop_model
 from verify.checks import CHECK_ORDER, FAILED, PASSED, CheckResult
 from verify.faults import BASELINE_B7785, FAULTS, Fault, make_variant, migrate_copy, plant
 from verify.runner import run_checks
@@ -34,7 +34,7 @@ def build_variant(src: Path, dest: Path, fault: Fault, tree: SourceTree) -> Path
 
 def run(library: Path, model: Path, names: list[str], label: str) -> dict[str, CheckResult]:
     target = Target(library, LOCALLLM_HEADER, model, label)
-    return {r.name: r for r in run_checks(target, Options(timeout=60), names)}
+    return {r.name: r for r in run_checks(target, Options(timeout=60, eog_model=str(stop_model())), names)}
 
 
 def failed(results: dict[str, CheckResult]) -> set[str]:

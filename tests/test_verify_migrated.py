@@ -13,7 +13,7 @@ import pytest
 
 from migrate.build import BuildResult, build
 from migrate.sources import SourceTree
-from tests.conftest import LOCALLLM, LOCALLLM_HEADER
+from tests.conftest import LOCALLLM, LOCALLLM_HEADER, stop_model
 from verify.cli import run_verification
 from verify.differential import BOTH_PASS, REGRESSION
 from verify.faults import migrate_copy
@@ -35,7 +35,7 @@ def old_target(localllm_old_build: BuildResult, tiny_model: Path) -> Target:
 def test_migrated_with_kv_unified_passes_every_check(tmp_path: Path, new_tree: SourceTree, old_target: Target) -> None:
     library = migrated_build(tmp_path / "localllm", new_tree, enable=("kv-unified",))
     new = Target(library, tmp_path / "localllm" / "custom_files" / "localllm_capi.h", old_target.model, "new")
-    report = run_verification([old_target, new], Options())
+    report = run_verification([old_target, new], Options(eog_model=str(stop_model())))
     diff = report.differential
     assert diff is not None
     not_passing = {c.name: (c.classification, c.new.message if c.new else "") for c in diff.comparisons

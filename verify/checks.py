@@ -17,22 +17,27 @@ import os
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from verify import gpu
-from verify.driver import NULL, Call, DriverError
-from verify.observe import DECODE, MEMORY_NEW, PERF, MemorySnapshot, Trace
+from verify.driver import NULL, Call, DriverError, Sampling
+from verify.observe import CONTEXT_PARAMS, DECODE, MEMORY_NEW, PERF, MemorySnapshot, Trace
 from verify.prompts import (
     CAPACITY_N_CTX,
     CAPACITY_N_SEQ_MAX,
+    EOG_PROMPTS,
+    LAST_TOKEN,
+    OUT_OF_ORDER_PROMPTS,
     PARALLEL_SETS,
     PROMPT_A,
     PROMPT_B,
     PROMPT_LONG,
+    QUEUE,
     REFERENCE_PROMPTS,
     SHARED_PREFIX,
+    UNEVEN_PROMPTS,
     capacity_prompts,
     grow_to_tokens,
 )
@@ -796,6 +801,9 @@ def best_time(fn: Callable[[], Any], repeats: int = THROUGHPUT_REPEATS) -> tuple
 
 @check("throughput", "performance", "tokens/s of generate and generate_parallel (greedy, best of 3)")
 def throughput(s: Session) -> Verdict:
+    """One build's figure. Old vs new (differential runs, the gate) is not this check run twice: both builds are
+    timed call by call, alternately, in resident workers (verify/throughput.py), and each side of that paired
+    comparison stands as its build's `throughput` result."""
     sampling = s.options.sampling(THROUGHPUT_TOKENS)
     ctx = s.context(512, 4)
     s.shim.generate(ctx, PROMPT_A, s.options.sampling(2))  # warm-up: first decode allocates graphs
@@ -854,6 +862,424 @@ def gpu_offload(s: Session) -> Verdict:
         problems.append(f"generate on the GPU failed: {out.message}")
     summary = (f"{', '.join(evidence['devices']) or 'no device'}: {found.get('layers_offloaded', '?')}/"
                f"{found.get('layers_total', '?')} layers, flash attention used={found.get('flash_attn_used')}")
+    return Verdict(not problems, evidence, failures(problems), summary)
+
+
+# --- blind spots: state across calls, slots that finish unevenly, result order, sampling, context parameters -------
+#
+# Each compares what the shim returns (text) with a reference: libllama's own greedy decode on the shim's context
+# where llama.cpp's state is observable, else the shim's own `generate` alone on a fresh context (said in the
+# evidence). The stop model (Options.eog_model, `migrate model --eog`) ends greedy decoding on EOS after a few tokens
+# on some prompts, so stop-on-EOG, uneven finishing and refill paths run; the default tiny model never emits EOS.
+
+
+class StopModel:
+    """The stop model loaded through the consumer's own API; its contexts and the model are freed on exit."""
+
+    def __init__(self, s: Session) -> None:
+        path = s.options.eog_model
+        if not path:
+            raise Skip("no stop model (Options.eog_model / --eog-model: a GGUF whose greedy decoding ends on EOS, "
+                       "made by `migrate model --eog`; `migrate verify`, `run` and `gate` pass one)")  # fmt: skip
+        if not Path(path).is_file():
+            raise SetupError(f"stop model {path} not found")
+        self.s = s
+        self.path = path
+        self.handle: Any = None
+        self.contexts: list[Any] = []
+
+    def __enter__(self) -> StopModel:
+        self.s.backend()
+        call = self.s.shim.load_model(self.path, self.s.options.n_gpu_layers)
+        if not call.ok or call.value is None:
+            raise SetupError(f"stop model load failed ({call.code}): {call.message}")
+        self.handle = call.value
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for ctx in self.contexts:
+            self.s.shim.free_context(ctx)
+        self.contexts.clear()
+        if self.handle is not None:
+            self.s.shim.free_model(self.handle)
+            self.handle = None
+
+    def context(self, n_ctx: int, n_seq_max: int) -> Any:
+        call = self.s.shim.create_context(self.handle, n_ctx, n_seq_max, self.s.options.n_threads)
+        if not call.ok or call.value is None:
+            raise SetupError(f"context create on the stop model (n_ctx {n_ctx}, n_seq_max {n_seq_max}) failed: "
+                             f"{call.message}")  # fmt: skip
+        self.contexts.append(call.value)
+        return call.value
+
+    def tokens(self, text: str) -> list[int]:
+        call = self.s.shim.tokenize(self.handle, text, True)
+        if not call.ok:
+            raise SetupError(f"tokenize on the stop model failed: {call.message}")
+        return list(call.value)
+
+    def count(self, text: str) -> int:
+        return len(self.tokens(text))
+
+
+@dataclass
+class References:
+    """What each prompt must produce: libllama's greedy decode (traces kept), or the shim's generate alone."""
+
+    texts: dict[str, str | None]
+    source: str
+    traces: dict[str, Trace] = field(default_factory=dict)
+
+    def stops(self) -> dict[str, int | None]:
+        """Tokens generated before EOS, per prompt (None: no EOS within the budget); empty when not observed."""
+        return {p: generated_count(t) if t.stopped == "eog" else None for p, t in self.traces.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "texts": self.texts, "stopped_after": self.stops()}
+
+
+def trace_text(s: Session, ctx: Any, trace: Trace, n: int | None = None) -> str:
+    """The text a shim returns for this greedy trace (its first `n` steps; default: up to, not including, EOG)."""
+    obs = s.need_observer(*DECODE)
+    vocab = obs.lib.llama_model_get_vocab(obs.lib.llama_get_model(obs.context_of(ctx)))
+    steps = trace.steps[: generated_count(trace) if n is None else n]
+    return "".join(obs.piece(vocab, st.token, special=False) for st in steps)
+
+
+def observed_references(s: Session, ctx: Any, prompts: list[str], tokens: Callable[[str], list[int]],
+                        max_tokens: int) -> References:  # fmt: skip
+    """libllama's greedy decode of each prompt on `ctx` (memory cleared before and after each); Skip if unobservable."""
+    obs = s.need_observer(*DECODE)
+    if not s.can_observe_context():
+        s.shim.llama_context(ctx)  # raises Skip with the reason and the config line to add
+    traces = {p: obs.greedy_trace(ctx, tokens(p), max_tokens) for p in dict.fromkeys(prompts)}
+    texts: dict[str, str | None] = {p: trace_text(s, ctx, t) for p, t in traces.items()}
+    return References(texts, "libllama greedy decode on the shim's context", traces)
+
+
+def references(s: Session, ctx: Any, prompts: list[str], tokens: Callable[[str], list[int]], max_tokens: int,
+               fresh_context: Callable[[], Any]) -> References:  # fmt: skip
+    """Observed references, else each prompt through the shim's `generate` alone on a fresh context."""
+    try:
+        return observed_references(s, ctx, prompts, tokens, max_tokens)
+    except Skip as exc:
+        sampling = s.options.sampling(max_tokens)
+        texts = {p: s.shim.generate(fresh_context(), p, sampling).value for p in dict.fromkeys(prompts)}
+        return References(texts, f"the shim's generate alone on a fresh context (libllama not observable: {exc})")
+
+
+def compare_results(prompts: list[str], results: list[str | None] | None,
+                    expected: dict[str, str | None]) -> tuple[list[dict[str, Any]], list[str]]:  # fmt: skip
+    """Each prompt's result against its expected text: rows for the evidence and the problems found."""
+    got = results if results is not None else [None] * len(prompts)
+    rows, problems = [], []
+    for i, prompt in enumerate(prompts):
+        want = expected.get(prompt)
+        agree = agreement(want, got[i])
+        rows.append({"prompt": clip(prompt, 60), "expected": want, "got": got[i], **agree})
+        if got[i] is None:
+            problems.append(f"prompt {i} ({clip(prompt, 30)!r}): no result")
+        elif not agree["equal"]:
+            problems.append(f"prompt {i} ({clip(prompt, 30)!r}): {got[i]!r} where the reference gives {want!r}")
+    return rows, problems
+
+
+def takes(s: Session, op: str, role: str) -> bool:
+    """Whether the consumer's function for `op` takes this value (a parameter or a sampling-struct field)."""
+    if s.shim._adapted(op) is not None:
+        return True
+    bound = s.shim.binding.get(op)
+    return bound is not None and (bound.has(role) or role in bound.fields.values())
+
+
+@check("state_across_calls", "state", "generate_parallel after generate, a failed parallel call or a longer queue "
+       "= on a fresh context")  # fmt: skip
+def state_across_calls(s: Session) -> Verdict:
+    sampling = s.options.sampling()
+    n_ctx, n_seq_max = 512, 4
+    sets = {"shared_prefix": list(SHARED_PREFIX.prompts), "last_token": list(LAST_TOKEN.prompts)}
+    fresh: dict[str, Call] = {}
+    for key, prompts in sets.items():
+        ctx = s.context(n_ctx, n_seq_max)
+        fresh[key] = s.shim.generate_parallel(ctx, prompts, sampling)
+        s.release(ctx)
+    fresh_ctx = s.context(n_ctx, n_seq_max)
+    fresh_single = s.shim.generate(fresh_ctx, PROMPT_B, sampling)
+    s.release(fresh_ctx)
+    problems = [f"{k} on a fresh context failed: {c.message}" for k, c in fresh.items() if not c.ok]
+    ctx = s.context(n_ctx, n_seq_max)
+    too_long = grow_to_tokens(s.count, s.n_ctx(ctx) + 16)
+    before: dict[str, tuple[Callable[[], Call], str]] = {
+        "after_generate": (lambda: s.shim.generate(ctx, PROMPT_LONG, sampling), "shared_prefix"),
+        "after_failed_parallel": (lambda: s.shim.generate_parallel(ctx, [PROMPT_B, too_long], sampling),
+                                  "shared_prefix"),
+        "after_longer_queue": (lambda: s.shim.generate_parallel(ctx, list(QUEUE.prompts), sampling), "last_token"),
+    }  # fmt: skip
+    evidence: dict[str, Any] = {"n_ctx": n_ctx, "n_seq_max": n_seq_max, "fresh": {k: c.value for k, c in fresh.items()}}
+    for step, (work, key) in before.items():
+        first = work()
+        after = s.shim.generate_parallel(ctx, sets[key], sampling)
+        expected = dict(zip(sets[key], fresh[key].value or [None] * len(sets[key]), strict=True))
+        rows, found = compare_results(sets[key], after.value, expected)
+        evidence[step] = {"before": first.evidence(), "parallel": after.evidence(), "prompts": rows}
+        problems += [f"{step}: generate_parallel failed: {after.message}"] if not after.ok else []
+        problems += [f"{step}: {p} (fresh context)" for p in found]
+    single = s.shim.generate(ctx, PROMPT_B, sampling)
+    evidence["generate_after_parallel"] = single.evidence() | {"text": single.value, "fresh": fresh_single.value}
+    if not single.ok or single.value != fresh_single.value:
+        problems.append(f"generate after generate_parallel: {single.value!r}, on a fresh context "
+                        f"{fresh_single.value!r} {single.message}")  # fmt: skip
+    summary = f"{len(before)} sequences of calls, each then = a fresh context: {not problems}"
+    return Verdict(not problems, evidence, failures(problems), summary)
+
+
+@check("generate_stops_at_eog", "stops", "generate ends where libllama's greedy decode reaches EOG (stop model)")
+def generate_stops_at_eog(s: Session) -> Verdict:
+    max_tokens = s.options.max_tokens
+    with StopModel(s) as stop:
+        ctx = stop.context(512, 1)
+        refs = observed_references(s, ctx, list(EOG_PROMPTS), stop.tokens, max_tokens)
+        stops = refs.stops()
+        if sum(1 for n in stops.values() if n is not None) < 2:
+            raise Skip(f"the stop model {stop.path} reaches EOG early on fewer than 2 of the prompts: {stops}")
+        calls = {p: s.shim.generate(ctx, p, s.options.sampling()) for p in EOG_PROMPTS}
+    problems = [f"{clip(p, 30)!r}: generate failed: {c.message}" for p, c in calls.items() if not c.ok]
+    ok_calls = [p for p in EOG_PROMPTS if calls[p].ok]
+    rows, found = compare_results(ok_calls, [calls[p].value for p in ok_calls], refs.texts)
+    evidence = {"model": stop.path, "max_tokens": max_tokens, "reference": refs.to_json(), "prompts": rows}
+    summary = f"EOG after {list(stops.values())} tokens; shim text = reference: {not found and not problems}"
+    return Verdict(not problems and not found, evidence, failures(problems + found), summary)
+
+
+@check("parallel_uneven_finish", "stops", "generate_parallel with slots ending at different steps (EOG, refills) = "
+       "the reference per prompt (stop model)")  # fmt: skip
+def parallel_uneven_finish(s: Session) -> Verdict:
+    prompts = list(UNEVEN_PROMPTS)
+    max_tokens = s.options.max_tokens
+    evidence: dict[str, Any] = {"prompts": prompts, "max_tokens": max_tokens}
+    problems: list[str] = []
+    with StopModel(s) as stop:
+        first = stop.context(512, 1)
+        refs = references(s, first, prompts, stop.tokens, max_tokens, lambda: stop.context(512, 1))
+        stops = refs.stops()
+        if stops and sum(1 for n in stops.values() if n is not None) < 2:
+            raise Skip(f"the stop model {stop.path} reaches EOG early on fewer than 2 of the prompts: {stops}")
+        evidence["reference"] = refs.to_json()
+        for n_seq_max in (3, 4):
+            ctx = stop.context(512, n_seq_max)
+            call = s.shim.generate_parallel(ctx, prompts, s.options.sampling())
+            rows, found = compare_results(prompts, call.value, refs.texts)
+            evidence[f"n_seq_max={n_seq_max}"] = call.evidence() | {"prompts": rows}
+            problems += [f"n_seq_max {n_seq_max}: generate_parallel failed: {call.message}"] if not call.ok else []
+            problems += [f"n_seq_max {n_seq_max}: {p}" for p in found]
+    summary = (f"{len(prompts)} prompts stopping after {list(stops.values()) or '?'} tokens, n_seq_max 3 and 4: "
+               f"each = the reference: {not problems}")  # fmt: skip
+    return Verdict(not problems, evidence, failures(problems), summary)
+
+
+def order_problems(results: list[str | None] | None, expected: list[str | None],
+                   must_fail: tuple[int, ...] = ()) -> list[str]:  # fmt: skip
+    """Results in the wrong place: a prompt that must fail with a result, or a result that is another prompt's
+    output rather than its own. What a result says otherwise is the other checks' concern."""
+    if results is None:
+        return ["no per-prompt results returned"]
+    problems = [f"prompt {i} cannot run but has a result: {results[i]!r}" for i in must_fail if results[i] is not None]
+    for i, got in enumerate(results):
+        if i in must_fail or got is None or got == expected[i]:
+            continue
+        others = [j for j, want in enumerate(expected) if j != i and want is not None and got == want]
+        if others:
+            problems.append(f"prompt {i}'s result is prompt {others[0]}'s output ({got!r})")
+    return problems
+
+
+@check("parallel_result_order", "stops", "generate_parallel results in prompt order: a failed prompt first, slots "
+       "finishing out of order (stop model)")  # fmt: skip
+def parallel_result_order(s: Session) -> Verdict:
+    max_tokens = s.options.max_tokens
+    good = [OUT_OF_ORDER_PROMPTS[1], OUT_OF_ORDER_PROMPTS[0]]
+    with StopModel(s) as stop:
+        ctx = stop.context(256, 3)
+        too_long = grow_to_tokens(stop.count, s.n_ctx(ctx) + 16)
+        n_long = stop.count(too_long)
+        prompts = list(dict.fromkeys([*OUT_OF_ORDER_PROMPTS, *good]))
+        refs = references(s, ctx, prompts, stop.tokens, max_tokens, lambda: stop.context(256, 1))
+        failed_first = s.shim.generate_parallel(ctx, [too_long, *good], s.options.sampling())
+        out_of_order = s.shim.generate_parallel(ctx, list(OUT_OF_ORDER_PROMPTS), s.options.sampling())
+    problems: list[str] = []
+    if failed_first.ok or not failed_first.message:
+        problems.append(f"failed prompt first: the call reported code {failed_first.code} and message "
+                        f"{failed_first.message!r} for a prompt longer than the context")  # fmt: skip
+    expected_first = [None, *(refs.texts[p] for p in good)]
+    problems += [f"failed prompt first: {p}" for p in order_problems(failed_first.value, expected_first, (0,))]
+    if not out_of_order.ok:
+        problems.append(f"out of order: generate_parallel failed: {out_of_order.message}")
+    expected = [refs.texts[p] for p in OUT_OF_ORDER_PROMPTS]
+    problems += [f"finishing out of order: {p}" for p in order_problems(out_of_order.value, expected)]
+    evidence = {"reference": refs.to_json(), "too_long_tokens": n_long,
+                "failed_first": failed_first.evidence() | {"results": failed_first.value, "expected": expected_first},
+                "out_of_order": out_of_order.evidence() | {"results": out_of_order.value, "expected": expected}}
+    summary = f"failed prompt first and slots finishing out of order: results in prompt order: {not problems}"
+    return Verdict(not problems, evidence, failures(problems), summary)
+
+
+@check("generate_context_full", "stops", "generation stops at the end of the context with the reference's text "
+       "(generate and a one-slot generate_parallel)")  # fmt: skip
+def generate_context_full(s: Session) -> Verdict:
+    max_tokens = s.options.max_tokens
+    ctx = s.context(256, 1)
+    n_ctx = s.n_ctx(ctx)
+    prompt = grow_to_tokens(s.count, n_ctx - 4)
+    n_prompt = s.count(prompt)
+    room = n_ctx - n_prompt  # positions left: the last token may be sampled without being decoded
+    evidence: dict[str, Any] = {"n_ctx": n_ctx, "prompt_tokens": n_prompt, "room": room, "max_tokens": max_tokens}
+    try:
+        refs = observed_references(s, ctx, [prompt, PROMPT_B], s.tokens, max_tokens)
+        trace = refs.traces[prompt]
+        if trace.stopped != "context_full":
+            raise Skip(f"libllama's greedy decode stopped by {trace.stopped}, not at the end of the context")
+        allowed = {trace_text(s, ctx, trace, room), trace_text(s, ctx, trace, room + 1)}
+        evidence["reference"] = {"source": refs.source, "steps": len(trace.steps), "allowed": sorted(allowed)}
+    except Skip as exc:
+        refs, allowed = None, None
+        evidence["reference"] = {"source": f"none (libllama not observable: {exc}); one-slot parallel = generate"}
+    single = s.shim.generate(ctx, prompt, s.options.sampling())
+    pctx = s.context(256, 1)
+    parallel = s.shim.generate_parallel(pctx, [prompt, PROMPT_B], s.options.sampling())
+    results = parallel.value or [None, None]
+    evidence |= {"generate": single.evidence() | {"text": single.value},
+                 "parallel": parallel.evidence() | {"results": results}}  # fmt: skip
+    problems: list[str] = []
+    if not single.ok:
+        problems.append(f"generate up to the end of the context failed: {single.message}")
+    elif allowed is not None and single.value not in allowed:
+        problems.append(f"generate returned {single.value!r}; the context holds {room} more tokens: {sorted(allowed)}")
+    if not parallel.ok:
+        problems.append(f"generate_parallel (one slot) failed: {parallel.message}")
+    want_full = allowed if allowed is not None else {single.value}
+    if results[0] not in want_full:
+        problems.append(f"generate_parallel: the prompt filling the context gave {results[0]!r}, "
+                        f"not {sorted(want_full)}")  # fmt: skip
+    want_b = refs.texts[PROMPT_B] if refs is not None else s.shim.generate(s.context(256, 1), PROMPT_B,
+                                                                           s.options.sampling()).value  # fmt: skip
+    if results[1] != want_b:
+        problems.append(f"generate_parallel: the prompt after it (slot refilled) gave {results[1]!r}, not {want_b!r}")
+    summary = f"prompt {n_prompt} tokens in n_ctx {n_ctx}: generate {clip(single.value, 40)!r}; parallel agrees"
+    return Verdict(not problems, evidence, failures(problems), summary)
+
+
+SAMPLED = {"temperature": 0.8, "top_k": 40, "top_p": 0.95}
+SEEDS = (1234, 4321)
+
+
+def _sampling(s: Session, **values: Any) -> Sampling:
+    return replace(s.options.sampling(), **values)
+
+
+@check("sampling_top_k_disabled", "sampling", "temperature 0 with top_k 0 (disabled) is greedy: = the reference")
+def sampling_top_k_disabled(s: Session) -> Verdict:
+    missing = [r for r in ("temperature", "top_k") if not takes(s, "generate", r)]
+    if missing:
+        raise Skip(f"generate takes no {' / '.join(missing)}: the sampler cannot be set that way")
+    sampling = _sampling(s, temperature=0.0, top_k=0)
+    prompts = list(REFERENCE_PROMPTS)
+    parallel_prompts = list(SHARED_PREFIX.prompts)
+    ctx = s.context(512, 4)
+    refs = references(s, ctx, prompts + parallel_prompts, s.tokens, s.options.max_tokens,
+                      lambda: s.context(512, 1))  # fmt: skip
+    calls = [s.shim.generate(ctx, p, sampling) for p in prompts]
+    problems = [f"{clip(p, 30)!r}: generate failed: {c.message}" for p, c in zip(prompts, calls, strict=True)
+                if not c.ok]  # fmt: skip
+    rows, found = compare_results(prompts, [c.value for c in calls], refs.texts)
+    problems += [f"generate: {p}" for p in found]
+    evidence: dict[str, Any] = {"sampling": asdict(sampling), "reference": refs.source, "generate": rows}
+    if all(takes(s, "generate_parallel", r) for r in ("temperature", "top_k")):
+        call = s.shim.generate_parallel(s.context(512, 4), parallel_prompts, sampling)  # state: state_across_calls
+        prows, pfound = compare_results(parallel_prompts, call.value, refs.texts)
+        evidence["generate_parallel"] = call.evidence() | {"prompts": prows}
+        problems += [f"generate_parallel failed: {call.message}"] if not call.ok else []
+        problems += [f"generate_parallel: {p}" for p in pfound]
+    else:
+        evidence["generate_parallel"] = "not applicable: it takes no temperature / top_k"
+    summary = f"temperature 0, top_k 0: {len(prompts)} prompts greedy: {not problems}"
+    return Verdict(not problems, evidence, failures(problems), summary)
+
+
+@check("sampling_seed", "sampling", "a fixed seed reproduces a sampled output (fresh or reused context); another "
+       "seed differs")  # fmt: skip
+def sampling_seed(s: Session) -> Verdict:
+    missing = [r for r in ("temperature", "seed") if not takes(s, "generate", r)]
+    if missing:
+        raise Skip(f"generate takes no {' / '.join(missing)}: sampling cannot be seeded")
+    prompts = [PROMPT_A, PROMPT_B, REFERENCE_PROMPTS[0]]
+    seeded = _sampling(s, **SAMPLED, seed=SEEDS[0])
+    other = _sampling(s, **SAMPLED, seed=SEEDS[1])
+    ctx = s.context(512, 4)
+
+    def texts(context: Any, sampling: Sampling) -> list[str | None]:
+        calls = [s.shim.generate(context, p, sampling) for p in prompts]
+        problems.extend(f"generate ({sampling.seed}) failed: {c.message}" for c in calls if not c.ok)
+        return [c.value for c in calls]
+
+    problems: list[str] = []
+    first, again, greedy = texts(ctx, seeded), texts(ctx, seeded), texts(ctx, s.options.sampling())
+    fresh, different = texts(s.context(512, 1), seeded), texts(ctx, other)
+    evidence: dict[str, Any] = {"sampling": asdict(seeded), "prompts": prompts, "seed_first": first,
+                                "seed_again": again, "seed_fresh_context": fresh, "other_seed": different,
+                                "greedy": greedy}  # fmt: skip
+    if first != again or first != fresh:
+        problems.append(f"seed {SEEDS[0]} gave different outputs: {first} / {again} / fresh {fresh}")
+    if first == greedy:
+        problems.append(f"temperature {SAMPLED['temperature']} gave the greedy output on every prompt: not sampled")
+    if first == different:
+        problems.append(f"seeds {SEEDS[0]} and {SEEDS[1]} gave the same outputs: the seed is not used")
+    if all(takes(s, "generate_parallel", r) for r in ("temperature", "seed")):
+        pctx = s.context(512, 4)  # what generate left in memory is state_across_calls' concern
+        runs = [s.shim.generate_parallel(pctx, prompts, seeded) for _ in range(2)]
+        evidence["generate_parallel"] = [r.evidence() | {"results": r.value} for r in runs]
+        problems += [f"generate_parallel failed: {r.message}" for r in runs if not r.ok]
+        if runs[0].value != runs[1].value:
+            problems.append(f"generate_parallel with seed {SEEDS[0]} twice: {runs[0].value} / {runs[1].value}")
+    summary = f"seed {SEEDS[0]} reproduced on {len(prompts)} prompts; seed {SEEDS[1]} differs: {not problems}"
+    return Verdict(not problems, evidence, failures(problems), summary)
+
+
+CONTEXT_CASES = ((512, 1, 3), (512, 3, 2))  # n_ctx, n_seq_max, n_threads: none of them llama.cpp's default
+
+
+@check("context_params", "context", "context parameters read back: threads (generation and batch), n_seq_max, "
+       "batch sizes")  # fmt: skip
+def context_params(s: Session) -> Verdict:
+    obs = s.need_observer("llama_n_ctx", "llama_n_seq_max", "llama_n_batch", *CONTEXT_PARAMS)
+    asked = [r for r in ("n_threads", "n_seq_max", "n_batch") if takes(s, "context_create", r)]
+    if not asked:
+        raise Skip("context create takes no threads, n_seq_max or batch size: nothing to read back")
+    model = s.model()
+    evidence: dict[str, Any] = {"parameters_taken": asked}
+    problems: list[str] = []
+    for n_ctx, n_seq_max, n_threads in CONTEXT_CASES:
+        override = {"n_batch": 256} if "n_batch" in asked else None
+        call = s.shim.create_context(model, n_ctx, n_seq_max, n_threads, override)
+        key = f"n_ctx={n_ctx},n_seq_max={n_seq_max},n_threads={n_threads}"
+        if not call.ok:
+            problems.append(f"{key}: context create failed: {call.message}")
+            evidence[key] = call.evidence()
+            continue
+        try:
+            lctx = obs.context_of(call.value)
+            read = {name: int(getattr(obs.lib, f"llama_{name}")(lctx))
+                    for name in ("n_ctx", "n_seq_max", "n_batch", "n_ubatch", "n_threads", "n_threads_batch")}
+        finally:
+            s.shim.free_context(call.value)
+        evidence[key] = read
+        want = {"n_threads": n_threads, "n_threads_batch": n_threads, "n_seq_max": n_seq_max, "n_batch": 256}
+        for name, value in want.items():
+            param = "n_threads" if name.startswith("n_threads") else name
+            if param in asked and read[name] != value:
+                problems.append(f"{key}: llama_{name} reads {read[name]}, asked {value}")
+        if read["n_ctx"] < n_ctx:
+            problems.append(f"{key}: llama_n_ctx reads {read['n_ctx']}, asked {n_ctx}")
+    summary = "; ".join(f"{k}: {v}" for k, v in evidence.items() if k != "parameters_taken")
     return Verdict(not problems, evidence, failures(problems), summary)
 
 

@@ -4,16 +4,24 @@ With --n-gpu-layers N (N != 0) every check runs with the model offloaded, `gpu_o
 each build's greedy prompts are also run on its CPU alone (GPUs hidden) and compared with the GPU run token by
 token (first difference with its logit margins); without a GPU all of that is skipped with the reason.
 
+With --trace (a library built with `migrate build --traced`) every check's llama.cpp calls are recorded with the
+consumer's file:line; a failed check then names the first call that breaks the run-time contract of its release
+(contracts/<version>.yaml). --predict VERSION replays the calls of the old build (--lib, or --baseline-lib in
+differential mode) against VERSION's contract: the calls that will abort or be rejected there, before migrating.
+
 Exit codes: 0 every check on the build under test (--lib) passed or was skipped with a reason; 1 a check failed
 on it, or its CPU and GPU runs disagree (a difference that is not a near-tie); 2 bad input (a library, header or
-model that cannot be found, a C API that cannot be bound); 3 nothing failed but some check could not be driven
-by the harness (status error): not verified.
+model that cannot be found, a C API that cannot be bound, --trace on a library built without the tracer);
+3 nothing failed but some check could not be driven by the harness (status error): not verified; 4 nothing
+failed, but --predict found calls that will abort or be rejected at that release.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import tempfile
 import time
 import tomllib
 from collections.abc import Callable
@@ -23,7 +31,7 @@ from typing import Any
 from rich.console import Console
 
 from verify.binding import Binding
-from verify.checks import ALL_CHECKS, CheckResult, checklist
+from verify.checks import ALL_CHECKS, SKIPPED, CheckResult, checklist
 from verify.devices import compare_devices
 from verify.differential import REFERENCE_CHECK, run_differential
 from verify.errors import ToolError
@@ -32,7 +40,7 @@ from verify.report import STATUS_STYLE, RunReport, markdown_section, print_summa
 from verify.runner import run_checks
 from verify.session import Options, Target, bind
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_VERIFIED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_VERIFIED, EXIT_PREDICTED = 0, 1, 2, 3, 4
 ELF_MAGIC = b"\x7fELF"
 CONFIG_FILE = "llama-migrate.toml"
 
@@ -111,7 +119,22 @@ def run_verification(targets: list[Target], options: Options, names: list[str] |
     bindings = bind_targets(targets)
     diff = None
     if len(targets) == 2:
-        diff = run_differential(targets[0], targets[1], options, names, progress)
+        untraced = traced_names(options, names)
+        if untraced == []:  # only what tracing would distort was asked for
+            from verify.differential import DifferentialReport
+
+            diff = DifferentialReport(targets[0], targets[1], [], [], {})
+        else:
+            diff = run_differential(targets[0], targets[1], options, untraced, progress)
+        if untraced != names and untraced is not None:  # traced: the throughput pair is not measured
+            from verify.differential import CheckComparison, classify
+            from verify.runner import UNTRACED_CHECKS
+
+            order = list(names or checklist(options.n_gpu_layers))
+            for name in (n for n in order if n in UNTRACED_CHECKS):
+                old, new = (CheckResult(name, SKIPPED, {}, f"skipped: {UNTRACED_CHECKS[name]}", build=t.label)
+                            for t in targets)  # fmt: skip
+                diff.comparisons.insert(order.index(name), CheckComparison(name, classify(old, new), old, new))
         results = {t.label: diff.results(side) for t, side in zip(targets, ("old", "new"), strict=True)}
     else:
         results = {targets[0].label: run_checks(targets[0], options, names, progress)}
@@ -125,6 +148,50 @@ def run_verification(targets: list[Target], options: Options, names: list[str] |
                 console.print(f"  {compared.status:7} {target.label:>8} cpu_vs_gpu: {compared.message}")
     report.seconds = time.monotonic() - started
     return report
+
+
+def traced_names(options: Options, names: list[str] | None) -> list[str] | None:
+    """The checks to run when tracing: those the tracer would distort (throughput) left out."""
+    from verify.runner import UNTRACED_CHECKS
+
+    if not options.trace_dir:
+        return names
+    order = list(names or checklist(options.n_gpu_layers))
+    kept = [n for n in order if n not in UNTRACED_CHECKS]
+    return kept if len(kept) != len(order) else names
+
+
+def require_traced(targets: list[Target]) -> None:
+    """--trace/--predict need libraries linked with the tracer."""
+    from verify.trace import is_traced
+
+    for target in targets:
+        if not is_traced(target.library):
+            raise UsageError(f"{target.library} was built without the call tracer: rebuild it with `migrate build "
+                             "SRC --llama VERSION --traced` (a separate build) for --trace / --predict")  # fmt: skip
+
+
+def own_contract(target: Target) -> str | None:
+    """The contract of the release a library was built against (its manifest), when there is one."""
+    from verify.contract import find_contract
+
+    manifest = read_manifest(target.library)
+    for version in (manifest.llama_requested, manifest.llama_version) if manifest else ():
+        if version and find_contract(version) is not None:
+            return find_contract(version).version
+    return None
+
+
+def make_prediction(report: RunReport, label: str, version: str, assume: Any = None) -> Any:
+    """Replay the traces of build `label` in `report` (run with options.trace_dir) against `version`'s contract;
+    the prediction is also kept on the report (JSON, JUnit, markdown)."""
+    from verify.contract import Assume, predict, require_contract, trace_file
+
+    target = next(t for t in report.targets if t.label == label)
+    trace_dir = Path(report.options.trace_dir or ".")
+    traces = [(r.name, trace_file(trace_dir, label, r.name)) for r in report.results.get(label, [])]
+    report.prediction = predict(require_contract(version), traces, target.library, label, assume or Assume())
+    return report.prediction
 
 
 def cmd_verify(args: argparse.Namespace, default_model: Callable[[str | None], Path] | None = None) -> int:
@@ -151,14 +218,33 @@ def cmd_verify(args: argparse.Namespace, default_model: Callable[[str | None], P
                               args.config)  # fmt: skip
             targets.insert(0, old)
         bind_targets(targets)  # before any check runs
+        traced = bool(args.trace or args.predict)
+        contract = None
+        if traced:
+            from verify.contract import require_contract
+
+            require_traced(targets)
+            contract = require_contract(args.predict).version if args.predict else own_contract(targets[-1])
     except ToolError as exc:
         print(f"migrate verify: {exc}", file=sys.stderr)
         return EXIT_USAGE
     options = Options(n_gpu_layers=args.n_gpu_layers, n_threads=args.threads, max_tokens=args.max_tokens,
-                      normalise=args.normalise, timeout=args.timeout, tie_margin=args.tie_margin)  # fmt: skip
+                      normalise=args.normalise, timeout=args.timeout, tie_margin=args.tie_margin,
+                      contract=contract, eog_model=getattr(args, "eog_model", None) or "")  # fmt: skip
     count = len(names or checklist(options.n_gpu_layers))
-    console.print(f"verifying {count} checks on {', '.join(str(t.library) for t in targets)}")
-    report = run_verification(targets, options, names, console)
+    console.print(f"verifying {count} checks on {', '.join(str(t.library) for t in targets)}"
+                  + (f" (traced; contract {contract or 'none'})" if traced else ""))  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        if traced:
+            trace_dir = args.trace_dir
+            if not trace_dir:
+                trace_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="llama-migrate-trace-"))
+            options.trace_dir = str(Path(trace_dir).resolve())
+        report = run_verification(targets, options, names, console)
+        if args.predict:
+            from verify.contract import Assume
+
+            make_prediction(report, targets[0].label, args.predict, Assume(kv_unified=args.assume_kv_unified or None))
     print_summary(report, console)
     if args.json:
         write_json(report, Path(args.json))
@@ -169,6 +255,11 @@ def cmd_verify(args: argparse.Namespace, default_model: Callable[[str | None], P
     devices_failed = any(d.failed for d in report.devices if d.build == report.under_test.label)
     if report.failed() or devices_failed:
         return EXIT_FAILED
+    if report.prediction is not None and report.prediction.breaks():
+        first = report.prediction.breaks()[0]
+        console.print(f"PREDICTED RUN-TIME BREAK at {report.prediction.contract}: {len(report.prediction.breaks())} "
+                      f"place(s); first: {first.line()}", highlight=False, markup=False)  # fmt: skip
+        return EXIT_PREDICTED
     if report.errors():
         console.print(f"NOT VERIFIED: {len(report.errors())} check(s) the harness could not drive (error); "
                       f"first: {report.errors()[0].name}: {report.errors()[0].message}")  # fmt: skip
@@ -184,6 +275,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline-lib", help="old build to compare against: differential mode")
     parser.add_argument("--baseline-header", help="the old build's header (default: found as for --header)")
     parser.add_argument("--model", help="GGUF model (default: the deterministic tiny model, made if missing)")
+    parser.add_argument("--eog-model", help="stop model for the stop/uneven-finish checks: greedy decoding ends on EOS "
+                        "(`migrate model --eog`; `migrate verify` makes it when not given, else those checks skip)")
     parser.add_argument("--n-gpu-layers", type=int, default=0, help="layers to offload (default 0: CPU)")
     parser.add_argument("--llama-tree", help="llama.cpp tree --lib was built from (default: read from the build)")
     parser.add_argument("--baseline-llama-tree", help="llama.cpp tree --baseline-lib was built from")
@@ -195,6 +288,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per check before it counts as a hang")
     parser.add_argument("--tie-margin", type=float, default=0.05,
                         help="top-2 logit margin under which a greedy divergence is a numerical near-tie")  # fmt: skip
+    parser.add_argument("--trace", action="store_true", help="record each check's llama.cpp calls (a library built "
+                        "with `migrate build --traced`); failed checks name the first contract break")  # fmt: skip
+    parser.add_argument("--trace-dir", help="keep the call traces in this folder (default: a temporary one)")
+    parser.add_argument("--predict", metavar="VERSION", help="replay the old build's traced calls (--lib, or "
+                        "--baseline-lib) against VERSION's run-time contract (implies --trace), "
+                        "e.g. b7785")  # fmt: skip
+    parser.add_argument("--assume-kv-unified", action="store_true", help="--predict as if the opt-in rule kv-unified "
+                        "were applied (kv_unified = n_seq_max > 1): what it remedies is listed apart")  # fmt: skip
     parser.add_argument("--json", help="write the full results (evidence included) as JSON")
     parser.add_argument("--junit", help="write JUnit XML: one testcase per check and build")
     parser.add_argument("--markdown", help="write the markdown section the migration report embeds")

@@ -4,7 +4,8 @@ Every check is classified across the two builds (passes on both / regression / f
 outputs are compared token by token on libllama's own argmax traces (check `generate_matches_reference`): where
 they part, the first differing step is reported with both builds' top-2 logit margins there, so that a numerical
 near-tie (the new release computes attention differently, e.g. flash attention AUTO) is told apart from a real
-regression. Throughput of generate and generate_parallel is measured alternately on the two builds.
+regression. Throughput of generate and generate_parallel: both builds resident, called alternately call by call,
+the median of paired new/old ratios with a bootstrap confidence interval (verify/throughput.py).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any
 from verify.checks import ERROR, FAILED, PASSED, SKIPPED, CheckResult, checklist
 from verify.runner import Progress, run_checks
 from verify.session import Options, Target
+from verify.throughput import Comparison
+from verify.throughput import compare as compare_paired
 
 REFERENCE_CHECK = "generate_matches_reference"
 THROUGHPUT_CHECK = "throughput"
-THROUGHPUT_ROUNDS = 2  # old, new, old, new: drift of the machine hits both builds alike
 
 BOTH_PASS, REGRESSION, FIXED, BOTH_FAIL = "passes on both", "regression", "fixed", "failing on both"
 # passed on the old build, not verified on the new one (skipped there, or the harness could not drive it): a
@@ -142,20 +144,6 @@ def not_verified_on_new(comparisons: list[CheckComparison]) -> list[CheckCompari
     return [c for c in comparisons if c.new is not None and (c.classification == LOST or c.new.status == ERROR)]
 
 
-def _best(results: list[CheckResult], key: str) -> dict[str, Any] | None:
-    runs = [r.evidence[key] for r in results if r.status == PASSED and key in r.evidence]
-    return max(runs, key=lambda x: x["tokens_per_s"]) if runs else None
-
-
-def compare_throughput(old_runs: list[CheckResult], new_runs: list[CheckResult]) -> dict[str, Any]:
-    table: dict[str, Any] = {}
-    for key in ("generate", "generate_parallel"):
-        a, b = _best(old_runs, key), _best(new_runs, key)
-        ratio = round(b["tokens_per_s"] / a["tokens_per_s"], 3) if a and b else None
-        table[key] = {"old": a, "new": b, "new_over_old": ratio}
-    return table
-
-
 @dataclass
 class DifferentialReport:
     old: Target
@@ -180,29 +168,25 @@ class DifferentialReport:
 
 
 def run_differential(old: Target, new: Target, options: Options, names: list[str] | None = None,
-                     progress: Progress | None = None,
-                     run: Callable[..., list[CheckResult]] = run_checks) -> DifferentialReport:  # fmt: skip
+                     progress: Progress | None = None, run: Callable[..., list[CheckResult]] = run_checks,
+                     measure: Callable[[Target, Target, Options], Comparison] = compare_paired,
+                     ) -> DifferentialReport:  # fmt: skip
+    """Every named check on both builds (each in its own child); `throughput` as one paired comparison of the two
+    (both resident, calls alternated): its rows are the report's throughput table, and each build's side of it is
+    that build's `throughput` check."""
     names = list(names or checklist(options.n_gpu_layers))
     plain = [n for n in names if n != THROUGHPUT_CHECK]
     old_results = {r.name: r for r in run(old, options, plain, progress)}
     new_results = {r.name: r for r in run(new, options, plain, progress)}
-    old_speed: list[CheckResult] = []
-    new_speed: list[CheckResult] = []
+    throughput: dict[str, Any] = {}
     if THROUGHPUT_CHECK in names:
-        for _ in range(THROUGHPUT_ROUNDS):
-            old_speed += run(old, options, [THROUGHPUT_CHECK], progress)
-            new_speed += run(new, options, [THROUGHPUT_CHECK], progress)
-        # the report keeps the best run of each build as that build's throughput check
-        old_results[THROUGHPUT_CHECK] = _best_run(old_speed)
-        new_results[THROUGHPUT_CHECK] = _best_run(new_speed)
+        paired = measure(old, new, options)
+        old_results[THROUGHPUT_CHECK], new_results[THROUGHPUT_CHECK] = paired.old, paired.new
+        throughput = paired.rows
+        if progress:
+            progress(THROUGHPUT_CHECK, paired.old)
+            progress(THROUGHPUT_CHECK, paired.new)
     comparisons = [CheckComparison(n, classify(old_results.get(n), new_results.get(n)), old_results.get(n),
                                    new_results.get(n)) for n in names]  # fmt: skip
     greedy = compare_greedy(old_results.get(REFERENCE_CHECK), new_results.get(REFERENCE_CHECK), options.tie_margin)
-    return DifferentialReport(old, new, comparisons, greedy, compare_throughput(old_speed, new_speed))
-
-
-def _best_run(runs: list[CheckResult]) -> CheckResult:
-    passed = [r for r in runs if r.status == PASSED]
-    if not passed:
-        return runs[-1]
-    return max(passed, key=lambda r: r.evidence["generate"]["tokens_per_s"])
+    return DifferentialReport(old, new, comparisons, greedy, throughput)

@@ -53,6 +53,13 @@ BASELINE_B7785 = ("parallel_isolation_capacity",)
 # generate_parallel compared with generate alone, for every prompt set of the isolation checks
 ISOLATION = ("parallel_isolation_last_token", "parallel_isolation_prefix_prompt", "parallel_isolation_queue",
              "parallel_isolation_shared_prefix")  # fmt: skip
+# the blind-spot checks that run generate_parallel (a parallel call that fails fails each of them)
+PARALLEL_CALLERS = ("state_across_calls", "parallel_uneven_finish", "parallel_result_order", "sampling_top_k_disabled",
+                    "sampling_seed")  # fmt: skip
+# the blind-spot checks that call generate several times on one context
+REPEATED_GENERATE = ("generate_stops_at_eog", "sampling_top_k_disabled", "sampling_seed")
+# the blind-spot checks that compare generate's text with libllama's own greedy decode
+GENERATE_REFERENCE = ("generate_stops_at_eog", "generate_context_full", "sampling_top_k_disabled")
 
 
 FAULTS: dict[str, Fault] = {
@@ -65,10 +72,13 @@ FAULTS: dict[str, Fault] = {
             ("b5421", "b7785"),
             ((r"(// start from an empty cache[^\n]*\n\s*)llama_(?:kv_self_clear\(ctx\)|memory_clear\(mem, \w+\));",
               r"\1/* planted fault: memory not cleared */"),),
-            # the next generate continues the last one's context: A-B-A and the reference differ too; at b7785
-            # the stale cells also collide with the new prompt's positions, so two identical calls differ
-            {"b5421": ("generate_aba", "generate_matches_reference", "memory_cleared"),
-             "b7785": ("generate_aba", "generate_matches_reference", "generate_repeatable", "memory_cleared")},
+            # the next generate continues the last one's context: A-B-A and the reference differ too, and so does
+            # every check that calls generate several times on one context (the stop prompts, the sampling
+            # checks); at b7785 the stale cells also collide with the new prompt's positions, so two identical
+            # calls differ
+            {"b5421": ("generate_aba", "generate_matches_reference", "memory_cleared", *REPEATED_GENERATE),
+             "b7785": ("generate_aba", "generate_matches_reference", "generate_repeatable", "memory_cleared",
+                       *REPEATED_GENERATE)},
             {"localllm-next": ((r"(std::string & output, std::string & err\) \{\n(?:[^\n]*\n){0,3}?\s*)"
                                 r"llama_(?:kv_self_clear\(ctx\)|memory_clear\(mem, \w+\));",
                                 r"\1/* planted fault: memory not cleared */"),)},
@@ -79,8 +89,10 @@ FAULTS: dict[str, Fault] = {
             "parallel_isolation_shared_prefix",
             ("b5421", "b7785"),
             ((r"slots\[s\]\.seq_id = first_seq \+ s;", "slots[s].seq_id = first_seq + s / 2;"),),
-            # every parallel call mixes two prompts' cells; at b7785 generate_parallel's own call fails too
-            {"b5421": ISOLATION, "b7785": (*ISOLATION, "generate_parallel")},
+            # every parallel call mixes two prompts' cells (those compared with a reference fail: the stop
+            # prompts, greedy with top_k 0); at b7785 every parallel call fails outright
+            {"b5421": (*ISOLATION, "parallel_uneven_finish", "sampling_top_k_disabled"),
+             "b7785": (*ISOLATION, "generate_parallel", *PARALLEL_CALLERS)},
             {"localllm-next": ((r"slots_\[s\]\.seq = first_seq \+ s;", "slots_[s].seq = first_seq + s / 2;"),)},
         ),
         Fault(
@@ -94,9 +106,10 @@ FAULTS: dict[str, Fault] = {
                  "common_sampler_sample(smpl.get(), ctx, n_generated == 0 ? 0 : -1)"),
             ),
             # generate alone is wrong, generate_parallel is not: every isolation check (and, at b5421, the
-            # near-capacity one, which b7785 fails anyway) compares the two
-            {"b5421": ("generate_matches_reference", "parallel_isolation_capacity", *ISOLATION),
-             "b7785": ("generate_matches_reference", *ISOLATION)},
+            # near-capacity one, which b7785 fails anyway) compares the two, and every check comparing generate
+            # with libllama's decode fails (the stop prompts, the end of the context, greedy with top_k 0)
+            {"b5421": ("generate_matches_reference", "parallel_isolation_capacity", *ISOLATION, *GENERATE_REFERENCE),
+             "b7785": ("generate_matches_reference", *ISOLATION, *GENERATE_REFERENCE)},
             {"localllm-next": (
                 (r"(common_batch_add\(guard\.batch, tokens\[i\], i, \{seq\}, )i == to - 1\);", r"\1true);"),
                 (r"sample_next\(smpl\.get\(\), ctx, -1, token, err\)",
@@ -109,8 +122,10 @@ FAULTS: dict[str, Fault] = {
             "parallel_isolation_queue",
             ("b7785",),
             ((r"int n_slots = n_seq_max > 1 \? n_seq_max - 1 : 1;", "int n_slots = n_seq_max > 1 ? n_seq_max : 1;"),),
-            # only a queue as long as n_seq_max reaches the last id
-            {"b7785": ("parallel_isolation_queue",)},
+            # only a queue longer than the slots reaches the last id: the queue set, the stop prompts (6 prompts
+            # on 2 and 3 slots) and the longer queue of state_across_calls; out of order (3 prompts, 2 slots) too
+            {"b7785": ("parallel_isolation_queue", "parallel_uneven_finish", "parallel_result_order",
+                       "state_across_calls")},
             {"localllm-next": ((r"std::min<int>\(n_seq_max - first_seq, ", "std::min<int>(n_seq_max, "),)},
         ),
         Fault(
@@ -120,7 +135,7 @@ FAULTS: dict[str, Fault] = {
             ("b7785",),
             ((r"slot\.n_past = static_cast<int>\(prefix_len\);", "slot.n_past = static_cast<int>(prefix_len) - 1;"),),
             # every parallel call with a shared prefix is rejected, and the prefix is counted twice
-            {"b7785": (*ISOLATION, "generate_parallel", "shared_prefix_effective")},
+            {"b7785": (*ISOLATION, "generate_parallel", "shared_prefix_effective", *PARALLEL_CALLERS)},
             {"localllm-next": ((r"(s\.n_past = llama_(?:kv_self|memory)_seq_pos_max\([^;]*\) \+ 1);", r"\1 - 1;"),)},
         ),
         Fault(
@@ -132,9 +147,109 @@ FAULTS: dict[str, Fault] = {
               r"\g<1>0, static_cast<llama_pos>(prefix_len))"),),
             # the abort ends every check that runs generate_parallel on a shared prefix
             {"b7785": (*ISOLATION, "generate_parallel", "shared_prefix_effective", "error_prompt_too_long",
-                       "memory_cleared")},
+                       "memory_cleared", *PARALLEL_CALLERS)},
             {"localllm-next": ((r"(llama_(?:kv_self_seq_cp\(ctx_|memory_seq_cp\([^,]+), 0, s\.seq, )-1, -1\)",
                                 r"\g<1>0, static_cast<llama_pos>(prefix_len_))"),)},
+        ),
+        # --- the blind-spot checks (state across calls, stops, result order, sampling, context parameters): each
+        # fault below is caught by its own check alone, on the default tiny model or the stop model
+        Fault(
+            "parallel_keeps_memory",
+            "generate_parallel does not clear the memory first: what an earlier call left in sequence 0 stays",
+            "state_across_calls",
+            ("b5421", "b7785"),
+            ((r"(try \{\n\s*)llama_(?:kv_self_clear\(ctx\)|memory_clear\(mem, \w+\));"
+              r"(\n\n\s*const llama_model \* model)", r"\1/* planted fault: memory not cleared */\2"),),
+            # every other check runs generate_parallel on a fresh context or after a call that cleaned up after
+            # itself (generate_parallel removes its sequences; generate clears first): only a parallel call right
+            # after generate meets the stale cells (at b7785 its prefix decode is refused)
+            {"b5421": ("state_across_calls",), "b7785": ("state_across_calls",)},
+            {"localllm-next": ((r"(try \{\n\s*)llama_(?:kv_self_clear\(ctx\)|memory_clear\(mem, \w+\));"
+                                r"(\n\s*parallel_run run)", r"\1/* planted fault: memory not cleared */\2"),)},
+        ),
+        Fault(
+            "generate_ignores_eog",
+            "generate does not stop at an end-of-generation token: it decodes it and goes on to max_tokens",
+            "generate_stops_at_eog",
+            ("b5421", "b7785"),
+            ((r"(if \(llama_vocab_is_eog\(vocab, token\)\) \{\n\s*)break;", r"\1/* planted fault: no stop */"),),
+            # only the stop model emits EOS; the checks running it in parallel compare with libllama's decode
+            {"b5421": ("generate_stops_at_eog",), "b7785": ("generate_stops_at_eog",)},
+            {"localllm-next": ((r"(if \(llama_vocab_is_eog\(vocab, token\)\) \{\n\s*)break;",
+                                r"\1/* planted fault: no stop */"),)},
+        ),
+        Fault(
+            "slot_ignores_eog",
+            "a parallel slot does not finish at an end-of-generation token: it decodes it and goes on",
+            "parallel_uneven_finish",
+            ("b5421", "b7785"),
+            ((r"(if \(llama_vocab_is_eog\(vocab, token\)\) \{\n\s*)return true;", r"\1/* planted fault: no stop */"),),
+            # each result still starts with its own prompt's output: the order check sees no other prompt's there
+            {"b5421": ("parallel_uneven_finish",), "b7785": ("parallel_uneven_finish",)},
+            {"localllm-next": ((r"(if \(llama_vocab_is_eog\(vocab_, token\)\) \{\n\s*)return true;",
+                                r"\1/* planted fault: no stop */"),)},
+        ),
+        Fault(
+            "results_compacted",
+            "parallel results are stored by the index among the prompts that could run: a failed prompt shifts "
+            "the later ones into its place",
+            "parallel_result_order",
+            ("b5421", "b7785"),
+            ((r"results\[idx\] = dup_cstring\(slot\.text\);",
+              "results[idx - static_cast<int>(std::count_if(prompt_errors.begin(), prompt_errors.begin() + idx, "
+              "[](const std::string & e) { return !e.empty(); }))] = dup_cstring(slot.text);"),),
+            # the other checks' failing prompts come last (error_prompt_too_long) or fail the whole call
+            {"b5421": ("parallel_result_order",), "b7785": ("parallel_result_order",)},
+            {"localllm-next": ((r"texts_\[s\.prompt\] = s\.text;\n(\s*)done_\[s\.prompt\]  = true;",
+                                r"const int at = s.prompt - static_cast<int>(std::count_if(errors_.begin(), "
+                                r"errors_.begin() + s.prompt, [](const std::string & e) { return !e.empty(); }));"
+                                r"\n\1texts_[at] = s.text;\n\1done_[at] = true;"),)},
+        ),
+        Fault(
+            "decode_past_context_end",
+            "generate stops one position too late: it decodes a token at position n_ctx, which fails",
+            "generate_context_full",
+            ("b5421", "b7785"),
+            ((r"if \(n_past >= n_ctx\) \{(\n\s*break;)", r"if (n_past > n_ctx) {\1"),),
+            # no other check generates up to the end of the context
+            {"b5421": ("generate_context_full",), "b7785": ("generate_context_full",)},
+            {"localllm-next": ((r"n_generated < cfg\.max_tokens && n_past < n_ctx;",
+                                "n_generated < cfg.max_tokens && n_past <= n_ctx;"),)},
+        ),
+        Fault(
+            "greedy_only_with_top_k_1",
+            "greedy is chosen by top_k == 1 rather than temperature <= 0, and temperature 0 then means 'default 0.8'",
+            "sampling_top_k_disabled",
+            ("b5421", "b7785"),
+            ((r"if \(p\.temperature <= 0\.0f\) \{", "if (p.top_k == 1) {"),
+             (r"sparams\.temp  = p\.temperature;", "sparams.temp  = p.temperature > 0.0f ? p.temperature : 0.8f;")),
+            # every other check samples with top_k 1 (greedy either way) or a positive temperature
+            {"b5421": ("sampling_top_k_disabled",), "b7785": ("sampling_top_k_disabled",)},
+            {"localllm-next": ((r"if \(c\.temperature <= 0\.0f \|\| c\.top_k == 1\) \{", "if (c.top_k == 1) {"),
+                               (r"p\.temp  = c\.temperature;",
+                                "p.temp  = c.temperature > 0.0f ? c.temperature : 0.8f;"))},
+        ),
+        Fault(
+            "seed_ignored",
+            "the caller's seed never reaches the sampler: llama.cpp's default seed draws a random one per call",
+            "sampling_seed",
+            ("b5421", "b7785"),
+            ((r"\n\s*sparams\.seed\s*= p\.seed;", "\n    /* planted fault: seed not set */"),),
+            # only sampling_seed samples with a temperature above 0
+            {"b5421": ("sampling_seed",), "b7785": ("sampling_seed",)},
+            {"localllm-next": ((r"\n\s*p\.seed\s*= static_cast<uint32_t>\(c\.seed\);",
+                                "\n    /* planted fault: seed not set */"),)},
+        ),
+        Fault(
+            "threads_batch_ignored",
+            "prompt processing ignores the caller's n_threads: n_threads_batch is left at llama.cpp's default",
+            "context_params",
+            ("b5421", "b7785"),
+            ((r"\n\s*ctx_params\.n_threads_batch = n_threads;", "\n        /* planted fault: batch threads */"),),
+            # a prompt decoded on llama.cpp's default threads is slower, not different
+            {"b5421": ("context_params",), "b7785": ("context_params",)},
+            {"localllm-next": ((r"\n\s*params\.n_threads_batch = n_threads;",
+                                "\n        /* planted fault: batch threads */"),)},
         ),
     )
 }  # fmt: skip
@@ -175,3 +290,41 @@ def migrate_copy(src: Path, dest: Path, enable: tuple[str, ...] = (), cache: str
     if proc.returncode not in (0, 1):  # 1: applied, manual actions remain (reported, not fatal here)
         raise FaultError(f"migrate apply failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return dest
+
+
+# --- planted slowdowns: the tokens/s gate's own faults -------------------------------------------------------------
+# Kept out of FAULTS (each of those fails a check of the checklist; these fail none): `generate` and
+# `generate_parallel` busy-wait at return until the calling thread has spent 1 / (1 - f) times the CPU time the
+# call took, so tokens/s drops by f whatever the model, the machine or its load (a wall-clock wait would grow with
+# the time the thread waited for a CPU on a busy machine). Only in the new build (LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
+# is defined by llama.h at b7836, not at b5415): planted in the original, they survive `migrate apply` and slow the
+# migrated shim.
+NEW_BUILD_ONLY = "LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY"
+
+
+def _slowdown_guard(fraction: float) -> str:
+    factor = 1 / (1 - fraction)
+    return (f"#ifdef {NEW_BUILD_ONLY}\n"
+            f"    struct planted_slowdown {{  // planted fault: tokens/s x {1 - fraction:g} (new build only)\n"
+            "        static double cpu() { timespec t; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t); "
+            "return t.tv_sec + t.tv_nsec * 1e-9; }\n"
+            "        double t0 = cpu();\n"
+            "        ~planted_slowdown() {\n"
+            f"            const double until = t0 + (cpu() - t0) * {factor:.6f};\n"
+            "            while (cpu() < until) {}\n"
+            "        }\n"
+            "    } planted_slowdown_guard;\n"
+            "#endif\n")  # fmt: skip
+
+
+def _slowdown(key: str, fraction: float) -> Fault:
+    guard = _slowdown_guard(fraction).replace("\\", "\\\\")
+    function = r"(LOCALLLM_API localllm_error_code localllm_{name}\([^)]*\) \{{\n)"
+    edits = ((r"(#include <thread>\n)", r"\1#include <time.h>\n"),
+             (function.format(name="generate"), r"\1" + guard),
+             (function.format(name="generate_parallel"), r"\1" + guard))  # fmt: skip
+    return Fault(key, f"generate and generate_parallel {fraction:.0%} fewer tokens/s (a busy-wait), new build only",
+                 "throughput", ("b7785",), edits, {}, {"localllm-next": edits})  # fmt: skip
+
+
+SLOWDOWNS: dict[str, Fault] = {f.key: f for f in (_slowdown("slow_30", 0.30), _slowdown("slow_5", 0.05))}

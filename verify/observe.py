@@ -36,7 +36,9 @@ DECODE = (
     "llama_batch_free", "llama_decode", "llama_get_logits_ith", "llama_token_to_piece",
 )  # fmt: skip
 CONTEXT_INFO = ("llama_n_ctx", "llama_n_seq_max", "llama_n_batch", "llama_n_ctx_seq", "llama_max_parallel_sequences")
-WANTED = MEMORY_NEW + MEMORY_VIEW + MEMORY_OLD + PERF + DECODE + CONTEXT_INFO
+# the context parameters read back besides n_ctx (threads, micro-batch): declared at b5415 and b7836 alike
+CONTEXT_PARAMS = ("llama_n_threads", "llama_n_threads_batch", "llama_n_ubatch")
+WANTED = MEMORY_NEW + MEMORY_VIEW + MEMORY_OLD + PERF + DECODE + CONTEXT_INFO + CONTEXT_PARAMS
 
 IDENT = re.compile(r"\b(struct|enum|union)?\s*\b([A-Za-z_]\w*)")
 SOURCE_PATH = re.compile(rb"(/[\x21-\x7e]+?)/src/llama(?:-[a-z0-9-]+)?\.cpp\x00")

@@ -109,3 +109,26 @@ def capacity_prompts(count: Callable[[str], int], capacity: int, n_cells: int, m
     prefix_tokens = min(capacity - suffix_tokens - max_tokens, n_cells - own) - 8
     prefix = grow_to_tokens(count, prefix_tokens)
     return [prefix + s for s in CAPACITY_SUFFIXES]
+
+# On the stop model (`migrate model --eog`, see migrate/model.py EogRecipe) greedy decoding of these ends on EOS after
+# the number of tokens beside each (EOS included; 13+: not within 12 tokens), at b5415 and b7836, every top-2 margin
+# above 0.15: the first ends at once (empty output), the last runs to max_tokens.
+EOG_PROMPTS: tuple[str, ...] = (
+    "night glass",  # 1: EOS first, nothing generated
+    "green cloud",  # 3
+    "The water and the glass",  # 5
+    "The table and the chair",  # 9
+    "The stone and the north",  # 13+
+)
+# Slots that finish unevenly: a shared prefix ("The"), stops at different steps, more prompts than slots, so a slot
+# that stops early is refilled while the others are still generating.
+UNEVEN_PROMPTS: tuple[str, ...] = (
+    "The stone and the north",  # 13+
+    "The paper and the field",  # 2
+    "The table and the chair",  # 9
+    "The music and the glass",  # 4
+    "The light and the chair",  # 13+
+    "The water and the glass",  # 5
+)
+# Result order when slots finish out of prompt order: the first runs to max_tokens, the second stops after 2.
+OUT_OF_ORDER_PROMPTS: tuple[str, ...] = ("The stone and the north", "The paper and the field", "green cloud")

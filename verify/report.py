@@ -21,6 +21,8 @@ from verify.checks import ERROR, FAILED, PASSED, REGISTRY, SKIPPED, CheckResult
 from verify.devices import SKIPPED_COMPARISON, DeviceComparison
 from verify.differential import BOTH_FAIL, REGRESSION, DifferentialReport, GreedyComparison
 from verify.session import Options, Target
+from verify.throughput import console_line as throughput_line
+from verify.throughput import markdown_lines as throughput_markdown
 
 STATUS_STYLE = {PASSED: "green", FAILED: "bold red", ERROR: "magenta", SKIPPED: "yellow"}
 CLASS_STYLE = {REGRESSION: "bold red", BOTH_FAIL: "red", "fixed": "cyan", "passes on both": "green"}
@@ -38,6 +40,7 @@ class RunReport:
     machine: dict[str, Any] = field(default_factory=lambda: {"platform": platform.platform(),
                                                               "python": platform.python_version()})  # fmt: skip
     bindings: dict[str, Binding] = field(default_factory=dict)  # by build label: how the C API was driven
+    prediction: Any = None  # verify.contract.Prediction: a traced build's calls against a release's contract
 
     @property
     def under_test(self) -> Target:
@@ -71,6 +74,7 @@ class RunReport:
             "differential": self.differential.to_json() if self.differential else None,
             "devices": [d.to_json() for d in self.devices],
             "bindings": {label: b.to_json() for label, b in self.bindings.items()},
+            "prediction": self.prediction.to_json() if self.prediction is not None else None,
         }
 
 
@@ -90,6 +94,8 @@ def print_summary(report: RunReport, console: Console | None = None) -> None:
         _print_single(report, console)
     for comparison in report.devices:
         _print_devices(comparison, console)
+    if report.prediction is not None:
+        _print_prediction(report.prediction, console)
     for label in report.results:
         c = report.counts(label)
         console.print(f"[bold]{label}[/]: {c[PASSED]} passed, {c[FAILED]} failed, {c[ERROR]} error, "
@@ -122,7 +128,17 @@ def _print_differential(diff: DifferentialReport, console: Console) -> None:
     console.print(table)
     console.print(_greedy_table("greedy decode, token by token", diff.greedy, ("old", "new")))
     for key, row in diff.throughput.items():
-        console.print(f"{key}: old {_tps(row['old'])}, new {_tps(row['new'])} tokens/s (new/old {row['new_over_old']})")
+        console.print(throughput_line(key, row))
+
+
+def _print_prediction(prediction: Any, console: Console) -> None:
+    breaks = prediction.breaks()
+    style = "bold red" if breaks else "green"
+    console.print(f"[{style}]predicted at {prediction.contract}[/] ({prediction.build} build, {prediction.calls} "
+                  f"llama.cpp calls traced in {len(prediction.checks)} checks): {len(breaks)} run-time break(s), "
+                  f"{len(prediction.notes())} note(s), {len(prediction.remedied)} remedied by assumption")  # fmt: skip
+    for g in breaks:
+        console.print(f"  [red]{g.consequence}[/] {short(g.line(), 150)}", markup=True, highlight=False)
 
 
 def _print_devices(comparison: DeviceComparison, console: Console) -> None:
@@ -151,10 +167,6 @@ def _token_cell(step: dict[str, Any]) -> str:
     if step.get("token") is None:
         return step.get("note", "-")
     return f"{step['token']} {step.get('piece', '')!r} / {step.get('margin', 0):.4g}"
-
-
-def _tps(row: dict[str, Any] | None) -> str:
-    return "-" if row is None else f"{row['tokens_per_s']}"
 
 
 # --- JSON and JUnit ---------------------------------------------------------------------------------------------
@@ -191,6 +203,8 @@ def junit_xml(report: RunReport) -> str:
                 out.text = json.dumps(r.evidence, ensure_ascii=False, default=str)[:4000]
     if report.devices:
         _junit_devices(suites, report.devices)
+    if report.prediction is not None:
+        _junit_prediction(suites, report.prediction)
     ET.indent(suites)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
@@ -210,6 +224,22 @@ def _junit_devices(suites: ET.Element, comparisons: list[DeviceComparison]) -> N
             ET.SubElement(case, "skipped", message=short(c.message, 500))
         else:
             ET.SubElement(case, "system-out").text = evidence[:4000]
+
+
+def _junit_prediction(suites: ET.Element, prediction: Any) -> None:
+    """One testcase per place a clause is broken (failure) — or one passing case when nothing is predicted."""
+    breaks = prediction.breaks()
+    suite = ET.SubElement(suites, "testsuite", name=f"verify.predict.{prediction.contract}", tests=str(max(1,
+                          len(breaks))), failures=str(len(breaks)), skipped="0", errors="0", time="0")  # fmt: skip
+    for g in breaks:
+        case = ET.SubElement(suite, "testcase", classname=f"verify.predict.{prediction.contract}",
+                             name=f"{g.clause} at {g.where}", time="0")  # fmt: skip
+        failure = ET.SubElement(case, "failure", message=short(f"{g.line()}: {g.consequence}", 500))
+        failure.text = json.dumps(g.to_json(), indent=1, ensure_ascii=False, default=str)
+    if not breaks:
+        case = ET.SubElement(suite, "testcase", classname=f"verify.predict.{prediction.contract}",
+                             name="no run-time break predicted", time="0")  # fmt: skip
+        ET.SubElement(case, "system-out").text = f"{prediction.calls} calls in {len(prediction.checks)} checks"
 
 
 def write_junit(report: RunReport, path: Path) -> None:
@@ -242,6 +272,7 @@ def markdown_section(report: RunReport, level: int = 2) -> str:
             lines.append(f"| `{r.name}` | {r.status} | {_md_cell(seen)} |")
     if report.devices:
         lines += _md_devices(report.devices, h)
+    lines += contract_section(report, h)
     lines += _md_binding(report, h)
     errors = report.errors()
     if errors:
@@ -254,6 +285,85 @@ def markdown_section(report: RunReport, level: int = 2) -> str:
             lines += [f"- `{r.name}` ({REGISTRY[r.name].title if r.name in REGISTRY else r.name}): "
                       f"{_md_cell(r.message, 600)}"]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def contract_section(report: RunReport, h: str = "##") -> list[str]:
+    """ "Run-time contract": the prediction (violations with file:line and values), and the first contract break
+    before each failed check of a traced build."""
+    firsts = [(label, r) for label, rs in report.results.items() for r in rs
+              if r.status == FAILED and (r.evidence.get("contract") or {}).get("first_break")]  # fmt: skip
+    if report.prediction is None and not firsts:
+        return []
+    lines = ["", f"{h}# Run-time contract", ""]
+    if report.prediction is not None:
+        lines += prediction_lines(report.prediction)
+    if firsts:
+        lines += ["", "Failed checks of traced builds, with the first contract break their calls made before the "
+                  "failure:", "", "| build | check | where | clause | call | values |",
+                  "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for label, r in firsts:
+            v = r.evidence["contract"]["first_break"]
+            lines.append(f"| {label} | `{r.name}` | `{v['where']}` | {v['clause']} | `{_md_cell(v['call'], 80)}` | "
+                         f"{_md_cell(_values(v['values']), 160)} |")  # fmt: skip
+    return lines
+
+
+def _values(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in values.items())
+
+
+def prediction_lines(prediction: Any) -> list[str]:
+    """The prediction as markdown: breaks, then what an assumption remedied, then notes."""
+    from verify.contract import ASSUMPTIONS, CONSEQUENCES, require_contract
+
+    contract = require_contract(prediction.contract)
+    assumed = "; assumed: " + "; ".join(ASSUMPTIONS[k] for k, v in prediction.assume.items() if v) \
+        if any(prediction.assume.values()) else ""  # fmt: skip
+    lines = [f"The llama.cpp calls of build `{prediction.build}` ({prediction.calls} traced in "
+             f"{len(prediction.checks)} checks) replayed against the run-time contract of {contract.version} "
+             f"(`contracts/{contract.version}.yaml`){assumed}. Each row is a place where a check's run first breaks "
+             "the contract; `calls` counts every call there.", ""]  # fmt: skip
+    breaks = prediction.breaks()
+    if not breaks:
+        lines.append(f"No call breaks a clause that aborts or is rejected at {contract.version}.")
+    else:
+        lines += [f"**{len(breaks)} predicted run-time break(s)** at {contract.version}:", "",
+                  "| where | clause | at the target | call | values | calls | checks |",
+                  "| --- | --- | --- | --- | --- | ---: | --- |"]  # fmt: skip
+        lines += [_md_group(g, CONSEQUENCES) for g in breaks]
+        lines += ["", "Remedies:", ""]
+        for clause_id in dict.fromkeys(g.clause for g in breaks):
+            clause = contract.clause(clause_id)
+            rule = f" (rule `{clause.remedy_rule}`)" if clause.remedy_rule else ""
+            lines.append(f"- **{clause.id}**{rule}: {clause.remedy} — why: {clause.why}")
+    after = prediction.consequential()
+    if after:
+        lines += ["", f"Also reached only after an earlier break in the same check (at {contract.version} the run "
+                  "would have stopped or gone another way first): " + "; ".join(
+                      f"`{g.where}` {g.clause} ({g.count})" for g in after)]  # fmt: skip
+    if prediction.remedied:
+        lines += ["", "Remedied by the assumption (these calls break the contract as the code stands, not once the "
+                  "assumed rule is applied):", "",
+                  "| where | clause | at the target | call | values | calls | checks |",
+                  "| --- | --- | --- | --- | --- | ---: | --- |"]  # fmt: skip
+        lines += [_md_group(g, CONSEQUENCES) for g in prediction.remedied]
+    notes = prediction.notes()
+    if notes:
+        lines += ["", "Behaves differently, does not break:", ""]
+        for clause_id in dict.fromkeys(g.clause for g in notes):
+            clause = contract.clause(clause_id)
+            places = ", ".join(f"`{g.where}` `{_md_cell(g.first.call, 60)}` ({g.count})" for g in notes
+                               if g.clause == clause_id)  # fmt: skip
+            lines.append(f"- **{clause_id}** at {places}: {clause.why} Remedy: {clause.remedy}")
+    if prediction.errors:
+        lines += ["", "Traces not read: " + "; ".join(prediction.errors)]
+    return lines
+
+
+def _md_group(g: Any, consequences: dict[str, str]) -> str:
+    return (f"| `{g.where}` | {g.clause} | {consequences[g.consequence]} | `{_md_cell(g.first.call, 80)}` | "
+            f"{_md_cell(_values(g.first.values), 160)} | {g.count} | {', '.join(g.checks[:4])}"
+            f"{' …' if len(g.checks) > 4 else ''} |")
 
 
 def _md_binding(report: RunReport, h: str) -> list[str]:
@@ -288,10 +398,7 @@ def _md_differential(diff: DifferentialReport, h: str) -> list[str]:
                       f"{', '.join(f'`{n}`' for n in both)}."]  # fmt: skip
     lines += ["", f"{h}# Greedy decode, old vs new", ""]
     lines += _md_greedy([("", g) for g in diff.greedy], ("old", "new"))
-    lines += ["", f"{h}# Throughput (same machine, same run, best of alternating runs)", "",
-              "| call | old tokens/s | new tokens/s | new / old |", "| --- | --- | --- | --- |"]  # fmt: skip
-    for key, row in diff.throughput.items():
-        lines.append(f"| `{key}` | {_tps(row['old'])} | {_tps(row['new'])} | {row['new_over_old']} |")
+    lines += throughput_markdown(diff.throughput, h)
     return lines
 
 

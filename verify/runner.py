@@ -24,8 +24,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from verify.checks import ERROR, FAILED, REGISTRY, CheckResult, checklist, run_check
+from verify.checks import ERROR, FAILED, REGISTRY, SKIPPED, CheckResult, checklist, run_check
 from verify.session import Options, Prepared, Session, Target, prepare
+from verify.trace import TRACE_ENV
+
+# with --trace, the throughput figure would measure the tracer too
+UNTRACED_CHECKS = {"throughput": "not measured: the library runs traced (--trace), which costs time per llama.cpp "
+                                 "call; measure tokens/s on an untraced build"}  # fmt: skip
 
 STDERR_TAIL_LINES = 25
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -107,7 +112,8 @@ def run_in_child(job: Path, name: str, label: str, timeout: float, workdir: Path
 def run_checks(target: Target, options: Options, names: list[str] | None = None,
                progress: Progress | None = None, env: dict[str, str] | None = None) -> list[CheckResult]:  # fmt: skip
     """Every named check (default: the whole checklist) on one build, each in its own child (whose environment
-    gets `env` on top of this one's)."""
+    gets `env` on top of this one's). With `options.trace_dir` (a traced library), each child writes its calls
+    to `<trace_dir>/<label>-<check>.trace` and the result carries what the trace showed (verify/contract.py)."""
     names = list(checklist(options.n_gpu_layers) if names is None else names)
     results: list[CheckResult] = []
     with tempfile.TemporaryDirectory(prefix="llama-migrate-verify-") as tmp:
@@ -115,11 +121,29 @@ def run_checks(target: Target, options: Options, names: list[str] | None = None,
         job = workdir / f"{target.label}-job.json"
         write_job(job, target, options, prepare(target))
         for name in names:
-            result = run_in_child(job, name, target.label, options.timeout, workdir, env)
+            if options.trace_dir and name in UNTRACED_CHECKS:
+                result = CheckResult(name, SKIPPED, {}, f"skipped: {UNTRACED_CHECKS[name]}", build=target.label)
+            elif options.trace_dir:
+                result = _run_traced(job, name, target, options, workdir, env)
+            else:
+                result = run_in_child(job, name, target.label, options.timeout, workdir, env)
             results.append(result)
             if progress:
                 progress(name, result)
     return results
+
+
+def _run_traced(job: Path, name: str, target: Target, options: Options, workdir: Path,
+                env: dict[str, str] | None) -> CheckResult:  # fmt: skip
+    from verify.contract import annotate, require_contract, trace_file
+
+    trace_dir = Path(options.trace_dir or ".")
+    trace_dir.mkdir(parents=True, exist_ok=True)
+    path = trace_file(trace_dir, target.label, name)
+    path.unlink(missing_ok=True)
+    result = run_in_child(job, name, target.label, options.timeout, workdir, (env or {}) | {TRACE_ENV: str(path)})
+    annotate(result, path, target.library, require_contract(options.contract) if options.contract else None)
+    return result
 
 
 # --- the child ----------------------------------------------------------------------------------------------------

@@ -79,6 +79,13 @@ class Options:
     normalise: str = "none"  # how parallel and single outputs are compared: none | strip | whitespace
     timeout: float = 60.0
     tie_margin: float = 0.05  # top-2 logit margin under which a greedy divergence counts as a numerical near-tie
+    # --trace: each check's child writes the traced library's llama.cpp calls to a file in this folder
+    # (verify/trace.py); `contract`: the release whose run-time contract the calls are replayed against
+    trace_dir: str | None = None
+    contract: str | None = None
+    # a second GGUF whose greedy decoding stops (EOS) within a few tokens on some prompts (`migrate model --eog`):
+    # the stop, uneven-finish and refill checks run on it; "" skips them with the reason
+    eog_model: str = ""
 
     def sampling(self, max_tokens: int | None = None) -> Sampling:
         return Sampling(max_tokens=self.max_tokens if max_tokens is None else max_tokens)

@@ -146,10 +146,14 @@ class ApiScan:
         """The `#include`s in `files` that resolve into llama.cpp's tree: a header that is not public is diffed
         too (before `scan`, so its uses are found), one gone at the target or shadowed there by another is an
         action at the directive."""
+        self.include_list(inclusions(tu, set(files), self.target.old.path.resolve()), flags)
+
+    def include_list(self, found: list[Inclusion], flags: list[str]) -> None:
+        """`includes` on inclusions already read from a unit (a worker process read them: migrate/rewrite/units.py)."""
         old_root, new_root = self.target.old.path.resolve(), self.target.new.path.resolve()
         search = SearchPath.from_flags(flags)
         new_label = self.target.new.provided
-        for inclusion in inclusions(tu, set(files), old_root):
+        for inclusion in found:
             if (inclusion.file, inclusion.line) in self.checked_includes:
                 continue
             self.checked_includes.add((inclusion.file, inclusion.line))

@@ -123,6 +123,7 @@ class Collector:
 
     def collect(self, parsed: ParsedFile) -> Collected:
         found = Collected()
+        found.file_scope |= parsed.scope  # names a precompiled preamble declared (its unit does not list them)
         for top in children(parsed.tu.cursor):
             kind = top.kind
             if kind in (K.MACRO_INSTANTIATION, K.INCLUSION_DIRECTIVE):

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +26,7 @@ from migrate import tree
 from migrate.apidiff import ApiDiffError
 from migrate.paths import data_dir
 from migrate.rewrite import advisories as advise
+from migrate.rewrite import rule_advisories
 from migrate.rewrite.apicheck import ApiScan, ApiTarget, unavailable_section
 from migrate.rewrite.collect import CallSite, Collected, Collector, FieldSite
 from migrate.rewrite.cursors import (
@@ -46,6 +50,7 @@ from migrate.rewrite.edits import (
     check_overlaps,
     render_range,
 )
+from migrate.rewrite.fold import plan_folds
 from migrate.rewrite.memory import HoistPlanner, MemorySite, inline
 from migrate.rewrite.parse import (
     C_SUFFIXES,
@@ -54,8 +59,10 @@ from migrate.rewrite.parse import (
     CompileDatabase,
     ParseConfig,
     ParsedFile,
+    PreamblePlan,
     Problem,
     language_of,
+    load_preamble,
     parse,
     skipped_ranges,
 )
@@ -74,6 +81,7 @@ QUOTED = re.compile(r"'([A-Za-z_][A-Za-z0-9_]*)'")
 # source version's headers mean "already migrated", not a broken file.
 FLASH_TYPE = "flash_attn_type"
 TARGET_NAMES = {"llama_memory_t", "llama_get_memory", "flash_attn_type", "kv_unified", "llama_flash_attn_type"}
+JOBS_ENV = "LLAMA_MIGRATE_PLAN_JOBS"
 
 
 @dataclass
@@ -87,6 +95,10 @@ class EngineConfig:
     extra_flags: tuple[str, ...] = ()
     plan_cache: Path | None = None  # folder of cached plans (None: always parse)
     api: ApiTarget | None = None  # cross-reference uses of API removed/changed at the target (None: no API check)
+    # processes planning translation units: None: $LLAMA_MIGRATE_PLAN_JOBS, else one per CPU; 1: this process only;
+    # 0: the plain sequential loop (no records, no preambles, no per-unit cache: the reference the others must equal)
+    jobs: int | None = None
+    preambles: bool = True  # parse the leading #includes files share once, precompiled (parse.py)
 
 
 # --- finding the consumer's files -------------------------------------------------------------------------------
@@ -138,8 +150,7 @@ class Engine:
         relevant = self._read_relevant(files, plan)
         units = self._translation_units(files, relevant)
         consumer = {str(p) for p in relevant}
-        for unit in units:
-            self._plan_unit(unit, consumer, plan)
+        self._plan_units(units, consumer, plan)
         for path in relevant:
             if str(path) not in self.handled and path.suffix in HEADER_SUFFIXES:
                 plan.file_reports.append(FileReport(plan.relative(path), "skipped",
@@ -153,6 +164,89 @@ class Engine:
             self.api.finish(plan)
         plan.seconds = time.monotonic() - started
         return plan
+
+    def _plan_units(self, units: list[Path], consumer: set[str], plan: Plan) -> None:
+        """Every unit, as `_plan_unit` one after the other would: recorded in worker processes or taken from the
+        per-unit cache, then merged in order (units.py); a unit whose record does not hold is planned here."""
+        from migrate.rewrite import units as scale
+
+        jobs = self.config.jobs
+        if jobs is None and os.environ.get(JOBS_ENV, "").strip().isdigit():
+            jobs = int(os.environ[JOBS_ENV])
+        if jobs == 0:
+            for unit in units:
+                self._plan_unit(unit, consumer, plan)
+            return
+        flags = {u: self.parse_config.flags_for(u) for u in units}
+        guesses = scale.guesses(units, {u: _include_dirs(f) for u, f in flags.items()}, self.consumer_names,
+                                consumer, {str(p) for p in self.sources})  # fmt: skip
+        cache = None
+        if self.config.plan_cache is not None:
+            cache = scale.UnitCache(self.config.plan_cache / "units", _config_digest(self.config))
+        records: dict[Path, scale.UnitRecord] = {}
+        if cache is not None:
+            for unit in units:
+                found = cache.get(unit, flags[unit], *guesses[unit], consumer)
+                if found is not None:
+                    records[unit] = found
+        todo = [u for u in units if u not in records]
+        jobs = jobs or os.cpu_count() or 1
+        temp = self._prepare_preambles(units, todo, jobs) if todo and self.config.preambles else None
+        jobs = min(len(todo), jobs)
+        pool, futures = None, {}
+        state = scale.fresh_scan(self.api)
+        try:
+            if jobs > 1:
+                pool, futures = scale.start_workers(self, consumer, [(u, *guesses[u]) for u in todo], jobs)
+            for unit in units:
+                record = records.get(unit)
+                made = record is None
+                if record is None:
+                    record = scale.wait(futures[unit]) if unit in futures else None
+                if record is None:  # in this process (one job, or a worker that died)
+                    record = scale.record_unit(self, unit, consumer, *guesses[unit], state)
+                try:
+                    scale.check(self, record)
+                    scale.merge(self, record, plan)
+                except scale.Stale:
+                    self._plan_unit(unit, consumer, plan)
+                    continue
+                if made and cache is not None:
+                    cache.put(unit, flags[unit], record, consumer)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+            if temp is not None:
+                shutil.rmtree(temp, ignore_errors=True)
+            self.parse_config.preambles = None
+
+    def _prepare_preambles(self, units: list[Path], todo: list[Path], processes: int) -> Path | None:
+        """Choose each unit's preamble among all units (the same choice every run), build those the units to
+        parse share (or find them built); returns a temporary folder to remove, if one was made."""
+        temp = None
+        if self.config.plan_cache is not None:
+            folder = self.config.plan_cache.parent / "preambles"
+        else:
+            folder = temp = Path(tempfile.mkdtemp(prefix="llama-migrate-preambles-"))
+        choice = PreamblePlan.choose(folder, units, self.parse_config)
+        wanted: dict[tuple[str, tuple[str, ...]], list[Path]] = {}
+        for unit in todo:
+            if unit in choice.chosen:
+                wanted.setdefault(choice.chosen[unit][:2], []).append(unit)
+        jobs = []
+        for key, users in wanted.items():
+            cached = load_preamble(folder, *key, self.parse_config.flags_for(users[0]))
+            if cached is not None:
+                choice.add(cached)
+            elif len(users) >= 2:
+                jobs.append((*key, users[0]))
+        consumer = frozenset(self.consumer_names)
+        from migrate.rewrite import units as scale
+
+        for preamble in scale.build_preambles(folder, jobs, self.parse_config, consumer, processes):
+            choice.add(preamble)
+        self.parse_config.preambles = choice
+        return temp
 
     def _start_api(self, plan: Plan) -> None:
         """The API diff of the two trees (header surfaces come from their cache); a failure is said, not fatal."""
@@ -239,8 +333,10 @@ class Engine:
         self._plan_undeclared(parsed, fresh, plan)
         self._plan_value_uses(collected, fresh, plan)
         self._plan_skipped(parsed, fresh, plan)
-        unified = any(r.id == "kv-unified" for r in self.rules)
-        plan.advisories += advise.find(collected, self.sources, fresh, plan, self.options, unified)
+        if self.config.ruleset.builtin_advisories:  # the b5421 → b7785 advisories written in Python (advisories.py)
+            unified = any(r.id == "kv-unified" for r in self.rules)
+            plan.advisories += advise.find(collected, self.sources, fresh, plan, self.options, unified)
+        plan.advisories += rule_advisories.find(self.config.ruleset.advisories, collected, self.sources, fresh, plan)
         self.handled |= fresh
 
     def _check_errors(self, parsed: ParsedFile, mine: set[str], report: FileReport) -> None:
@@ -385,8 +481,14 @@ class Engine:
 
     def _plan_fields(self, collected: Collected, fresh: set[str], plan: Plan) -> None:
         auto = next((r for r in self.rules if r.kind == "params_insert" and r.params.get("member") == FLASH_TYPE), None)
+        folded = [s for s in collected.fields if s.file in fresh and "fold" in s.rule.params]
+        if folded:  # several fields into one (fold.py)
+            self.edits += plan_folds(folded, self.sources, plan, self._manual)
         for site in collected.fields:
-            if site.file not in fresh:
+            if site.file not in fresh or "fold" in site.rule.params:
+                continue
+            if site.rule.kind == "manual_call":  # a field only a person can migrate: listed at each use
+                self._manual(plan, site.file, site.name_offset, site.rule, site.rule.guidance or "")
                 continue
             source = self.sources[Path(site.file)]
             member = site.rule.match.member or ""
@@ -805,9 +907,29 @@ def _statement_end(source: SourceFile, end: int) -> int:
 # --- plan cache: a warm `migrate plan` on unchanged inputs skips libclang ---------------------------------------------
 
 
+def _include_dirs(flags: list[str]) -> list[Path]:
+    """The -I / -iquote folders of a parse, in order (where a textual include is looked for)."""
+    found = []
+    for index, flag in enumerate(flags):
+        if flag in ("-I", "-iquote") and index + 1 < len(flags):
+            found.append(Path(flags[index + 1]))
+        elif flag.startswith("-I") and len(flag) > 2:
+            found.append(Path(flag[2:]))
+    return found
+
+
 def _cache_key(config: EngineConfig) -> str:
     """Digest of everything a plan depends on: the engine's code and data, the rules and options, the llama.cpp
     tree, the flags, and every consumer file's bytes."""
+    digest = hashlib.sha256(_config_digest(config).encode())
+    for path in consumer_files(config.root):
+        digest.update(str(path).encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:32]
+
+
+def _config_digest(config: EngineConfig) -> str:
+    """Digest of what a plan depends on besides the consumer's files."""
     digest = hashlib.sha256()
     engine_dir = Path(__file__).resolve().parent
     for path in sorted(engine_dir.glob("*.py")) + sorted(data_dir("templates").glob("*.j2")):
@@ -822,10 +944,7 @@ def _cache_key(config: EngineConfig) -> str:
         "api": config.api.cache_key() if config.api else None,
     }
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    for path in consumer_files(config.root):
-        digest.update(str(path).encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()[:32]
+    return digest.hexdigest()
 
 
 def build_plan(config: EngineConfig) -> Plan:

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import json
+import os
+import re
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,6 +112,7 @@ class ParseConfig:
     consumer_root: Path
     compile_db: CompileDatabase | None = None
     extra_flags: tuple[str, ...] = ()
+    preambles: PreamblePlan | None = None  # shared precompiled `#include` runs (None: every file parsed plainly)
 
     def llama_includes(self) -> list[str]:
         tree = self.llama_tree
@@ -168,6 +173,7 @@ class ParsedFile:
     tu: ci.TranslationUnit
     problems: list[Problem]
     flags: list[str]
+    scope: frozenset[str] = frozenset()  # file-scope names of a precompiled preamble (its unit does not walk them)
 
     @property
     def fatal(self) -> list[Problem]:
@@ -179,12 +185,22 @@ class ParsedFile:
 
 
 def parse(path: Path, config: ParseConfig) -> ParsedFile:
+    if config.preambles is not None:
+        chosen = config.preambles.for_file(path)
+        if chosen is not None:
+            parsed = parse_after_preamble(path, config, *chosen)
+            if parsed is not None:
+                return parsed
     flags = config.flags_for(path)
     options = ci.TranslationUnit.PARSE_DETAILED_PROCESSING_RECORD  # keeps macro definitions and expansions
     try:
         tu = _index().parse(str(path), args=flags, options=options)
     except ci.TranslationUnitLoadError as exc:
         raise InputError(f"{path}: libclang could not parse the file at all ({exc})") from exc
+    return ParsedFile(path, tu, _problems(tu, path), flags)
+
+
+def _problems(tu: ci.TranslationUnit, path: Path) -> list[Problem]:
     problems = []
     for diag in tu.diagnostics:
         if diag.severity < ci.Diagnostic.Error:
@@ -200,7 +216,7 @@ def parse(path: Path, config: ParseConfig) -> ParsedFile:
                 diag.spelling,
             )
         )
-    return ParsedFile(path, tu, problems, flags)
+    return problems
 
 
 # --- locations ------------------------------------------------------------------------------------------------
@@ -237,3 +253,380 @@ def skipped_ranges(tu: ci.TranslationUnit, path: str) -> list[tuple[int, int]]:
         return [(found.ranges[i].start.offset, found.ranges[i].end.offset) for i in range(found.count)]
     finally:
         lib.clang_disposeSourceRangeList(result)
+
+
+# --- shared header work: precompiled preambles ----------------------------------------------------------------
+#
+# Most translation units of a tree start with the same `#include`s (`"arg.h"`, `"common.h"`, ...), and parsing
+# those headers (llama.cpp's and the C++ library's) is most of a parse. A preamble is such a leading run of
+# `#include` lines shared by several files: it is parsed once into a precompiled header, and each file is parsed
+# with `-include-pch` and its own copy of those lines blanked (spaces: every offset and line number stays). That is
+# the translation unit the plain parse builds: the same headers, in the same order, before the same rest of the
+# file. What the parse of the blanked lines would have recorded comes from the header's own parse: its inclusions
+# (mapped back to the file's lines), and its file-scope names. A preamble is only used when its own parse has no
+# error, includes none of the consumer's files (their code must be walked as the file's own), resolves every quoted
+# name the same from the file's folder (the file's folder has no header of that name) and the flags force no
+# `-include` ahead of the file; anything else, and any fatal error in the file's parse, falls back to the plain
+# parse. The index used with preambles skips their declarations when walking the unit (`excludeDecls`): only the
+# consumer's code and the headers after the preamble are visited.
+
+INCLUDE_LINE = re.compile(rb'[ \t]*#[ \t]*include[ \t]*([<"][^>"\n]+[>"])[ \t]*(?://[^\n]*)?\r?')
+PREAMBLE_FORMAT = 1  # bump when what a preamble records changes: cached ones are rebuilt
+# The preamble holds llama.cpp's and the system's headers only (never the consumer's): the bodies of their functions
+# are not parsed (libclang's skip-function-bodies), so they are neither parsed once nor instantiated per unit. The
+# consumer's own code, after the preamble, is parsed whole.
+SKIP_BODIES = os.environ.get("LLAMA_MIGRATE_PREAMBLE_BODIES", "") != "1"
+_SKIPPED_TOP = (ci.CursorKind.MACRO_INSTANTIATION, ci.CursorKind.INCLUSION_DIRECTIVE)
+
+
+@dataclass(frozen=True)
+class Directive:
+    spelled: str  # `"arg.h"` or `<vector>`, as written
+    line: int  # 1-based line in the file
+    end: int  # byte offset just past the line (its newline included)
+
+
+def leading_includes(data: bytes) -> list[Directive]:
+    """The `#include` lines a file starts with (comments and blank lines between them allowed); stops at anything
+    else, and at anything this reading is not sure of (a line continuation, code after a comment on a line)."""
+    found: list[Directive] = []
+    offset, line, in_comment = 0, 0, False
+    while offset < len(data):
+        newline = data.find(b"\n", offset)
+        end = len(data) if newline < 0 else newline + 1
+        text = data[offset:end].rstrip(b"\r\n")
+        line += 1
+        offset = end
+        if text.endswith(b"\\"):
+            break
+        stripped = text.strip()
+        if in_comment:
+            if b"*/" not in stripped:
+                continue
+            stripped = stripped.split(b"*/", 1)[1].strip()
+            in_comment = False
+            if not stripped or stripped.startswith(b"//"):
+                continue
+            break
+        if not stripped or stripped.startswith(b"//"):
+            continue
+        if stripped.startswith(b"/*"):
+            rest = stripped[2:]
+            if b"*/" not in rest:
+                in_comment = True
+                continue
+            rest = rest.split(b"*/", 1)[1].strip()
+            if not rest or rest.startswith(b"//"):
+                continue
+            break
+        match = INCLUDE_LINE.fullmatch(text)
+        if match is None:
+            break
+        found.append(Directive(match.group(1).decode(errors="replace"), line, end))
+    return found
+
+
+def blank_prefix(data: bytes, end: int) -> bytes:
+    """The bytes before `end` as spaces (newlines kept): offsets and lines of the rest do not move."""
+    return re.sub(rb"[^\n]", b" ", data[:end]) + data[end:]
+
+
+@dataclass
+class Preamble:
+    """One precompiled run of leading `#include`s, shared by the files that start with it."""
+
+    key: str
+    language: str
+    directives: tuple[str, ...]
+    pch: Path
+    header: Path
+    ok: bool = False
+    why: str = ""
+    # the header's inclusions: (including file, included file, line, depth); the header's own lines are its
+    # directives in order, so line i is the file's i-th directive
+    includes: list[tuple[str | None, str, int, int]] = field(default_factory=list)
+    scope: frozenset[str] = frozenset()
+    inputs: dict[str, list[int]] = field(default_factory=dict)  # file -> [size, mtime_ns] when built
+
+    def fresh(self) -> bool:
+        """Every file the precompiled header was made from is unchanged (clang refuses a stale one)."""
+        for name, (size, mtime) in self.inputs.items():
+            try:
+                stat = Path(name).stat()
+            except OSError:
+                return False
+            if stat.st_size != size or stat.st_mtime_ns != mtime:
+                return False
+        return self.pch.is_file()
+
+    def to_json(self) -> dict[str, object]:
+        return {"format": PREAMBLE_FORMAT, "key": self.key, "language": self.language,
+                "directives": list(self.directives), "ok": self.ok, "why": self.why,
+                "includes": self.includes, "scope": sorted(self.scope), "inputs": self.inputs}  # fmt: skip
+
+
+def _header_flags(flags: list[str]) -> list[str]:
+    out = list(flags)
+    for index, flag in enumerate(out[:-1]):
+        if flag == "-x" and out[index + 1] in ("c", "c++"):
+            out[index + 1] += "-header"
+    return out
+
+
+def preamble_key(language: str, directives: tuple[str, ...], flags: list[str]) -> str:
+    digest = hashlib.sha256(json.dumps([PREAMBLE_FORMAT, SKIP_BODIES, language, directives, flags,
+                                        _clang_version()]).encode())  # fmt: skip
+    return digest.hexdigest()[:24]
+
+
+@functools.cache
+def _clang_version() -> str:
+    """Which libclang makes the precompiled headers (another one cannot read them)."""
+    try:
+        import importlib.metadata
+
+        return importlib.metadata.version("libclang")
+    except Exception:  # noqa: BLE001 - the version only keys the cache
+        return str(Path(ci.__file__).stat().st_mtime_ns)
+
+
+def build_preamble(folder: Path, language: str, directives: tuple[str, ...], flags: list[str],
+                   consumer: frozenset[str]) -> Preamble:  # fmt: skip
+    """Parse the directives as a header and save it precompiled (or load it, made by an earlier run)."""
+    key = preamble_key(language, directives, flags)
+    home = folder / key
+    meta = home / "preamble.json"
+    header = home / ("preamble.h" if language == "c" else "preamble.hpp")
+    pch = home / "preamble.pch"
+    if meta.is_file():
+        try:
+            data = json.loads(meta.read_text())
+            if data.get("format") == PREAMBLE_FORMAT:
+                cached = Preamble(key, language, directives, pch, header, data["ok"], data["why"],
+                                  [tuple(i) for i in data["includes"]], frozenset(data["scope"]),
+                                  {k: list(v) for k, v in data["inputs"].items()})  # fmt: skip
+                if not cached.ok or cached.fresh():
+                    return cached
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    home.mkdir(parents=True, exist_ok=True)
+    header.write_text("".join(f"#include {d}\n" for d in directives))
+    result = Preamble(key, language, directives, pch, header)
+    options = ci.TranslationUnit.PARSE_DETAILED_PROCESSING_RECORD | ci.TranslationUnit.PARSE_INCOMPLETE
+    if SKIP_BODIES:
+        options |= ci.TranslationUnit.PARSE_SKIP_FUNCTION_BODIES
+    try:
+        tu = _index().parse(str(header), args=_header_flags(flags), options=options)
+    except ci.TranslationUnitLoadError as exc:
+        result.why = f"the preamble does not parse ({exc})"
+        return _save_meta(result, meta)
+    errors = [d for d in tu.diagnostics if d.severity >= ci.Diagnostic.Error]
+    if errors:
+        result.why = f"the preamble has errors: {errors[0].spelling}"
+        return _save_meta(result, meta)
+    for inclusion in tu.get_includes():
+        name = inclusion.include.name if inclusion.include is not None else None
+        if name is None:
+            continue
+        if str(Path(name).resolve()) in consumer or name in consumer:
+            result.why = f"the preamble includes the consumer's {name}"
+            return _save_meta(result, meta)
+        result.includes.append((inclusion.source.name if inclusion.source is not None else None, name,
+                                inclusion.location.line, inclusion.depth))  # fmt: skip
+    result.scope = frozenset(top.spelling for top in tu.cursor.get_children() if top.kind not in _SKIPPED_TOP)
+    for name in {i[1] for i in result.includes} | {str(header)}:
+        stat = Path(name).stat()
+        result.inputs[name] = [stat.st_size, stat.st_mtime_ns]
+    try:
+        tu.save(str(pch))
+    except ci.TranslationUnitSaveError as exc:
+        result.why = f"the preamble could not be saved ({exc})"
+        return _save_meta(result, meta)
+    result.ok = True
+    return _save_meta(result, meta)
+
+
+def _save_meta(preamble: Preamble, meta: Path) -> Preamble:
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    temp = meta.with_suffix(f".{os.getpid()}.tmp")
+    temp.write_text(json.dumps(preamble.to_json()))
+    temp.replace(meta)
+    return preamble
+
+
+@dataclass
+class PreamblePlan:
+    """Which preamble each file uses: the run of leading `#include`s most files share (at least two), longest
+    on a tie; a quoted name the file's own folder also holds ends the run there (it would resolve elsewhere)."""
+
+    folder: Path
+    chosen: dict[Path, tuple[str, tuple[str, ...], int]] = field(default_factory=dict)  # file -> (language, dirs, end)
+    built: dict[tuple[str, tuple[str, ...]], Preamble] = field(default_factory=dict)
+
+    @classmethod
+    def choose(cls, folder: Path, files: list[Path], config: ParseConfig, min_share: int = 2) -> PreamblePlan:
+        plan = cls(folder)
+        runs: dict[Path, tuple[str, list[Directive]]] = {}
+        counts: dict[tuple[str, tuple[str, ...]], int] = {}
+        for path in files:
+            flags = config.flags_for(path)
+            if any(f.startswith(("-include", "-imacros")) for f in flags):
+                continue
+            directives = []
+            for directive in leading_includes(path.read_bytes()):
+                if directive.spelled.startswith('"') and (path.parent / directive.spelled[1:-1]).exists():
+                    break
+                directives.append(directive)
+            language = language_of(path)
+            runs[path] = (language, directives)
+            for k in range(1, len(directives) + 1):
+                prefix = (language, tuple(d.spelled for d in directives[:k]))
+                counts[prefix] = counts.get(prefix, 0) + 1
+        for path, (language, directives) in runs.items():
+            best = max(range(1, len(directives) + 1),
+                       key=lambda k: (counts[(language, tuple(d.spelled for d in directives[:k]))], k), default=0)
+            if best and counts[(language, tuple(d.spelled for d in directives[:best]))] >= min_share:
+                plan.chosen[path] = (language, tuple(d.spelled for d in directives[:best]), directives[best - 1].end)
+        return plan
+
+    def wanted(self) -> list[tuple[str, tuple[str, ...]]]:
+        return sorted({(language, dirs) for language, dirs, _ in self.chosen.values()})
+
+    def add(self, preamble: Preamble) -> None:
+        self.built[(preamble.language, preamble.directives)] = preamble
+
+    def for_file(self, path: Path) -> tuple[Preamble, int] | None:
+        chosen = self.chosen.get(path)
+        if chosen is None:
+            return None
+        preamble = self.built.get(chosen[:2])
+        return (preamble, chosen[2]) if preamble is not None and preamble.ok else None
+
+
+@dataclass(frozen=True)
+class _IncludedFile:
+    name: str
+
+
+@dataclass(frozen=True)
+class _Location:
+    line: int
+
+
+@dataclass(frozen=True)
+class _Inclusion:
+    source: _IncludedFile | None
+    include: _IncludedFile
+    location: _Location
+    depth: int
+
+    @property
+    def is_input_file(self) -> bool:
+        return self.depth == 0
+
+
+class UnitView:
+    """A translation unit parsed after a preamble, as the plain parse's unit: its inclusions are the preamble's
+    (the header's lines mapped to the file's) followed by its own; everything else is the unit's."""
+
+    def __init__(self, tu: ci.TranslationUnit, preamble: Preamble, path: Path, lines: list[int]) -> None:
+        self._tu = tu
+        self._preamble = preamble
+        self._path = str(path)
+        self._lines = lines  # the file's line of each preamble directive
+
+    def get_includes(self) -> list[_Inclusion]:
+        header = str(self._preamble.header)
+        found: list[_Inclusion] = []
+        for source, included, line, depth in self._preamble.includes:
+            if depth == 0:
+                continue
+            if source == header:
+                source, line = self._path, self._lines[line - 1]
+            found.append(_Inclusion(_IncludedFile(source) if source else None, _IncludedFile(included),
+                                    _Location(line), depth))  # fmt: skip
+        for inclusion in self._tu.get_includes():
+            if inclusion.depth == 0 or inclusion.include is None or inclusion.include.name == str(self._preamble.pch):
+                continue
+            found.append(_Inclusion(_IncludedFile(inclusion.source.name) if inclusion.source else None,
+                                    _IncludedFile(inclusion.include.name), _Location(inclusion.location.line),
+                                    inclusion.depth))  # fmt: skip
+        return found
+
+    @property
+    def cursor(self) -> _UnitCursor:
+        return _UnitCursor(self._tu.cursor)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._tu, name)
+
+
+class _UnitCursor:
+    """The unit's cursor whose children are the declarations written at file scope, as a plain parse lists them:
+    the unit's own list also holds the template instantiations it made (their lexical parent is a class or a
+    namespace), which a plain parse does not show at the top."""
+
+    def __init__(self, cursor: ci.Cursor) -> None:
+        self._cursor = cursor
+
+    def get_children(self) -> Iterator[ci.Cursor]:
+        templates: set[tuple[str, int, int]] = set()
+        for child in self._cursor.get_children():
+            kind = child.kind
+            if kind.is_declaration():
+                parent = child.lexical_parent
+                if parent is not None and parent.kind != ci.CursorKind.TRANSLATION_UNIT:
+                    continue
+                extent = child.extent
+                key = (child.spelling, extent.start.offset, extent.end.offset)
+                if kind == ci.CursorKind.FUNCTION_TEMPLATE:
+                    templates.add(key)
+                elif kind == ci.CursorKind.FUNCTION_DECL and key in templates:
+                    continue  # an instance of the template just listed (same name, same text)
+            yield child
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._cursor, name)
+
+
+@functools.cache
+def _local_index() -> ci.Index:
+    """An index whose units, made after a precompiled header, walk only their own declarations."""
+    _index()  # the library loaded (and its error said) the toolkit's way
+    return ci.Index.create(excludeDecls=True)
+
+
+def parse_after_preamble(path: Path, config: ParseConfig, preamble: Preamble, end: int) -> ParsedFile | None:
+    """`path` parsed with `preamble` precompiled; None when that parse is not to be trusted (fall back)."""
+    flags = config.flags_for(path)
+    data = path.read_bytes()
+    options = ci.TranslationUnit.PARSE_DETAILED_PROCESSING_RECORD
+    try:
+        tu = _local_index().parse(str(path), args=[*flags, "-include-pch", str(preamble.pch)],
+                                  unsaved_files=[(str(path), blank_prefix(data, end))], options=options)  # fmt: skip
+    except ci.TranslationUnitLoadError:
+        return None
+    problems = _problems(tu, path)
+    if any(p.severity >= ci.Diagnostic.Fatal for p in problems):
+        return None  # a stale or refused precompiled header, or a missing include: the plain parse says which
+    lines = [d.line for d in leading_includes(data)][: len(preamble.directives)]
+    parsed = ParsedFile(path, UnitView(tu, preamble, path, lines), problems, flags)  # type: ignore[arg-type]
+    parsed.scope = preamble.scope
+    return parsed
+
+
+def load_preamble(folder: Path, language: str, directives: tuple[str, ...], flags: list[str]) -> Preamble | None:
+    """A preamble an earlier run built, still usable (its files unchanged); None otherwise."""
+    key = preamble_key(language, directives, flags)
+    home = folder / key
+    try:
+        data = json.loads((home / "preamble.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if data.get("format") != PREAMBLE_FORMAT or not data.get("ok"):
+        return None
+    header = home / ("preamble.h" if language == "c" else "preamble.hpp")
+    preamble = Preamble(key, language, directives, home / "preamble.pch", header, True, "",
+                        [tuple(i) for i in data["includes"]], frozenset(data["scope"]),
+                        {k: list(v) for k, v in data["inputs"].items()})  # fmt: skip
+    return preamble if preamble.fresh() else None

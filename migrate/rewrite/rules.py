@@ -3,10 +3,17 @@
 A rule names the declaration it must resolve to (a function and its header, or a struct field), the
 replacement, the options it reads, and its own test cases (`invalid`: snippet and expected output; `valid`:
 snippets to leave alone). The engine implements one handler per rule *kind*; the YAML says which kind.
+
+A rules file is validated against a schema on load (`SCHEMA`, `KIND_SPECS`): an unknown key (`opt-in` for
+`opt_in`), a value of the wrong type, a rule id used twice, an option or rule a test case names that does not
+exist — each is a `RuleError` naming the file, the rule and the key. Besides `rules`, a file may list `advisories`:
+code that compiles at the target but behaves differently, found by the declaration it uses (a function called, a
+field assigned or read, with an optional condition on the value) and reported with the file's message.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,16 +24,121 @@ import yaml
 from migrate.paths import data_dir
 from verify.errors import ToolError
 
-# Each kind is a handler in the engine; a rule of another kind is an error in the rules file.
-KINDS = {
-    "memory_call",  # llama_kv_self_* / llama_kv_cache_* → llama_memory_* on llama_get_memory(ctx)
-    "no_successor",  # removed at the target with nothing to call instead: remove the statement or list it
-    "manual_call",  # a use that needs a person (signature or semantics changed); listed, never rewritten
-    "append_argument",  # a function gained a trailing parameter with a value that keeps the old behaviour
-    "bool_field_to_enum",  # a bool struct field became an enum field
-    "params_insert",  # opt-in: add a field assignment to llama_context_params set-ups
-    "decode_error",  # llama_decode checks → a switch on the return code, rendered from templates/
+# --- the schema ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key of a mapping in a rules file: its type (see TYPES) and whether it must be there."""
+
+    type: str
+    required: bool = False
+
+
+TYPES = {
+    "str": "a string",
+    "bool": "true or false",
+    "int": "an integer",
+    "list": "a list",
+    "dict": "a mapping",
+    "scalar": "a string, a number or true/false",
+    "str_list": "a list of strings",
 }
+
+
+def _has_type(value: Any, type_: str) -> bool:
+    if type_ == "str":
+        return isinstance(value, str)
+    if type_ == "bool":
+        return isinstance(value, bool)
+    if type_ == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if type_ == "list":
+        return isinstance(value, list)
+    if type_ == "dict":
+        return isinstance(value, dict)
+    if type_ == "scalar":
+        return isinstance(value, (str, int, float, bool))
+    if type_ == "str_list":
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    raise AssertionError(type_)
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "file": {"migration": Key("dict", True), "description": Key("str"), "options": Key("dict"),
+             "test_prelude": Key("dict"), "rules": Key("list", True), "advisories": Key("list"),
+             "builtin_advisories": Key("bool")},
+    "migration": {"from": Key("str", True), "to": Key("str", True)},
+    "option": {"default": Key("scalar", True), "description": Key("str", True)},
+    "test_prelude": {"c": Key("str"), "c++": Key("str")},
+    "rule": {"id": Key("str", True), "kind": Key("str", True), "description": Key("str", True),
+             "match": Key("dict", True), "fix": Key("str"), "action": Key("str"), "guidance": Key("str"),
+             "opt_in": Key("bool"), "options": Key("str_list"), "tests": Key("dict"), "params": Key("dict")},
+    "match": {"header": Key("str", True), "function": Key("str"), "field": Key("str"), "when": Key("str")},
+    "tests": {"invalid": Key("list"), "valid": Key("list")},
+    "case": {"name": Key("str"), "code": Key("str", True), "output": Key("str"), "options": Key("dict"),
+             "enable": Key("str_list"), "lang": Key("str"), "manual": Key("bool"), "prelude": Key("bool")},
+    "advisory": {"id": Key("str", True), "description": Key("str", True), "match": Key("dict", True),
+                 "message": Key("str", True), "when": Key("dict"), "tests": Key("dict")},
+    "advisory_when": {"argument": Key("int"), "equals": Key("scalar"), "assigned": Key("bool")},
+    "advisory_tests": {"flagged": Key("list"), "quiet": Key("list")},
+    "fold_row": {"when": Key("dict"), "value": Key("str", True)},
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """What a rule kind needs from the file; the engine has one handler per kind (engine.HANDLERS)."""
+
+    summary: str
+    needs_fix: bool = False
+    needs_guidance: bool = False
+    params: dict[str, Key] = field(default_factory=dict)
+    when: frozenset[str] = frozenset()  # values `match.when` may take
+
+
+KIND_SPECS: dict[str, KindSpec] = {
+    "memory_call": KindSpec(
+        "a call moved onto a handle taken from its first argument (llama_kv_self_* → "
+        "llama_memory_* on llama_get_memory(ctx)); the handle hoisted once per function",
+        needs_fix=True,
+    ),
+    "no_successor": KindSpec(
+        "removed with nothing to call instead: the statement removed (action: remove_statement) or listed",
+        needs_guidance=True,
+    ),
+    "manual_call": KindSpec(
+        "a call that needs a person (signature or meaning changed): listed, never rewritten",
+        needs_guidance=True,
+        when=frozenset({"const_argument"}),
+    ),
+    "append_argument": KindSpec(
+        "a call rewritten from a template over its arguments ({name}, {args[i]}, {rest}): "
+        "renamed, arguments appended, dropped or reordered",
+        needs_fix=True,
+    ),
+    "bool_field_to_enum": KindSpec(
+        "a struct field renamed and retyped with a value map: one bool field to an enum (params true/false, fix for "
+        "any other value), or several bool fields folded into one (params fold + values)",
+        params={
+            "member": Key("str", True),
+            "true": Key("str"),
+            "false": Key("str"),
+            "fold": Key("dict"),
+            "values": Key("list"),
+        },
+    ),  # fmt: skip
+    "params_insert": KindSpec(
+        "opt-in: an assignment added where a params struct is set up",
+        needs_fix=True,
+        params={"after": Key("str", True), "member": Key("str"), "value": Key("str"), "unless_set": Key("str_list")},
+    ),  # fmt: skip
+    "decode_error": KindSpec("llama_decode checks → a switch on the return code, rendered from templates/"),
+}
+# Each kind is a handler in the engine; a rule of another kind is an error in the rules file.
+KINDS = set(KIND_SPECS)
+# Generic names for kinds whose first name said what they were written for: a file may use either.
+KIND_ALIASES = {"call_rewrite": "append_argument", "field_to_enum": "bool_field_to_enum"}
 ACTIONS = {"remove_statement", "manual"}
 # libyaml's loader when present: the pure-Python one takes ~0.4 s on the rules file.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -97,6 +209,21 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class AdvisoryRule:
+    """Code that compiles at the target and behaves differently: a use of `match` (a call of the function, or an
+    assignment / read of the field), optionally only when `when` holds; reported with `message`, never rewritten.
+    Test cases: `flagged` snippets must raise it, `quiet` ones must not."""
+
+    id: str
+    description: str
+    match: Match
+    message: str
+    when: dict[str, Any] = field(default_factory=dict)  # argument: i, equals: text; or equals / assigned for a field
+    flagged: tuple[RuleCase, ...] = ()
+    quiet: tuple[RuleCase, ...] = ()
+
+
+@dataclass(frozen=True)
 class Option:
     name: str
     default: Any
@@ -111,6 +238,14 @@ class RuleSet:
     rules: list[Rule]
     options: dict[str, Option]
     test_prelude: dict[str, str]
+    advisories: list[AdvisoryRule] = field(default_factory=list)
+    # the advisories of migrate/rewrite/advisories.py (sequence ids, seq_cp, positions, n_ctx per sequence at b7785),
+    # still written in Python: run for the files that say so
+    builtin_advisories: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.from_version} → {self.to_version}"
 
     def by_id(self, rule_id: str) -> Rule:
         for rule in self.rules:
@@ -169,92 +304,227 @@ def _convert(value: Any, default: Any) -> Any:
     return value
 
 
+# --- loading and checking --------------------------------------------------------------------------------------
+
+
+def _check(data: Any, schema: str, where: str) -> dict[str, Any]:
+    """`data` as a mapping of `SCHEMA[schema]`: every key known, of its type, the required ones there (an empty
+    string or null counts as missing)."""
+    keys = SCHEMA[schema]
+    if not isinstance(data, dict):
+        raise RuleError(f"{where}: expected a mapping, got {_shown(data)}")
+    for key, value in data.items():
+        name = str(key).lower() if isinstance(key, bool) else str(key)
+        spec = keys.get(name)
+        if spec is None and schema == "file" and name.startswith("x-"):
+            continue  # an extension key: holds YAML anchors that rules refer to (`params: *load-mode`)
+        if spec is None:
+            close = difflib.get_close_matches(name.replace("-", "_"), list(keys), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise RuleError(f"{where}: unknown key {name!r}{hint}; allowed: {', '.join(keys)}")
+        if value is not None and value != "" and not _has_type(value, spec.type):
+            raise RuleError(f"{where}: key {name!r} must be {TYPES[spec.type]}, got {_shown(value)}")
+    for name, spec in keys.items():
+        if spec.required and data.get(name) in (None, ""):
+            raise RuleError(f"{where}: missing {name!r}")
+    return data
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{text if len(text) <= 40 else text[:39] + '…'} ({type(value).__name__})"
+
+
 def _require(data: dict[str, Any], key: str, where: str) -> Any:
     if key not in data or data[key] in (None, ""):
         raise RuleError(f"{where}: missing {key!r}")
     return data[key]
 
 
-def _cases(raw: dict[str, Any], rule_id: str, where: str, kind: str) -> tuple[RuleCase, ...]:
+def _cases(raw: dict[str, Any], rule_id: str, where: str, kind: str, options: dict[str, Option],
+           rule_ids: set[str]) -> tuple[RuleCase, ...]:  # fmt: skip
     cases = []
-    for number, case in enumerate(raw.get(kind) or [], start=1):
+    entries = raw.get(kind) or []
+    for number, case in enumerate(entries, start=1):
+        at = f"{where}: tests.{kind}[{number}]"
+        _check(case, "case", at)
         name = case.get("name") or f"{kind} {number}"
-        code = _require(case, "code", f"{where} {kind} case {number}")
+        code = case["code"]
         output = case.get("output") if kind == "invalid" else None
         if kind == "invalid" and output is None:
-            raise RuleError(f"{where} {kind} case {number}: missing 'output'")
+            raise RuleError(f"{at}: missing 'output'")
+        if kind != "invalid" and case.get("output") is not None:
+            raise RuleError(f"{at}: key 'output' belongs to `invalid` cases only")
         lang = case.get("lang", "c++")
         if lang not in ("c", "c++"):
-            raise RuleError(f"{where} {kind} case {number}: lang must be c or c++")
+            raise RuleError(f"{at}: key 'lang' must be c or c++, got {lang!r}")
+        for option in case.get("options") or {}:
+            if option not in options:
+                raise RuleError(f"{at}: key 'options': option {option!r} does not exist; declared: "
+                                f"{', '.join(sorted(options)) or 'none'}")  # fmt: skip
+        for enabled in case.get("enable") or ():
+            if enabled not in rule_ids:
+                raise RuleError(f"{at}: key 'enable': no rule {enabled!r} in this file")
         cases.append(RuleCase(rule_id, name, code, output, dict(case.get("options") or {}),
                               tuple(case.get("enable") or ()), lang, bool(case.get("manual", False)),
                               bool(case.get("prelude", True))))  # fmt: skip
     return tuple(cases)
 
 
-def _rule(raw: dict[str, Any], path: Path, options: dict[str, Option]) -> Rule:
-    rule_id = _require(raw, "id", f"{path}: a rule")
-    where = f"{path}: rule {rule_id}"
-    kind = _require(raw, "kind", where)
-    if kind not in KINDS:
-        raise RuleError(f"{where}: unknown kind {kind!r}; known: {', '.join(sorted(KINDS))}")
-    match_raw = _require(raw, "match", where)
-    match = Match(
-        header=_require(match_raw, "header", f"{where} match"),
-        function=match_raw.get("function"),
-        field=match_raw.get("field"),
-        when=match_raw.get("when"),
-    )
+def _match(raw: Any, where: str) -> Match:
+    _check(raw, "match", f"{where}: match")
+    match = Match(header=raw["header"], function=raw.get("function"), field=raw.get("field"), when=raw.get("when"))
     if bool(match.function) == bool(match.field):
         raise RuleError(f"{where}: match needs exactly one of 'function' or 'field'")
-    if match.field and "." not in match.field:
-        raise RuleError(f"{where}: match.field must be struct.member")
+    if match.field and match.field.count(".") != 1:
+        raise RuleError(f"{where}: key 'match.field' must be struct.member, got {match.field!r}")
+    return match
+
+
+def _rule(raw: Any, path: Path, options: dict[str, Option], rule_ids: set[str]) -> Rule:
+    rule_id = raw.get("id") if isinstance(raw, dict) else None
+    where = f"{path}: rule {rule_id}" if isinstance(rule_id, str) and rule_id else f"{path}: a rule"
+    _check(raw, "rule", where)
+    kind = KIND_ALIASES.get(raw["kind"], raw["kind"])
+    if kind not in KINDS:
+        known = sorted(KINDS | set(KIND_ALIASES))
+        raise RuleError(f"{where}: key 'kind': unknown kind {raw['kind']!r}; known: {', '.join(known)}")
+    spec = KIND_SPECS[kind]
+    match = _match(raw["match"], where)
+    if match.when is not None and match.when not in spec.when:
+        allowed = ", ".join(sorted(spec.when)) or "none for this kind"
+        raise RuleError(f"{where}: key 'match.when': {match.when!r} is not a condition kind {kind} knows ({allowed})")
     fix = raw.get("fix")
     action = raw.get("action")
     if action is not None and action not in ACTIONS:
-        raise RuleError(f"{where}: unknown action {action!r}; known: {', '.join(sorted(ACTIONS))}")
+        raise RuleError(f"{where}: key 'action': unknown action {action!r}; known: {', '.join(sorted(ACTIONS))}")
     rule_options = tuple(raw.get("options") or ())
     for name in rule_options:
         if name not in options:
-            raise RuleError(f"{where}: option {name!r} is not declared under 'options'")
+            raise RuleError(f"{where}: key 'options': option {name!r} is not declared under 'options'")
     if fix:
         for name in PLACEHOLDER.findall(fix):
             if name not in FIX_NAMES and name not in rule_options:
-                raise RuleError(f"{where}: fix uses {{{name}}}, neither a known placeholder nor one of its options")
-    if kind in ("memory_call", "append_argument", "bool_field_to_enum", "params_insert") and not fix:
+                raise RuleError(f"{where}: key 'fix' uses {{{name}}}, neither a known placeholder nor one of its "
+                                "options")  # fmt: skip
+    params = _params(raw.get("params") or {}, kind, where)
+    folding = "fold" in params
+    if spec.needs_fix and not fix:
         raise RuleError(f"{where}: kind {kind} needs a 'fix'")
-    if kind in ("no_successor", "manual_call") and not raw.get("guidance"):
+    if kind == "bool_field_to_enum" and not folding and not fix:
+        raise RuleError(f"{where}: kind {kind} needs a 'fix' (the value for an expression)")
+    if spec.needs_guidance and not raw.get("guidance"):
         raise RuleError(f"{where}: kind {kind} needs 'guidance' (what the person should do)")
-    tests = raw.get("tests") or {}
+    if folding and match.member not in params["fold"]:
+        raise RuleError(f"{where}: key 'params.fold' must name the matched field {match.member!r} too")
+    tests = _check(raw.get("tests") or {}, "tests", f"{where}: tests")
     return Rule(
         id=rule_id,
         kind=kind,
-        description=" ".join(str(_require(raw, "description", where)).split()),
+        description=" ".join(str(raw["description"]).split()),
         match=match,
         fix=fix,
         action=action,
         guidance=" ".join(str(raw["guidance"]).split()) if raw.get("guidance") else None,
         opt_in=bool(raw.get("opt_in", False)),
         options=rule_options,
-        invalid=_cases(tests, rule_id, where, "invalid"),
-        valid=_cases(tests, rule_id, where, "valid"),
-        params=_params(raw.get("params") or {}, kind, where),
+        invalid=_cases(tests, rule_id, where, "invalid", options, rule_ids),
+        valid=_cases(tests, rule_id, where, "valid", options, rule_ids),
+        params=params,
     )
 
 
-# Keys each kind needs under `params`.
-REQUIRED_PARAMS = {
-    "bool_field_to_enum": ("member", "true", "false"),
-    "params_insert": ("after",),
-}
-
-
-def _params(raw: dict[str, Any], kind: str, where: str) -> dict[str, Any]:
+def _params(raw: Any, kind: str, where: str) -> dict[str, Any]:
+    spec = KIND_SPECS[kind]
+    if raw and not spec.params:
+        raise RuleError(f"{where}: key 'params': kind {kind} takes no params")
+    if not spec.params:
+        return {}
+    if not isinstance(raw, dict):
+        raise RuleError(f"{where}: key 'params' must be a mapping, got {_shown(raw)}")
     params = {str(key).lower() if isinstance(key, bool) else str(key): value for key, value in raw.items()}
-    for key in REQUIRED_PARAMS.get(kind, ()):
-        if key not in params:
+    for key, value in params.items():
+        if key not in spec.params:
+            close = difflib.get_close_matches(key, list(spec.params), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise RuleError(f"{where}: unknown key 'params.{key}'{hint}; kind {kind} takes: "
+                            f"{', '.join(spec.params)}")  # fmt: skip
+        if value is not None and not _has_type(value, spec.params[key].type):
+            raise RuleError(f"{where}: key 'params.{key}' must be {TYPES[spec.params[key].type]}, got {_shown(value)}")
+    if kind == "bool_field_to_enum":
+        _fold_params(params, where)
+    for key, item in spec.params.items():
+        if item.required and key not in params:
             raise RuleError(f"{where}: kind {kind} needs params.{key}")
     return params
+
+
+def _fold_params(params: dict[str, Any], where: str) -> None:
+    """`fold` (field -> its value when not assigned) with `values` (rows {when: {field: bool}, value}), or the
+    single-field form's `true` and `false`."""
+    if "fold" not in params:
+        for key in ("true", "false"):
+            if key not in params:
+                raise RuleError(f"{where}: kind bool_field_to_enum needs params.{key} (or params.fold + values)")
+        if "values" in params:
+            raise RuleError(f"{where}: key 'params.values' belongs with params.fold")
+        return
+    fold = params["fold"]
+    for name, default in fold.items():
+        if not isinstance(default, bool):
+            raise RuleError(f"{where}: key 'params.fold.{name}' must be true or false (its value when not "
+                            f"assigned), got {_shown(default)}")  # fmt: skip
+    rows = params.get("values")
+    if not rows:
+        raise RuleError(f"{where}: key 'params.fold' needs params.values (rows of when/value)")
+    for number, row in enumerate(rows, start=1):
+        at = f"{where}: params.values[{number}]"
+        _check(row, "fold_row", at)
+        for name, value in (row.get("when") or {}).items():
+            if name not in fold:
+                raise RuleError(f"{at}: key 'when.{name}': not a field of params.fold ({', '.join(fold)})")
+            if not isinstance(value, bool):
+                raise RuleError(f"{at}: key 'when.{name}' must be true or false, got {_shown(value)}")
+    if rows[-1].get("when"):
+        raise RuleError(f"{where}: key 'params.values': the last row must have no 'when' (the value otherwise)")
+
+
+def _advisory(raw: Any, path: Path, ids: set[str]) -> AdvisoryRule:
+    advisory_id = raw.get("id") if isinstance(raw, dict) else None
+    where = (
+        f"{path}: advisory {advisory_id}" if isinstance(advisory_id, str) and advisory_id else f"{path}: an advisory"
+    )
+    _check(raw, "advisory", where)
+    match = _match(raw["match"], where)
+    if match.when is not None:
+        raise RuleError(f"{where}: key 'match.when': advisories say their condition under 'when'")
+    when = _check(raw.get("when") or {}, "advisory_when", f"{where}: when")
+    if "argument" in when and not match.function:
+        raise RuleError(f"{where}: key 'when.argument' needs match.function")
+    if "assigned" in when and not match.field:
+        raise RuleError(f"{where}: key 'when.assigned' needs match.field")
+    tests = _check(raw.get("tests") or {}, "advisory_tests", f"{where}: tests")
+    cases = {}
+    for kind in ("flagged", "quiet"):
+        renamed = {"invalid" if kind == "flagged" else "valid": [
+            {**case, "output": case.get("code")} if kind == "flagged" and isinstance(case, dict) else case
+            for case in tests.get(kind) or []]}  # fmt: skip
+        cases[kind] = _cases(renamed, advisory_id, where, "invalid" if kind == "flagged" else "valid", {}, ids)
+    return AdvisoryRule(advisory_id, " ".join(raw["description"].split()), match, " ".join(raw["message"].split()),
+                        dict(when), cases["flagged"], cases["quiet"])  # fmt: skip
+
+
+def _duplicates(entries: list[Any], path: Path, what: str) -> set[str]:
+    seen: dict[str, int] = {}
+    for number, entry in enumerate(entries, start=1):
+        entry_id = entry.get("id") if isinstance(entry, dict) else None
+        if not isinstance(entry_id, str):
+            continue
+        if entry_id in seen:
+            raise RuleError(f"{path}: {what} {entry_id}: key 'id': {entry_id!r} is used twice ({what}s "
+                            f"{seen[entry_id]} and {number}); ids must be unique in a file")  # fmt: skip
+        seen[entry_id] = number
+    return set(seen)
 
 
 def load_rules(path: Path) -> RuleSet:
@@ -264,28 +534,51 @@ def load_rules(path: Path) -> RuleSet:
         raise RuleError(f"{path}: cannot read rules ({exc})") from exc
     if not isinstance(raw, dict):
         raise RuleError(f"{path}: expected a mapping at the top level")
-    try:
-        step = _require(raw, "migration", str(path))
-        options = {
-            name: Option(name, spec.get("default"), " ".join(str(spec.get("description", "")).split()))
-            for name, spec in (raw.get("options") or {}).items()
-        }
-        rules = [_rule(entry, path, options) for entry in _require(raw, "rules", str(path))]
-        step["from"], step["to"]  # noqa: B018 - both must be there
-    except (TypeError, AttributeError, KeyError) as exc:  # a list where a mapping belongs, and the like
-        raise RuleError(f"{path}: not a rules file of the expected shape ({type(exc).__name__}: {exc}); see "
-                        "rules/b5421-b7785.yaml for the format") from exc  # fmt: skip
-    seen: set[str] = set()
-    for rule in rules:
-        if rule.id in seen:
-            raise RuleError(f"{path}: duplicate rule id {rule.id!r}")
-        seen.add(rule.id)
-    prelude = raw.get("test_prelude") or {}
-    return RuleSet(path, str(step["from"]), str(step["to"]), rules, options, dict(prelude))
+    _check(raw, "file", str(path))
+    step = _check(raw["migration"], "migration", f"{path}: migration")
+    options = {}
+    for name, spec in (raw.get("options") or {}).items():
+        _check(spec, "option", f"{path}: options.{name}")
+        options[name] = Option(name, spec["default"], " ".join(str(spec["description"]).split()))
+    prelude = _check(raw.get("test_prelude") or {}, "test_prelude", f"{path}: test_prelude")
+    rule_ids = _duplicates(raw["rules"], path, "rule")
+    rules = [_rule(entry, path, options, rule_ids) for entry in raw["rules"]]
+    advisory_ids = _duplicates(raw.get("advisories") or [], path, "advisory")
+    clash = sorted(rule_ids & advisory_ids)
+    if clash:
+        raise RuleError(f"{path}: advisory {clash[0]}: key 'id': {clash[0]!r} is also a rule's id")
+    advisories = [_advisory(entry, path, rule_ids) for entry in raw.get("advisories") or []]
+    return RuleSet(
+        path,
+        str(step["from"]),
+        str(step["to"]),
+        rules,
+        options,
+        dict(prelude),
+        advisories,
+        bool(raw.get("builtin_advisories", False)),
+    )
 
 
 def rules_dir() -> Path:
     return data_dir("rules")
+
+
+def rule_files(directory: Path | None = None) -> list[RuleSet]:
+    """Every rules file of a folder (default: the shipped rules/), ordered by its step's starting build."""
+    folder = directory or rules_dir()
+    if not folder.is_dir():
+        raise RuleError(f"{folder}: no such rules folder")
+    sets = [load_rules(path) for path in sorted(folder.glob("*.y*ml"))]
+    return sorted(sets, key=lambda r: (build_number(r.from_version), build_number(r.to_version)))
+
+
+def build_number(tag: str) -> int:
+    """b7785 -> 7785; a step's ends must be build tags."""
+    match = re.fullmatch(r"b(\d+)", tag)
+    if match is None:
+        raise RuleError(f"{tag!r} is not a build tag (bNNNN): steps and --from/--to are compared by build number")
+    return int(match.group(1))
 
 
 def find_rules(from_version: str, to_version: str, directory: Path | None = None) -> RuleSet:

@@ -1,0 +1,375 @@
+"""Planning at scale: translation units planned in worker processes, or taken from the per-unit cache, and merged
+in order into exactly the plan a sequential run makes.
+
+The engine plans one translation unit at a time (`Engine._plan_unit`), and a unit's result depends on the units
+before it in two ways: a consumer header already planned from an earlier unit is not planned again ("handled"),
+and the API cross reference scans each file once, checks each `#include` once and learns llama.cpp's private
+headers as units include them. A worker plans its unit against a *guess* of that state (the consumer files earlier
+units include, read from their `#include` lines) and records what it found instead of applying it: the plan's
+items, the edits, and the API events (the inclusions read, the uses in each file, per private header it knew).
+The parent merges the records in unit order, replaying the API events on the real cross reference. Where the
+guess was wrong for this unit (it includes a header whose handled state differs, a file the real state has not
+scanned yet, or a private header the worker did not know), the parent plans that unit itself with the true state:
+the merged plan is the sequential plan, and `tests/test_plan_scale.py` compares the two.
+
+The per-unit cache (`<plan cache>/units`) keeps each unit's record under what it depends on: the engine's code,
+rules, options and API target, the unit's flags, the bytes of every consumer file in the unit, and the guess. A
+re-plan after editing one file plans only the units that include it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from migrate import apidiff
+from migrate.rewrite.edits import Edit, InputError
+from migrate.rewrite.includes import inclusions
+from migrate.rewrite.plan import Plan
+
+if TYPE_CHECKING:
+    from migrate.rewrite.apicheck import ApiScan
+    from migrate.rewrite.engine import Engine
+
+UNIT_FORMAT = 1  # bump when a record's shape changes: older records are ignored
+INCLUDE = re.compile(rb'^[ \t]*#[ \t]*(?:include|import)[ \t]*([<"])([^>"\n]+)[>"]', re.MULTILINE)
+
+
+# --- what a worker records ------------------------------------------------------------------------------------
+
+
+@dataclass
+class UnitRecord:
+    """One unit planned against a guess of the earlier units' state, not yet applied."""
+
+    path: str
+    scanned_guess: frozenset[str]  # consumer files the guess said earlier units included (their uses scanned)
+    handled_guess: frozenset[str]  # those of them the guess said an earlier unit planned
+    own: frozenset[str] | None = None  # the unit's consumer files (None: libclang could not parse it)
+    tu_files: frozenset[str] = frozenset()  # every file the unit includes (to tell if a private header is in it)
+    file_reports: list[Any] = field(default_factory=list)
+    manual: list[Any] = field(default_factory=list)
+    advisories: list[Any] = field(default_factory=list)
+    decisions: list[str] = field(default_factory=list)
+    rules_used: dict[str, str] = field(default_factory=dict)
+    newer_than_from: list[dict[str, Any]] = field(default_factory=list)
+    edits: list[Edit] = field(default_factory=list)
+    fresh: frozenset[str] = frozenset()  # files this unit planned (the handled set grows by these)
+    events: list[tuple[Any, ...]] = field(default_factory=list)  # API events, in order
+    error: str | None = None  # an InputError (syntax errors): the sequential plan stops at this unit
+    deps: dict[str, str] = field(default_factory=dict)  # consumer file in the unit -> sha256 of its bytes
+    seconds: float = 0.0
+
+
+class UnitApi:
+    """Stands in for the engine's ApiScan while a unit is recorded: reads what the parent will replay."""
+
+    def __init__(self, scan: ApiScan | None, skip_scan: frozenset[str]) -> None:
+        self.state = scan  # this worker's own cross reference (learns private headers as its units include them)
+        self.skip_scan = skip_scan  # files the guess says an earlier unit scanned
+        self.events: list[tuple[Any, ...]] = []
+        self.own: set[str] | None = None
+        self.tu_files: frozenset[str] = frozenset()
+        self.target = scan.target if scan is not None else None
+        self.new_symbols: set[str] = scan.new_symbols if scan is not None else set()
+        self.new_fields: set[str] = scan.new_fields if scan is not None else set()
+
+    def includes(self, tu: Any, files: Iterable[str], flags: list[str]) -> None:
+        self.own = set(files)
+        self.tu_files = frozenset(i.include.name for i in tu.get_includes() if i.include is not None)
+        if self.state is None:
+            return
+        found = inclusions(tu, set(files), self.state.target.old.path.resolve())
+        self.events.append(("includes", found, list(flags)))
+        self.state.include_list(found, flags)
+
+    def scan(self, tu: Any, files: Iterable[str]) -> None:
+        if self.state is None:
+            return
+        state = self.state
+        names = sorted(set(files) - self.skip_scan)
+        main = {name: apidiff._uses_in_file(state.diff, Path(name), tu, state.tracked) for name in names}
+        extra = {(name, header): apidiff._uses_in_file(diff, Path(name), tu, tracked)
+                 for name in names for header, diff, tracked in state.extra}  # fmt: skip
+        self.events.append(("scan", sorted(set(files)), names, main, extra, [h for h, _, _ in state.extra]))
+
+    def skip(self, file: str, why: str) -> None:
+        self.events.append(("skip", file, why))
+
+
+def fresh_scan(scan: ApiScan | None) -> ApiScan | None:
+    """A cross reference with the same diff and no history: a worker's own."""
+    if scan is None:
+        return None
+    from migrate.rewrite.apicheck import ApiScan
+
+    return ApiScan(scan.target, scan.diff, scan.covered, scan.tracked, new_symbols=scan.new_symbols,
+                   new_fields=scan.new_fields)  # fmt: skip
+
+
+def record_unit(engine: Engine, path: Path, consumer: set[str], scanned: frozenset[str], handled: frozenset[str],
+                state: ApiScan | None) -> UnitRecord:  # fmt: skip
+    """Plan one unit on `engine` with the guessed state, recording instead of applying (the engine's own state is
+    put back afterwards)."""
+    started = time.monotonic()
+    saved = engine.api, engine.handled, engine.edits
+    recorder = UnitApi(state, scanned)
+    part = Plan(engine.root, engine.config.ruleset.from_version, engine.config.ruleset.to_version,
+                options=engine.options)  # fmt: skip
+    engine.api, engine.handled, engine.edits = recorder, set(handled), []  # type: ignore[assignment]
+    record = UnitRecord(str(path), scanned, handled)
+    try:
+        engine._plan_unit(path, consumer, part)
+    except InputError as exc:
+        record.error = str(exc)
+    finally:
+        fresh = engine.handled - handled
+        record.edits = engine.edits
+        engine.api, engine.handled, engine.edits = saved
+    record.own = frozenset(recorder.own) if recorder.own is not None else None
+    record.tu_files = recorder.tu_files
+    record.file_reports, record.manual, record.advisories = part.file_reports, part.manual, part.advisories
+    record.decisions, record.rules_used, record.newer_than_from = part.decisions, part.rules_used, part.newer_than_from
+    record.fresh = frozenset(fresh)
+    record.events = recorder.events
+    record.deps = {name: digest(Path(name)) for name in sorted((record.own or set()) | {str(path)})}
+    record.seconds = time.monotonic() - started
+    return record
+
+
+# --- merging a record into the engine's real state ------------------------------------------------------------
+
+
+class Stale(Exception):
+    """The record was made on a guess that does not hold for this unit: plan it again with the real state."""
+
+
+def _may_be(name: str, header: str) -> bool:
+    """Could `name` (a file the unit includes) be `header` (relative to a llama.cpp tree), or a copy of it?"""
+    parts, wanted = Path(name).parts, Path(header).parts
+    return parts[-len(wanted) :] == wanted or parts[-2:] == wanted[-2:]
+
+
+def check(engine: Engine, record: UnitRecord) -> None:
+    """Raise Stale unless the record's unit behaves the same under the engine's real state (before its API
+    includes: see `merge` for the check that needs them)."""
+    if record.own is None:
+        return  # libclang could not parse it: its tree-sitter plan depends on no earlier unit
+    if engine.handled & record.own != record.handled_guess & record.own:
+        raise Stale("a header of the unit was handled differently")
+    if engine.api is not None and (record.own & record.scanned_guess) - engine.api.scanned:
+        raise Stale("a file of the unit the guess took as scanned is not scanned yet")
+
+
+def merge(engine: Engine, record: UnitRecord, plan: Plan) -> None:
+    """Apply a record as `_plan_unit` would have (Stale before changing anything that `_plan_unit` would change
+    again: API includes are checked once per directive, so replaying them twice is harmless)."""
+    api = engine.api
+    if api is not None:
+        for event in record.events:
+            if event[0] == "includes":
+                api.include_list(event[1], event[2])
+        for event in record.events:
+            if event[0] == "scan":
+                known = set(event[5])
+                for header, _, _ in api.extra:
+                    if header not in known and any(_may_be(name, header) for name in record.tu_files):
+                        raise Stale(f"the unit includes {header}, a private header the worker did not know")
+    if record.error is not None:
+        raise InputError(record.error)
+    plan.file_reports += record.file_reports
+    plan.manual += record.manual
+    plan.advisories += record.advisories
+    plan.decisions += record.decisions
+    for key, value in record.rules_used.items():
+        plan.rules_used.setdefault(key, value)
+    seen = {(e["name"], e["file"], e["line"]) for e in plan.newer_than_from}
+    for entry in record.newer_than_from:
+        key = (entry["name"], entry["file"], entry["line"])
+        if key not in seen:
+            seen.add(key)
+            plan.newer_than_from.append(entry)
+    engine.edits += record.edits
+    engine.handled |= record.fresh
+    if api is None:
+        return
+    for event in record.events:
+        if event[0] == "scan":
+            _, files, _, main, extra, _ = event
+            for name in sorted(set(files) - api.scanned):
+                api.scanned.add(name)
+                api.not_scanned.pop(name, None)
+                for use in main[name]:
+                    api._add(use)
+                for header, _, _ in api.extra:
+                    for use in extra.get((name, header), []):
+                        api._add(use)
+        elif event[0] == "skip":
+            api.skip(event[1], event[2])
+
+
+# --- the guess: which consumer files earlier units include ------------------------------------------------------
+
+
+def include_closure(unit: Path, include_dirs: list[Path], consumer: set[str],
+                    cache: dict[str, set[str]]) -> set[str]:  # fmt: skip
+    """Consumer files reachable from `unit` by `#include` lines (every one, taken or not), resolved as the
+    preprocessor would: the includer's folder for "...", then the include folders."""
+    seen: set[str] = set()
+    stack = [str(unit)]
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name not in cache:
+            cache[name] = set()
+            try:
+                data = Path(name).read_bytes()
+            except OSError:
+                continue
+            for quote, spelled in INCLUDE.findall(data):
+                text = spelled.decode(errors="replace")
+                folders = ([Path(name).parent] if quote == b'"' else []) + include_dirs
+                for folder in folders:
+                    candidate = folder / text
+                    if candidate.is_file():
+                        resolved = str(candidate.resolve())
+                        if resolved in consumer:
+                            cache[name].add(resolved)
+                        break
+        stack.extend(cache[name] - seen)
+    return seen & consumer
+
+
+def guesses(units: list[Path], include_dirs: dict[Path, list[Path]], consumer: set[str], relevant: set[str],
+            sources: set[str]) -> dict[Path, tuple[frozenset[str], frozenset[str]]]:  # fmt: skip
+    """Per unit, before it: (consumer files earlier units include — scanned; those of them a unit plans — handled)."""
+    cache: dict[str, set[str]] = {}
+    scanned: set[str] = set()
+    handled: set[str] = set()
+    out = {}
+    for unit in units:
+        out[unit] = (frozenset(scanned), frozenset(handled))
+        reach = include_closure(unit, include_dirs[unit], consumer, cache) | {str(unit)}
+        scanned |= reach & consumer
+        handled |= (reach & relevant & sources) | {str(unit)}
+    return out
+
+
+# --- the per-unit cache -----------------------------------------------------------------------------------------
+
+
+def digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+@dataclass
+class UnitCache:
+    folder: Path
+    config: str  # digest of everything but the consumer's files (engine code, rules, options, tree, API target)
+
+    def _file(self, path: Path, flags: list[str]) -> Path:
+        key = hashlib.sha256(f"{UNIT_FORMAT}\0{self.config}\0{path}\0{chr(0).join(flags)}".encode()).hexdigest()
+        return self.folder / f"{key[:32]}.pkl"
+
+    def get(self, path: Path, flags: list[str], scanned: frozenset[str], handled: frozenset[str],
+            consumer: set[str]) -> UnitRecord | None:  # fmt: skip
+        file = self._file(path, flags)
+        try:
+            stored = pickle.loads(file.read_bytes())
+            record, stored_consumer = stored["record"], stored["consumer"]
+        except Exception:  # noqa: BLE001 - missing, truncated, from another version: plan the unit
+            return None
+        deps = frozenset(record.deps)
+        if record.scanned_guess & deps != scanned & deps or record.handled_guess & deps != handled & deps:
+            return None
+        if stored_consumer != frozenset(consumer) & deps:
+            return None
+        if any(digest(Path(name)) != sha for name, sha in record.deps.items()):
+            return None
+        # the guesses agree on every file of the unit, which is all that a merge asks of them
+        record.scanned_guess, record.handled_guess = scanned, handled
+        return record
+
+    def put(self, path: Path, flags: list[str], record: UnitRecord, consumer: set[str]) -> None:
+        if record.error is not None:
+            return
+        file = self._file(path, flags)
+        payload = {"record": record, "consumer": frozenset(consumer) & frozenset(record.deps)}
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            temp = file.with_suffix(f".{os.getpid()}.tmp")
+            temp.write_bytes(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+            temp.replace(file)
+        except OSError:
+            pass  # a cache that cannot be written only costs time next run
+
+
+# --- worker processes -------------------------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}  # in a forked worker: the engine (a copy of the parent's), the consumer set, its API
+
+
+def _record_in_worker(path: str, scanned: frozenset[str], handled: frozenset[str]) -> UnitRecord:
+    engine, consumer = _WORKER["engine"], _WORKER["consumer"]
+    if "state" not in _WORKER:
+        _WORKER["state"] = fresh_scan(engine.api)
+    return record_unit(engine, Path(path), consumer, scanned, handled, _WORKER["state"])
+
+
+def start_workers(engine: Engine, consumer: set[str], todo: list[tuple[Path, frozenset[str], frozenset[str]]],
+                  jobs: int) -> tuple[Any, dict[Path, Any]]:  # fmt: skip
+    """A pool of forked workers (each a copy of the engine as it is now), every unit of `todo` submitted in order."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    _WORKER.clear()
+    _WORKER.update(engine=engine, consumer=consumer)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"))
+    futures = {unit: pool.submit(_record_in_worker, str(unit), scanned, handled) for unit, scanned, handled in todo}
+    return pool, futures
+
+
+def wait(future: Any) -> UnitRecord | None:
+    """A worker's record; None when the worker died (the unit is then planned in this process)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        return None
+
+
+def _build_in_worker(folder: str, language: str, directives: tuple[str, ...], flags: list[str],
+                     consumer: frozenset[str]) -> Any:  # fmt: skip
+    from migrate.rewrite.parse import build_preamble
+
+    return build_preamble(Path(folder), language, directives, flags, consumer)
+
+
+def build_preambles(folder: Path, jobs: list[tuple[str, tuple[str, ...], Path]], config: Any,
+                    consumer: frozenset[str], processes: int) -> list[Any]:  # fmt: skip
+    """The preambles asked for, built in parallel (each in its own process: a parse is single-threaded)."""
+    from migrate.rewrite.parse import build_preamble
+
+    args = [(str(folder), language, directives, config.flags_for(user), consumer) for language, directives, user
+            in jobs]  # fmt: skip
+    if len(args) <= 1 or processes <= 1:
+        return [build_preamble(Path(a[0]), *a[1:]) for a in args]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=min(processes, len(args)),
+                             mp_context=multiprocessing.get_context("fork")) as pool:  # fmt: skip
+        return list(pool.map(_build_in_worker, *zip(*args, strict=True)))

@@ -1,0 +1,111 @@
+"""Mutation testing: the operators on a small C file (libclang, no build), the config's equivalents, and one small
+real run (`migrate mutate` on fixtures/textgen at b5415: three mutants, three checks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from migrate.cli import main as migrate_main
+from migrate.config import ConfigError, load_config
+from tests.conftest import REPO
+from verify import mutate
+from verify.clangsetup import system_args
+
+SMALL_C = b"""\
+struct ctx_params { int n_threads; int n_batch; };
+struct mem;
+void llama_memory_clear(struct mem * m, int data);
+int llama_decode(int pos, int n_tokens);
+static int sample_next(int token) { return token + 1; }
+
+static int generate(struct mem * m, int n_ctx, int n_prompt) {
+    struct ctx_params params;
+    params.n_threads = 4;
+    llama_memory_clear(m, 1);
+    int n_past = n_prompt;
+    for (int i = 0; i < 8; ++i) {
+        if (n_past >= n_ctx) {
+            break;
+        }
+        llama_decode(n_past, 1);
+        n_past = sample_next(n_past);
+    }
+    return params.n_threads;
+}
+
+int api_generate(struct mem * m, int n_ctx) { return generate(m, n_ctx, 3); }
+int api_unbound(int x) { return x == 2; }
+"""
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, mutate.MutantSet]:
+    path = tmp_path_factory.mktemp("small") / "small.c"
+    path.write_bytes(SMALL_C)
+    found = mutate.make_mutants({path: "small.c"}, lambda p: ["-x", "c", "-std=c11", *system_args()],
+                                {"api_generate"})  # fmt: skip
+    return path, found
+
+
+def test_every_operator_finds_its_site(small: tuple[Path, mutate.MutantSet]) -> None:
+    _, found = small
+    assert not found.problems
+    by_kind = {m.kind: m for m in found.mutants}
+    assert set(by_kind) == set(mutate.KINDS)
+    descriptions = {(m.kind, m.description) for m in found.mutants}
+    assert ("comparison", "`>=` → `>`") in descriptions
+    assert ("memory_call", "`llama_memory_clear(m, 1)` → `(void)0`") in descriptions
+    assert ("params_field", "`params.n_threads = 4` → `(void)0`") in descriptions
+    assert ("loop_exit", "`break` → `(void)0`") in descriptions
+    assert ("position", "`n_past` → `(n_past) + 1`") in descriptions  # llama_decode's pos argument
+    assert ("constant", "`8` → `9`") in descriptions
+    assert ("argument_swap", "`n_past, 1` → `1, n_past`") in descriptions
+
+
+def test_only_reached_functions_are_mutated(small: tuple[Path, mutate.MutantSet]) -> None:
+    _, found = small
+    assert set(found.reached["small.c"]) == {"api_generate", "generate", "sample_next"}
+    assert found.not_reached["small.c"] == ["api_unbound"]
+    assert all(m.function != "api_unbound" for m in found.mutants)
+
+
+def test_mutants_apply_and_have_stable_ids(small: tuple[Path, mutate.MutantSet]) -> None:
+    path, found = small
+    swap = next(m for m in found.mutants if m.kind == "comparison" and m.description == "`>=` → `>`")
+    assert b"if (n_past > n_ctx)" in swap.apply(path.read_bytes())
+    assert swap.id == f"small.c:generate:{swap.line}:{swap.column}:comparison:>"
+    assert len({m.id for m in found.mutants}) == len(found.mutants)
+    mark = mutate.equivalents([{"id": "small.c:sample_next:*", "reason": "r"}])[0]
+    assert {m.function for m in found.mutants if mark.matches(m)} == {"sample_next"}
+    assert mutate.sample(found.mutants, 3, seed=1) == mutate.sample(found.mutants, 3, seed=1)
+    assert len(mutate.sample(found.mutants, 3)) == 3 and mutate.sample(found.mutants, None) == found.mutants
+
+
+def test_config_takes_equivalent_mutants_and_refuses_bad_ones(tmp_path: Path) -> None:
+    (tmp_path / "llama-migrate.toml").write_text('mutants = [{ id = "a.c:f:*", reason = "dead code" }]\n')
+    assert load_config(tmp_path).mutants == ({"id": "a.c:f:*", "reason": "dead code"},)
+    for bad in ('mutants = ["a.c:f:*"]', 'mutants = [{ id = "a" }]', 'mutants = { id = "a", reason = "b" }'):
+        (tmp_path / "llama-migrate.toml").write_text(bad + "\n")
+        with pytest.raises(ConfigError, match="mutants must be a list of tables"):
+            load_config(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_small_real_run_on_plain_c(tmp_path: Path) -> None:
+    out = tmp_path / "mutants.json"
+    code = migrate_main(["mutate", str(REPO / "fixtures" / "textgen"), "--kinds", "memory_call", "--max", "3",
+                         "--checks", "generate,memory_cleared,state_across_calls", "--json", str(out),
+                         "--out", str(tmp_path), "--quiet"])  # fmt: skip
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["run"] == 3 and data["generated"] >= 3
+    assert {r["mutant"]["kind"] for r in data["results"]} == {"memory_call"}
+    assert all(r["status"] in (mutate.KILLED, mutate.SURVIVED) for r in data["results"]), data["results"]
+    assert data["killed"] >= 1 and data["score"] == data["killed"] / data["scored"]
+    survivors = [r for r in data["results"] if r["status"] == mutate.SURVIVED]
+    assert all(r["nearest"] for r in survivors)
+    report = next(tmp_path.glob("textgen-mutants-*.md")).read_text()
+    assert "## Mutation score" in report and "### Survivors" in report

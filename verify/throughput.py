@@ -1,0 +1,750 @@
+"""Old vs new tokens/s with a confidence statement, and instruction counts per call where the CPU can be counted.
+
+Both builds stay resident: one worker process per build (the crash isolation of the checklist: a crash or a hang
+fails that build's `throughput`, not the run) binds the library through the generic driver, loads the model and
+creates one context once, warms up, then answers "call generate" / "call generate_parallel" one at a time. The
+parent alternates the two workers call by call (old then new, new then old: the order flips every pair, so a
+machine that speeds up or slows down over the run hits both builds alike) and keeps the paired ratio
+
+    new tokens/s / old tokens/s   (per pair, same call, back to back)
+
+The statistic is the median of the paired ratios with a percentile-bootstrap 95 % confidence interval (a fixed
+seed: the same timings give the same interval). At least `pairs` (30) pairs; while a call's interval is wider than
+±`target_halfwidth` (5 %) more pairs are added, `step` (15) at a time, up to `max_pairs` (90). The verdict is the
+caller's (migrate/gate.py): a regression only when the whole interval lies below 1 - threshold, inconclusive when
+it straddles that floor.
+
+Instruction counts (noise-free, but not time): valgrind's callgrind runs a third worker per build with
+instrumentation switched on only around the consumer's call (a tiny helper built from valgrind's callgrind.h) and
+cost collected only inside the bound C function; reported per call beside the timing, never gating (see
+docs/ci-gate.md). `perf stat` hardware counters are used instead where the kernel exposes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from verify.checks import ERROR, FAILED, PASSED, SKIPPED, THROUGHPUT_TOKENS, CheckResult, _count_generated
+from verify.prompts import PROMPT_A, SHARED_PREFIX
+from verify.session import Options, Prepared, Target, prepare
+
+CALLS = ("generate", "generate_parallel")
+CHECK = "throughput"
+CONFIDENCE = 0.95
+BOOTSTRAP = 2000
+INSTRUCTIONS_ENV = "LLAMA_MIGRATE_INSTRUCTIONS"  # "off" turns the instruction counts off
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    pairs: int = 30  # paired calls per call kind, at least
+    max_pairs: int = 90
+    step: int = 15  # pairs added at a time while an interval is wider than the target
+    target_halfwidth: float = 0.05  # stop adding pairs once every interval is within +-5 % of its median
+    seed: int = 42
+    instructions: bool = True  # count instructions per call where callgrind or perf can (CPU runs only)
+    instruction_calls: int = 1  # calls counted per kind (deterministic: more calls show the same count)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(instructions=os.environ.get(INSTRUCTIONS_ENV, "auto").lower() not in ("0", "off", "no", "false"))
+
+
+# --- statistics ------------------------------------------------------------------------------------------------
+
+
+def median_ci(values: list[float], seed: int = 42, resamples: int = BOOTSTRAP,
+              confidence: float = CONFIDENCE) -> tuple[float, float, float]:  # fmt: skip
+    """The median and its percentile-bootstrap confidence interval."""
+    if not values:
+        raise ValueError("no values")
+    rng = random.Random(seed)
+    n = len(values)
+    medians = sorted(statistics.median(rng.choices(values, k=n)) for _ in range(resamples))
+    tail = (1 - confidence) / 2
+    low = medians[int(tail * resamples)]
+    high = medians[min(resamples - 1, int((1 - tail) * resamples))]
+    return statistics.median(values), low, high
+
+
+def paired_ratios(old_seconds: list[float], new_seconds: list[float], old_tokens: int, new_tokens: int) -> list[float]:
+    """new tokens/s over old tokens/s, pair by pair."""
+    return [(new_tokens / n) / (old_tokens / o) for o, n in zip(old_seconds, new_seconds, strict=True)]
+
+
+def summarise(old_seconds: list[float], new_seconds: list[float], old_tokens: int, new_tokens: int,
+              seed: int = 42) -> dict[str, Any]:  # fmt: skip
+    """One call's row of the comparison: per-build median tokens/s and the paired statistic."""
+    ratios = paired_ratios(old_seconds, new_seconds, old_tokens, new_tokens)
+    median, low, high = median_ci(ratios, seed)
+
+    def side(seconds: list[float], tokens: int) -> dict[str, Any]:
+        mid = statistics.median(seconds)
+        return {"tokens": tokens, "calls": len(seconds), "median_seconds": round(mid, 5),
+                "tokens_per_s": round(tokens / mid, 1), "min_seconds": round(min(seconds), 5),
+                "max_seconds": round(max(seconds), 5)}  # fmt: skip
+
+    return {"old": side(old_seconds, old_tokens), "new": side(new_seconds, new_tokens),
+            "new_over_old": round(median, 3), "ci95": [round(low, 3), round(high, 3)], "pairs": len(ratios),
+            "method": "median of paired new/old ratios, alternating calls, percentile bootstrap"}  # fmt: skip
+
+
+# --- the worker (a child process per build) --------------------------------------------------------------------
+
+
+def timed_calls(session: Any) -> tuple[dict[str, Callable[[], Any]], dict[str, int]]:
+    """What is timed on one build, through the generic driver: the `throughput` check's calls (48 greedy tokens of
+    PROMPT_A; the shared-prefix prompts in parallel on a 4-sequence context), warmed up once; and the tokens each
+    call generates (greedy: the same every call)."""
+    s = session
+    sampling = s.options.sampling(THROUGHPUT_TOKENS)
+    ctx = s.context(512, 4)
+    prompts = list(SHARED_PREFIX.prompts)
+    warm = s.shim.generate(ctx, PROMPT_A, s.options.sampling(2))  # the first decode allocates graphs
+    if not warm.ok:
+        raise CallFailed(f"generate (warm-up) failed: {warm.message}")
+    calls: dict[str, Callable[[], Any]] = {
+        "generate": lambda: s.shim.generate(ctx, PROMPT_A, sampling),
+        "generate_parallel": lambda: s.shim.generate_parallel(ctx, prompts, sampling),
+    }
+    single, parallel = calls["generate"](), calls["generate_parallel"]()
+    for name, call in (("generate", single), ("generate_parallel", parallel)):
+        if not call.ok:
+            raise CallFailed(f"{name} failed: {call.message}")
+    tokens = {
+        "generate": sum(_count_generated(s, [PROMPT_A], [single.value], THROUGHPUT_TOKENS)),
+        "generate_parallel": sum(_count_generated(s, prompts, parallel.value or [], THROUGHPUT_TOKENS)),
+    }
+    return calls, tokens
+
+
+class CallFailed(Exception):
+    """The library reported a failure on a timed call: the build's throughput check fails."""
+
+
+class PerfCounter:
+    """User-space instructions of the calling thread, from the kernel's hardware counter (perf_event_open, what
+    `perf stat -e instructions:u` reads); the library computes on this thread (one thread per context)."""
+
+    SYSCALL = {"x86_64": 298, "aarch64": 241}
+    ENABLE, DISABLE, RESET = 0x2400, 0x2401, 0x2403
+
+    def __init__(self, fd: int, libc: Any) -> None:
+        self.fd, self.libc = fd, libc
+
+    @classmethod
+    def open(cls) -> tuple[PerfCounter | None, str]:
+        import ctypes
+        import platform
+        import struct
+
+        number = cls.SYSCALL.get(platform.machine())
+        if sys.platform != "linux" or number is None:
+            return None, f"perf_event_open: not on {sys.platform}/{platform.machine()}"
+        libc = ctypes.CDLL(None, use_errno=True)
+        attr = ctypes.create_string_buffer(64)
+        # type HARDWARE, size 64 (VER0), config INSTRUCTIONS; flags: disabled | exclude_kernel | exclude_hv
+        struct.pack_into("=IIQQQQQIIQ", attr, 0, 0, 64, 1, 0, 0, 0, 1 | 32 | 64, 0, 0, 0)
+        fd = libc.syscall(number, attr, 0, -1, -1, 0)
+        if fd < 0:
+            errno = ctypes.get_errno()
+            paranoid = Path("/proc/sys/kernel/perf_event_paranoid")
+            level = paranoid.read_text().strip() if paranoid.is_file() else "?"
+            return None, (f"perf_event_open(instructions): {os.strerror(errno)} (a VM without a virtual PMU, or "
+                          f"kernel.perf_event_paranoid {level})")  # fmt: skip
+        return cls(fd, libc), ""
+
+    def measure(self, fn: Callable[[], Any]) -> tuple[Any, float, int]:
+        """fn's value, its wall seconds and the instructions it executed."""
+        self.libc.ioctl(self.fd, self.RESET, 0)
+        self.libc.ioctl(self.fd, self.ENABLE, 0)
+        started = time.perf_counter()
+        value = fn()
+        seconds = time.perf_counter() - started
+        self.libc.ioctl(self.fd, self.DISABLE, 0)
+        return value, seconds, int.from_bytes(os.read(self.fd, 8), sys.byteorder)
+
+
+SCHEDSTAT = Path("/proc/thread-self/schedstat")
+
+
+def run_queue_wait() -> float | None:
+    """Seconds this thread has spent runnable but waiting for a CPU (Linux schedstat), or None where unknown."""
+    try:
+        return int(SCHEDSTAT.read_text().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _bound_functions(session: Any) -> dict[str, str]:
+    ops = getattr(session.binding, "ops", {})
+    return {name: ops[name].function.name for name in CALLS if name in ops and session.shim._adapted(name) is None}
+
+
+def worker_main(job: Path, reply_fd: int) -> int:
+    """Serve timed calls for one build: one JSON command per stdin line, one JSON reply per line on `reply_fd`."""
+    from verify import gpu
+    from verify.runner import read_job
+    from verify.session import Session, SetupError, Skip
+
+    out = os.fdopen(reply_fd, "w", buffering=1)
+
+    def reply(payload: dict[str, Any]) -> None:
+        out.write(json.dumps(payload) + "\n")
+        out.flush()
+
+    target, options, prepared = read_job(job)
+    session = None
+    counter: PerfCounter | None = None
+    calls: dict[str, Callable[[], Any]] = {}
+    for line in sys.stdin:
+        command = json.loads(line)
+        op = command["op"]
+        if op == "setup":
+            try:
+                reason = gpu.missing_gpu(target.library, options.n_gpu_layers)
+                if reason:
+                    raise Skip(reason)
+                session = Session(target, options, prepared)
+                calls, tokens = timed_calls(session)
+                counter, why_not = PerfCounter.open() if options.n_gpu_layers == 0 else (None, "layers offloaded")
+                reply({"ok": True, "tokens": tokens, "functions": _bound_functions(session), "perf": why_not})
+            except Skip as exc:
+                reply({"ok": False, "status": SKIPPED, "message": f"skipped: {exc}"})
+            except (SetupError, CallFailed) as exc:
+                reply({"ok": False, "status": FAILED, "message": f"setup failed: {exc}"})
+            except Exception as exc:  # noqa: BLE001 - the harness could not drive the library: an error
+                reply({"ok": False, "status": ERROR, "message": f"harness error: {type(exc).__name__}: {exc}",
+                       "exception": traceback.format_exc(limit=4)})  # fmt: skip
+        elif op == "call":
+            fn = calls[command["call"]]
+            cpu = time.process_time()
+            waited = run_queue_wait()  # read right before and after the timed call: the same window
+            if counter is not None:
+                result, seconds, instructions = counter.measure(fn)
+            else:
+                started = time.perf_counter()
+                result = fn()
+                seconds, instructions = time.perf_counter() - started, None
+            after = run_queue_wait()
+            reply({"ok": bool(result.ok), "seconds": seconds, "cpu_seconds": time.process_time() - cpu,
+                   "wait_seconds": None if waited is None or after is None else after - waited,
+                   "instructions": instructions, "message": result.message})  # fmt: skip
+        elif op == "close":
+            if session is not None:
+                session.close()
+            reply({"ok": True})
+            return 0
+    return 0
+
+
+class WorkerDied(Exception):
+    def __init__(self, message: str, evidence: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.evidence = evidence
+
+
+class Worker:
+    """The parent's handle on one build's worker process."""
+
+    def __init__(self, target: Target, options: Options, workdir: Path, prepared: Prepared | None = None,
+                 prefix: list[str] | None = None, env: dict[str, str] | None = None) -> None:  # fmt: skip
+        from verify.runner import child_env, write_job
+
+        self.label = target.label
+        self.timeout = options.timeout
+        job = workdir / f"{target.label}-throughput-job.json"
+        write_job(job, target, options, prepared or prepare(target))
+        read_end, write_end = os.pipe()
+        self.stderr_path = workdir / f"{target.label}-throughput.stderr"
+        self._stderr: IO[bytes] = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in close()
+        cmd = [*(prefix or []), sys.executable, "-m", "verify.throughput", "--worker", str(job),
+               "--reply-fd", str(write_end)]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
+                                     env=child_env(env), pass_fds=(write_end,), start_new_session=True,
+                                     text=True)  # fmt: skip
+        os.close(write_end)
+        self.replies = os.fdopen(read_end, "r")
+
+    def send(self, payload: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(payload) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the reply read says how it died
+
+    def receive(self, timeout: float | None = None) -> dict[str, Any]:
+        import select
+
+        ready, _, _ = select.select([self.replies], [], [], self.timeout if timeout is None else timeout)
+        if not ready:
+            self.kill()
+            raise WorkerDied(f"hang: no reply after {self.timeout:.0f} s (killed)", self._evidence())
+        line = self.replies.readline()
+        if not line:
+            code = self.proc.wait()
+            from verify.runner import describe_exit
+
+            raise WorkerDied(f"crashed: {describe_exit(code)}", self._evidence() | {"exit": describe_exit(code)})
+        return json.loads(line)
+
+    def ask(self, payload: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        self.send(payload)
+        return self.receive(timeout)
+
+    def _evidence(self) -> dict[str, Any]:
+        from verify.runner import tail
+
+        self._stderr.flush()
+        return {"stderr_tail": tail(self.stderr_path.read_text(errors="replace"))}
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.ask({"op": "close"}, timeout=self.timeout)
+                self.proc.wait(timeout=self.timeout)
+            except (WorkerDied, subprocess.TimeoutExpired):
+                self.kill()
+        self.replies.close()
+        self._stderr.close()
+
+
+# --- the comparison --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Side:
+    """One build's part of the comparison."""
+
+    label: str
+    status: str = PASSED
+    message: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+    functions: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, list[float]] = field(default_factory=lambda: {c: [] for c in CALLS})
+    cpu_seconds: dict[str, list[float]] = field(default_factory=lambda: {c: [] for c in CALLS})
+    wait_seconds: dict[str, list[float | None]] = field(default_factory=lambda: {c: [] for c in CALLS})
+    instructions: dict[str, list[int]] = field(default_factory=lambda: {c: [] for c in CALLS})  # perf, per call
+    perf: str = ""  # why the in-process counter is not available ("" when it is)
+
+    def fail(self, status: str, message: str, evidence: dict[str, Any] | None = None) -> None:
+        self.status, self.message = status, message
+        self.evidence |= evidence or {}
+
+    @property
+    def ok(self) -> bool:
+        return self.status == PASSED
+
+    def timed(self, call: str) -> list[float]:
+        """The seconds the comparison uses: each call's wall time less the time its thread waited for a CPU
+        (what other processes took; sleeps, locks and I/O stay in), or plain wall time where that is unknown."""
+        waits = self.wait_seconds[call]
+        if len(waits) != len(self.seconds[call]) or any(w is None for w in waits):
+            return list(self.seconds[call])
+        return [max(s - w, 1e-6) for s, w in zip(self.seconds[call], waits, strict=True)]  # type: ignore[operator]
+
+    def contention_known(self) -> bool:
+        return all(w is not None for call in CALLS for w in self.wait_seconds[call])
+
+
+@dataclass
+class Comparison:
+    """The paired comparison of both builds: one row per call, and each build's `throughput` check result."""
+
+    rows: dict[str, dict[str, Any]]
+    old: CheckResult
+    new: CheckResult
+    seconds: float = 0.0
+    instructions: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rows": self.rows, "old": self.old.to_json(), "new": self.new.to_json(), "seconds": self.seconds,
+                "instructions": self.instructions}  # fmt: skip
+
+
+class PairFailed(Exception):
+    def __init__(self, key: str, message: str, evidence: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.key, self.evidence = key, evidence or {}
+
+
+def _one_pair(order: tuple[str, str], workers: dict[str, Worker], sides: dict[str, Side], call: str) -> None:
+    for key in order:
+        side = sides[key]
+        try:
+            reply = workers[key].ask({"op": "call", "call": call})
+        except WorkerDied as exc:
+            raise PairFailed(key, f"{exc} during {call}", exc.evidence) from exc
+        if not reply["ok"]:
+            raise PairFailed(key, f"{call} failed: {reply['message']}")
+        side.seconds[call].append(reply["seconds"])
+        side.cpu_seconds[call].append(reply["cpu_seconds"])
+        side.wait_seconds[call].append(reply.get("wait_seconds"))
+        if reply.get("instructions") is not None:
+            side.instructions[call].append(reply["instructions"])
+
+
+def _needs_more(old: Side, new: Side, settings: Settings) -> list[str]:
+    """Calls whose interval is still wider than the target."""
+    wide = []
+    for call in CALLS:
+        ratios = paired_ratios(old.timed(call), new.timed(call), old.tokens[call], new.tokens[call])
+        median, low, high = median_ci(ratios, settings.seed)
+        if max(median - low, high - median) > settings.target_halfwidth * median:
+            wide.append(call)
+    return wide
+
+
+def compare(old: Target, new: Target, options: Options, settings: Settings | None = None) -> Comparison:
+    """Time both builds call by call; the rows for the gate and each build's `throughput` result."""
+    settings = settings or Settings.from_env()
+    started = time.monotonic()
+    sides = {"old": Side(old.label), "new": Side(new.label)}
+    with tempfile.TemporaryDirectory(prefix="llama-migrate-throughput-") as tmp:
+        workers = {"old": Worker(old, options, Path(tmp)), "new": Worker(new, options, Path(tmp))}
+        try:
+            _run_pairs(workers, sides, settings)
+        finally:
+            for worker in workers.values():
+                worker.close()
+    rows = _rows(sides, settings)
+    instructions = _instructions({"old": old, "new": new}, options, settings, sides)
+    for call, row in rows.items():
+        if row.get("new_over_old") is not None:
+            row["instructions"] = _instruction_row(instructions, call)
+    results = {key: _check_result(side, rows, key) for key, side in sides.items()}
+    return Comparison(rows, results["old"], results["new"], round(time.monotonic() - started, 3), instructions)
+
+
+def _instructions(targets: dict[str, Target], options: Options, settings: Settings,
+                  sides: dict[str, Side]) -> dict[str, Any]:  # fmt: skip
+    """Instructions per call: from the timed calls themselves (perf), else a callgrind pass, else why not."""
+    if not (sides["old"].ok and sides["new"].ok):
+        return {"skipped": "throughput not measured on both builds"}
+    if options.n_gpu_layers:
+        return {"skipped": "instruction counts are a CPU figure (layers are offloaded)"}
+    if all(sides[k].instructions[c] for k in sides for c in CALLS):
+        return {"counter": "perf_event_open (instructions:u of the calling thread, every timed call)",
+                **{k: {c: {"instructions": sides[k].instructions[c][:5], "calls": len(sides[k].instructions[c]),
+                           "per_call": int(statistics.median(sides[k].instructions[c])),
+                           "scope": "the call, driver included"} for c in CALLS} for k in sides}}  # fmt: skip
+    perf = sides["new"].perf or sides["old"].perf
+    if not settings.instructions:
+        return {"skipped": f"off ({INSTRUCTIONS_ENV}=off); {perf}"}
+    return count_instructions(targets, options, settings, sides, perf)
+
+
+def _run_pairs(workers: dict[str, Worker], sides: dict[str, Side], settings: Settings) -> None:
+    for key in ("old", "new"):
+        workers[key].send({"op": "setup"})
+    for key in ("old", "new"):
+        side = sides[key]
+        try:
+            reply = workers[key].receive(timeout=max(workers[key].timeout, 120.0))
+        except WorkerDied as exc:
+            side.fail(FAILED, f"{exc} while loading", exc.evidence)
+            continue
+        if not reply["ok"]:
+            side.fail(reply["status"], reply["message"], {"exception": reply.get("exception", "")})
+        else:
+            side.tokens, side.functions, side.perf = reply["tokens"], reply.get("functions", {}), reply.get("perf", "")
+    if not (sides["old"].ok and sides["new"].ok):
+        return
+    pending = list(CALLS)
+    done = 0
+    target = settings.pairs
+    while pending:
+        for index in range(done, target):
+            order = ("old", "new") if index % 2 == 0 else ("new", "old")
+            for call in pending:
+                try:
+                    _one_pair(order, workers, sides, call)
+                except PairFailed as exc:
+                    sides[exc.key].fail(FAILED, str(exc), exc.evidence)
+                    return
+        done = target
+        if done >= settings.max_pairs:
+            break
+        pending = _needs_more(sides["old"], sides["new"], settings)
+        target = min(settings.max_pairs, done + settings.step)
+
+
+def _rows(sides: dict[str, Side], settings: Settings) -> dict[str, dict[str, Any]]:
+    old, new = sides["old"], sides["new"]
+    rows: dict[str, dict[str, Any]] = {}
+    for call in CALLS:
+        n = min(len(old.seconds[call]), len(new.seconds[call]))
+        if not (old.ok and new.ok) or n == 0:
+            why = old.message if not old.ok else new.message if not new.ok else "no pair timed"
+            rows[call] = {"old": None, "new": None, "new_over_old": None, "ci95": None, "pairs": 0, "note": why}
+            continue
+        rows[call] = summarise(old.timed(call)[:n], new.timed(call)[:n], old.tokens[call], new.tokens[call],
+                               settings.seed)  # fmt: skip
+        excluded = old.contention_known() and new.contention_known()
+        rows[call]["seconds"] = ("wall clock less the time the calling thread waited for a CPU (Linux schedstat)"
+                                 if excluded else "wall clock")  # fmt: skip
+        for label, series in (("wall", "seconds"), ("cpu", "cpu_seconds")):
+            other = summarise(getattr(old, series)[call][:n], getattr(new, series)[call][:n], old.tokens[call],
+                              new.tokens[call], settings.seed)  # fmt: skip
+            rows[call][label] = {"new_over_old": other["new_over_old"], "ci95": other["ci95"],
+                                 "tokens_per_s": [other["old"]["tokens_per_s"], other["new"]["tokens_per_s"]]}
+        rows[call]["cpu_over_wall"] = {k: round(sum(s.cpu_seconds[call]) / max(1e-9, sum(s.seconds[call])), 3)
+                                       for k, s in sides.items()}  # fmt: skip
+    return rows
+
+
+def _check_result(side: Side, rows: dict[str, dict[str, Any]], key: str) -> CheckResult:
+    """The build's `throughput` check in a differential run: its own figures from the paired run."""
+    if not side.ok:
+        return CheckResult(CHECK, side.status, side.evidence, side.message, build=side.label)
+    evidence: dict[str, Any] = {call: rows[call][key] for call in CALLS if rows[call].get(key)}
+    evidence["method"] = "resident worker, calls alternated with the other build (verify/throughput.py)"
+    parts = [f"{call} {rows[call][key]['tokens_per_s']} tok/s" for call in CALLS if rows[call].get(key)]
+    return CheckResult(CHECK, PASSED, evidence, "", build=side.label, summary=", ".join(parts) + " (median)")
+
+
+# --- instruction counts ----------------------------------------------------------------------------------------
+
+HELPER_C = r"""
+#include <valgrind/callgrind.h>
+void llama_migrate_cg_begin(void) { CALLGRIND_ZERO_STATS; CALLGRIND_START_INSTRUMENTATION; }
+void llama_migrate_cg_end(void) { CALLGRIND_STOP_INSTRUMENTATION; CALLGRIND_DUMP_STATS; }
+"""
+
+
+def callgrind_available() -> str:
+    """Empty when callgrind can count here, else why not."""
+    if not shutil.which("valgrind"):
+        return "valgrind not installed (apt-get install valgrind)"
+    if not Path("/usr/include/valgrind/callgrind.h").is_file():
+        return "valgrind's callgrind.h not found (apt-get install valgrind)"
+    if not shutil.which("gcc"):
+        return "gcc not found (the callgrind helper is compiled at run time)"
+    return ""
+
+
+AVX512_SKIP = ("valgrind cannot execute AVX-512 instructions, and llama.cpp's default build (GGML_NATIVE) uses "
+               "them on this CPU; build with --cmake-arg=-DGGML_NATIVE=OFF to count instructions")
+
+
+def _native_avx512(library: Path) -> bool:
+    """The library was built by `migrate build` with llama.cpp's native CPU flags on an AVX-512 machine."""
+    from verify.manifest import read_manifest
+
+    manifest = read_manifest(library)
+    if manifest is None:
+        return False  # built elsewhere: try, and tell a SIGILL apart afterwards
+    args = " ".join(manifest.options.get("cmake_args", []))
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return False
+    return "GGML_NATIVE=OFF" not in args and " avx512f" in flags
+
+
+def _helper(workdir: Path) -> Path:
+    source, library = workdir / "cg_helper.c", workdir / "libcg_helper.so"
+    source.write_text(HELPER_C)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", str(library), str(source)], check=True,
+                   capture_output=True)  # fmt: skip
+    return library
+
+
+def count_main(job: Path, out: Path, helper: Path, calls: int) -> int:
+    """Child under callgrind: warm up (not counted), then count `calls` calls of each kind, one dump each."""
+    import ctypes
+
+    from verify.runner import read_job
+    from verify.session import Session
+
+    target, options, prepared = read_job(job)
+    session = Session(target, options, prepared)
+    fns, tokens = timed_calls(session)
+    lib = ctypes.CDLL(str(helper))
+    ok = {}
+    for call in CALLS:
+        for _ in range(calls):
+            lib.llama_migrate_cg_begin()
+            result = fns[call]()
+            lib.llama_migrate_cg_end()
+            ok[call] = bool(result.ok)
+    session.close()
+    out.write_text(json.dumps({"tokens": tokens, "ok": ok}))
+    return 0
+
+
+def _callgrind_totals(folder: Path) -> list[int]:
+    """Instructions (Ir) of each dump, in dump order."""
+    dumps = sorted(folder.glob("cg.out.*"), key=lambda p: int(p.name.rsplit(".", 1)[1]) if
+                   p.name.rsplit(".", 1)[1].isdigit() else 0)  # fmt: skip
+    totals = []
+    for dump in dumps:
+        if not dump.name.rsplit(".", 1)[1].isdigit():
+            continue  # the final dump at exit (no number): outside any counted call
+        for line in dump.read_text(errors="replace").splitlines():
+            if line.startswith(("totals:", "summary:")):
+                totals.append(int(line.split()[1]))
+                break
+    return totals
+
+
+def count_instructions(targets: dict[str, Target], options: Options, settings: Settings,
+                       sides: dict[str, Side] | None = None, perf: str = "") -> dict[str, Any]:  # fmt: skip
+    """Instructions per call of each kind on each build under callgrind (both builds at the same time: counts do
+    not depend on the load); {"skipped": reason} where nothing can count them."""
+    from verify.runner import child_env, write_job
+
+    missing = callgrind_available() or (AVX512_SKIP if any(_native_avx512(t.library) for t in targets.values())
+                                        else "")  # fmt: skip
+    if missing:
+        return {"skipped": f"{perf + '; ' if perf else ''}{missing}"}
+    started = time.monotonic()
+    found: dict[str, Any] = {"counter": "callgrind (valgrind --tool=callgrind, Ir, inside the bound function)"}
+    with tempfile.TemporaryDirectory(prefix="llama-migrate-instructions-") as tmp:
+        work = Path(tmp)
+        try:
+            helper = _helper(work)
+        except subprocess.CalledProcessError as exc:
+            return {"skipped": f"could not build the callgrind helper: {exc.stderr.decode(errors='replace')[-300:]}"}
+        procs = {}
+        for key, target in targets.items():
+            folder = work / key
+            folder.mkdir()
+            job = folder / "job.json"
+            write_job(job, target, options, prepare(target))
+            functions = (sides or {}).get(key, Side(key)).functions
+            toggle = [f"--toggle-collect={name}" for name in sorted(set(functions.values()))]
+            cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={folder}/cg.out",
+                   *toggle, sys.executable, "-m", "verify.throughput", "--count", str(job), "--out",
+                   str(folder / "result.json"), "--helper", str(helper), "--calls",
+                   str(settings.instruction_calls)]  # fmt: skip
+            stderr = open(folder / "stderr", "wb")  # noqa: SIM115 - closed below
+            procs[key] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, env=child_env(),
+                                           start_new_session=True), stderr, folder, bool(toggle))  # fmt: skip
+        for key, (proc, stderr, folder, toggled) in procs.items():
+            try:
+                code = proc.wait(timeout=max(600.0, options.timeout * 10))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                code = None
+            stderr.close()
+            result_file = folder / "result.json"
+            if code != 0 or not result_file.is_file():
+                log = (folder / "stderr").read_text(errors="replace")
+                if "Unrecognised instruction" in log or "unhandled instruction" in log:
+                    found[key] = {"error": f"an instruction valgrind does not know: {AVX512_SKIP}"}
+                else:
+                    found[key] = {"error": f"callgrind child exited {code}: {log[-600:]}"}
+                continue
+            totals = _callgrind_totals(folder)
+            per = settings.instruction_calls
+            counts = {call: totals[i * per : (i + 1) * per] for i, call in enumerate(CALLS)}
+            found[key] = {call: {"instructions": values, "per_call": int(statistics.median(values)) if values else None,
+                                 "scope": "the bound C function" if toggled else "the call, driver included"}
+                          for call, values in counts.items()}  # fmt: skip
+    found["seconds"] = round(time.monotonic() - started, 1)
+    return found
+
+
+def _instruction_row(found: dict[str, Any], call: str) -> dict[str, Any]:
+    if "skipped" in found:
+        return {"skipped": found["skipped"]}
+    old, new = found.get("old", {}), found.get("new", {})
+    if "error" in old or "error" in new:
+        return {"skipped": (old.get("error") or new.get("error") or "")[:300]}
+    a, b = old.get(call, {}).get("per_call"), new.get(call, {}).get("per_call")
+    return {"old": a, "new": b, "new_over_old": round(b / a, 4) if a and b else None,
+            "counter": found.get("counter", "")}  # fmt: skip
+
+
+# --- command line (the worker processes) -----------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="throughput worker (child process of verify/throughput.py)")
+    parser.add_argument("--worker", type=Path, help="job file: serve timed calls")
+    parser.add_argument("--reply-fd", type=int)
+    parser.add_argument("--count", type=Path, help="job file: count instructions of a few calls")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--helper", type=Path)
+    parser.add_argument("--calls", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker_main(args.worker, args.reply_fd)
+    return count_main(args.count, args.out, args.helper, args.calls)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+
+# --- report lines (verify/report.py prints these) --------------------------------------------------------------
+
+
+def _tps(side: dict[str, Any] | None) -> str:
+    return "-" if side is None else f"{side['tokens_per_s']}"
+
+
+def _interval(row: dict[str, Any] | None) -> str:
+    if not row or not row.get("ci95"):
+        return "-"
+    return f"[{row['ci95'][0]}, {row['ci95'][1]}]"
+
+
+def _instructions_cell(row: dict[str, Any]) -> str:
+    counts = row.get("instructions")
+    if not counts:
+        return "-"
+    if "skipped" in counts:
+        return "not counted"
+    return f"{counts['old']:,} → {counts['new']:,} (x{counts['new_over_old']})"
+
+
+def markdown_lines(rows: dict[str, dict[str, Any]], h: str = "#") -> list[str]:
+    """The report's throughput section: the paired statistic with its interval, wall clock beside it."""
+    lines = ["", f"{h}# Throughput (both builds resident, calls alternated; median of paired new/old ratios)", "",
+             "| call | old tokens/s | new tokens/s | new / old | 95% CI | pairs | wall clock new / old | instructions "
+             "per call |", "| --- | ---: | ---: | ---: | --- | ---: | --- | --- |"]  # fmt: skip
+    for key, row in rows.items():
+        wall = row.get("wall") or {}
+        wall_text = f"{wall['new_over_old']} {_interval(wall)}" if wall else "-"
+        lines.append(f"| `{key}` | {_tps(row.get('old'))} | {_tps(row.get('new'))} | {row.get('new_over_old')} | "
+                     f"{_interval(row)} | {row.get('pairs', '-')} | {wall_text} | {_instructions_cell(row)} |")
+    seconds = next((row.get("seconds") for row in rows.values() if row.get("seconds")), None)
+    if seconds:
+        lines += ["", f"Seconds per call: {seconds}. Instructions: "
+                  + next((r["instructions"]["skipped"] for r in rows.values() if "skipped" in (r.get("instructions")
+                          or {})), "counted per call (see JSON)")]  # fmt: skip
+    return lines
+
+
+def console_line(key: str, row: dict[str, Any]) -> str:
+    if row.get("new_over_old") is None:
+        return f"{key}: not measured ({row.get('note', '')})"
+    return (f"{key}: old {_tps(row.get('old'))}, new {_tps(row.get('new'))} tokens/s (new/old {row['new_over_old']}, "
+            f"95% CI {_interval(row)}, {row.get('pairs')} pairs)")  # fmt: skip
