@@ -843,6 +843,7 @@ def _top_level_in(tu: ci.TranslationUnit, path: str) -> Iterator[ci.Cursor]:
     yield from _top_level_by_file(tu).get(path, [])
 
 
+_NO_USES = frozenset({K.MACRO_INSTANTIATION, K.INCLUSION_DIRECTIVE})
 _TOP_LEVEL: weakref.WeakKeyDictionary[object, dict[str, list[ci.Cursor]]] = weakref.WeakKeyDictionary()
 
 
@@ -852,6 +853,8 @@ def _top_level_by_file(tu: ci.TranslationUnit) -> dict[str, list[ci.Cursor]]:
     if found is None:
         found = {}
         for cursor in tu.cursor.get_children():
+            if cursor.kind in _NO_USES:
+                continue  # a macro expansion or an #include at the top: a leaf that holds no use
             file = cursor.location.file
             if file is not None:
                 found.setdefault(file.name, []).append(cursor)

@@ -19,12 +19,14 @@ Exit codes: 0 done (score at or above --min-score, when given); 1 the score is b
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from migrate.build import build, find_shim_sources
 from migrate.config import load_config
@@ -68,6 +70,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", help="folder for the markdown report (default: <cache>/reports)")
     parser.add_argument("--min-score", type=float, help="exit 1 when the score (percent) is below this")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit (nothing built)")
+    parser.add_argument("--no-malloc-check", action="store_true",
+                        help="run the checks without glibc's heap checks (default: on where glibc's malloc debug "
+                        "library is installed: a write past an allocation aborts the check instead of passing)")
+    parser.add_argument("--rescore", metavar="JSON",
+                        help="apply the config's current `mutants` marks to an earlier run's --json (nothing built)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -89,6 +96,8 @@ def cmd_mutate(args: argparse.Namespace) -> int:
     if not src.is_dir():
         raise MutateUsage(f"{args.src}: not a consumer source tree (a folder)")
     config = load_config(src)
+    if args.rescore:
+        return _rescore(args, src, config)
     kinds = tuple(_names(args.kinds, tuple(mutate.KINDS), "operator(s)") or mutate.KINDS)
     if args.jobs < 1 or (args.max is not None and args.max < 1):
         raise MutateUsage("--jobs and --max take a positive number")
@@ -102,7 +111,7 @@ def cmd_mutate(args: argparse.Namespace) -> int:
     functions_by_op = {op: ob.function.name for op, ob in binding.ops.items()}
     files = {s: str(s.relative_to(src)) for s in sources}
     flags = ParseConfig(tree.path, src).flags_for
-    found = mutate.make_mutants(files, flags, None if args.all_functions else set(functions_by_op.values()), kinds)
+    found = mutate.make_mutants(files, flags, functions_by_op, kinds, everything=args.all_functions)
     chosen = mutate.sample(found.mutants, args.max, args.seed)
     say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     say(f"{len(found.mutants)} mutants in {sum(len(v) for v in found.reached.values())} reached functions of "
@@ -120,8 +129,9 @@ def cmd_mutate(args: argparse.Namespace) -> int:
     options = Options(timeout=max(args.timeout, 60.0), eog_model=str(eog))
     base_target = Target(Path(baseline_build.library), header, model, "unmutated", tree.path, dict(config.verify),
                          src)  # fmt: skip
-    say(f"unmutated build: running {len(names)} checks ...")
-    baseline = run_checks(base_target, options, names)
+    env = None if args.no_malloc_check else mutate.malloc_check_env()
+    say(f"unmutated build: running {len(names)} checks{' (glibc heap checks on)' if env else ''} ...")
+    baseline = run_checks(base_target, options, names, env=env)
     passing = [r.name for r in baseline if r.status == PASSED]
     say(f"unmutated build: {len(passing)}/{len(names)} checks pass; only those can kill a mutant")
     options.timeout = args.timeout
@@ -146,11 +156,10 @@ def cmd_mutate(args: argparse.Namespace) -> int:
         lines = source_lines.get(m.file, [])
         return lines[m.line - 1] if 0 < m.line <= len(lines) else ""
 
-    reaching = mutate.operations_reaching(functions_by_op, files, flags)
-    plan = mutate.Plan(src, target, options, passing, chosen, mutate.equivalents(list(config.mutants)), reaching,
-                       args.jobs, work, progress)  # fmt: skip
+    plan = mutate.Plan(src, target, options, passing, chosen, mutate.equivalents(list(config.mutants)),
+                       found.operations_of, work, args.jobs, progress, env)  # fmt: skip
     try:
-        results, notes = mutate.run_mutants(plan, build_copy, line_of)
+        results = mutate.run_mutants(plan, build_copy, line_of)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     command = "migrate " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if "mutate" in sys.argv else ""
@@ -158,11 +167,33 @@ def cmd_mutate(args: argparse.Namespace) -> int:
         consumer=src.name, llama=f"{tree.provided} (for {args.from_version})", generated=len(found.mutants),
         results=results, reached=found.reached, not_reached=found.not_reached, baseline=baseline,
         seconds=time.monotonic() - started, command=command, sampled=len(chosen) < len(found.mutants),
-        seed=args.seed, notes=notes + [f"libclang: {p}" for p in found.problems],
+        seed=args.seed, notes=[f"libclang could not parse (the parse went on): {p}" for p in found.problems]
+        + [f"checks ran with glibc's heap checks ({', '.join(f'{k}={v}' for k, v in env.items())})" if env else
+           "checks ran without glibc's heap checks (--no-malloc-check, or glibc's malloc debug library not found)"],
     )  # fmt: skip
+    return _finish(args, src, report, f"{src.name}-mutants-{tree.provided}.md", say)
+
+
+def _rescore(args: argparse.Namespace, src: Path, config: Any) -> int:
+    previous = Path(args.rescore)
+    try:
+        data = json.loads(previous.read_text())
+    except (OSError, ValueError) as exc:
+        raise MutateUsage(f"{previous}: not a `migrate mutate --json` file ({exc})") from exc
+    report, wrong = mutate.rescore(data, mutate.equivalents(list(config.mutants)))
+    report.notes += [f"rescored from {previous.name} with the `mutants` marks of {config.source}"] + \
+        [f"wrong mark: {w}" for w in wrong]  # fmt: skip
+    say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+    for w in wrong:
+        say(f"wrong mark: {w}")
+    return _finish(args, src, report, f"{src.name}-mutants-rescored.md", say)
+
+
+def _finish(args: argparse.Namespace, src: Path, report: mutate.MutationReport, name: str,
+            say: Any) -> int:  # fmt: skip
     out = Path(args.out) if args.out else cache_root(args.cache) / "reports"
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{src.name}-mutants-{tree.provided}.md"
+    path = out / name
     path.write_text(mutate.markdown(report))
     if args.json:
         mutate.write_json(report, Path(args.json))

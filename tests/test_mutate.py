@@ -46,7 +46,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, mutate.Mutant
     path = tmp_path_factory.mktemp("small") / "small.c"
     path.write_bytes(SMALL_C)
     found = mutate.make_mutants({path: "small.c"}, lambda p: ["-x", "c", "-std=c11", *system_args()],
-                                {"api_generate"})  # fmt: skip
+                                {"generate": "api_generate"})  # fmt: skip
     return path, found
 
 
@@ -70,6 +70,7 @@ def test_only_reached_functions_are_mutated(small: tuple[Path, mutate.MutantSet]
     assert set(found.reached["small.c"]) == {"api_generate", "generate", "sample_next"}
     assert found.not_reached["small.c"] == ["api_unbound"]
     assert all(m.function != "api_unbound" for m in found.mutants)
+    assert found.operations_of["sample_next"] == ["generate"]
 
 
 def test_mutants_apply_and_have_stable_ids(small: tuple[Path, mutate.MutantSet]) -> None:
@@ -82,6 +83,22 @@ def test_mutants_apply_and_have_stable_ids(small: tuple[Path, mutate.MutantSet])
     assert {m.function for m in found.mutants if mark.matches(m)} == {"sample_next"}
     assert mutate.sample(found.mutants, 3, seed=1) == mutate.sample(found.mutants, 3, seed=1)
     assert len(mutate.sample(found.mutants, 3)) == 3 and mutate.sample(found.mutants, None) == found.mutants
+
+
+def test_rescore_marks_survivors_and_flags_wrong_marks(small: tuple[Path, mutate.MutantSet]) -> None:
+    _, found = small
+    survivor, killed = found.mutants[0], found.mutants[1]
+    report = mutate.MutationReport("small", "b5415", len(found.mutants),
+                                   [mutate.MutantResult(survivor, mutate.SURVIVED, nearest="generate"),
+                                    mutate.MutantResult(killed, mutate.KILLED, "generate", "failed")],
+                                   found.reached, found.not_reached, [], 1.0)  # fmt: skip
+    assert report.score == 0.5
+    marks = mutate.equivalents([{"id": survivor.id, "reason": "same"}, {"id": killed.id, "reason": "wrong"}])
+    again, wrong = mutate.rescore(json.loads(json.dumps(report.to_json(), default=str)), marks)
+    assert [r.status for r in again.results] == [mutate.EQUIVALENT, mutate.KILLED]
+    assert again.score == 1.0 and again.results[0].reason == "same"
+    assert wrong == [f"{killed.id}: marked equivalent (wrong) but killed by generate"]
+    assert "| killed | 1 |" in mutate.markdown(again) and "same" in mutate.markdown(again)
 
 
 def test_config_takes_equivalent_mutants_and_refuses_bad_ones(tmp_path: Path) -> None:

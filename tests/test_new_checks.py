@@ -86,6 +86,7 @@ def test_new_checks_pass_at_b5415_with_evidence(old_target: Target, eog_model: P
     assert params["n_ctx=512,n_seq_max=3,n_threads=2"]["n_threads_batch"] == 2
     seed = results["sampling_seed"].evidence
     assert seed["seed_first"] == seed["seed_fresh_context"] != seed["greedy"]
+    assert {r for r, v in seed["varied"].items() if isinstance(v, dict)} == {"temperature", "top_k", "top_p"}
 
 
 def test_stop_checks_skip_without_a_stop_model(old_target: Target) -> None:

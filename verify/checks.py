@@ -992,6 +992,21 @@ def takes(s: Session, op: str, role: str) -> bool:
     return bound is not None and (bound.has(role) or role in bound.fields.values())
 
 
+def _left_behind(s: Session, ctx: Any, n_seqs: int) -> Callable[[], dict[int, Any] | None]:
+    """What generate_parallel left in the memory (sequence -> positions held; {}: nothing), or None when llama.cpp's
+    memory is not observable here. Each call is independent (the next one starts from empty memory), so a
+    parallel call releases what its slots and the shared prefix took."""
+    obs = s.observer
+    if obs is None or obs.memory_api() is None or not s.can_observe_context():
+        return lambda: None
+
+    def left() -> dict[int, Any]:
+        snap = obs.memory(ctx, n_seqs)
+        return {q: [snap.seqs[q].pos_min, snap.seqs[q].pos_max] for q in snap.non_empty()}
+
+    return left
+
+
 @check("state_across_calls", "state", "generate_parallel after generate, a failed parallel call or a longer queue "
        "= on a fresh context")  # fmt: skip
 def state_across_calls(s: Session) -> Verdict:
@@ -1016,14 +1031,19 @@ def state_across_calls(s: Session) -> Verdict:
         "after_longer_queue": (lambda: s.shim.generate_parallel(ctx, list(QUEUE.prompts), sampling), "last_token"),
     }  # fmt: skip
     evidence: dict[str, Any] = {"n_ctx": n_ctx, "n_seq_max": n_seq_max, "fresh": {k: c.value for k, c in fresh.items()}}
+    left = _left_behind(s, ctx, n_seq_max)
     for step, (work, key) in before.items():
         first = work()
         after = s.shim.generate_parallel(ctx, sets[key], sampling)
         expected = dict(zip(sets[key], fresh[key].value or [None] * len(sets[key]), strict=True))
         rows, found = compare_results(sets[key], after.value, expected)
-        evidence[step] = {"before": first.evidence(), "parallel": after.evidence(), "prompts": rows}
+        evidence[step] = {"before": first.evidence(), "parallel": after.evidence(), "prompts": rows,
+                          "cells_left_by_parallel": left()}  # fmt: skip
         problems += [f"{step}: generate_parallel failed: {after.message}"] if not after.ok else []
         problems += [f"{step}: {p} (fresh context)" for p in found]
+        if evidence[step]["cells_left_by_parallel"]:
+            problems.append(f"{step}: generate_parallel left cells in sequences "
+                            f"{sorted(evidence[step]['cells_left_by_parallel'])}")  # fmt: skip
     single = s.shim.generate(ctx, PROMPT_B, sampling)
     evidence["generate_after_parallel"] = single.evidence() | {"text": single.value, "fresh": fresh_single.value}
     if not single.ok or single.value != fresh_single.value:
@@ -1105,8 +1125,14 @@ def parallel_result_order(s: Session) -> Verdict:
         prompts = list(dict.fromkeys([*OUT_OF_ORDER_PROMPTS, *good]))
         refs = references(s, ctx, prompts, stop.tokens, max_tokens, lambda: stop.context(256, 1))
         failed_first = s.shim.generate_parallel(ctx, [too_long, *good], s.options.sampling())
+        all_failed = s.shim.generate_parallel(ctx, [too_long, too_long], s.options.sampling())
         out_of_order = s.shim.generate_parallel(ctx, list(OUT_OF_ORDER_PROMPTS), s.options.sampling())
     problems: list[str] = []
+    if all_failed.ok or not all_failed.message:
+        problems.append(f"every prompt too long: the call reported code {all_failed.code} and message "
+                        f"{all_failed.message!r}")  # fmt: skip
+    elif all_failed.value is not None and any(r is not None for r in all_failed.value):
+        problems.append(f"every prompt too long, yet results: {all_failed.value}")
     if failed_first.ok or not failed_first.message:
         problems.append(f"failed prompt first: the call reported code {failed_first.code} and message "
                         f"{failed_first.message!r} for a prompt longer than the context")  # fmt: skip
@@ -1118,6 +1144,7 @@ def parallel_result_order(s: Session) -> Verdict:
     problems += [f"finishing out of order: {p}" for p in order_problems(out_of_order.value, expected)]
     evidence = {"reference": refs.to_json(), "too_long_tokens": n_long,
                 "failed_first": failed_first.evidence() | {"results": failed_first.value, "expected": expected_first},
+                "all_failed": all_failed.evidence() | {"results": all_failed.value},
                 "out_of_order": out_of_order.evidence() | {"results": out_of_order.value, "expected": expected}}
     summary = f"failed prompt first and slots finishing out of order: results in prompt order: {not problems}"
     return Verdict(not problems, evidence, failures(problems), summary)
@@ -1168,7 +1195,10 @@ def generate_context_full(s: Session) -> Verdict:
     return Verdict(not problems, evidence, failures(problems), summary)
 
 
-SAMPLED = {"temperature": 0.8, "top_k": 40, "top_p": 0.95}
+# none of them llama.cpp's own default (common: temperature 0.8, top_k 40, top_p 0.95), so a value that never
+# reaches the sampler shows: each of VARIED, alone and with the same seed, must change some prompt's output
+SAMPLED = {"temperature": 0.7, "top_k": 20, "top_p": 0.9}
+VARIED = {"temperature": 1.5, "top_k": 3, "top_p": 0.3, "min_p": 0.3}
 SEEDS = (1234, 4321)
 
 
@@ -1233,6 +1263,16 @@ def sampling_seed(s: Session) -> Verdict:
         problems.append(f"temperature {SAMPLED['temperature']} gave the greedy output on every prompt: not sampled")
     if first == different:
         problems.append(f"seeds {SEEDS[0]} and {SEEDS[1]} gave the same outputs: the seed is not used")
+    evidence["varied"] = {}
+    for role, value in VARIED.items():
+        if not takes(s, "generate", role):
+            evidence["varied"][role] = "not a parameter of generate"
+            continue
+        varied = texts(ctx, replace(seeded, **{role: value}))
+        evidence["varied"][role] = {"value": value, "texts": varied}
+        if varied == first:
+            problems.append(f"{role} {value} instead of {getattr(seeded, role)} (seed {SEEDS[0]}) changed no "
+                            f"output: {role} does not reach the sampler")  # fmt: skip
     if all(takes(s, "generate_parallel", r) for r in ("temperature", "seed")):
         pctx = s.context(512, 4)  # what generate left in memory is state_across_calls' concern
         runs = [s.shim.generate_parallel(pctx, prompts, seeded) for _ in range(2)]
@@ -1279,7 +1319,25 @@ def context_params(s: Session) -> Verdict:
                 problems.append(f"{key}: llama_{name} reads {read[name]}, asked {value}")
         if read["n_ctx"] < n_ctx:
             problems.append(f"{key}: llama_n_ctx reads {read['n_ctx']}, asked {n_ctx}")
-    summary = "; ".join(f"{k}: {v}" for k, v in evidence.items() if k != "parameters_taken")
+    # n_ctx 0: llama.cpp's own convention is the model's training context; a library may refuse it instead, with a
+    # message. A context it makes must then generate.
+    zero = s.shim.create_context(model, 0, 1, s.options.n_threads)
+    evidence["n_ctx=0"] = zero.evidence()
+    if zero.ok:
+        try:
+            lctx = obs.context_of(zero.value)
+            read = {name: int(getattr(obs.lib, f"llama_{name}")(lctx)) for name in ("n_ctx", "n_batch", "n_ubatch")}
+            call = s.shim.generate(zero.value, PROMPT_B, s.options.sampling())
+        finally:
+            s.shim.free_context(zero.value)
+        evidence["n_ctx=0"] |= {"read": read, "generate": call.evidence() | {"text": call.value}}
+        if read["n_ctx"] <= 0 or read["n_batch"] <= 0:
+            problems.append(f"n_ctx 0: llama.cpp reads n_ctx {read['n_ctx']}, n_batch {read['n_batch']}")
+        if not call.ok:
+            problems.append(f"n_ctx 0: the context was made but generate failed: {call.message}")
+    elif not zero.message:
+        problems.append("n_ctx 0: refused without a message")
+    summary = "; ".join(f"{k}: {v}" for k, v in evidence.items() if k not in ("parameters_taken", "n_ctx=0"))
     return Verdict(not problems, evidence, failures(problems), summary)
 
 

@@ -404,32 +404,37 @@ class MutantSet:
     mutants: list[Mutant]
     reached: dict[str, list[str]]  # file -> functions mutated
     not_reached: dict[str, list[str]]  # file -> functions no bound operation reaches (not mutated)
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what libclang could not parse (the parse goes on)
+    operations_of: dict[str, list[str]] = field(default_factory=dict)  # function -> operations reaching it
 
 
-def make_mutants(files: dict[Path, str], flags: Callable[[Path], list[str]], roots: set[str] | None,
-                 kinds: tuple[str, ...] = tuple(KINDS)) -> MutantSet:  # fmt: skip
+def make_mutants(files: dict[Path, str], flags: Callable[[Path], list[str]], roots: dict[str, str],
+                 kinds: tuple[str, ...] = tuple(KINDS), everything: bool = False) -> MutantSet:  # fmt: skip
     """Mutants of each file (`files`: path → name relative to the consumer), parsed with `flags(path)`, in the
-    functions reached from `roots` (function names; None: every function defined there)."""
+    functions reached from `roots` ({operation: its bound function}; each function records the operations reaching
+    it); `everything`: in every function defined there."""
     mutants: list[Mutant] = []
     reached: dict[str, list[str]] = {}
     outside: dict[str, list[str]] = {}
     problems: list[str] = []
+    operations_of: dict[str, list[str]] = {}
     for path, rel in files.items():
         source = path.read_bytes()
         tu = index().parse(str(path), args=flags(path))
         errors = [d for d in tu.diagnostics if d.severity >= ci.Diagnostic.Error]
-        if errors:
-            problems += [f"{rel}:{d.location.line}: {d.spelling}" for d in errors[:5]]
+        problems += [f"{rel}:{d.location.line}: {d.spelling}" for d in errors[:5]]
         functions = _functions(tu, str(path))
-        names = roots if roots is not None else {f.cursor.spelling for f in functions.values()}
+        names = {f.cursor.spelling for f in functions.values()} if everything else set(roots.values())
         inside, outside[rel] = reachable(functions, names)
         reached[rel] = [f.name for f in inside]
+        for op, name in roots.items():
+            for fn in reachable(functions, {name})[0]:
+                operations_of.setdefault(fn.name, []).append(op)
         for fn in inside:
             mutants += [m for m in _Maker(source, rel, str(path), fn).run() if m.kind in kinds]
     unique = {m.id: m for m in mutants}  # a node visited twice (a template instantiation) gives one mutant
     ordered = sorted(unique.values(), key=lambda m: (m.file, m.start, m.kind, m.replacement))
-    return MutantSet(ordered, reached, outside, problems)
+    return MutantSet(ordered, reached, outside, problems, operations_of)
 
 
 def sample(mutants: list[Mutant], n: int | None, seed: int = 0) -> list[Mutant]:
@@ -598,6 +603,11 @@ def markdown(report: MutationReport, level: int = 2) -> str:
               f"| equivalent: library byte-identical | {report.count(IDENTICAL)} |",
               f"| equivalent: marked in the config | {report.count(EQUIVALENT)} |",
               f"| killed | {report.count(KILLED)} |", f"| survived | {report.count(SURVIVED)} |", ""]  # fmt: skip
+    unverified = [r for r in report.results if r.status == KILLED and r.check_status != "failed"]
+    hangs = [r for r in report.results if r.status == KILLED and r.message.startswith("hang")]
+    lines += [f"Killed means a check that passes on the unmutated build did not pass: failed ({len(hangs)} of them "
+              f"by a hang past --timeout), or — {len(unverified)} here — could not be verified (harness error or "
+              "skip, which `gate` reports as exit 15).", ""]
     lines += [f"{h}# By operator", "", "| operator | killed | survived | not compiled | equivalent |",
               "| --- | ---: | ---: | ---: | ---: |"]
     for kind, row in report.by_kind().items():
@@ -648,9 +658,10 @@ class Plan:
     mutants: list[Mutant]
     marked: list[Equivalent]
     operations_of: dict[str, list[str]]  # function name -> operations whose bound function reaches it
+    workdir: Path  # the per-job copies go here (the caller removes it)
     jobs: int = 1
-    workdir: Path | None = None
     progress: Callable[[MutantResult, int, int], None] | None = None
+    env: dict[str, str] | None = None  # for every check's child process (MALLOC_CHECK_ ...: see malloc_check_env)
 
 
 def _copy_tree(src: Path, dest: Path) -> Path:
@@ -707,7 +718,7 @@ class _Worker:
                 raise _Stop(result)
 
         try:
-            run_checks(target, self.plan.options, order(), progress)
+            run_checks(target, self.plan.options, order(), progress, env=self.plan.env)
         except _Stop as stop:
             record_kill(stop.result.name)
             return MutantResult(mutant, KILLED, stop.result.name, stop.result.status, stop.result.message[:300],
@@ -715,11 +726,10 @@ class _Worker:
         return MutantResult(mutant, SURVIVED, seconds=time.monotonic() - started, checks_run=len(seen))
 
 
-def run_mutants(plan: Plan, build: BuildFn, line_of: Callable[[Mutant], str]) -> tuple[list[MutantResult], list[str]]:
-    """Every mutant of the plan through build + checklist; returns the results (in the mutants' order) and notes.
-    The checks are tried in the order that has killed most so far (a kill needs one failing check; a survivor
-    runs them all)."""
-    base = plan.workdir or Path(tempfile_dir())
+def run_mutants(plan: Plan, build: BuildFn, line_of: Callable[[Mutant], str]) -> list[MutantResult]:
+    """Every mutant of the plan through build + checklist (the results in the mutants' order). The checks are tried
+    in the order that has killed most so far: a kill needs one failing check, a survivor runs them all."""
+    base = plan.workdir
     base.mkdir(parents=True, exist_ok=True)
     lock = threading.Lock()
     kills: dict[str, int] = {}
@@ -758,9 +768,7 @@ def run_mutants(plan: Plan, build: BuildFn, line_of: Callable[[Mutant], str]) ->
             i, mutant = item
             result = worker.run(mutant, order, record_kill)
             if result.status == SURVIVED:
-                ops = plan.operations_of.get(mutant.function.split("::")[0], []) or \
-                    plan.operations_of.get(mutant.function, [])  # fmt: skip
-                result.nearest = nearest_check(mutant, line_of(mutant), ops)
+                result.nearest = nearest_check(mutant, line_of(mutant), plan.operations_of.get(mutant.function, []))
             with lock:
                 results[i] = result
                 done[0] += 1
@@ -770,28 +778,51 @@ def run_mutants(plan: Plan, build: BuildFn, line_of: Callable[[Mutant], str]) ->
 
     with ThreadPoolExecutor(max_workers=len(workers)) as pool:
         list(pool.map(work, workers))
-    return [results[i] for i in range(len(plan.mutants))], []
+    return [results[i] for i in range(len(plan.mutants))]
 
 
-def tempfile_dir() -> str:
-    import tempfile
+MALLOC_DEBUG_LIBS = ("/lib/x86_64-linux-gnu/libc_malloc_debug.so.0", "/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0",
+                     "/lib64/libc_malloc_debug.so.0", "/usr/lib64/libc_malloc_debug.so.0",
+                     "/lib/aarch64-linux-gnu/libc_malloc_debug.so.0")  # fmt: skip
 
-    return tempfile.mkdtemp(prefix="llama-migrate-mutants-")
+
+def malloc_check_env() -> dict[str, str] | None:
+    """glibc's heap checks for the check children: a write past an allocation or a double free aborts (the check
+    fails: killed) instead of passing unnoticed, and fresh or freed memory is filled with a pattern, so a read of
+    it shows. None where glibc's malloc debug library is not installed."""
+    lib = next((p for p in MALLOC_DEBUG_LIBS if Path(p).is_file()), None)
+    if lib is None:
+        return None
+    return {"LD_PRELOAD": lib, "MALLOC_CHECK_": "3", "MALLOC_PERTURB_": "165"}
 
 
-def operations_reaching(functions_by_op: dict[str, str], files: dict[Path, str], flags: Callable[[Path], list[str]]
-                        ) -> dict[str, list[str]]:  # fmt: skip
-    """Function name -> the operations whose bound function reaches it (for the nearest-check heuristic)."""
-    out: dict[str, list[str]] = {}
-    for path in files:
-        tu = index().parse(str(path), args=flags(path))
-        functions = _functions(tu, str(path))
-        for op, name in functions_by_op.items():
-            inside, _ = reachable(functions, {name})
-            for fn in inside:
-                out.setdefault(fn.name, []).append(op)
-                out.setdefault(fn.name.split("::")[0], []).append(op)
-    return out
+def _mutant_from_json(data: dict[str, Any]) -> Mutant:
+    return Mutant(**{k: data[k] for k in ("file", "function", "line", "column", "kind", "description", "start", "end",
+                                          "replacement")})  # fmt: skip
+
+
+def rescore(data: dict[str, Any], marked: list[Equivalent]) -> tuple[MutationReport, list[str]]:
+    """A previous run's JSON with the consumer's current equivalence marks applied, nothing rebuilt: a survivor a
+    mark matches becomes equivalent (with its reason). A killed mutant a mark matches stays killed, and the mark is
+    reported as wrong."""
+    results, wrong = [], []
+    for item in data["results"]:
+        mutant = _mutant_from_json(item["mutant"])
+        fields = {k: item.get(k) for k in ("status", "check", "check_status", "message", "nearest", "reason", "seconds",
+                                           "checks_run")}  # fmt: skip
+        result = MutantResult(mutant, **{k: v for k, v in fields.items() if v is not None})
+        mark = next((e for e in marked if e.matches(mutant)), None)
+        if mark is not None and result.status == SURVIVED:
+            result = MutantResult(mutant, EQUIVALENT, reason=mark.reason, seconds=result.seconds,
+                                  checks_run=result.checks_run)  # fmt: skip
+        elif mark is not None and result.status == KILLED:
+            wrong.append(f"{mutant.id}: marked equivalent ({mark.reason}) but killed by {result.check}")
+        results.append(result)
+    report = MutationReport(data["consumer"], data["llama"], data["generated"], results, data["reached"],
+                            data["not_reached"], [CheckResult.from_json(r) for r in data["baseline"]],
+                            data["seconds"], data.get("command", ""), data.get("sampled", False), data.get("seed", 0),
+                            list(data.get("notes", [])))  # fmt: skip
+    return report, wrong
 
 
 def write_json(report: MutationReport, path: Path) -> None:

@@ -108,7 +108,7 @@ def summarise(old_seconds: list[float], new_seconds: list[float], old_tokens: in
 # --- the worker (a child process per build) --------------------------------------------------------------------
 
 
-def timed_calls(session: Any) -> tuple[dict[str, Callable[[], Any]], dict[str, int]]:
+def timed_calls(session: Any, count_tokens: bool = True) -> tuple[dict[str, Callable[[], Any]], dict[str, int]]:
     """What is timed on one build, through the generic driver: the `throughput` check's calls (48 greedy tokens of
     PROMPT_A; the shared-prefix prompts in parallel on a 4-sequence context), warmed up once; and the tokens each
     call generates (greedy: the same every call)."""
@@ -127,6 +127,8 @@ def timed_calls(session: Any) -> tuple[dict[str, Callable[[], Any]], dict[str, i
     for name, call in (("generate", single), ("generate_parallel", parallel)):
         if not call.ok:
             raise CallFailed(f"{name} failed: {call.message}")
+    if not count_tokens:
+        return calls, {}
     tokens = {
         "generate": sum(_count_generated(s, [PROMPT_A], [single.value], THROUGHPUT_TOKENS)),
         "generate_parallel": sum(_count_generated(s, prompts, parallel.value or [], THROUGHPUT_TOKENS)),
@@ -463,7 +465,7 @@ def _run_pairs(workers: dict[str, Worker], sides: dict[str, Side], settings: Set
     for key in ("old", "new"):
         side = sides[key]
         try:
-            reply = workers[key].receive(timeout=max(workers[key].timeout, 120.0))
+            reply = workers[key].receive(timeout=max(workers[key].timeout, 300.0))
         except WorkerDied as exc:
             side.fail(FAILED, f"{exc} while loading", exc.evidence)
             continue
@@ -582,7 +584,7 @@ def count_main(job: Path, out: Path, helper: Path, calls: int) -> int:
 
     target, options, prepared = read_job(job)
     session = Session(target, options, prepared)
-    fns, tokens = timed_calls(session)
+    fns, tokens = timed_calls(session, count_tokens=False)  # libllama's own decode, under valgrind: minutes
     lib = ctypes.CDLL(str(helper))
     ok = {}
     for call in CALLS:
@@ -635,7 +637,7 @@ def count_instructions(targets: dict[str, Target], options: Options, settings: S
             folder.mkdir()
             job = folder / "job.json"
             write_job(job, target, options, prepare(target))
-            functions = (sides or {}).get(key, Side(key)).functions
+            functions = (sides or {}).get(key, Side(key)).functions or _functions(target)
             toggle = [f"--toggle-collect={name}" for name in sorted(set(functions.values()))]
             cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={folder}/cg.out",
                    *toggle, sys.executable, "-m", "verify.throughput", "--count", str(job), "--out",
@@ -668,6 +670,18 @@ def count_instructions(targets: dict[str, Target], options: Options, settings: S
                           for call, values in counts.items()}  # fmt: skip
     found["seconds"] = round(time.monotonic() - started, 1)
     return found
+
+
+def _functions(target: Target) -> dict[str, str]:
+    """The C functions the driver calls for the timed operations (adapted ones have none)."""
+    from verify.session import bind
+
+    try:
+        binding = bind(target)
+    except Exception:  # noqa: BLE001 - counted without the function filter then
+        return {}
+    adapted = set(target.verify.get("adapter_ops", ())) if isinstance(target.verify, dict) else set()
+    return {name: binding.ops[name].function.name for name in CALLS if name in binding.ops and name not in adapted}
 
 
 def _instruction_row(found: dict[str, Any], call: str) -> dict[str, Any]:

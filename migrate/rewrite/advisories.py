@@ -58,6 +58,20 @@ N_CTX_WHY = (
     "n_seq_max > 1, each sequence gets n_ctx / n_seq_max cells (padded to 256), so a prompt that passes this check "
     "may not fit its sequence — compare with llama_n_ctx_seq(ctx)"
 )
+# The opt-in rule kv-unified, where it sets kv_unified: what it costs (measured: README, "kv_unified's cost").
+UNIFIED_COST = "kv-unified-cost"
+UNIFIED_COST_WHY = (
+    "kv_unified = true costs time on every llama_decode at b7785: the batch is validated against LLAMA_MAX_SEQ "
+    "(256) sequences instead of n_seq_max (llama_batch_allocr::init in llama-batch.cpp, reached from "
+    "llama_context::decode), a fixed cost per decode — measured on fixtures/localllm with the tiny model (CPU, one "
+    "thread, paired new/old calls): generate {TINY_GENERATE} and generate_parallel {TINY_PARALLEL} of the tokens/s "
+    "of the same migrated code without kv_unified; it fades when a token is expensive (small model: generate "
+    "{SMALL_GENERATE}, generate_parallel {SMALL_PARALLEL}). The trade-off: without it each sequence gets only "
+    "n_ctx / n_seq_max cells (a 400-token generate on a 4-sequence 512-token context then fails for lack of a slot), "
+    "sequence ids must stay below n_seq_max and partial seq_cp between sequences aborts. Keep it when sequences "
+    "need more than n_ctx / n_seq_max each; else size n_ctx per sequence and leave it off. Gate tokens/s with a "
+    "model whose per-token cost dominates (`migrate model --size small`, or your real GGUF)"
+)
 
 
 def _int(text: str) -> int | None:

@@ -62,7 +62,6 @@ from migrate.rewrite.parse import (
     PreamblePlan,
     Problem,
     language_of,
-    load_preamble,
     parse,
     skipped_ranges,
 )
@@ -221,30 +220,24 @@ class Engine:
             self.parse_config.preambles = None
 
     def _prepare_preambles(self, units: list[Path], todo: list[Path], processes: int) -> Path | None:
-        """Choose each unit's preamble among all units (the same choice every run), build those the units to
-        parse share (or find them built); returns a temporary folder to remove, if one was made."""
+        """Choose each unit's preamble among all units (the same choice every run); build those that units to parse
+        share, or find them built by an earlier run. Returns a temporary folder to remove, if one was made."""
+        from migrate.rewrite import units as scale
+
         temp = None
         if self.config.plan_cache is not None:
             folder = self.config.plan_cache.parent / "preambles"
         else:
             folder = temp = Path(tempfile.mkdtemp(prefix="llama-migrate-preambles-"))
         choice = PreamblePlan.choose(folder, units, self.parse_config)
-        wanted: dict[tuple[str, tuple[str, ...]], list[Path]] = {}
+        users: dict[tuple[str, tuple[str, ...]], int] = {}
         for unit in todo:
             if unit in choice.chosen:
-                wanted.setdefault(choice.chosen[unit][:2], []).append(unit)
-        jobs = []
-        for key, users in wanted.items():
-            cached = load_preamble(folder, *key, self.parse_config.flags_for(users[0]))
-            if cached is not None:
-                choice.add(cached)
-            elif len(users) >= 2:
-                jobs.append((*key, users[0]))
-        consumer = frozenset(self.consumer_names)
-        from migrate.rewrite import units as scale
-
-        for preamble in scale.build_preambles(folder, jobs, self.parse_config, consumer, processes):
-            choice.add(preamble)
+                run = choice.chosen[unit][:2]
+                users[run] = users.get(run, 0) + 1
+        runs = {run for run, n in users.items() if n >= 2 or scale.built_before(folder, choice, run)}
+        for group, preamble in scale.build_preambles(folder, choice, runs, frozenset(self.consumer_names), processes):
+            choice.add(group, preamble)
         self.parse_config.preambles = choice
         return temp
 
@@ -577,6 +570,9 @@ class Engine:
                 if edit is not None:
                     self.edits.append(edit)
                     plan.rules_used.setdefault(rule.id, rule.description)
+                    if rule.id == "kv-unified":  # what the opt-in costs, measured, beside where it is turned on
+                        plan.advisories.append(advise.Advisory(plan.relative(file), edit.line, advise.UNIFIED_COST,
+                                                               advise.UNIFIED_COST_WHY))  # fmt: skip
 
     # --- macros, undeclared names, non-call uses -------------------------------------------------------------
 

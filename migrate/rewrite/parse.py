@@ -276,6 +276,9 @@ PREAMBLE_FORMAT = 1  # bump when what a preamble records changes: cached ones ar
 # are not parsed (libclang's skip-function-bodies), so they are neither parsed once nor instantiated per unit. The
 # consumer's own code, after the preamble, is parsed whole.
 SKIP_BODIES = os.environ.get("LLAMA_MIGRATE_PREAMBLE_BODIES", "") != "1"
+# Longer runs built on shorter ones (chained precompiled headers) make libclang 18 crash while parsing some files
+# after them ("crash detected during parsing"; the file then falls back to a plain parse): each run is built whole.
+CHAINED = os.environ.get("LLAMA_MIGRATE_PREAMBLE_CHAINED", "") == "1"
 _SKIPPED_TOP = (ci.CursorKind.MACRO_INSTANTIATION, ci.CursorKind.INCLUSION_DIRECTIVE)
 
 
@@ -331,20 +334,23 @@ def blank_prefix(data: bytes, end: int) -> bytes:
     return re.sub(rb"[^\n]", b" ", data[:end]) + data[end:]
 
 
+HERE = "<preamble>"  # a preamble's own directives, in its recorded inclusions: line i is the file's i-th directive
+
+
 @dataclass
 class Preamble:
-    """One precompiled run of leading `#include`s, shared by the files that start with it."""
+    """One precompiled run of leading `#include`s, shared by the files that start with it. A longer run is built on
+    a shorter one it extends (a chained precompiled header: only the added lines are parsed)."""
 
     key: str
     language: str
     directives: tuple[str, ...]
     pch: Path
-    header: Path
+    parent: str | None = None  # key of the preamble this one extends
     ok: bool = False
     why: str = ""
-    # the header's inclusions: (including file, included file, line, depth); the header's own lines are its
-    # directives in order, so line i is the file's i-th directive
-    includes: list[tuple[str | None, str, int, int]] = field(default_factory=list)
+    # every inclusion of the run: (including file or HERE, included file, line or directive number, depth)
+    includes: list[tuple[str, str, int, int]] = field(default_factory=list)
     scope: frozenset[str] = frozenset()
     inputs: dict[str, list[int]] = field(default_factory=dict)  # file -> [size, mtime_ns] when built
 
@@ -361,7 +367,7 @@ class Preamble:
 
     def to_json(self) -> dict[str, object]:
         return {"format": PREAMBLE_FORMAT, "key": self.key, "language": self.language,
-                "directives": list(self.directives), "ok": self.ok, "why": self.why,
+                "directives": list(self.directives), "parent": self.parent, "ok": self.ok, "why": self.why,
                 "includes": self.includes, "scope": sorted(self.scope), "inputs": self.inputs}  # fmt: skip
 
 
@@ -373,8 +379,8 @@ def _header_flags(flags: list[str]) -> list[str]:
     return out
 
 
-def preamble_key(language: str, directives: tuple[str, ...], flags: list[str]) -> str:
-    digest = hashlib.sha256(json.dumps([PREAMBLE_FORMAT, SKIP_BODIES, language, directives, flags,
+def preamble_key(language: str, directives: tuple[str, ...], flags: list[str], parent: str | None = None) -> str:
+    digest = hashlib.sha256(json.dumps([PREAMBLE_FORMAT, SKIP_BODIES, language, directives, flags, parent,
                                         _clang_version()]).encode())  # fmt: skip
     return digest.hexdigest()[:24]
 
@@ -390,110 +396,159 @@ def _clang_version() -> str:
         return str(Path(ci.__file__).stat().st_mtime_ns)
 
 
-def build_preamble(folder: Path, language: str, directives: tuple[str, ...], flags: list[str],
-                   consumer: frozenset[str]) -> Preamble:  # fmt: skip
-    """Parse the directives as a header and save it precompiled (or load it, made by an earlier run)."""
-    key = preamble_key(language, directives, flags)
+def load_preamble(folder: Path, language: str, directives: tuple[str, ...], flags: list[str],
+                  parent: Preamble | None = None) -> Preamble | None:  # fmt: skip
+    """A preamble an earlier run built (usable or not), or None when there is none or its files changed since."""
+    key = preamble_key(language, directives, flags, parent.key if parent else None)
     home = folder / key
-    meta = home / "preamble.json"
-    header = home / ("preamble.h" if language == "c" else "preamble.hpp")
-    pch = home / "preamble.pch"
-    if meta.is_file():
-        try:
-            data = json.loads(meta.read_text())
-            if data.get("format") == PREAMBLE_FORMAT:
-                cached = Preamble(key, language, directives, pch, header, data["ok"], data["why"],
-                                  [tuple(i) for i in data["includes"]], frozenset(data["scope"]),
-                                  {k: list(v) for k, v in data["inputs"].items()})  # fmt: skip
-                if not cached.ok or cached.fresh():
-                    return cached
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+    try:
+        data = json.loads((home / "preamble.json").read_text())
+        if data.get("format") != PREAMBLE_FORMAT:
+            return None
+        preamble = Preamble(key, language, directives, home / "preamble.pch", data["parent"], data["ok"], data["why"],
+                            [tuple(i) for i in data["includes"]], frozenset(data["scope"]),
+                            {k: list(v) for k, v in data["inputs"].items()})  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return preamble if not preamble.ok or preamble.fresh() else None
+
+
+def build_preamble(folder: Path, language: str, directives: tuple[str, ...], flags: list[str],
+                   consumer: frozenset[str], parent: Preamble | None = None) -> Preamble:  # fmt: skip
+    """Parse the directives as a header (after `parent`'s, precompiled, when given) and save it precompiled; or the
+    one an earlier run saved."""
+    cached = load_preamble(folder, language, directives, flags, parent)
+    if cached is not None:
+        return cached
+    key = preamble_key(language, directives, flags, parent.key if parent else None)
+    home = folder / key
     home.mkdir(parents=True, exist_ok=True)
-    header.write_text("".join(f"#include {d}\n" for d in directives))
-    result = Preamble(key, language, directives, pch, header)
+    header = home / ("preamble.h" if language == "c" else "preamble.hpp")
+    skip = len(parent.directives) if parent else 0
+    header.write_text("".join(f"#include {d}\n" for d in directives[skip:]))
+    result = Preamble(key, language, directives, home / "preamble.pch", parent.key if parent else None)
+    if parent is not None and not parent.ok:
+        result.why = f"extends a preamble that is not usable ({parent.why})"
+        return _save_meta(result, home)
     options = ci.TranslationUnit.PARSE_DETAILED_PROCESSING_RECORD | ci.TranslationUnit.PARSE_INCOMPLETE
     if SKIP_BODIES:
         options |= ci.TranslationUnit.PARSE_SKIP_FUNCTION_BODIES
+    args = _header_flags(flags) + (["-include-pch", str(parent.pch)] if parent else [])
     try:
-        tu = _index().parse(str(header), args=_header_flags(flags), options=options)
+        tu = _index().parse(str(header), args=args, options=options)
     except ci.TranslationUnitLoadError as exc:
         result.why = f"the preamble does not parse ({exc})"
-        return _save_meta(result, meta)
+        return _save_meta(result, home)
     errors = [d for d in tu.diagnostics if d.severity >= ci.Diagnostic.Error]
     if errors:
         result.why = f"the preamble has errors: {errors[0].spelling}"
-        return _save_meta(result, meta)
+        return _save_meta(result, home)
+    result.includes = list(parent.includes) if parent else []
+    result.inputs = dict(parent.inputs) if parent else {}
     for inclusion in tu.get_includes():
         name = inclusion.include.name if inclusion.include is not None else None
-        if name is None:
+        if name is None or inclusion.depth == 0 or (parent is not None and name == str(parent.pch)):
             continue
         if str(Path(name).resolve()) in consumer or name in consumer:
             result.why = f"the preamble includes the consumer's {name}"
-            return _save_meta(result, meta)
-        result.includes.append((inclusion.source.name if inclusion.source is not None else None, name,
-                                inclusion.location.line, inclusion.depth))  # fmt: skip
-    result.scope = frozenset(top.spelling for top in tu.cursor.get_children() if top.kind not in _SKIPPED_TOP)
-    for name in {i[1] for i in result.includes} | {str(header)}:
+            return _save_meta(result, home)
+        source = inclusion.source.name if inclusion.source is not None else None
+        line = inclusion.location.line
+        if source == str(header):
+            source, line = HERE, skip + line
+        result.includes.append((source or "", name, line, inclusion.depth))
+    scope = {top.spelling for top in tu.cursor.get_children() if top.kind not in _SKIPPED_TOP}
+    result.scope = frozenset(scope | (parent.scope if parent else frozenset()))
+    for name in {i[1] for i in result.includes if i[1] not in result.inputs} | {str(header)}:
         stat = Path(name).stat()
         result.inputs[name] = [stat.st_size, stat.st_mtime_ns]
     try:
-        tu.save(str(pch))
+        tu.save(str(result.pch))
     except ci.TranslationUnitSaveError as exc:
         result.why = f"the preamble could not be saved ({exc})"
-        return _save_meta(result, meta)
+        return _save_meta(result, home)
     result.ok = True
-    return _save_meta(result, meta)
+    return _save_meta(result, home)
 
 
-def _save_meta(preamble: Preamble, meta: Path) -> Preamble:
-    meta.parent.mkdir(parents=True, exist_ok=True)
+def _save_meta(preamble: Preamble, home: Path) -> Preamble:
+    home.mkdir(parents=True, exist_ok=True)
+    meta = home / "preamble.json"
     temp = meta.with_suffix(f".{os.getpid()}.tmp")
     temp.write_text(json.dumps(preamble.to_json()))
     temp.replace(meta)
     return preamble
 
 
+Run = tuple[str, tuple[str, ...]]  # (group: the language and flags of the files sharing it, directives)
+
+
 @dataclass
 class PreamblePlan:
-    """Which preamble each file uses: the run of leading `#include`s most files share (at least two), longest
-    on a tie; a quoted name the file's own folder also holds ends the run there (it would resolve elsewhere)."""
+    """Which preamble each file uses: the longest run of leading `#include`s it shares with another file (a quoted
+    name the file's own folder also holds ends its run there: it would resolve elsewhere). The runs form a tree;
+    each is built on the longest shorter run that is also built (chosen by a file, or where runs branch)."""
 
     folder: Path
-    chosen: dict[Path, tuple[str, tuple[str, ...], int]] = field(default_factory=dict)  # file -> (language, dirs, end)
-    built: dict[tuple[str, tuple[str, ...]], Preamble] = field(default_factory=dict)
+    chosen: dict[Path, tuple[str, tuple[str, ...], int]] = field(default_factory=dict)  # file -> (group, dirs, end)
+    built: dict[Run, Preamble] = field(default_factory=dict)
+    flags: dict[str, list[str]] = field(default_factory=dict)  # group -> the flags its files are parsed with
 
     @classmethod
     def choose(cls, folder: Path, files: list[Path], config: ParseConfig, min_share: int = 2) -> PreamblePlan:
         plan = cls(folder)
         runs: dict[Path, tuple[str, list[Directive]]] = {}
-        counts: dict[tuple[str, tuple[str, ...]], int] = {}
+        counts: dict[Run, int] = {}
         for path in files:
             flags = config.flags_for(path)
             if any(f.startswith(("-include", "-imacros")) for f in flags):
                 continue
+            mine = [Path(f[2:]) for f in flags if f.startswith("-I") and _inside(Path(f[2:]), config.consumer_root)]
             directives = []
             for directive in leading_includes(path.read_bytes()):
-                if directive.spelled.startswith('"') and (path.parent / directive.spelled[1:-1]).exists():
-                    break
+                name = directive.spelled[1:-1]
+                if directive.spelled.startswith('"') and (path.parent / name).exists():
+                    break  # found beside the file first: not where the preamble, elsewhere, would find it
+                if any((folder / name).is_file() for folder in mine):
+                    break  # the consumer's own header: its code is walked as the unit's (never precompiled)
                 directives.append(directive)
-            language = language_of(path)
+            language = language_of(path) + "|" + hashlib.sha256("\0".join(flags).encode()).hexdigest()[:12]
+            plan.flags[language] = flags
             runs[path] = (language, directives)
             for k in range(1, len(directives) + 1):
                 prefix = (language, tuple(d.spelled for d in directives[:k]))
                 counts[prefix] = counts.get(prefix, 0) + 1
         for path, (language, directives) in runs.items():
-            best = max(range(1, len(directives) + 1),
-                       key=lambda k: (counts[(language, tuple(d.spelled for d in directives[:k]))], k), default=0)
-            if best and counts[(language, tuple(d.spelled for d in directives[:best]))] >= min_share:
-                plan.chosen[path] = (language, tuple(d.spelled for d in directives[:best]), directives[best - 1].end)
+            shared = [k for k in range(1, len(directives) + 1)
+                      if counts[(language, tuple(d.spelled for d in directives[:k]))] >= min_share]  # fmt: skip
+            if shared:
+                k = shared[-1]
+                plan.chosen[path] = (language, tuple(d.spelled for d in directives[:k]), directives[k - 1].end)
         return plan
 
-    def wanted(self) -> list[tuple[str, tuple[str, ...]]]:
-        return sorted({(language, dirs) for language, dirs, _ in self.chosen.values()})
+    def nodes(self, runs: set[Run]) -> dict[Run, Run | None]:
+        """The runs to build for `runs`, each with the run it is built on: the chosen ones and the points where
+        they branch (a shorter run two of them extend differently). Without CHAINED each run is built whole."""
+        if not CHAINED:
+            return dict.fromkeys(runs)
+        wanted = set(runs)
+        ordered = sorted(wanted, key=lambda r: len(r[1]))
+        for a in ordered:
+            for b in ordered:
+                if a < b and a[0] == b[0]:
+                    common = 0
+                    while common < min(len(a[1]), len(b[1])) and a[1][common] == b[1][common]:
+                        common += 1
+                    if 0 < common < max(len(a[1]), len(b[1])):
+                        wanted.add((a[0], a[1][:common]))
+        parents: dict[Run, Run | None] = {}
+        for run in sorted(wanted, key=lambda r: len(r[1])):
+            below = [r for r in wanted if r[0] == run[0] and len(r[1]) < len(run[1]) and run[1][: len(r[1])] == r[1]]
+            parents[run] = max(below, key=lambda r: len(r[1])) if below else None
+        return parents
 
-    def add(self, preamble: Preamble) -> None:
-        self.built[(preamble.language, preamble.directives)] = preamble
+    def add(self, group: str, preamble: Preamble) -> None:
+        self.built[(group, preamble.directives)] = preamble
 
     def for_file(self, path: Path) -> tuple[Preamble, int] | None:
         chosen = self.chosen.get(path)
@@ -501,6 +556,13 @@ class PreamblePlan:
             return None
         preamble = self.built.get(chosen[:2])
         return (preamble, chosen[2]) if preamble is not None and preamble.ok else None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -536,12 +598,9 @@ class UnitView:
         self._lines = lines  # the file's line of each preamble directive
 
     def get_includes(self) -> list[_Inclusion]:
-        header = str(self._preamble.header)
         found: list[_Inclusion] = []
         for source, included, line, depth in self._preamble.includes:
-            if depth == 0:
-                continue
-            if source == header:
+            if source == HERE:
                 source, line = self._path, self._lines[line - 1]
             found.append(_Inclusion(_IncludedFile(source) if source else None, _IncludedFile(included),
                                     _Location(line), depth))  # fmt: skip
@@ -570,19 +629,21 @@ class _UnitCursor:
         self._cursor = cursor
 
     def get_children(self) -> Iterator[ci.Cursor]:
-        templates: set[tuple[str, int, int]] = set()
+        templates: dict[tuple[str, str, int], int] = {}  # (file, name, end) -> start of a function template
         for child in self._cursor.get_children():
             kind = child.kind
             if kind.is_declaration():
                 parent = child.lexical_parent
                 if parent is not None and parent.kind != ci.CursorKind.TRANSLATION_UNIT:
                     continue
-                extent = child.extent
-                key = (child.spelling, extent.start.offset, extent.end.offset)
-                if kind == ci.CursorKind.FUNCTION_TEMPLATE:
-                    templates.add(key)
-                elif kind == ci.CursorKind.FUNCTION_DECL and key in templates:
-                    continue  # an instance of the template just listed (same name, same text)
+                if kind in (ci.CursorKind.FUNCTION_TEMPLATE, ci.CursorKind.FUNCTION_DECL):
+                    extent = child.extent
+                    file = extent.start.file.name if extent.start.file else ""
+                    key = (file, child.spelling, extent.end.offset)
+                    if kind == ci.CursorKind.FUNCTION_TEMPLATE:
+                        templates[key] = extent.start.offset
+                    elif key in templates and extent.start.offset >= templates[key]:
+                        continue  # an instance of a template listed before: its text, without `template <...>`
             yield child
 
     def __getattr__(self, name: str) -> object:
@@ -614,19 +675,3 @@ def parse_after_preamble(path: Path, config: ParseConfig, preamble: Preamble, en
     parsed.scope = preamble.scope
     return parsed
 
-
-def load_preamble(folder: Path, language: str, directives: tuple[str, ...], flags: list[str]) -> Preamble | None:
-    """A preamble an earlier run built, still usable (its files unchanged); None otherwise."""
-    key = preamble_key(language, directives, flags)
-    home = folder / key
-    try:
-        data = json.loads((home / "preamble.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if data.get("format") != PREAMBLE_FORMAT or not data.get("ok"):
-        return None
-    header = home / ("preamble.h" if language == "c" else "preamble.hpp")
-    preamble = Preamble(key, language, directives, home / "preamble.pch", header, True, "",
-                        [tuple(i) for i in data["includes"]], frozenset(data["scope"]),
-                        {k: list(v) for k, v in data["inputs"].items()})  # fmt: skip
-    return preamble if preamble.fresh() else None

@@ -95,13 +95,89 @@ class UnitApi:
             return
         state = self.state
         names = sorted(set(files) - self.skip_scan)
-        main = {name: apidiff._uses_in_file(state.diff, Path(name), tu, state.tracked) for name in names}
-        extra = {(name, header): apidiff._uses_in_file(diff, Path(name), tu, tracked)
-                 for name in names for header, diff, tracked in state.extra}  # fmt: skip
+        if names and not mentions_any(set(files), triggers(state)):
+            # no file of the unit names anything the diffs list (nor a macro of llama.cpp's headers that does):
+            # no cursor of theirs can reference it, and walking them would find nothing
+            main: dict[str, list[Any]] = {name: [] for name in names}
+            extra: dict[tuple[str, str], list[Any]] = {}
+        else:
+            main = {name: apidiff._uses_in_file(state.diff, Path(name), tu, state.tracked) for name in names}
+            extra = {(name, header): apidiff._uses_in_file(diff, Path(name), tu, tracked)
+                     for name in names for header, diff, tracked in state.extra}  # fmt: skip
         self.events.append(("scan", sorted(set(files)), names, main, extra, [h for h, _, _ in state.extra]))
 
     def skip(self, file: str, why: str) -> None:
         self.events.append(("skip", file, why))
+
+
+# --- the name pre-scan: a unit that names nothing the API diff lists is not walked for uses ------------------------
+
+IDENTIFIER = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
+DEFINE = re.compile(rb"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_][A-Za-z0-9_]*)((?:[^\n]*\\\n)*[^\n]*)", re.MULTILINE)
+_TRIGGERS: dict[int, frozenset[bytes] | None] = {}
+
+
+def diff_names(diff: Any) -> set[bytes] | None:
+    """Every identifier a use of something the diff lists must spell: each part of a qualified function, type or
+    constant name, a field and its struct; None when a listed function can be called without its name (an operator,
+    a constructor, a destructor, a conversion)."""
+    names: set[bytes] = set()
+    for key in diff.breaks:
+        kind, _, body = key.partition(":")
+        body = body.split("|")[0]
+        if kind == "t":
+            body = body.split()[-1] if body.split() else body  # `struct llama_kv_cache_view`: the name
+        parts = [p for p in re.split(r"::|\.|\s+", body) if p]
+        if kind == "f" and parts and (parts[-1].startswith(("operator", "~")) or
+                                      (len(parts) > 1 and parts[-1] == parts[-2])):  # fmt: skip
+            return None
+        names |= {p.encode() for p in parts if p.isidentifier()}
+    return names
+
+
+def triggers(state: ApiScan) -> frozenset[bytes] | None:
+    """The names whose presence makes a unit worth walking for uses: the diffs' own, and every macro of the old
+    tree's compared headers whose definition spells one (to a fixed point); None: walk every unit."""
+    key = id(state) ^ len(state.extra)
+    if key in _TRIGGERS:
+        return _TRIGGERS[key]
+    found: set[bytes] | None = set()
+    for diff in [state.diff, *(d for _, d, _ in state.extra)]:
+        names = diff_names(diff)
+        if names is None or found is None:
+            found = None
+            break
+        found |= names
+    if found is not None:
+        defines: list[tuple[bytes, set[bytes]]] = []
+        root = state.target.old.path.resolve()
+        for header in [*state.tracked.exact.by_path, *(str(root / h) for h, _, _ in state.extra)]:
+            try:
+                text = Path(header).read_bytes()
+            except OSError:
+                continue
+            defines += [(m.group(1), set(IDENTIFIER.findall(m.group(2)))) for m in DEFINE.finditer(text)]
+        grown = True
+        while grown:
+            grown = False
+            for name, body in defines:
+                if name not in found and body & found:
+                    found.add(name)
+                    grown = True
+    _TRIGGERS[key] = frozenset(found) if found is not None else None
+    return _TRIGGERS[key]
+
+
+def mentions_any(files: set[str], names: frozenset[bytes] | None) -> bool:
+    if names is None:
+        return True
+    for name in files:
+        try:
+            if set(IDENTIFIER.findall(Path(name).read_bytes())) & names:
+                return True
+        except OSError:
+            return True
+    return False
 
 
 def fresh_scan(scan: ApiScan | None) -> ApiScan | None:
@@ -351,25 +427,55 @@ def wait(future: Any) -> UnitRecord | None:
         return None
 
 
-def _build_in_worker(folder: str, language: str, directives: tuple[str, ...], flags: list[str],
-                     consumer: frozenset[str]) -> Any:  # fmt: skip
+def _build_in_worker(folder: str, group: str, directives: tuple[str, ...], flags: list[str], consumer: frozenset[str],
+                     parent: Any) -> Any:  # fmt: skip
     from migrate.rewrite.parse import build_preamble
 
-    return build_preamble(Path(folder), language, directives, flags, consumer)
+    return build_preamble(Path(folder), group.split("|")[0], directives, flags, consumer, parent)
 
 
-def build_preambles(folder: Path, jobs: list[tuple[str, tuple[str, ...], Path]], config: Any,
-                    consumer: frozenset[str], processes: int) -> list[Any]:  # fmt: skip
-    """The preambles asked for, built in parallel (each in its own process: a parse is single-threaded)."""
-    from migrate.rewrite.parse import build_preamble
+def built_before(folder: Path, choice: Any, run: tuple[str, tuple[str, ...]]) -> bool:
+    """An earlier run left this preamble (and the ones it is built on) usable: using it costs nothing to build."""
+    from migrate.rewrite.parse import load_preamble
 
-    args = [(str(folder), language, directives, config.flags_for(user), consumer) for language, directives, user
-            in jobs]  # fmt: skip
-    if len(args) <= 1 or processes <= 1:
-        return [build_preamble(Path(a[0]), *a[1:]) for a in args]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    group, _ = run
+    parent = None
+    parents = choice.nodes({run})
+    for node in sorted(parents, key=lambda r: len(r[1])):
+        parent = load_preamble(folder, group.split("|")[0], node[1], choice.flags[group], parent)
+        if parent is None or not parent.ok:
+            return False
+    return True
 
-    with ProcessPoolExecutor(max_workers=min(processes, len(args)),
-                             mp_context=multiprocessing.get_context("fork")) as pool:  # fmt: skip
-        return list(pool.map(_build_in_worker, *zip(*args, strict=True)))
+
+def build_preambles(folder: Path, choice: Any, runs: set[tuple[str, tuple[str, ...]]], consumer: frozenset[str],
+                    processes: int) -> list[tuple[str, Any]]:  # fmt: skip
+    """The runs asked for and those they are built on, shortest first; the runs of one length in parallel (each
+    parse is single-threaded)."""
+    parents = choice.nodes(runs)
+    built: dict[tuple[str, tuple[str, ...]], Any] = {}
+    by_depth: dict[int, list[tuple[str, tuple[str, ...]]]] = {}
+    for run in parents:
+        depth, node = 0, parents[run]
+        while node is not None:
+            depth, node = depth + 1, parents[node]
+        by_depth.setdefault(depth, []).append(run)
+    pool = None
+    try:
+        for depth in sorted(by_depth):
+            level = sorted(by_depth[depth])
+            args = [(str(folder), run[0], run[1], choice.flags[run[0]], consumer,
+                     built[parents[run]] if parents[run] is not None else None) for run in level]  # fmt: skip
+            if len(args) > 1 and processes > 1 and pool is None:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+
+                pool = ProcessPoolExecutor(max_workers=min(processes, len(args)),
+                                           mp_context=multiprocessing.get_context("fork"))  # fmt: skip
+            results = (list(pool.map(_build_in_worker, *zip(*args, strict=True))) if pool is not None and len(args) > 1
+                       else [_build_in_worker(*a) for a in args])  # fmt: skip
+            built.update(zip(level, results, strict=True))
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return [(run[0], preamble) for run, preamble in built.items()]
