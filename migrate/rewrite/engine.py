@@ -67,7 +67,7 @@ from migrate.rewrite.parse import (
 )
 from migrate.rewrite.plan import ACTION, REVIEW, FileReport, ManualItem, Plan
 from migrate.rewrite.rules import Rule, RuleSet
-from migrate.rewrite.tokens import CallSpan, Token, call_at, index_at, tokenize
+from migrate.rewrite.tokens import CallSpan, Token, call_at, index_at, tokenize, value_after_equals
 
 SOURCE_SUFFIXES = C_SUFFIXES | CXX_SUFFIXES
 # Names that make a file worth parsing besides the rules' own (decode checks, params set-ups).
@@ -789,15 +789,7 @@ def _designated_value(data: bytes, name_end: int) -> tuple[int, int] | None:
     tokens = tokenize(data, name_end, min(len(data), name_end + 4096))
     if not tokens or tokens[0].text != b"=":
         return None
-    depth = 0
-    for index, token in enumerate(tokens[1:], start=1):
-        if token.text in (b"(", b"[", b"{"):
-            depth += 1
-        elif token.text in (b")", b"]", b"}") and depth > 0:
-            depth -= 1
-        elif token.text in (b",", b"}", b";") and depth == 0:
-            return (tokens[1].start, tokens[index - 1].end) if index > 1 else None
-    return None
+    return value_after_equals(tokens)
 
 
 def _absorb_padding(data: bytes, end: int, growth: int) -> int:

@@ -27,7 +27,7 @@ from migrate.rewrite.cursors import K, children, meaningful_parent, operator_bet
 from migrate.rewrite.edits import Edit, SourceFile
 from migrate.rewrite.plan import Plan
 from migrate.rewrite.rules import Rule
-from migrate.rewrite.tokens import tokenize
+from migrate.rewrite.tokens import tokenize, value_after_equals
 
 Manual = Callable[[Plan, str, int, Rule, str], None]
 SIMPLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:(?:\.|->)[A-Za-z_][A-Za-z0-9_]*|\[[^\[\]]*\]|\(\))*$")
@@ -125,7 +125,7 @@ def _use(site: FieldSite, source: SourceFile, member: str) -> _Use | None:
         tokens = tokenize(source.data, name_end, min(len(source.data), name_end + 4096))
         if not tokens or tokens[0].text != b"=":
             return None
-        value = _designated_value(tokens)
+        value = value_after_equals(tokens)
         if value is None:
             return None
         dot = source.data.rfind(b".", 0, site.name_offset)
@@ -152,16 +152,6 @@ def _use(site: FieldSite, source: SourceFile, member: str) -> _Use | None:
                 re.sub(r"\s+", "", target), False)  # fmt: skip
 
 
-def _designated_value(tokens: list[Any]) -> tuple[int, int] | None:
-    depth = 0
-    for index, token in enumerate(tokens[1:], start=1):
-        if token.text in (b"(", b"[", b"{"):
-            depth += 1
-        elif token.text in (b")", b"]", b"}") and depth > 0:
-            depth -= 1
-        elif token.text in (b",", b"}", b";") and depth == 0:
-            return (tokens[1].start, tokens[index - 1].end) if index > 1 else None
-    return None
 
 
 def _statement_end(source: SourceFile, end: int) -> int:

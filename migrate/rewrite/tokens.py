@@ -149,3 +149,17 @@ IDENTIFIER = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
 
 def is_identifier(text: str) -> bool:
     return IDENTIFIER.fullmatch(text.encode()) is not None
+
+
+def value_after_equals(tokens: list[Token]) -> tuple[int, int] | None:
+    """Byte span of the value after `=` (tokens[0]) up to the `,`, `}` or `;` that ends it at depth 0, or None:
+    a designator's `.member = value` or an assignment's right-hand side."""
+    depth = 0
+    for index, token in enumerate(tokens[1:], start=1):
+        if token.text in (b"(", b"[", b"{"):
+            depth += 1
+        elif token.text in (b")", b"]", b"}") and depth > 0:
+            depth -= 1
+        elif token.text in (b",", b"}", b";") and depth == 0:
+            return (tokens[1].start, tokens[index - 1].end) if index > 1 else None
+    return None
