@@ -23,6 +23,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -158,9 +159,11 @@ def cmd_mutate(args: argparse.Namespace) -> int:
 
     plan = mutate.Plan(src, target, options, passing, chosen, mutate.equivalents(list(config.mutants)),
                        found.operations_of, work, args.jobs, progress, env)  # fmt: skip
+    previous = signal.signal(signal.SIGTERM, _terminate)  # so that the copies below are removed
     try:
         results = mutate.run_mutants(plan, build_copy, line_of)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(work, ignore_errors=True)
     command = "migrate " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if "mutate" in sys.argv else ""
     report = mutate.MutationReport(
@@ -172,6 +175,10 @@ def cmd_mutate(args: argparse.Namespace) -> int:
            "checks ran without glibc's heap checks (--no-malloc-check, or glibc's malloc debug library not found)"],
     )  # fmt: skip
     return _finish(args, src, report, f"{src.name}-mutants-{tree.provided}.md", say)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _rescore(args: argparse.Namespace, src: Path, config: Any) -> int:

@@ -62,13 +62,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="tiny,small")
     parser.add_argument("--instructions", action="store_true", help="also count instructions (GGML_NATIVE=OFF)")
+    parser.add_argument("--no-timing", action="store_true", help="only the instruction counts")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
     try:
-        found = builds(work)
+        found = {} if args.no_timing else builds(work)
         print("| comparison | model | call | new / old [95% CI] | pairs | wall clock new / old | load |")
         print("| --- | --- | --- | --- | ---: | --- | ---: |")
-        for size in args.sizes.split(","):
+        for size in [] if args.no_timing else args.sizes.split(","):
             model = ensure_model(size, "b5421")
             for kind, old, new in PAIRS:
                 result = compare(target(found, old, model, "old"), target(found, new, model, "new"), Options(),
@@ -87,7 +88,7 @@ def main() -> int:
                 counts: dict[str, dict] = {}
                 for label in plain:
                     found_counts = count_instructions({"x": target(plain, label, model, "x")}, Options(),
-                                                      Settings(instruction_calls=2))  # fmt: skip
+                                                      Settings(instruction_calls=2, callgrind=True))  # fmt: skip
                     counts[label] = found_counts.get("x", found_counts)
                 for label, per in counts.items():
                     for call in ("generate", "generate_parallel"):

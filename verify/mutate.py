@@ -129,7 +129,7 @@ def _children(cursor: ci.Cursor) -> list[ci.Cursor]:
 
 def _callee(call: ci.Cursor) -> ci.Cursor | None:
     ref = call.referenced
-    return ref if ref is not None and ref.kind in (*FUNCTION_KINDS, K.CONSTRUCTOR) else None
+    return ref if ref is not None and ref.kind in FUNCTION_KINDS else None
 
 
 @dataclass
@@ -205,17 +205,12 @@ class _Maker:
         self.function = function
         self.out: list[Mutant] = []
 
-    def add(self, cursor_or_start: ci.Cursor | int, end: int, kind: str, replacement: str, before: str,
-            line: int | None = None, column: int | None = None) -> None:  # fmt: skip
-        if isinstance(cursor_or_start, ci.Cursor):
-            start = _offset(cursor_or_start.extent.start)
-            line, column = cursor_or_start.extent.start.line, cursor_or_start.extent.start.column
-        else:
-            start = cursor_or_start
-        after = replacement
-        description = f"`{_short(before)}` → `{_short(after) if after else '(removed)'}`"
-        self.out.append(Mutant(self.rel, self.function.name, int(line or 0), int(column or 0), kind, description,
-                               start, end, replacement))  # fmt: skip
+    def add(self, start: int, end: int, kind: str, replacement: str, before: str) -> None:
+        """Bytes [start, end) (`before`) replaced by `replacement`."""
+        line, column = _line_col(self.source, start)
+        description = f"`{_short(before)}` → `{_short(replacement)}`"
+        self.out.append(Mutant(self.rel, self.function.name, line, column, kind, description, start, end,
+                               replacement))  # fmt: skip
 
     def token_at(self, start: int, spelling: str) -> bool:
         """The source really has `spelling` at `start` (not a macro expansion's token)."""
@@ -239,7 +234,7 @@ class _Maker:
             loops = [cursor] if step else []
         if kind == K.BINARY_OPERATOR:
             self.binary(cursor, parent)
-        elif kind in (K.INTEGER_LITERAL,):
+        elif kind == K.INTEGER_LITERAL:
             self.literal(cursor, parent)
         elif kind == K.CALL_EXPR:
             self.call(cursor, parent)
@@ -269,7 +264,7 @@ class _Maker:
             return
         op, at = found
         if op in SWAPPED and self.token_at(at, op):
-            self.add(at, at + len(op), "comparison", SWAPPED[op], op, *_line_col(cursor, at, self.source))
+            self.add(at, at + len(op), "comparison", SWAPPED[op], op)
         elif op == "=" and self.statement(parent):
             lhs = _children(cursor)[0]
             if lhs.kind == K.MEMBER_REF_EXPR and "params" in _base_type(lhs):
@@ -298,7 +293,7 @@ class _Maker:
             if new < 0 and "u" in suffix.lower():
                 continue
             text = f"{new}{suffix}" if new >= 0 else f"({new}{suffix})"
-            self.add(start, start + len(spelling), "constant", text, spelling, *_line_col(cursor, start, self.source))
+            self.add(start, start + len(spelling), "constant", text, spelling)
 
     def call(self, cursor: ci.Cursor, parent: ci.Cursor | None) -> None:
         callee = _callee(cursor)
@@ -329,8 +324,7 @@ class _Maker:
             between = self.source[_offset(a.extent.end) : _offset(b.extent.start)].decode(errors="replace")
             if between.strip() != ",":
                 continue
-            self.add(start, end, "argument_swap", f"{tb}{between}{ta}", f"{ta}{between}{tb}",
-                     *_line_col(a, start, self.source))  # fmt: skip
+            self.add(start, end, "argument_swap", f"{tb}{between}{ta}", f"{ta}{between}{tb}")  # fmt: skip
 
     def var_init(self, cursor: ci.Cursor) -> None:
         if not POSITION_VAR.search(cursor.spelling):
@@ -347,12 +341,12 @@ class _Maker:
             return  # a constant: the constant operator changes it already
         start, end = _offset(expr.extent.start), _offset(expr.extent.end)
         for sign in ("+", "-"):
-            self.add(start, end, kind, f"({text}) {sign} 1", text, *_line_col(expr, start, self.source))
+            self.add(start, end, kind, f"({text}) {sign} 1", text)
 
     def drop(self, cursor: ci.Cursor, kind: str) -> None:
         text = _text(self.source, cursor)
         start, end = _offset(cursor.extent.start), _offset(cursor.extent.end)
-        self.add(start, end, kind, "(void)0", text, *_line_col(cursor, start, self.source))
+        self.add(start, end, kind, "(void)0", text)
 
     def loop_exit(self, cursor: ci.Cursor) -> None:
         text = _text(self.source, cursor)
@@ -362,7 +356,7 @@ class _Maker:
         else:
             value = _children(cursor)
             replacement = f"(void)({_text(self.source, value[0])})" if value else "(void)0"
-        self.add(start, end, "loop_exit", replacement, text, *_line_col(cursor, start, self.source))
+        self.add(start, end, "loop_exit", replacement, text)
 
     # -- context
 
@@ -381,7 +375,7 @@ def _short(text: str, n: int = 70) -> str:
     return flat if len(flat) <= n else flat[: n - 1] + "…"
 
 
-def _line_col(cursor: ci.Cursor, offset: int, source: bytes) -> tuple[int, int]:
+def _line_col(source: bytes, offset: int) -> tuple[int, int]:
     before = source[:offset]
     return before.count(b"\n") + 1, offset - (before.rfind(b"\n") + 1) + 1
 
@@ -758,9 +752,10 @@ def run_mutants(plan: Plan, build: BuildFn, line_of: Callable[[Mutant], str]) ->
         if outcome.library is None:
             raise MutateError("the unmutated copy does not build: " + "; ".join(outcome.errors[:3]))
     queue = iter(pending)
+    stop = threading.Event()  # set when the run is interrupted: workers finish their mutant and take no other
 
     def work(worker: _Worker) -> None:
-        while True:
+        while not stop.is_set():
             with lock:
                 item = next(queue, None)
             if item is None:
@@ -777,7 +772,11 @@ def run_mutants(plan: Plan, build: BuildFn, line_of: Callable[[Mutant], str]) ->
                 plan.progress(result, count, len(pending))
 
     with ThreadPoolExecutor(max_workers=len(workers)) as pool:
-        list(pool.map(work, workers))
+        try:
+            list(pool.map(work, workers))
+        except BaseException:
+            stop.set()
+            raise
     return [results[i] for i in range(len(plan.mutants))]
 
 

@@ -4,20 +4,24 @@ Both builds stay resident: one worker process per build (the crash isolation of 
 fails that build's `throughput`, not the run) binds the library through the generic driver, loads the model and
 creates one context once, warms up, then answers "call generate" / "call generate_parallel" one at a time. The
 parent alternates the two workers call by call (old then new, new then old: the order flips every pair, so a
-machine that speeds up or slows down over the run hits both builds alike) and keeps the paired ratio
+machine that speeds up or slows down over the run hits both builds alike), in blocks each from freshly started
+workers (a process's memory layout can bias one build for as long as it lives), and keeps the paired ratio
 
     new tokens/s / old tokens/s   (per pair, same call, back to back)
 
-The statistic is the median of the paired ratios with a percentile-bootstrap 95 % confidence interval (a fixed
-seed: the same timings give the same interval). At least `pairs` (30) pairs; while a call's interval is wider than
-±`target_halfwidth` (5 %) more pairs are added, `step` (15) at a time, up to `max_pairs` (90). The verdict is the
+The statistic is the median of the paired ratios with a two-level percentile-bootstrap 95 % confidence interval
+(blocks, then pairs within them; a fixed seed: the same timings give the same interval). A call's time is its wall
+time less the time its thread waited for a CPU (schedstat): other processes' share of a busy runner is not the
+build's. At least `pairs` (30) pairs in `blocks` (3) blocks; while a call's interval is wider than
+±`target_halfwidth` (5 %) a block of `step` (15) more is added, up to `max_pairs` (90). The verdict is the
 caller's (migrate/gate.py): a regression only when the whole interval lies below 1 - threshold, inconclusive when
 it straddles that floor.
 
-Instruction counts (noise-free, but not time): valgrind's callgrind runs a third worker per build with
-instrumentation switched on only around the consumer's call (a tiny helper built from valgrind's callgrind.h) and
-cost collected only inside the bound C function; reported per call beside the timing, never gating (see
-docs/ci-gate.md). `perf stat` hardware counters are used instead where the kernel exposes them.
+Instruction counts (noise-free, but not time; reported beside the timing, never gating: docs/ci-gate.md): the
+kernel's hardware counter around every timed call (perf_event_open) where it is exposed; else, when asked
+(LLAMA_MIGRATE_INSTRUCTIONS=callgrind), valgrind's callgrind in a third worker per build, instrumentation switched
+on only around the consumer's call (a tiny helper built from valgrind's callgrind.h; the driver's marshalling,
+the same for both builds, is inside the count).
 """
 
 from __future__ import annotations
@@ -47,7 +51,9 @@ CALLS = ("generate", "generate_parallel")
 CHECK = "throughput"
 CONFIDENCE = 0.95
 BOOTSTRAP = 2000
-INSTRUCTIONS_ENV = "LLAMA_MIGRATE_INSTRUCTIONS"  # "off" turns the instruction counts off
+# instruction counts: "auto" (default) counts with perf_event_open where the kernel offers it (free: the timed calls
+# themselves); "callgrind" also runs valgrind where it cannot (a third worker per build: a minute or two); "off"
+INSTRUCTIONS_ENV = "LLAMA_MIGRATE_INSTRUCTIONS"
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -56,27 +62,49 @@ class Settings:
     pairs: int = 30  # paired calls per call kind, at least
     max_pairs: int = 90
     step: int = 15  # pairs added at a time while an interval is wider than the target
+    # the first `pairs` come in this many blocks, each from freshly started workers: a process's memory layout can
+    # make one build consistently faster or slower for as long as the process lives (seen: a whole run of
+    # generate_parallel 20 % off), which pairs inside one process cannot show; the interval resamples blocks
+    blocks: int = 3
     target_halfwidth: float = 0.05  # stop adding pairs once every interval is within +-5 % of its median
     seed: int = 42
-    instructions: bool = True  # count instructions per call where callgrind or perf can (CPU runs only)
+    instructions: bool = True  # count instructions per call where perf can (CPU runs only)
+    callgrind: bool = False  # where perf cannot, count under valgrind's callgrind (slow: opt-in)
     instruction_calls: int = 1  # calls counted per kind (deterministic: more calls show the same count)
 
     @classmethod
     def from_env(cls) -> Settings:
-        return cls(instructions=os.environ.get(INSTRUCTIONS_ENV, "auto").lower() not in ("0", "off", "no", "false"))
+        value = os.environ.get(INSTRUCTIONS_ENV, "auto").lower()
+        return cls(instructions=value not in ("0", "off", "no", "false"), callgrind=value == "callgrind")
 
 
 # --- statistics ------------------------------------------------------------------------------------------------
 
 
-def median_ci(values: list[float], seed: int = 42, resamples: int = BOOTSTRAP,
-              confidence: float = CONFIDENCE) -> tuple[float, float, float]:  # fmt: skip
-    """The median and its percentile-bootstrap confidence interval."""
+def median_ci(values: list[float], seed: int = 42, resamples: int = BOOTSTRAP, confidence: float = CONFIDENCE,
+              blocks: list[int] | None = None) -> tuple[float, float, float]:  # fmt: skip
+    """The median and its percentile-bootstrap confidence interval; with `blocks` (a block id per value), a
+    two-level bootstrap: blocks drawn with replacement, then values within each drawn block."""
     if not values:
         raise ValueError("no values")
     rng = random.Random(seed)
     n = len(values)
-    medians = sorted(statistics.median(rng.choices(values, k=n)) for _ in range(resamples))
+    groups: list[list[float]] = []
+    if blocks is not None and len(set(blocks)) > 1:
+        by_block: dict[int, list[float]] = {}
+        for value, block in zip(values, blocks, strict=True):
+            by_block.setdefault(block, []).append(value)
+        groups = list(by_block.values())
+
+    def resample() -> list[float]:
+        if not groups:
+            return rng.choices(values, k=n)
+        drawn: list[float] = []
+        for group in rng.choices(groups, k=len(groups)):
+            drawn += rng.choices(group, k=len(group))
+        return drawn
+
+    medians = sorted(statistics.median(resample()) for _ in range(resamples))
     tail = (1 - confidence) / 2
     low = medians[int(tail * resamples)]
     high = medians[min(resamples - 1, int((1 - tail) * resamples))]
@@ -89,10 +117,10 @@ def paired_ratios(old_seconds: list[float], new_seconds: list[float], old_tokens
 
 
 def summarise(old_seconds: list[float], new_seconds: list[float], old_tokens: int, new_tokens: int,
-              seed: int = 42) -> dict[str, Any]:  # fmt: skip
+              seed: int = 42, blocks: list[int] | None = None) -> dict[str, Any]:  # fmt: skip
     """One call's row of the comparison: per-build median tokens/s and the paired statistic."""
     ratios = paired_ratios(old_seconds, new_seconds, old_tokens, new_tokens)
-    median, low, high = median_ci(ratios, seed)
+    median, low, high = median_ci(ratios, seed, blocks=blocks)
 
     def side(seconds: list[float], tokens: int) -> dict[str, Any]:
         mid = statistics.median(seconds)
@@ -100,9 +128,16 @@ def summarise(old_seconds: list[float], new_seconds: list[float], old_tokens: in
                 "tokens_per_s": round(tokens / mid, 1), "min_seconds": round(min(seconds), 5),
                 "max_seconds": round(max(seconds), 5)}  # fmt: skip
 
-    return {"old": side(old_seconds, old_tokens), "new": side(new_seconds, new_tokens),
-            "new_over_old": round(median, 3), "ci95": [round(low, 3), round(high, 3)], "pairs": len(ratios),
-            "method": "median of paired new/old ratios, alternating calls, percentile bootstrap"}  # fmt: skip
+    row = {"old": side(old_seconds, old_tokens), "new": side(new_seconds, new_tokens),
+           "new_over_old": round(median, 3), "ci95": [round(low, 3), round(high, 3)], "pairs": len(ratios),
+           "method": "median of paired new/old ratios, alternating calls, percentile bootstrap"}  # fmt: skip
+    if blocks is not None and len(set(blocks)) > 1:
+        by_block: dict[int, list[float]] = {}
+        for value, block in zip(ratios, blocks, strict=True):
+            by_block.setdefault(block, []).append(value)
+        row["blocks"] = [round(statistics.median(v), 3) for v in by_block.values()]
+        row["method"] += " over blocks of fresh worker processes (two-level)"
+    return row
 
 
 # --- the worker (a child process per build) --------------------------------------------------------------------
@@ -224,7 +259,7 @@ def worker_main(job: Path, reply_fd: int) -> int:
                 if reason:
                     raise Skip(reason)
                 session = Session(target, options, prepared)
-                calls, tokens = timed_calls(session)
+                calls, tokens = timed_calls(session, count_tokens=command.get("count", True))
                 counter, why_not = PerfCounter.open() if options.n_gpu_layers == 0 else (None, "layers offloaded")
                 reply({"ok": True, "tokens": tokens, "functions": _bound_functions(session), "perf": why_not})
             except Skip as exc:
@@ -349,6 +384,7 @@ class Side:
     seconds: dict[str, list[float]] = field(default_factory=lambda: {c: [] for c in CALLS})
     cpu_seconds: dict[str, list[float]] = field(default_factory=lambda: {c: [] for c in CALLS})
     wait_seconds: dict[str, list[float | None]] = field(default_factory=lambda: {c: [] for c in CALLS})
+    block: dict[str, list[int]] = field(default_factory=lambda: {c: [] for c in CALLS})  # worker block per call
     instructions: dict[str, list[int]] = field(default_factory=lambda: {c: [] for c in CALLS})  # perf, per call
     perf: str = ""  # why the in-process counter is not available ("" when it is)
 
@@ -393,7 +429,8 @@ class PairFailed(Exception):
         self.key, self.evidence = key, evidence or {}
 
 
-def _one_pair(order: tuple[str, str], workers: dict[str, Worker], sides: dict[str, Side], call: str) -> None:
+def _one_pair(order: tuple[str, str], workers: dict[str, Worker], sides: dict[str, Side], call: str,
+              block: int = 0) -> None:  # fmt: skip
     for key in order:
         side = sides[key]
         try:
@@ -405,6 +442,7 @@ def _one_pair(order: tuple[str, str], workers: dict[str, Worker], sides: dict[st
         side.seconds[call].append(reply["seconds"])
         side.cpu_seconds[call].append(reply["cpu_seconds"])
         side.wait_seconds[call].append(reply.get("wait_seconds"))
+        side.block[call].append(block)
         if reply.get("instructions") is not None:
             side.instructions[call].append(reply["instructions"])
 
@@ -414,7 +452,7 @@ def _needs_more(old: Side, new: Side, settings: Settings) -> list[str]:
     wide = []
     for call in CALLS:
         ratios = paired_ratios(old.timed(call), new.timed(call), old.tokens[call], new.tokens[call])
-        median, low, high = median_ci(ratios, settings.seed)
+        median, low, high = median_ci(ratios, settings.seed, blocks=old.block[call])
         if max(median - low, high - median) > settings.target_halfwidth * median:
             wide.append(call)
     return wide
@@ -426,12 +464,7 @@ def compare(old: Target, new: Target, options: Options, settings: Settings | Non
     started = time.monotonic()
     sides = {"old": Side(old.label), "new": Side(new.label)}
     with tempfile.TemporaryDirectory(prefix="llama-migrate-throughput-") as tmp:
-        workers = {"old": Worker(old, options, Path(tmp)), "new": Worker(new, options, Path(tmp))}
-        try:
-            _run_pairs(workers, sides, settings)
-        finally:
-            for worker in workers.values():
-                worker.close()
+        _run_pairs({"old": old, "new": new}, options, Path(tmp), sides, settings)
     rows = _rows(sides, settings)
     instructions = _instructions({"old": old, "new": new}, options, settings, sides)
     for call, row in rows.items():
@@ -455,43 +488,70 @@ def _instructions(targets: dict[str, Target], options: Options, settings: Settin
                            "scope": "the call, driver included"} for c in CALLS} for k in sides}}  # fmt: skip
     perf = sides["new"].perf or sides["old"].perf
     if not settings.instructions:
-        return {"skipped": f"off ({INSTRUCTIONS_ENV}=off); {perf}"}
+        return {"skipped": f"off ({INSTRUCTIONS_ENV}=off)"}
+    if not settings.callgrind:
+        return {"skipped": f"{perf}; {INSTRUCTIONS_ENV}=callgrind counts them under valgrind instead (a minute or two "
+                           "per build)"}  # fmt: skip
     return count_instructions(targets, options, settings, sides, perf)
 
 
-def _run_pairs(workers: dict[str, Worker], sides: dict[str, Side], settings: Settings) -> None:
-    for key in ("old", "new"):
-        workers[key].send({"op": "setup"})
-    for key in ("old", "new"):
+def _start(targets: dict[str, Target], options: Options, workdir: Path, sides: dict[str, Side],
+           prepared: dict[str, Prepared], first: bool) -> dict[str, Worker] | None:  # fmt: skip
+    """Both workers started and set up (the first time: tokens counted, functions and counter noted); None when
+    a side failed (its Side says why)."""
+    workers = {key: Worker(target, options, workdir, prepared[key]) for key, target in targets.items()}
+    for key in workers:
+        workers[key].send({"op": "setup", "count": first})
+    for key, worker in workers.items():
         side = sides[key]
         try:
-            reply = workers[key].receive(timeout=max(workers[key].timeout, 300.0))
+            reply = worker.receive(timeout=max(worker.timeout, 300.0))
         except WorkerDied as exc:
             side.fail(FAILED, f"{exc} while loading", exc.evidence)
             continue
         if not reply["ok"]:
             side.fail(reply["status"], reply["message"], {"exception": reply.get("exception", "")})
-        else:
+        elif first:
             side.tokens, side.functions, side.perf = reply["tokens"], reply.get("functions", {}), reply.get("perf", "")
-    if not (sides["old"].ok and sides["new"].ok):
-        return
-    pending = list(CALLS)
-    done = 0
-    target = settings.pairs
+    if sides["old"].ok and sides["new"].ok:
+        return workers
+    for worker in workers.values():
+        worker.close()
+    return None
+
+
+def _run_pairs(targets: dict[str, Target], options: Options, workdir: Path, sides: dict[str, Side],
+               settings: Settings) -> None:  # fmt: skip
+    """Pairs in blocks, each block from freshly started workers: `blocks` blocks make the first `pairs` pairs, then
+    blocks of `step` pairs while an interval is wider than the target, up to `max_pairs`."""
+    first_blocks = max(1, min(settings.blocks, settings.pairs))
+    sizes = [settings.pairs // first_blocks + (1 if i < settings.pairs % first_blocks else 0)
+             for i in range(first_blocks)]  # fmt: skip
+    pending, done, block = list(CALLS), 0, 0
+    prepared = {key: prepare(target) for key, target in targets.items()}
     while pending:
-        for index in range(done, target):
-            order = ("old", "new") if index % 2 == 0 else ("new", "old")
-            for call in pending:
-                try:
-                    _one_pair(order, workers, sides, call)
-                except PairFailed as exc:
-                    sides[exc.key].fail(FAILED, str(exc), exc.evidence)
-                    return
-        done = target
+        size = sizes[block] if block < len(sizes) else min(settings.step, settings.max_pairs - done)
+        workers = _start(targets, options, workdir, sides, prepared, first=block == 0)
+        if workers is None:
+            return
+        try:
+            for index in range(done, done + size):
+                order = ("old", "new") if index % 2 == 0 else ("new", "old")
+                for call in pending:
+                    try:
+                        _one_pair(order, workers, sides, call, block)
+                    except PairFailed as exc:
+                        sides[exc.key].fail(FAILED, str(exc), exc.evidence)
+                        return
+        finally:
+            for worker in workers.values():
+                worker.close()
+        done, block = done + size, block + 1
+        if block < len(sizes):
+            continue
         if done >= settings.max_pairs:
             break
         pending = _needs_more(sides["old"], sides["new"], settings)
-        target = min(settings.max_pairs, done + settings.step)
 
 
 def _rows(sides: dict[str, Side], settings: Settings) -> dict[str, dict[str, Any]]:
@@ -504,13 +564,13 @@ def _rows(sides: dict[str, Side], settings: Settings) -> dict[str, dict[str, Any
             rows[call] = {"old": None, "new": None, "new_over_old": None, "ci95": None, "pairs": 0, "note": why}
             continue
         rows[call] = summarise(old.timed(call)[:n], new.timed(call)[:n], old.tokens[call], new.tokens[call],
-                               settings.seed)  # fmt: skip
+                               settings.seed, old.block[call][:n])  # fmt: skip
         excluded = old.contention_known() and new.contention_known()
         rows[call]["seconds"] = ("wall clock less the time the calling thread waited for a CPU (Linux schedstat)"
                                  if excluded else "wall clock")  # fmt: skip
         for label, series in (("wall", "seconds"), ("cpu", "cpu_seconds")):
             other = summarise(getattr(old, series)[call][:n], getattr(new, series)[call][:n], old.tokens[call],
-                              new.tokens[call], settings.seed)  # fmt: skip
+                              new.tokens[call], settings.seed, old.block[call][:n])  # fmt: skip
             rows[call][label] = {"new_over_old": other["new_over_old"], "ci95": other["ci95"],
                                  "tokens_per_s": [other["old"]["tokens_per_s"], other["new"]["tokens_per_s"]]}
         rows[call]["cpu_over_wall"] = {k: round(sum(s.cpu_seconds[call]) / max(1e-9, sum(s.seconds[call])), 3)
@@ -606,10 +666,11 @@ def _callgrind_totals(folder: Path) -> list[int]:
     for dump in dumps:
         if not dump.name.rsplit(".", 1)[1].isdigit():
             continue  # the final dump at exit (no number): outside any counted call
-        for line in dump.read_text(errors="replace").splitlines():
-            if line.startswith(("totals:", "summary:")):
-                totals.append(int(line.split()[1]))
-                break
+        lines = dump.read_text(errors="replace").splitlines()
+        found = [int(x.split()[1]) for x in lines if x.startswith("totals:")]
+        found = found or [int(x.split()[1]) for x in lines if x.startswith("summary:")]
+        if found:
+            totals.append(found[0])
     return totals
 
 
@@ -624,7 +685,7 @@ def count_instructions(targets: dict[str, Target], options: Options, settings: S
     if missing:
         return {"skipped": f"{perf + '; ' if perf else ''}{missing}"}
     started = time.monotonic()
-    found: dict[str, Any] = {"counter": "callgrind (valgrind --tool=callgrind, Ir, inside the bound function)"}
+    found: dict[str, Any] = {"counter": "callgrind (valgrind --tool=callgrind, Ir, instrumented around the call)"}
     with tempfile.TemporaryDirectory(prefix="llama-migrate-instructions-") as tmp:
         work = Path(tmp)
         try:
@@ -637,16 +698,14 @@ def count_instructions(targets: dict[str, Target], options: Options, settings: S
             folder.mkdir()
             job = folder / "job.json"
             write_job(job, target, options, prepare(target))
-            functions = (sides or {}).get(key, Side(key)).functions or _functions(target)
-            toggle = [f"--toggle-collect={name}" for name in sorted(set(functions.values()))]
             cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={folder}/cg.out",
-                   *toggle, sys.executable, "-m", "verify.throughput", "--count", str(job), "--out",
+                   sys.executable, "-m", "verify.throughput", "--count", str(job), "--out",
                    str(folder / "result.json"), "--helper", str(helper), "--calls",
                    str(settings.instruction_calls)]  # fmt: skip
             stderr = open(folder / "stderr", "wb")  # noqa: SIM115 - closed below
             procs[key] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, env=child_env(),
-                                           start_new_session=True), stderr, folder, bool(toggle))  # fmt: skip
-        for key, (proc, stderr, folder, toggled) in procs.items():
+                                           start_new_session=True), stderr, folder)  # fmt: skip
+        for key, (proc, stderr, folder) in procs.items():
             try:
                 code = proc.wait(timeout=max(600.0, options.timeout * 10))
             except subprocess.TimeoutExpired:
@@ -666,22 +725,10 @@ def count_instructions(targets: dict[str, Target], options: Options, settings: S
             per = settings.instruction_calls
             counts = {call: totals[i * per : (i + 1) * per] for i, call in enumerate(CALLS)}
             found[key] = {call: {"instructions": values, "per_call": int(statistics.median(values)) if values else None,
-                                 "scope": "the bound C function" if toggled else "the call, driver included"}
-                          for call, values in counts.items()}  # fmt: skip
+                                 "scope": "the call through the driver (its Python marshalling included: the same "
+                                          "for both builds)"} for call, values in counts.items()}  # fmt: skip
     found["seconds"] = round(time.monotonic() - started, 1)
     return found
-
-
-def _functions(target: Target) -> dict[str, str]:
-    """The C functions the driver calls for the timed operations (adapted ones have none)."""
-    from verify.session import bind
-
-    try:
-        binding = bind(target)
-    except Exception:  # noqa: BLE001 - counted without the function filter then
-        return {}
-    adapted = set(target.verify.get("adapter_ops", ())) if isinstance(target.verify, dict) else set()
-    return {name: binding.ops[name].function.name for name in CALLS if name in binding.ops and name not in adapted}
 
 
 def _instruction_row(found: dict[str, Any], call: str) -> dict[str, Any]:

@@ -61,16 +61,17 @@ N_CTX_WHY = (
 # The opt-in rule kv-unified, where it sets kv_unified: what it costs (measured: README, "kv_unified's cost").
 UNIFIED_COST = "kv-unified-cost"
 UNIFIED_COST_WHY = (
-    "kv_unified = true costs time on every llama_decode at b7785: the batch is validated against LLAMA_MAX_SEQ "
-    "(256) sequences instead of n_seq_max (llama_batch_allocr::init in llama-batch.cpp, reached from "
-    "llama_context::decode), a fixed cost per decode — measured on fixtures/localllm with the tiny model (CPU, one "
-    "thread, paired new/old calls): generate {TINY_GENERATE} and generate_parallel {TINY_PARALLEL} of the tokens/s "
-    "of the same migrated code without kv_unified; it fades when a token is expensive (small model: generate "
-    "{SMALL_GENERATE}, generate_parallel {SMALL_PARALLEL}). The trade-off: without it each sequence gets only "
-    "n_ctx / n_seq_max cells (a 400-token generate on a 4-sequence 512-token context then fails for lack of a slot), "
-    "sequence ids must stay below n_seq_max and partial seq_cp between sequences aborts. Keep it when sequences "
-    "need more than n_ctx / n_seq_max each; else size n_ctx per sequence and leave it off. Gate tokens/s with a "
-    "model whose per-token cost dominates (`migrate model --size small`, or your real GGUF)"
+    "kv_unified = true has a cost at b7785 for a single sequence: each llama_decode validates the batch against "
+    "LLAMA_MAX_SEQ (256) sequences instead of n_seq_max (llama_batch_allocr::init in llama-batch.cpp), a fixed cost "
+    "per decode. Measured on fixtures/localllm, the migrated code with kv_unified against the same code without it "
+    "(b7836, CPU, one thread, median of paired calls; scripts/bench_throughput.py): generate 0.81x the tokens/s with "
+    "the tiny model and 0.96x with the small one, where a token costs more; generate_parallel 1.04x and 1.17x — "
+    "faster, since the sequences share one buffer instead of a stream each and whole-stream copies. The trade-off: "
+    "without kv_unified each sequence gets only n_ctx / n_seq_max cells (a 400-token generate on a 4-sequence "
+    "512-token context then fails for lack of a slot), sequence ids must stay below n_seq_max and a partial seq_cp "
+    "between sequences aborts. Keep it when sequences need more than n_ctx / n_seq_max each or run in parallel; "
+    "else size n_ctx per sequence and leave it off. Gate tokens/s with a model whose per-token cost dominates "
+    "(`migrate model --size small`, or your real GGUF)"
 )
 
 
