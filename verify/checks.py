@@ -13,6 +13,7 @@ errors: prompt longer than the context, invalid input, context larger than memor
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 import time
@@ -23,7 +24,7 @@ from typing import Any
 
 from verify import gpu
 from verify.driver import NULL, Call, DriverError, Sampling
-from verify.observe import CONTEXT_PARAMS, DECODE, MEMORY_NEW, PERF, MemorySnapshot, Trace
+from verify.observe import CONTEXT_PARAMS, DECODE, MEMORY_NEW, MODEL_FACTS, PERF, MemorySnapshot, Trace
 from verify.prompts import (
     CAPACITY_N_CTX,
     CAPACITY_N_SEQ_MAX,
@@ -672,6 +673,9 @@ def _invalid_cases(s: Session, model: Any, ctx: Any) -> tuple[dict[str, InvalidC
     case("detokenize:model_null", "detokenize", {"model": NULL, "tokens_in": [1]}, {})
     case("detokenize:tokens_null", "detokenize", {"model": model, "tokens_in": [1, 2, 3]},
          {"tokens_in": NULL, "n_tokens_in": 3})
+    # the boundary: a NULL array of one token (a count check written `> 1` lets it through)
+    case("detokenize:tokens_null_one", "detokenize", {"model": model, "tokens_in": [1]},
+         {"tokens_in": NULL, "n_tokens_in": 1})
     case("generate:ctx_null", "generate", gen_in, {"context": NULL})
     case("generate:prompt_null", "generate", gen_in, prompt_null)
     case("generate:params_null", "generate", gen_in, {"sampling": NULL}, ("sampling",))
@@ -1319,25 +1323,167 @@ def context_params(s: Session) -> Verdict:
                 problems.append(f"{key}: llama_{name} reads {read[name]}, asked {value}")
         if read["n_ctx"] < n_ctx:
             problems.append(f"{key}: llama_n_ctx reads {read['n_ctx']}, asked {n_ctx}")
+    if "n_threads" in asked:
+        # n_threads 0: "as many as the machine has" by the common convention, or refused with a message; never a
+        # context that llama.cpp runs with no thread at all
+        none = s.shim.create_context(model, 512, 1, 0)
+        evidence["n_threads=0"] = none.evidence()
+        if none.ok:
+            try:
+                threads = [int(obs.lib.llama_n_threads(obs.context_of(none.value))),
+                           int(obs.lib.llama_n_threads_batch(obs.context_of(none.value)))]  # fmt: skip
+            finally:
+                s.shim.free_context(none.value)
+            evidence["n_threads=0"] |= {"n_threads": threads[0], "n_threads_batch": threads[1]}
+            if min(threads) < 1:
+                problems.append(f"n_threads 0: llama.cpp runs with n_threads {threads[0]}, n_threads_batch "
+                                f"{threads[1]}")  # fmt: skip
+        elif not none.message:
+            problems.append("n_threads 0: refused without a message")
     # n_ctx 0: llama.cpp's own convention is the model's training context; a library may refuse it instead, with a
-    # message. A context it makes must then generate.
+    # message. A context it makes must then generate, from a prompt longer than llama.cpp's smallest batch (64)
+    long_prompt = grow_to_tokens(s.count, 100)
     zero = s.shim.create_context(model, 0, 1, s.options.n_threads)
     evidence["n_ctx=0"] = zero.evidence()
     if zero.ok:
         try:
             lctx = obs.context_of(zero.value)
             read = {name: int(getattr(obs.lib, f"llama_{name}")(lctx)) for name in ("n_ctx", "n_batch", "n_ubatch")}
-            call = s.shim.generate(zero.value, PROMPT_B, s.options.sampling())
+            call = s.shim.generate(zero.value, long_prompt, s.options.sampling())
         finally:
             s.shim.free_context(zero.value)
         evidence["n_ctx=0"] |= {"read": read, "generate": call.evidence() | {"text": call.value}}
         if read["n_ctx"] <= 0 or read["n_batch"] <= 0:
             problems.append(f"n_ctx 0: llama.cpp reads n_ctx {read['n_ctx']}, n_batch {read['n_batch']}")
         if not call.ok:
-            problems.append(f"n_ctx 0: the context was made but generate failed: {call.message}")
+            problems.append(f"n_ctx 0: the context was made but generate ({s.count(long_prompt)} prompt tokens) "
+                            f"failed: {call.message}")  # fmt: skip
     elif not zero.message:
         problems.append("n_ctx 0: refused without a message")
-    summary = "; ".join(f"{k}: {v}" for k, v in evidence.items() if k not in ("parameters_taken", "n_ctx=0"))
+    evidence["api_facts"], found = _api_facts(s, obs, model)
+    problems += found
+    summary = "; ".join(f"{k}: {v}" for k, v in evidence.items() if k not in ("parameters_taken", "n_ctx=0",
+                                                                             "n_threads=0", "api_facts"))  # fmt: skip
+    return Verdict(not problems, evidence, failures(problems), summary)
+
+
+def _api_facts(s: Session, obs: Any, model: Any) -> tuple[dict[str, Any], list[str]]:
+    """The API's own model and context facts (n_vocab, BOS, EOS, n_ctx), where it has them, against llama.cpp's."""
+    needed = ("llama_get_model", "llama_model_get_vocab", "llama_vocab_n_tokens", *MODEL_FACTS)
+    if not obs.has(*needed):
+        return {"not_observable": obs.why_not(*needed)}, []
+    ctx = s.context(512, 1)
+    lctx = obs.context_of(ctx)
+    vocab = obs.lib.llama_model_get_vocab(obs.lib.llama_get_model(lctx))
+    truth = {"n_vocab": (model, obs.lib.llama_vocab_n_tokens(vocab)),
+             "token_bos": (model, obs.lib.llama_vocab_bos(vocab)), "token_eos": (model, obs.lib.llama_vocab_eos(vocab)),
+             "n_ctx": (ctx, obs.lib.llama_n_ctx(lctx))}  # fmt: skip
+    facts: dict[str, Any] = {}
+    problems: list[str] = []
+    for op, (handle, want) in truth.items():
+        got = s.shim.info(op, handle)
+        facts[op] = {"api": got, "llama": int(want)}
+        if got is not None and got != int(want):
+            problems.append(f"the API's {op} is {got}, llama.cpp's {int(want)}")
+    s.release(ctx)
+    return facts, problems
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]  # fmt: skip
+
+
+def heap_in_use() -> int | None:
+    """Bytes the C heap holds for the process (glibc's mallinfo2, all arenas, mmapped chunks included); None where
+    the C library has no mallinfo2."""
+    try:
+        fn = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _Mallinfo2
+    info = fn()
+    return int(info.uordblks + info.hblkhd)
+
+
+# A cycle is run LEAK_WARMUP times (caches fill), then LEAK_WINDOWS windows of LEAK_WINDOW; it leaks when the heap
+# grew by at least LEAK_BYTES per cycle in every window. A balanced API returns to the same byte count every cycle,
+# so one small string lost per call (a 32-byte chunk) is above the bar; one-off growth (a cache) stays in one window.
+LEAK_WARMUP, LEAK_WINDOW, LEAK_WINDOWS, LEAK_BYTES = 3, 8, 3, 16
+
+
+def _heap_growth(cycle: Callable[[], list[Call]]) -> tuple[list[int], list[str]]:
+    """Heap growth over each window, and the failed calls' messages (a cycle whose calls fail proves nothing)."""
+    import gc
+
+    failed: list[str] = []
+    for _ in range(LEAK_WARMUP):
+        failed += [c.message for c in cycle() if not c.ok]
+    growth = []
+    for _ in range(LEAK_WINDOWS):
+        gc.collect()
+        start = heap_in_use() or 0
+        for _ in range(LEAK_WINDOW):
+            failed += [c.message for c in cycle() if not c.ok]
+        gc.collect()
+        growth.append((heap_in_use() or 0) - start)
+    return growth, failed
+
+
+# glibc's per-thread caches (tcache) hold freed chunks that mallinfo2 counts as in use, and which thread frees what
+# varies from call to call: with them off, a balanced API reads the same byte count every cycle (±48 bytes here).
+TCACHE_OFF = "glibc.malloc.tcache_count=0"
+
+
+def with_tunable(env: dict[str, str], tunable: str) -> dict[str, str]:
+    """`env` with `tunable` added to GLIBC_TUNABLES (the tunables already there kept)."""
+    have = env.get("GLIBC_TUNABLES", "")
+    return env | {"GLIBC_TUNABLES": f"{have}:{tunable}" if have and tunable not in have else have or tunable}
+
+
+@check("frees_release_memory", "memory", "repeated calls leave the heap where it was: results, contexts and models "
+       "freed by the API's free functions")  # fmt: skip
+def frees_release_memory(s: Session) -> Verdict:
+    if heap_in_use() is None:
+        raise Skip("this C library has no mallinfo2 (glibc 2.33 or later): heap in use cannot be read")
+    if TCACHE_OFF not in os.environ.get("GLIBC_TUNABLES", ""):
+        raise Skip(f"heap figures are exact only with glibc's thread caches off (GLIBC_TUNABLES={TCACHE_OFF}, which "
+                   "the runner sets for this check's process)")  # fmt: skip
+    model, sampling = s.model(), s.options.sampling(4)
+    ctx = s.context(512, 4)
+    prompts = list(SHARED_PREFIX.prompts[:2])
+
+    def lifecycle() -> list[Call]:
+        loaded = s.shim.load_model(s.target.model, s.options.n_gpu_layers)
+        if not loaded.ok:
+            return [loaded]
+        made = s.shim.create_context(loaded.value, 256, 1, s.options.n_threads)
+        if made.ok:
+            s.shim.free_context(made.value)
+        s.shim.free_model(loaded.value)
+        return [loaded, made]
+
+    def text_cycle() -> list[Call]:
+        tokens = s.shim.tokenize(model, PROMPT_B)
+        return [tokens, s.shim.detokenize(model, tokens.value or [1])]
+
+    cycles: dict[str, Callable[[], list[Call]]] = {
+        "model load + context create, then both freed": lifecycle,
+        "tokenize + detokenize, results freed": text_cycle,
+        "generate, result freed": lambda: [s.shim.generate(ctx, PROMPT_B, sampling)],
+        "generate_parallel, results freed": lambda: [s.shim.generate_parallel(ctx, prompts, sampling)],
+    }
+    evidence: dict[str, Any] = {"cycles": LEAK_WINDOW, "bytes_per_cycle_bar": LEAK_BYTES}
+    problems: list[str] = []
+    for name, cycle in cycles.items():
+        growth, failed = _heap_growth(cycle)
+        evidence[name] = {"heap_growth_per_window": growth, "failed_calls": failed[:3]}
+        if failed:
+            problems.append(f"{name}: {len(failed)} call(s) failed: {failed[0]}")
+        elif min(growth) >= LEAK_BYTES * LEAK_WINDOW:
+            problems.append(f"{name}: the heap grew {', '.join(map(str, growth))} bytes over {LEAK_WINDOWS} windows "
+                            f"of {LEAK_WINDOW} cycles: something is not freed")  # fmt: skip
+    summary = "; ".join(f"{k}: +{v['heap_growth_per_window']}" for k, v in evidence.items() if isinstance(v, dict))
     return Verdict(not problems, evidence, failures(problems), summary)
 
 

@@ -251,6 +251,18 @@ FAULTS: dict[str, Fault] = {
             {"localllm-next": ((r"\n\s*params\.n_threads_batch = n_threads;",
                                 "\n        /* planted fault: batch threads */"),)},
         ),
+        Fault(
+            "result_string_leaked",
+            "free_string_array frees the array and every string but the first: one result string lost per call",
+            "frees_release_memory",
+            ("b5421", "b7785"),
+            ((r"for \(int32_t i = 0; (i < n; \+\+i\) \{\n\s*std::free\(strings\[i\]\);)",
+              r"for (int32_t i = 1; \1"),),
+            # results are read before they are freed: only the heap shows the lost string
+            {"b5421": ("frees_release_memory",), "b7785": ("frees_release_memory",)},
+            {"localllm-next": ((r"for \(int32_t i = 0; (i < n; \+\+i\) \{\n\s*std::free\(strings\[i\]\);)",
+                                r"for (int32_t i = 1; \1"),)},
+        ),
     )
 }  # fmt: skip
 

@@ -423,7 +423,11 @@ def make_mutants(files: dict[Path, str], flags: Callable[[Path], list[str]], roo
         reached[rel] = [f.name for f in inside]
         for op, name in roots.items():
             for fn in reachable(functions, {name})[0]:
-                operations_of.setdefault(fn.name, []).append(op)
+                ops = operations_of.setdefault(fn.name, [])
+                if fn.cursor.spelling == name:  # the function bound to this operation: its own check first
+                    ops.insert(0, op)
+                else:
+                    ops.append(op)
         for fn in inside:
             mutants += [m for m in _Maker(source, rel, str(path), fn).run() if m.kind in kinds]
     unique = {m.id: m for m in mutants}  # a node visited twice (a template instantiation) gives one mutant
@@ -459,14 +463,16 @@ def equivalents(entries: list[dict[str, str]]) -> list[Equivalent]:
 
 # What the changed code touches → the check that exercises it most directly (a heuristic, said so in the report).
 NEAREST_BY_TEXT: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), c) for p, c in (
+    (r"\bfree\(|_free\b|_free\(|delete\b", "frees_release_memory"),
     (r"is_eog|eog", "generate_stops_at_eog"),
     (r"seed", "sampling_seed"),
     (r"temp|top_k|top_p|min_p|penalty|sparams|sampl", "sampling_top_k_disabled"),
-    (r"n_threads|n_seq_max|n_batch|ctx_params|flash_attn|no_perf", "context_params"),
-    (r"model_params|n_gpu_layers|use_mmap|use_mlock|gguf|magic|file_size|model_path", "model_load_errors"),
-    (r"results\[|prompt_errors|failures|n_failed|texts_|errors_|done_", "parallel_result_order"),
     (r"seq_cp|prefix", "shared_prefix_effective"),
     (r"seq_rm|memory_clear|kv_self_clear|_clear\(", "state_across_calls"),
+    (r"results\[|prompt_errors|failures|n_failed|texts_|errors_|done_", "parallel_result_order"),
+    (r"n_slots|first_seq|seq_id|i_batch|slot", "parallel_uneven_finish"),
+    (r"n_threads|n_batch|ctx_params|flash_attn|no_perf|n_seq_max", "context_params"),
+    (r"model_params|n_gpu_layers|use_mmap|use_mlock|gguf|magic|file_size|model_path", "model_load_errors"),
     (r"n_past\s*>=?\s*n_ctx|n_ctx", "generate_context_full"),
     (r"tokeniz|detokeniz|n_vocab|piece", "tokenize_detokenize"),
     (r"max_tokens|n_generated", "generate_matches_reference"),
@@ -474,15 +480,20 @@ NEAREST_BY_TEXT: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p),
 NEAREST_BY_OPERATION = {
     "generate": "generate_matches_reference", "generate_parallel": "parallel_isolation_shared_prefix",
     "context_create": "context_params", "model_load": "model_load_errors", "tokenize": "tokenize_detokenize",
-    "detokenize": "tokenize_detokenize", "backend_init": "backend_init", "context_free": "memory_cleared",
+    "detokenize": "tokenize_detokenize", "backend_init": "backend_init", "model_free": "frees_release_memory",
+    "context_free": "frees_release_memory", "free_string_array": "frees_release_memory",
+    "free_string": "frees_release_memory", "free_tokens": "frees_release_memory", "token_bos": "context_params",
+    "token_eos": "context_params", "n_vocab": "context_params", "n_ctx": "context_params",
 }  # fmt: skip
 
 
 def nearest_check(mutant: Mutant, line_text: str, operations: list[str]) -> str:
+    """The check that exercises the changed code most directly: by what the changed line touches, else by the
+    operation whose bound function is (or reaches) the function changed; a heuristic."""
     for pattern, name in NEAREST_BY_TEXT:
         if pattern.search(line_text):
             return name
-    for op in operations:
+    for op in operations:  # the operation bound to the function itself comes first (see make_mutants)
         if op in NEAREST_BY_OPERATION:
             return NEAREST_BY_OPERATION[op]
     return "generate_matches_reference"

@@ -38,7 +38,9 @@ DECODE = (
 CONTEXT_INFO = ("llama_n_ctx", "llama_n_seq_max", "llama_n_batch", "llama_n_ctx_seq", "llama_max_parallel_sequences")
 # the context parameters read back besides n_ctx (threads, micro-batch): declared at b5415 and b7836 alike
 CONTEXT_PARAMS = ("llama_n_threads", "llama_n_threads_batch", "llama_n_ubatch")
-WANTED = MEMORY_NEW + MEMORY_VIEW + MEMORY_OLD + PERF + DECODE + CONTEXT_INFO + CONTEXT_PARAMS
+# the model facts a consumer API may report itself (BOS, EOS; n_vocab is in DECODE)
+MODEL_FACTS = ("llama_vocab_bos", "llama_vocab_eos")
+WANTED = MEMORY_NEW + MEMORY_VIEW + MEMORY_OLD + PERF + DECODE + CONTEXT_INFO + CONTEXT_PARAMS + MODEL_FACTS
 
 IDENT = re.compile(r"\b(struct|enum|union)?\s*\b([A-Za-z_]\w*)")
 SOURCE_PATH = re.compile(rb"(/[\x21-\x7e]+?)/src/llama(?:-[a-z0-9-]+)?\.cpp\x00")

@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from verify.checks import ERROR, FAILED, REGISTRY, SKIPPED, CheckResult, checklist, run_check
+from verify.checks import ERROR, FAILED, REGISTRY, SKIPPED, TCACHE_OFF, CheckResult, checklist, run_check, with_tunable
 from verify.session import Options, Prepared, Session, Target, prepare
 from verify.trace import TRACE_ENV
 
@@ -126,11 +126,19 @@ def run_checks(target: Target, options: Options, names: list[str] | None = None,
             elif options.trace_dir:
                 result = _run_traced(job, name, target, options, workdir, env)
             else:
-                result = run_in_child(job, name, target.label, options.timeout, workdir, env)
+                result = run_in_child(job, name, target.label, options.timeout, workdir, check_env(name, env))
             results.append(result)
             if progress:
                 progress(name, result)
     return results
+
+
+def check_env(name: str, env: dict[str, str] | None) -> dict[str, str] | None:
+    """The environment a check's process gets on top of this one's: what the caller asked, plus what the check needs
+    (the leak check reads the heap with glibc's thread caches off)."""
+    if name != "frees_release_memory":
+        return env
+    return with_tunable(dict(os.environ) | (env or {}), TCACHE_OFF)
 
 
 def _run_traced(job: Path, name: str, target: Target, options: Options, workdir: Path,
@@ -141,7 +149,8 @@ def _run_traced(job: Path, name: str, target: Target, options: Options, workdir:
     trace_dir.mkdir(parents=True, exist_ok=True)
     path = trace_file(trace_dir, target.label, name)
     path.unlink(missing_ok=True)
-    result = run_in_child(job, name, target.label, options.timeout, workdir, (env or {}) | {TRACE_ENV: str(path)})
+    result = run_in_child(job, name, target.label, options.timeout, workdir,
+                          (check_env(name, env) or {}) | {TRACE_ENV: str(path)})
     annotate(result, path, target.library, require_contract(options.contract) if options.contract else None)
     return result
 

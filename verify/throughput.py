@@ -300,16 +300,20 @@ class WorkerDied(Exception):
 class Worker:
     """The parent's handle on one build's worker process."""
 
+    started = 0  # workers started by this process: each one's files get their own names
+
     def __init__(self, target: Target, options: Options, workdir: Path, prepared: Prepared | None = None,
                  prefix: list[str] | None = None, env: dict[str, str] | None = None) -> None:  # fmt: skip
         from verify.runner import child_env, write_job
 
         self.label = target.label
         self.timeout = options.timeout
-        job = workdir / f"{target.label}-throughput-job.json"
+        Worker.started += 1
+        name = f"{Worker.started}-{''.join(c if c.isalnum() else '_' for c in target.label)}"
+        job = workdir / f"{name}-throughput-job.json"
         write_job(job, target, options, prepared or prepare(target))
         read_end, write_end = os.pipe()
-        self.stderr_path = workdir / f"{target.label}-throughput.stderr"
+        self.stderr_path = workdir / f"{name}-throughput.stderr"
         self._stderr: IO[bytes] = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in close()
         cmd = [*(prefix or []), sys.executable, "-m", "verify.throughput", "--worker", str(job),
                "--reply-fd", str(write_end)]  # fmt: skip

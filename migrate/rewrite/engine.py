@@ -189,14 +189,20 @@ class Engine:
                 if found is not None:
                     records[unit] = found
         todo = [u for u in units if u not in records]
-        jobs = jobs or os.cpu_count() or 1
-        temp = self._prepare_preambles(units, todo, jobs) if todo and self.config.preambles else None
-        jobs = min(len(todo), jobs)
-        pool, futures = None, {}
+        jobs = min(len(todo), jobs or os.cpu_count() or 1)
+        pools, futures = [], {}
         state = scale.fresh_scan(self.api)
+        temp = None
         try:
+            folder, temp, choice, runs = self._choose_preambles(units, todo)
+            if choice is not None:  # built first: the workers forked next know them (more processes than CPUs:
+                # running units beside the building was slower here)
+                for group, preamble in scale.build_preambles(folder, choice, runs, frozenset(self.consumer_names),
+                                                             jobs):  # fmt: skip
+                    choice.add(group, preamble)
+                self.parse_config.preambles = choice
             if jobs > 1:
-                pool, futures = scale.start_workers(self, consumer, [(u, *guesses[u]) for u in todo], jobs)
+                pools.append(scale.start_workers(self, consumer, [(u, *guesses[u]) for u in todo], jobs, futures))
             for unit in units:
                 record = records.get(unit)
                 made = record is None
@@ -213,17 +219,20 @@ class Engine:
                 if made and cache is not None:
                     cache.put(unit, flags[unit], record, consumer)
         finally:
-            if pool is not None:
+            for pool in pools:
                 pool.shutdown(cancel_futures=True)
             if temp is not None:
                 shutil.rmtree(temp, ignore_errors=True)
             self.parse_config.preambles = None
 
-    def _prepare_preambles(self, units: list[Path], todo: list[Path], processes: int) -> Path | None:
-        """Choose each unit's preamble among all units (the same choice every run); build those that units to parse
-        share, or find them built by an earlier run. Returns a temporary folder to remove, if one was made."""
+    def _choose_preambles(self, units: list[Path], todo: list[Path]) -> tuple[Path, Path | None, Any, set[Any]]:
+        """Each unit's preamble, chosen among all units (the same choice every run), and the runs to build or find
+        built: those two units to parse share, or that an earlier run left. Returns (folder, a temporary folder to
+        remove or None, the choice or None when preambles are off, the runs)."""
         from migrate.rewrite import units as scale
 
+        if not todo or not self.config.preambles:
+            return Path(), None, None, set()
         temp = None
         if self.config.plan_cache is not None:
             folder = self.config.plan_cache.parent / "preambles"
@@ -236,10 +245,7 @@ class Engine:
                 run = choice.chosen[unit][:2]
                 users[run] = users.get(run, 0) + 1
         runs = {run for run, n in users.items() if n >= 2 or scale.built_before(folder, choice, run)}
-        for group, preamble in scale.build_preambles(folder, choice, runs, frozenset(self.consumer_names), processes):
-            choice.add(group, preamble)
-        self.parse_config.preambles = choice
-        return temp
+        return folder, temp, choice, runs
 
     def _start_api(self, plan: Plan) -> None:
         """The API diff of the two trees (header surfaces come from their cache); a failure is said, not fatal."""

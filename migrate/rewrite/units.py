@@ -405,16 +405,26 @@ def _record_in_worker(path: str, scanned: frozenset[str], handled: frozenset[str
 
 
 def start_workers(engine: Engine, consumer: set[str], todo: list[tuple[Path, frozenset[str], frozenset[str]]],
-                  jobs: int) -> tuple[Any, dict[Path, Any]]:  # fmt: skip
-    """A pool of forked workers (each a copy of the engine as it is now), every unit of `todo` submitted in order."""
+                  jobs: int, futures: dict[Path, Any]) -> Any:  # fmt: skip
+    """A pool of forked workers (each a copy of the engine as it is now) with every unit of `todo` submitted, the
+    biggest files first (the longest parses start first: the last one to finish comes sooner); its futures are
+    added to `futures`."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     _WORKER.clear()
     _WORKER.update(engine=engine, consumer=consumer)
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"))
-    futures = {unit: pool.submit(_record_in_worker, str(unit), scanned, handled) for unit, scanned, handled in todo}
-    return pool, futures
+    for unit, scanned, handled in sorted(todo, key=lambda t: -_size(t[0])):
+        futures[unit] = pool.submit(_record_in_worker, str(unit), scanned, handled)
+    return pool
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def wait(future: Any) -> UnitRecord | None:
