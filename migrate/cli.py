@@ -15,7 +15,7 @@ from collections.abc import Callable
 from verify.errors import ToolError
 
 # Modules that contribute sub-commands, in help order; every one is required (an import error is a bug).
-COMMAND_MODULES = ("migrate.commands", "migrate.commands_model", "migrate.rewrite_cli", "migrate.apidiff",
+COMMAND_MODULES = ("migrate.commands", "migrate.commands_model", "migrate.rewrite_cli", "migrate.commands_apidiff",
                    "migrate.commands_verify", "migrate.pipeline", "migrate.gate", "migrate.commands_rules",
                    "migrate.commands_mutate")  # fmt: skip
 

@@ -19,15 +19,15 @@ from migrate.apidiff import (
     ChangeKind,
     CrossReference,
     FunctionDecl,
-    _read_cached,
     const_dropped,
     cross_reference,
     diff,
     load_surface,
-    register,
+    read_cached,
     surface_cache_path,
     to_markdown,
 )
+from migrate.commands_apidiff import register
 from migrate.sources import SourceTree
 
 KV_SELF = ["clear", "seq_rm", "seq_cp", "seq_keep", "seq_add", "seq_div", "seq_pos_max", "defrag", "update",
@@ -193,12 +193,12 @@ def test_stale_cache_entry_is_not_used(old_tree: SourceTree, surfaces: tuple[Api
     data = surfaces[0].to_json()
     path = tmp_path / "entry.json"
     path.write_text(json.dumps(data))
-    assert _read_cached(path, surfaces[0].fingerprint) is not None
-    assert _read_cached(path, "headers-edited") is None  # the tree's headers changed since
+    assert read_cached(path, surfaces[0].fingerprint) is not None
+    assert read_cached(path, "headers-edited") is None  # the tree's headers changed since
     path.write_text(json.dumps({**data, "format": 0}))
-    assert _read_cached(path, surfaces[0].fingerprint) is None  # written by an older apidiff
+    assert read_cached(path, surfaces[0].fingerprint) is None  # written by an older apidiff
     path.write_text("{ truncated")
-    assert _read_cached(path, surfaces[0].fingerprint) is None
+    assert read_cached(path, surfaces[0].fingerprint) is None
 
 
 # --- cross reference ---------------------------------------------------------------------------------------------

@@ -38,7 +38,6 @@ RULE_ID = "api-diff"
 RULE_DESCRIPTION = ("a declaration of llama.cpp's headers (the public ones, and those this tree includes from "
                     "llama.cpp's tree) removed or changed between the two builds, used here, that no rewrite rule "
                     "handles; or an include that finds another header at the target")  # fmt: skip
-REVIEW_KINDS = frozenset({ChangeKind.CONSTANT_REVALUED, ChangeKind.DEPRECATED})
 
 
 @dataclass(frozen=True)
@@ -51,9 +50,11 @@ class ApiTarget:
 
     def cache_key(self) -> str:
         """Changes when either tree's headers or the API-diff code change: a cached plan is then redone."""
-        digest = hashlib.sha256(Path(apidiff.__file__).read_bytes())
+        digest = hashlib.sha256()
+        for module in sorted(Path(apidiff.__file__).parent.glob("*.py")):  # every module of the package
+            digest.update(module.read_bytes())
         for tree in (self.old, self.new):
-            digest.update(apidiff.headers_fingerprint(tree.path, apidiff.candidate_headers(tree.path)).encode())
+            digest.update(apidiff.surface_fingerprint(tree.path.resolve()).encode())
         digest.update(str(apidiff.SURFACE_FORMAT).encode())
         return digest.hexdigest()[:16]
 
@@ -63,15 +64,6 @@ class ApiTarget:
         old = apidiff.load_surface(self.old, self.cache)
         new = apidiff.load_surface(self.new, self.cache)
         return apidiff.diff(old, new), old.headers, new
-
-
-def _still_compiles(use: ApiUse) -> bool:
-    if use.kind in REVIEW_KINDS:
-        return True
-    if use.compiles is not None:  # judged on this call's own arguments (a re-signature that only dropped const)
-        return use.compiles
-    # apidiff notes a re-signature whose new trailing parameters all have defaults: old calls still compile.
-    return use.kind == ChangeKind.RESIGNATURED and "still compile" in (use.note or "")
 
 
 def _values(use: ApiUse) -> str:
@@ -89,10 +81,10 @@ def _message(use: ApiUse, target: str) -> str:
                 "another constant — check those, nothing to do otherwise")  # fmt: skip
     if use.kind == ChangeKind.DEPRECATED:
         return f"`{use.symbol}`{via} is deprecated at {target} ({use.note}); it still compiles, with a warning"
-    if use.compiles:
+    if use.compiles and use.judged_on_call:  # a re-signature that only dropped const, and this call passes none
         return (f"`{use.symbol}`{via} changed signature at {target}; {use.note} — the library may now write "
                 "through that pointer: check the object may be changed")  # fmt: skip
-    if _still_compiles(use):
+    if use.compiles:  # a re-signature whose new trailing parameters all have defaults
         return f"`{use.symbol}`{via} changed signature at {target}; {use.note} — check the new parameters' defaults"
     note = f" ({use.note})" if use.note else ""
     return f"`{use.symbol}`{via}: {use.kind.value} at {target}{note}, and no rule covers it — change this code by hand"
@@ -105,7 +97,7 @@ class ApiScan:
     target: ApiTarget
     diff: ApiDiff
     covered: set[str]
-    tracked: apidiff._OldHeaders  # recognises the old tree's headers (also a submodule copy of them)
+    tracked: apidiff.OldHeaders  # recognises the old tree's headers (also a submodule copy of them)
     xref: CrossReference = field(default_factory=CrossReference)
     reviews: list[ApiUse] = field(default_factory=list)
     scanned: set[str] = field(default_factory=set)
@@ -116,7 +108,7 @@ class ApiScan:
     new_fields: set[str] = field(default_factory=set)  # "struct.member"
     # llama.cpp headers that are not public but that the consumer includes (src/unicode.h): header -> what was found
     private: dict[str, str] = field(default_factory=dict)
-    extra: list[tuple[str, ApiDiff, apidiff._OldHeaders]] = field(default_factory=list)  # their diffs
+    extra: list[tuple[str, ApiDiff, apidiff.OldHeaders]] = field(default_factory=list)  # their diffs
     include_actions: list[tuple[str, int, str, str | None, str | None]] = field(default_factory=list)
     checked_includes: set[tuple[str, int]] = field(default_factory=set)
 
@@ -124,8 +116,8 @@ class ApiScan:
     def start(cls, target: ApiTarget, covered: set[str]) -> ApiScan:
         diff, headers, new = target.load()
         # apidiff's own cross_reference parses each file again; here the engine's parse is reused, so the two
-        # helpers it is built from are used directly.
-        tracked = apidiff._OldHeaders(target.old.path.resolve(), headers)
+        # pieces it is built from (OldHeaders, uses_in_file) are used directly.
+        tracked = apidiff.OldHeaders(target.old.path.resolve(), headers)
         symbols = {f.name for f in new.functions} | {c.name for c in new.constants} | {t.name for t in new.types}
         return cls(target, diff, covered, tracked, new_symbols=symbols, new_fields={f.key for f in new.fields})
 
@@ -135,10 +127,10 @@ class ApiScan:
         for name in sorted(set(files) - self.scanned):
             self.scanned.add(name)
             self.not_scanned.pop(name, None)
-            for use in apidiff._uses_in_file(self.diff, Path(name), tu, self.tracked):
+            for use in apidiff.uses_in_file(self.diff, Path(name), tu, self.tracked):
                 self._add(use)
             for _, diff, tracked in self.extra:
-                for use in apidiff._uses_in_file(diff, Path(name), tu, tracked):
+                for use in apidiff.uses_in_file(diff, Path(name), tu, tracked):
                     self._add(use)
         self.seconds += time.perf_counter() - started
 
@@ -187,7 +179,7 @@ class ApiScan:
             self.private[header] = f"not compared: it does not parse on its own ({error})"
             return
         diff = apidiff.diff(old, new)
-        self.extra.append((header, diff, apidiff._OldHeaders(inclusion.root, [header])))
+        self.extra.append((header, diff, apidiff.OldHeaders(inclusion.root, [header])))
         changed = {kind: sum(c.get(kind, 0) for c in diff.counts().values()) for kind in ("removed", "changed")}
         self.private[header] = f"compared: {changed['removed']} removed, {changed['changed']} changed"
 
@@ -198,7 +190,7 @@ class ApiScan:
     def _add(self, use: ApiUse) -> None:
         if use.symbol in self.covered:
             self.xref.covered.append(CoveredUse(**vars(use)))
-        elif _still_compiles(use):
+        elif use.compiles:  # the diff's verdict (or this call's): listed to review, not an action
             self.reviews.append(use)
         else:
             self.xref.manual.append(ManualAction(**vars(use)))

@@ -101,8 +101,8 @@ class UnitApi:
             main: dict[str, list[Any]] = {name: [] for name in names}
             extra: dict[tuple[str, str], list[Any]] = {}
         else:
-            main = {name: apidiff._uses_in_file(state.diff, Path(name), tu, state.tracked) for name in names}
-            extra = {(name, header): apidiff._uses_in_file(diff, Path(name), tu, tracked)
+            main = {name: apidiff.uses_in_file(state.diff, Path(name), tu, state.tracked) for name in names}
+            extra = {(name, header): apidiff.uses_in_file(diff, Path(name), tu, tracked)
                      for name in names for header, diff, tracked in state.extra}  # fmt: skip
         self.events.append(("scan", sorted(set(files)), names, main, extra, [h for h, _, _ in state.extra]))
 

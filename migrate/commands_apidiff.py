@@ -1,0 +1,77 @@
+"""`migrate api-diff`: the command line of the API diff (the work lives in migrate/apidiff/)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from migrate.apidiff import ApiDiff, ApiSurface, CrossReference, cross_reference, diff, load_surface, to_markdown
+
+EXIT_OK, EXIT_MANUAL, EXIT_USAGE = 0, 1, 2
+
+
+def _summary(result: ApiDiff, old: ApiSurface, new: ApiSurface) -> str:
+    lines = [f"API diff {result.old} -> {result.new} over {len(result.headers)} headers"]
+    for surface in (old, new):
+        how = "from cache" if surface.from_cache else "parsed"
+        lines.append(
+            f"  {surface.label()}: {how} in {surface.load_seconds:.2f} s (libclang parse {surface.parse_seconds:.2f} s)"
+        )
+        lines += [f"  skipped {header}: {error}" for header, error in surface.skipped_headers.items()]
+    for key, counts in result.counts().items():
+        lines.append(f"  {key}: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
+    return "\n".join(lines)
+
+
+def _xref_summary(xref: CrossReference) -> str:
+    lines = [f"cross reference: {len(xref.covered)} covered, {len(xref.manual)} manual ({xref.parse_seconds:.2f} s)"]
+    for use in xref.manual:
+        lines.append(f"  MANUAL {use.where()}: {use.symbol} ({use.kind.value})")
+    lines += [f"  parse error: {error}" for error in xref.parse_errors[:10]]
+    return "\n".join(lines)
+
+
+def cmd_api_diff(args: argparse.Namespace) -> int:
+    """Exit codes: 0 done (no manual action); 1 the consumer has uses no rule covers; 2 bad input or environment."""
+    from migrate.build import find_shim_sources
+    from migrate.sources import resolve
+
+    # bad input (SourceError, BuildError, ApiDiffError: ToolErrors) is one line and exit 2, from migrate.cli.main
+    cache = getattr(args, "cache", None)
+    old_tree, new_tree = resolve(args.old, cache=cache), resolve(args.new, cache=cache)
+    old, new = load_surface(old_tree, cache, args.refresh), load_surface(new_tree, cache, args.refresh)
+    result = diff(old, new)
+    files = find_shim_sources(Path(args.src)) if args.src else []
+    covered = {name.strip() for names in args.covered or [] for name in names.split(",") if name.strip()}
+    xref = cross_reference(result, files, old_tree, covered, old_headers=old.headers) if args.src else None
+    for tree in (old_tree, new_tree):
+        print(tree.summary(), file=sys.stderr)
+    print(_summary(result, old, new))
+    if xref is not None:
+        print(_xref_summary(xref))
+    if args.json:
+        data = {"diff": result.to_json(), "cross_reference": xref.to_json() if xref else None}
+        Path(args.json).write_text(json.dumps(data, indent=1) + "\n")
+    if args.markdown:
+        base = Path(args.src) if args.src and Path(args.src).is_dir() else None
+        Path(args.markdown).write_text(to_markdown(result, xref, base))
+    return EXIT_MANUAL if xref is not None and xref.manual else EXIT_OK
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "api-diff",
+        help="removed/added/changed llama.cpp API between two builds, and where SRC uses it",
+        description=cmd_api_diff.__doc__,
+    )
+    parser.add_argument("src", nargs="?", metavar="SRC", help="consumer sources to cross-reference (file or folder)")
+    parser.add_argument("--from", dest="old", required=True, help="the build the consumer uses now (e.g. b5421)")
+    parser.add_argument("--to", dest="new", required=True, help="the target build (e.g. b7785)")
+    parser.add_argument("--json", metavar="PATH", help="write the diff (and cross reference) as JSON")
+    parser.add_argument("--markdown", metavar="PATH", help="write the markdown report section")
+    covered_help = "names rewrite rules handle (comma-separated, repeatable): functions, struct.field, constants"
+    parser.add_argument("--covered", action="append", metavar="NAMES", help=covered_help)
+    parser.add_argument("--refresh", action="store_true", help="re-parse the headers instead of using the cache")
+    parser.set_defaults(func=cmd_api_diff)
