@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 import clang.cindex as ci
 
 from migrate.rewrite.cursors import FUNCTION_KINDS, K, children, span_of, walk
+from migrate.rewrite.defaults import WATCHED_CALLS, WATCHED_MEMBERS, WATCHED_STRUCT
 from migrate.rewrite.edits import SEMANTIC
 from migrate.rewrite.parse import ParsedFile
-from migrate.rewrite.rules import Rule
+from migrate.rewrite.rules import KIND_SPECS, Rule
 
 
 @dataclass
@@ -49,7 +50,7 @@ class DecodeSite:
 
 @dataclass
 class MemberUse:
-    """A use of a llama_context_params field (n_seq_max, n_ctx, ...) for opt-in rules and advisories."""
+    """A use of a watched params field (defaults.WATCHED_MEMBERS) for the Python advisories."""
 
     member: str
     cursor: ci.Cursor
@@ -97,11 +98,6 @@ def _node_key(cursor: ci.Cursor) -> tuple[int, int, int]:
     return cursor.kind.value, extent.start.offset, extent.end.offset
 
 
-PARAMS_STRUCT = "llama_context_params"
-# Fields of llama_context_params the advisories and opt-in rules look at.
-WATCHED_MEMBERS = {"n_seq_max", "n_ctx", "kv_unified", "flash_attn"}
-# Calls the advisories look at (sequence handling, context size).
-WATCHED_CALLS = {"llama_n_ctx", "llama_batch_add", "common_batch_add", "llama_batch_get_one", "llama_n_seq_max"}
 
 
 def _header_matches(decl: ci.Cursor | None, header: str) -> bool:
@@ -117,8 +113,11 @@ class Collector:
     def __init__(self, rules: list[Rule], consumer_files: set[str], data: dict[str, bytes]) -> None:
         self.consumer_files = consumer_files
         self.data = data  # file → original bytes, to tell macro-body text from text written in place
-        self.function_rules = {r.match.function: r for r in rules if r.match.function and r.kind != "decode_error"}
-        self.decode_rule = next((r for r in rules if r.kind == "decode_error"), None)
+        apart = [r for r in rules if KIND_SPECS[r.kind].calls_apart]
+        self.function_rules = {r.match.function: r for r in rules if r.match.function and r not in apart}
+        self.decode_rule = apart[0] if apart else None  # its calls are Collected.decodes
+        # structs whose variables are set-ups a rule adds to (params_insert)
+        self.setup_structs = tuple({r.match.struct for r in rules if KIND_SPECS[r.kind].setups and r.match.struct})
         self.field_rules = {(r.match.struct, r.match.member): r for r in rules if r.match.field}
 
     def collect(self, parsed: ParsedFile) -> Collected:
@@ -156,7 +155,8 @@ class Collector:
                         found.value_refs.append((rule, span.file, span.start))
         elif kind in (K.MEMBER_REF_EXPR, K.MEMBER_REF):  # MEMBER_REF: a designator, `{ .flash_attn = true }`
             self._visit_member(cursor, ancestors, found)
-        elif kind == K.VAR_DECL and cursor.type.get_canonical().spelling.endswith(PARAMS_STRUCT):
+        elif kind == K.VAR_DECL and self.setup_structs and cursor.type.get_canonical().spelling.endswith(
+                self.setup_structs):
             span = span_of(cursor)
             if span.file in self.consumer_files:
                 found.params_vars.append((cursor, ancestors, span.file))
@@ -171,7 +171,8 @@ class Collector:
             return
         data = self.data[span.file]
         written_in_place = data[span.start : span.start + len(name)] == name.encode()
-        if name == "llama_decode" and self.decode_rule and _header_matches(decl, "llama.h"):
+        decode = self.decode_rule
+        if decode is not None and name == decode.match.function and _header_matches(decl, decode.match.header):
             found.decodes.append(DecodeSite(self.decode_rule, cursor, ancestors, span.file, span.start))
             return
         if name in WATCHED_CALLS:
@@ -200,5 +201,5 @@ class Collector:
         rule = self.field_rules.get((struct, decl.spelling))
         if rule is not None and _header_matches(decl, rule.match.header):
             found.fields.append(FieldSite(rule, cursor, ancestors, file, offset))
-        if struct == PARAMS_STRUCT and decl.spelling in WATCHED_MEMBERS:
+        if struct == WATCHED_STRUCT and decl.spelling in WATCHED_MEMBERS:
             found.member_uses.append(MemberUse(decl.spelling, cursor, ancestors, file, offset))

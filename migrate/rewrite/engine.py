@@ -15,12 +15,9 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import clang.cindex as ci
 
 from migrate import tree
 from migrate.apidiff import ApiDiffError
@@ -28,17 +25,9 @@ from migrate.paths import data_dir
 from migrate.rewrite import advisories as advise
 from migrate.rewrite import rule_advisories
 from migrate.rewrite.apicheck import ApiScan, ApiTarget, unavailable_section
-from migrate.rewrite.collect import CallSite, Collected, Collector, FieldSite
-from migrate.rewrite.cursors import (
-    K,
-    children,
-    enclosing_function,
-    meaningful_parent,
-    operator_between,
-    span_of,
-    unwrap,
-)
-from migrate.rewrite.decode import DecodeRewriter
+from migrate.rewrite.calls import CallJob, compose_calls, inline_values, option_values
+from migrate.rewrite.collect import Collected, Collector
+from migrate.rewrite.defaults import PREFILTER_NAMES, UNIFIED_MEMBER
 from migrate.rewrite.edits import (
     NOTE_UNDECLARED,
     SEMANTIC,
@@ -48,10 +37,10 @@ from migrate.rewrite.edits import (
     InputError,
     SourceFile,
     check_overlaps,
-    render_range,
 )
+from migrate.rewrite.fallback import plan_syntactic
 from migrate.rewrite.fold import plan_folds
-from migrate.rewrite.memory import HoistPlanner, MemorySite, inline
+from migrate.rewrite.handlers import Handler, handlers_for, template_call
 from migrate.rewrite.parse import (
     C_SUFFIXES,
     CXX_SUFFIXES,
@@ -66,20 +55,17 @@ from migrate.rewrite.parse import (
     skipped_ranges,
 )
 from migrate.rewrite.plan import ACTION, REVIEW, FileReport, ManualItem, Plan
-from migrate.rewrite.rules import Rule, RuleSet
-from migrate.rewrite.tokens import CallSpan, Token, call_at, index_at, tokenize, value_after_equals
+from migrate.rewrite.rules import KIND_SPECS, Rule, RuleSet, rule_files
+from migrate.rewrite.tokens import CallSpan, Token, call_at, index_at, tokenize
+
+# The call composition the handlers and the syntactic fallback share lives in calls.py; named here for callers.
+__all__ = ["CallJob", "Engine", "EngineConfig", "build_plan", "compose_calls", "consumer_files", "option_values"]
 
 SOURCE_SUFFIXES = C_SUFFIXES | CXX_SUFFIXES
-# Names that make a file worth parsing besides the rules' own (decode checks, params set-ups).
-EXTRA_NAMES = {"llama_decode", "llama_context_params", "flash_attn", "n_seq_max"}
 INCLUDES_LLAMA = re.compile(rb'^\s*#\s*include\s*[<"](?:[^">]*/)?(?:llama|common|sampling)\.h[">]', re.MULTILINE)
 UNDECLARED = re.compile(r"undeclared (?:identifier|function) '([A-Za-z_][A-Za-z0-9_]*)'")
 NO_MEMBER = re.compile(r"no member named '([A-Za-z_][A-Za-z0-9_]*)' in '(?:struct )?([A-Za-z_][A-Za-z0-9_:]*)'")
 QUOTED = re.compile(r"'([A-Za-z_][A-Za-z0-9_]*)'")
-# Identifiers of the target API that the rewritten code uses: errors about them in a re-parse against the
-# source version's headers mean "already migrated", not a broken file.
-FLASH_TYPE = "flash_attn_type"
-TARGET_NAMES = {"llama_memory_t", "llama_get_memory", "flash_attn_type", "kv_unified", "llama_flash_attn_type"}
 JOBS_ENV = "LLAMA_MIGRATE_PLAN_JOBS"
 
 
@@ -126,12 +112,15 @@ class Engine:
         self.options = config.ruleset.resolve_options(config.options)
         self.root = config.root.resolve() if config.root.is_dir() else config.root.resolve().parent
         self.parse_config = ParseConfig(config.llama_tree, self.root, config.compile_db, config.extra_flags)
-        self.names = {r.match.name for r in self.rules} | EXTRA_NAMES
+        self.names = {r.match.name for r in self.rules} | PREFILTER_NAMES
         self.sources: dict[Path, SourceFile] = {}
         self.tokens: dict[Path, list[Token]] = {}
         self.edits: list[Edit] = []
         self.handled: set[str] = set()  # files whose sites were taken from an earlier translation unit
-        self.target_names = TARGET_NAMES | _fix_identifiers(self.rules)
+        # identifiers of the target API the rewritten code uses: errors about them in a re-parse against the
+        # source version's headers mean "already migrated", not a broken file (opt-in rules' too: an earlier run
+        # may have enabled them)
+        self.target_names = target_identifiers(config.ruleset.rules)
         self.api: ApiScan | None = None
         self.consumer_names: set[str] = set()  # every consumer file: the API check scans those a unit includes
 
@@ -300,8 +289,6 @@ class Engine:
         plan.file_reports.append(report)
         mine = consumer | {str(path)}
         if parsed.fatal:
-            from migrate.rewrite.fallback import plan_syntactic
-
             report.mode = "tree-sitter"
             report.reason = "; ".join(self._where(p, path) for p in parsed.fatal[:3])
             plan.decisions.append(
@@ -323,17 +310,18 @@ class Engine:
         data = {f: self.sources[Path(f)].data for f in mine & in_unit if Path(f) in self.sources}
         collected = Collector(self.rules, set(data), data).collect(parsed)
         fresh = {f for f in data if f not in self.handled}
-        self._plan_calls(collected, fresh, plan)
-        self._plan_fields(collected, fresh, plan)
-        self._plan_decodes(collected, fresh, plan, language_of(path))
-        self._plan_params(collected, fresh, plan)
+        handlers = handlers_for(self)
+        self._plan_calls(collected, fresh, plan, handlers)
+        self._plan_fields(collected, fresh, plan, handlers)
+        for handler in handlers.values():
+            handler.unit(collected, fresh, plan, language_of(path))
         in_macros = self._plan_macros(parsed, collected, fresh, plan)
         self._plan_foreign_macros(collected, fresh, in_macros, plan)
         self._plan_undeclared(parsed, fresh, plan)
         self._plan_value_uses(collected, fresh, plan)
         self._plan_skipped(parsed, fresh, plan)
         if self.config.ruleset.builtin_advisories:  # the b5421 → b7785 advisories written in Python (advisories.py)
-            unified = any(r.id == "kv-unified" for r in self.rules)
+            unified = any(r.params.get("member") == UNIFIED_MEMBER for r in self.rules)
             plan.advisories += advise.find(collected, self.sources, fresh, plan, self.options, unified)
         plan.advisories += rule_advisories.find(self.config.ruleset.advisories, collected, self.sources, fresh, plan)
         self.handled |= fresh
@@ -390,32 +378,18 @@ class Engine:
 
     # --- function calls ------------------------------------------------------------------------------------
 
-    def _plan_calls(self, collected: Collected, fresh: set[str], plan: Plan) -> None:
-        memory: dict[tuple[str, int], list[MemorySite]] = {}
-        functions: dict[tuple[str, int], ci.Cursor | None] = {}
-        jobs: list[CallJob] = []
+    def _plan_calls(self, collected: Collected, fresh: set[str], plan: Plan, handlers: dict[str, Handler]) -> None:
+        """Each resolved call to its rule kind's handler; then the template calls of all kinds composed at once (a
+        call nested in another's arguments becomes part of the outer edit)."""
         for site in collected.calls:
             if site.file not in fresh or site.in_macro_body:
                 continue
-            source = self.sources[Path(site.file)]
             span = self._span(site.file, site.name_offset)
             if span is None:
-                self._manual(plan, site.file, site.name_offset, site.rule, "the call could not be read token by token")
+                self.manual(plan, site.file, site.name_offset, site.rule, "the call could not be read token by token")
                 continue
-            kind = site.rule.kind
-            if kind == "memory_call":
-                function, _ = enclosing_function(site.ancestors)
-                key = (site.file, function.hash if function is not None else -site.name_offset)
-                functions[key] = function
-                ctx_text = source.text(*span.args[0]) if span.args else "ctx"
-                memory.setdefault(key, []).append(MemorySite(site, span, ctx_text))
-            elif kind == "no_successor":
-                self._no_successor(site, span, plan)
-            elif kind == "manual_call":
-                self._manual_call(site, plan)
-            elif kind == "append_argument":
-                jobs.append(CallJob(source, span, site.rule, {}, SEMANTIC, ""))
-        jobs += self._memory_jobs(memory, functions, collected, plan)
+            handlers[site.rule.kind].call(site, span, plan)
+        jobs = [job for handler in handlers.values() for job in handler.calls_done(collected, plan)]
         self.edits += compose_calls(jobs, self._fix_values)
 
     def _span(self, file: str, offset: int) -> CallSpan | None:
@@ -423,162 +397,23 @@ class Engine:
         index = index_at(tokens, offset)
         return call_at(tokens, index) if index is not None else None
 
-    def _memory_jobs(self, memory: dict[tuple[str, int], list[MemorySite]],
-                     functions: dict[tuple[str, int], ci.Cursor | None], collected: Collected,
-                     plan: Plan) -> list[CallJob]:  # fmt: skip
-        jobs = []
-        file_scope, subtree = collected.file_scope, collected.subtree
-        preferred = str(self.options.get("memory_variable", "mem"))
-        hoist = bool(self.options.get("hoist_memory", True))
-        for key, sites in memory.items():
-            function = functions[key]
-            source = self.sources[Path(key[0])]
-            handles: dict[int, tuple[str, str]] = {}
-            if function is not None and hoist:
-                planner = HoistPlanner(source, file_scope, preferred, sites[0].site.rule.id, subtree)
-                result = planner.plan(function, sites)
-                if result.insertion is not None:
-                    self.edits.append(result.insertion)
-                handles = {offset: (h.expression, h.note) for offset, h in result.handles.items()}
-                plan.decisions.append(f"{plan.relative(source.path)}: {function.spelling}(): memory handle "
-                                      f"{result.reason}")  # fmt: skip
-            for item in sites:
-                why = "inline: not inside a function" if function is None else "inline: hoisting disabled"
-                expression, note = handles.get(item.site.name_offset, (inline(item.ctx_text), why))
-                jobs.append(CallJob(source, item.span, item.site.rule, {"mem": expression, "ctx": item.ctx_text},
-                                    SEMANTIC, note))  # fmt: skip
-        return jobs
-
     def _fix_values(self, rule: Rule) -> dict[str, str]:
         return option_values(rule, self.options)
 
-    def _no_successor(self, site: CallSite, span: CallSpan, plan: Plan) -> None:
-        source = self.sources[Path(site.file)]
-        parent, _ = meaningful_parent(site.ancestors)
-        is_statement = parent is not None and parent.kind == K.COMPOUND_STMT
-        if site.rule.action == "remove_statement" and is_statement:
-            start, end = _statement_bounds(source, span.name_start, span.end)
-            self.edits.append(source.make_edit(start, end, "", site.rule.id, SEMANTIC, "statement removed"))
-            self._manual(plan, site.file, site.name_offset, site.rule, f"removed: {site.rule.guidance}", REVIEW)
-        else:
-            self._manual(plan, site.file, site.name_offset, site.rule, site.rule.guidance or "")
-
-    def _manual_call(self, site: CallSite, plan: Plan) -> None:
-        when = site.rule.match.when
-        if when == "const_argument":
-            const_args = [a for a in site.call.get_arguments() if _is_const_object(unwrap(a).type)]
-            if not const_args:
-                return
-        self._manual(plan, site.file, site.name_offset, site.rule, site.rule.guidance or "")
-
-    def _manual(self, plan: Plan, file: str, offset: int, rule: Rule, message: str, kind: str = ACTION) -> None:
+    def manual(self, plan: Plan, file: str, offset: int, rule: Rule, message: str, kind: str = ACTION) -> None:
         source = self.sources[Path(file)]
         plan.manual.append(ManualItem(plan.relative(file), source.line_of(offset), rule.id, message, kind))
         plan.rules_used.setdefault(rule.id, rule.description)
 
     # --- struct fields -------------------------------------------------------------------------------------
 
-    def _plan_fields(self, collected: Collected, fresh: set[str], plan: Plan) -> None:
-        auto = next((r for r in self.rules if r.kind == "params_insert" and r.params.get("member") == FLASH_TYPE), None)
+    def _plan_fields(self, collected: Collected, fresh: set[str], plan: Plan, handlers: dict[str, Handler]) -> None:
         folded = [s for s in collected.fields if s.file in fresh and "fold" in s.rule.params]
         if folded:  # several fields into one (fold.py)
-            self.edits += plan_folds(folded, self.sources, plan, self._manual)
+            self.edits += plan_folds(folded, self.sources, plan, self.manual)
         for site in collected.fields:
-            if site.file not in fresh or "fold" in site.rule.params:
-                continue
-            if site.rule.kind == "manual_call":  # a field only a person can migrate: listed at each use
-                self._manual(plan, site.file, site.name_offset, site.rule, site.rule.guidance or "")
-                continue
-            source = self.sources[Path(site.file)]
-            member = site.rule.match.member or ""
-            if source.data[site.name_offset : site.name_offset + len(member)] != member.encode():
-                self._manual(plan, site.file, site.name_offset, site.rule,
-                             f"`{member}` is used inside a macro; {site.rule.description}")  # fmt: skip
-                continue
-            self._field_site(site, source, plan, auto)
-
-    def _field_site(self, site: FieldSite, source: SourceFile, plan: Plan, auto: Rule | None) -> None:
-        rule = site.rule
-        value = _designated_value(source.data, site.name_offset + len(rule.match.member or ""))
-        if site.member.kind == K.MEMBER_REF and value is not None:
-            self._field_assignment(site, source, plan, auto, value)
-            return
-        parent, _ = meaningful_parent(site.ancestors)
-        kids = children(parent) if parent is not None else []
-        is_assignment = (
-            parent is not None
-            and parent.kind == K.BINARY_OPERATOR
-            and len(kids) == 2
-            and span_of(kids[0]).end == span_of(site.member).end
-            and operator_between(source.data, kids[0], kids[1]) == "="
-        )
-        if not is_assignment:
-            self._manual(plan, site.file, site.name_offset, rule,
-                         f"`{rule.match.member}` is read here; at the target read `{rule.params['member']}` "
-                         f"(an enum, AUTO = -1) instead. {rule.description}")  # fmt: skip
-            return
-        value_span = span_of(kids[1])
-        self._field_assignment(site, source, plan, auto, (value_span.start, value_span.end))
-
-    def _field_assignment(self, site: FieldSite, source: SourceFile, plan: Plan, auto: Rule | None,
-                          value: tuple[int, int]) -> None:  # fmt: skip
-        """`x.flash_attn = v` (or the designator `.flash_attn = v`): the member renamed, the value mapped."""
-        rule = site.rule
-        name_end = site.name_offset + len(rule.match.member or "")
-        new_member = str(rule.params["member"])
-        name_end = _absorb_padding(source.data, name_end, len(new_member) - len(rule.match.member or ""))
-        self.edits.append(source.make_edit(site.name_offset, name_end, new_member, rule.id))
-        start, end = value
-        text = source.text(start, end).strip()
-        if auto is not None:
-            replacement, rule_id = str(auto.params["value"]), auto.id
-            plan.rules_used.setdefault(auto.id, auto.description)
-        elif text in ("true", "1", "false", "0"):
-            replacement, rule_id = str(rule.params["true" if text in ("true", "1") else "false"]), rule.id
-        else:
-            replacement, rule_id = str(rule.fix).format_map({"expr": text}), rule.id
-        self.edits.append(source.make_edit(start, end, replacement, rule_id))
-        plan.rules_used.setdefault(rule.id, rule.description)
-
-    # --- llama_decode checks -------------------------------------------------------------------------------
-
-    def _plan_decodes(self, collected: Collected, fresh: set[str], plan: Plan, language: str) -> None:
-        introduced: dict[tuple[int, int], set[str]] = {}
-        for site in collected.decodes:
-            if site.file not in fresh:
-                continue
-            source = self.sources[Path(site.file)]
-            function, _ = enclosing_function(site.ancestors)
-            key = (function.extent.start.offset, function.extent.end.offset) if function is not None else (0, 0)
-            names = introduced.setdefault(key, set())
-            rewriter = DecodeRewriter(source, self.options, language, collected.file_scope, names)
-            result = rewriter.rewrite(site, function)
-            names |= result.names
-            line = source.line_of(site.offset)
-            if result.edits:
-                self.edits += [e if not result.note else _with_note(e, result.note) for e in result.edits]
-                plan.rules_used.setdefault(site.rule.id, site.rule.description)
-            if result.advisory:
-                plan.advisories.append(advise.Advisory(plan.relative(site.file), line, site.rule.id, result.advisory))
-
-    # --- opt-in llama_context_params additions -------------------------------------------------------------
-
-    def _plan_params(self, collected: Collected, fresh: set[str], plan: Plan) -> None:
-        inserts = [r for r in self.rules if r.kind == "params_insert"]
-        if not inserts:
-            return
-        for var, ancestors, file in collected.params_vars:
-            if file not in fresh:
-                continue
-            source = self.sources[Path(file)]
-            for rule in inserts:
-                edit = params_insertion(rule, var, ancestors, source, self._tokens(Path(file)), collected)
-                if edit is not None:
-                    self.edits.append(edit)
-                    plan.rules_used.setdefault(rule.id, rule.description)
-                    if rule.id == "kv-unified":  # what the opt-in costs, measured, beside where it is turned on
-                        plan.advisories.append(advise.Advisory(plan.relative(file), edit.line, advise.UNIFIED_COST,
-                                                               advise.UNIFIED_COST_WHY))  # fmt: skip
+            if site.file in fresh and "fold" not in site.rule.params:
+                handlers[site.rule.kind].field(site, plan)
 
     # --- macros, undeclared names, non-call uses -------------------------------------------------------------
 
@@ -609,7 +444,7 @@ class Engine:
                 source = self.sources[Path(site.file)]
                 tokens = tokenize(source.data, site.name_offset, min(len(source.data), site.name_offset + 256))
                 macro = tokens[0].name if tokens else "?"
-                self._manual(plan, site.file, site.name_offset, site.rule,
+                self.manual(plan, site.file, site.name_offset, site.rule,
                              f"{site.rule.match.name} is called through macro {macro}, defined outside this tree; "
                              f"change the macro or stop using it here. {site.rule.description}")  # fmt: skip
 
@@ -617,16 +452,16 @@ class Engine:
                     confidence: str, plan: Plan) -> None:  # fmt: skip
         span = call_at(tokens, index)
         where = f"in the body of macro {macro}"
-        if rule.kind in ("memory_call", "append_argument") and span is not None and span.args:
-            ctx_text = source.text(*span.args[0])
-            job = CallJob(source, span, rule, {"mem": inline(ctx_text), "ctx": ctx_text}, confidence,
+        if template_call(rule) and span is not None and span.args:
+            job = CallJob(source, span, rule, inline_values(rule, source.text(*span.args[0])), confidence,
                           f"macro {macro} rewritten once, inline handle")  # fmt: skip
             self.edits += compose_calls([job], self._fix_values)
+            handle = rule.handle.init.partition("(")[0]
             plan.decisions.append(f"{plan.relative(source.path)}:{source.line_of(span.name_start)}: macro {macro}: "
-                                  f"definition rewritten once ({rule.id}, inline llama_get_memory)")  # fmt: skip
+                                  f"definition rewritten once ({rule.id}, inline {handle})")  # fmt: skip
             return
         message = f"{rule.match.name} used {where}; rewrite the macro by hand. {rule.guidance or rule.description}"
-        self._manual(plan, str(source.path), tokens[index].start, rule, message)
+        self.manual(plan, str(source.path), tokens[index].start, rule, message)
 
     def _plan_undeclared(self, parsed: ParsedFile, fresh: set[str], plan: Plan) -> None:
         """Old names the source tree does not declare (e.g. llama_kv_self_seq_pos_min, added after b5421 and
@@ -641,17 +476,16 @@ class Engine:
             source = self.sources[Path(problem.file)]
             offset = source.line_starts[problem.line - 1] + problem.column - 1
             span = self._span(problem.file, offset)
-            if rule.kind in ("memory_call", "append_argument") and span is not None and span.args:
-                ctx_text = source.text(*span.args[0])
-                jobs.append(CallJob(source, span, rule, {"mem": inline(ctx_text), "ctx": ctx_text}, SYNTACTIC,
+            if template_call(rule) and span is not None and span.args:
+                jobs.append(CallJob(source, span, rule, inline_values(rule, source.text(*span.args[0])), SYNTACTIC,
                                     NOTE_UNDECLARED))  # fmt: skip
             else:
-                self._manual(plan, problem.file, offset, rule, rule.guidance or rule.description)
+                self.manual(plan, problem.file, offset, rule, rule.guidance or rule.description)
         self.edits += compose_calls(jobs, self._fix_values)
 
     def _plan_skipped(self, parsed: ParsedFile, fresh: set[str], plan: Plan) -> None:
         """Old API names in code the preprocessor skipped (`#if 0`, untaken #ifdef): listed, never edited."""
-        by_name = {r.match.function: r for r in self.rules if r.match.function and r.kind != "decode_error"}
+        by_name = {r.match.function: r for r in self.rules if r.match.function and not KIND_SPECS[r.kind].calls_apart}
         for file in sorted(fresh):
             source = self.sources[Path(file)]
             for start, end in skipped_ranges(parsed.tu, file):
@@ -660,7 +494,7 @@ class Engine:
                     if rule is None:
                         continue
                     first, last = source.line_of(start), source.line_of(end)
-                    self._manual(
+                    self.manual(
                         plan,
                         file,
                         token.start,
@@ -677,7 +511,7 @@ class Engine:
                 source = self.sources[Path(file)]
                 if source.data[offset : offset + len(rule.match.name)] != rule.match.name.encode():
                     continue  # inside a macro expansion: the macro pass handles the definition
-                self._manual(plan, file, offset, rule,
+                self.manual(plan, file, offset, rule,
                              f"{rule.match.name} is used as a value (not called); replace it by hand. "
                              f"{rule.guidance or rule.description}")  # fmt: skip
 
@@ -702,10 +536,11 @@ class Engine:
         for edit in plan.edits:
             for rule in (r for r in self.rules if r.id in edit.rules):
                 plan.rules_used.setdefault(rule.id, rule.description)
-        memory_rules = {r.id for r in self.rules if r.kind == "memory_call"}
-        if any(edit.rule in memory_rules for edit in plan.edits):
-            clear = bool(self.options.get("clear_data", False))
-            plan.decisions.insert(0, CLEAR_TRUE if clear else CLEAR_FALSE)
+        edited = {edit.rule for edit in plan.edits}
+        for name, option in self.config.ruleset.options.items():
+            said = option.decisions.get(self.options.get(name))
+            if said and any(name in r.options and r.id in edited for r in self.rules):
+                plan.decisions.insert(0, said)  # what the value chosen for a rule that was applied does
         if plan.newer_than_from:
             evidence = "; ".join(f"`{e['name']}` at {e['file']}:{e['line']} ({e['known']})"
                                  for e in plan.newer_than_from[:8])  # fmt: skip
@@ -716,64 +551,20 @@ class Engine:
             )
 
 
-CLEAR_FALSE = (
-    "llama_memory_clear(mem, false): metadata only (the default of option clear_data) — the cells are marked free, "
-    "which is all a later decode needs, and the cost of zeroing the whole K/V buffer (which the old "
-    "llama_kv_self_clear always paid) is saved. llama.cpp's maintainers noted (PR 14030) that stale data in padded "
-    "K/V tensors can cause small floating-point differences in attention, so check that repeated generation gives "
-    "the same output; set option clear_data=true to zero the buffers as before."
-)
-CLEAR_TRUE = (
-    "llama_memory_clear(mem, true): metadata and K/V buffers zeroed, as the old llama_kv_self_clear did "
-    "(option clear_data=true); costs time proportional to the cache size on every clear."
-)
-
-
-# --- call jobs: one edit per call, nested calls composed -----------------------------------------------------------
-
-
-@dataclass
-class CallJob:
-    source: SourceFile
-    span: CallSpan
-    rule: Rule
-    values: dict[str, str]
-    confidence: str
-    note: str
-
-
-def compose_calls(jobs: list[CallJob], option_values: Callable[[Rule], dict[str, str]]) -> list[Edit]:
-    """One edit per call, innermost first, so a call nested in another's arguments is part of the outer edit."""
-    produced: list[Edit] = []
-    for job in sorted(jobs, key=lambda j: j.span.end - j.span.name_start):
-        data = job.source.data
-        same_file = [e for e in produced if e.file == job.source.path]
-        args = [render_range(data, start, end, same_file) for start, end in job.span.args]
-        rest = render_range(data, job.span.args[1][0], job.span.args[-1][1], same_file) if len(args) > 1 else ""
-        values = {"name": job.rule.match.name, "args": args, "rest": rest, **option_values(job.rule), **job.values}
-        replacement = str(job.rule.fix).format_map(values)
-        if len(args) > 1:
-            replacement = replacement.replace(", )", ")")
-        else:
-            replacement = replacement.replace(", )", ")").replace("(, ", "(")
-        start, end = job.span.name_start, job.span.end
-        inner = [e for e in same_file if start <= e.start and e.end <= end]
-        absorbed = tuple(rule for e in inner for rule in e.rules)
-        produced = [e for e in produced if e not in inner]
-        produced.append(job.source.make_edit(start, end, replacement, job.rule.id, job.confidence, job.note, absorbed))
-    return produced
+def __getattr__(name: str) -> str:
+    """CLEAR_FALSE / CLEAR_TRUE, the plan's words on option clear_data, now data of the rules file that declares the
+    option (`decisions`); kept importable for callers of the former constants."""
+    wanted = {"CLEAR_FALSE": False, "CLEAR_TRUE": True}
+    if name not in wanted:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    for ruleset in rule_files():
+        option = ruleset.options.get("clear_data")
+        if option is not None and wanted[name] in option.decisions:
+            return option.decisions[wanted[name]]
+    raise AttributeError(f"no rules file says what option clear_data={wanted[name]} does")
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
-
-
-def option_values(rule: Rule, options: dict[str, Any]) -> dict[str, str]:
-    """The rule's options as C/C++ source text for its fix template (booleans as true/false)."""
-    values = {}
-    for name in rule.options:
-        value = options[name]
-        values[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
-    return values
 
 
 def _relative_to(file: str, root: Path) -> str:
@@ -781,121 +572,19 @@ def _relative_to(file: str, root: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else file
 
 
-def _fix_identifiers(rules: list[Rule]) -> set[str]:
+def target_identifiers(rules: list[Rule]) -> set[str]:
+    """What the rules write: identifiers in their fixes and value maps, the members they introduce or retype, the
+    handles they hoist (the prose of an advisory a rule carries is not code)."""
     names: set[str] = set()
     for rule in rules:
-        texts = [rule.fix or ""] + [str(v) for v in rule.params.values()]
-        for text in texts:
+        values = [v for key, v in rule.params.items() if key != "advisory"]
+        for text in [rule.fix or "", *(str(v) for v in values)]:
             names |= set(re.findall(r"\b(llama_[a-z_]+|LLAMA_[A-Z_]+|[a-z_]+_type)\b", text))
+        if isinstance(rule.params.get("member"), str):
+            names.add(rule.params["member"])
+        if KIND_SPECS[rule.kind].hoists_handle:
+            names |= rule.handle.names
     return names
-
-
-def _designated_value(data: bytes, name_end: int) -> tuple[int, int] | None:
-    """The value after a designator `.member = value` (up to the `,` or `}` that ends it), or None."""
-    tokens = tokenize(data, name_end, min(len(data), name_end + 4096))
-    if not tokens or tokens[0].text != b"=":
-        return None
-    return value_after_equals(tokens)
-
-
-def _absorb_padding(data: bytes, end: int, growth: int) -> int:
-    """Where a longer name ends, given alignment padding after it (`p.flash_attn      = x` keeps its `=` column)."""
-    spaces = 0
-    while end + spaces < len(data) and data[end + spaces] == 0x20:
-        spaces += 1
-    if growth > 0 and spaces > growth and data[end + spaces : end + spaces + 1] == b"=":
-        return end + growth
-    return end
-
-
-def _with_note(edit: Edit, note: str) -> Edit:
-    return Edit(edit.file, edit.start, edit.end, edit.replacement, edit.rule, edit.line, edit.before,
-                edit.confidence, note, edit.absorbed)  # fmt: skip
-
-
-def _is_const_object(type_: ci.Type) -> bool:
-    if type_.kind == ci.TypeKind.LVALUEREFERENCE:
-        type_ = type_.get_pointee()
-    return type_.is_const_qualified() and type_.kind not in (ci.TypeKind.POINTER,)
-
-
-def _statement_bounds(source: SourceFile, start: int, end: int) -> tuple[int, int]:
-    """The statement `call;` to remove: with its whole line when nothing else is on it."""
-    data = source.data
-    tokens = tokenize(data, end, min(len(data), end + 32))
-    if tokens and tokens[0].text == b";":
-        end = tokens[0].end
-    line_start = source.line_start(start)
-    line_end = data.find(b"\n", end)
-    line_end = len(data) if line_end < 0 else line_end + 1
-    rest = data[end:line_end].strip()
-    # a trailing `// comment` describes the removed call: it goes with it
-    if data[line_start:start].strip() == b"" and (rest == b"" or rest.startswith(b"//")):
-        return line_start, line_end
-    return start, end
-
-
-def params_insertion(rule: Rule, var: ci.Cursor, ancestors: tuple[ci.Cursor, ...], source: SourceFile,
-                     tokens: list[Token], collected: Collected) -> Edit | None:  # fmt: skip
-    """An opt-in assignment added to a llama_context_params set-up (after `params.after = ...;`, or after the
-    declaration and the assignments that follow it when `after` is `setup`)."""
-    name = var.spelling
-    statement_index = next((i for i in range(len(ancestors) - 1, -1, -1) if ancestors[i].kind == K.DECL_STMT), None)
-    if statement_index is None or statement_index == 0 or ancestors[statement_index - 1].kind != K.COMPOUND_STMT:
-        return None
-    block, declaration = ancestors[statement_index - 1], ancestors[statement_index]
-    decl_text = source.text(*_bounds(declaration))
-    if "llama_context_default_params" not in decl_text:
-        return None
-    siblings = children(block)
-    position = next(i for i, kid in enumerate(siblings) if span_of(kid) == span_of(declaration))
-    setup = [declaration]
-    for kid in siblings[position + 1 :]:
-        kid_tokens = tokenize(source.data, *_bounds(kid))
-        if len(kid_tokens) >= 3 and kid_tokens[0].name == name and kid_tokens[1].text in (b".", b"->"):
-            setup.append(kid)
-        else:
-            break
-    block_text = source.data[span_of(block).start : span_of(block).end]
-    for member in [str(rule.params.get("member", "")), *rule.params.get("unless_set", [])]:
-        pattern = rb"\b" + re.escape(name.encode()) + rb"\s*(\.|->)\s*" + re.escape(member.encode()) + rb"\b"
-        if member and re.search(pattern, block_text):
-            return None  # set explicitly already (or a second run)
-    after = str(rule.params["after"])
-    anchor = setup[-1]
-    if after != "setup":
-        assigns = rb"(\.|->)\s*" + re.escape(after.encode()) + rb"\s*="
-        matches = [s for s in setup[1:] if re.search(assigns, source.data[slice(*_bounds(s))])]
-        if not matches:
-            return None
-        anchor = matches[-1]
-        if re.search(rb"=\s*1\s*$", source.data[slice(*_bounds(anchor))]):
-            return None  # a single sequence: nothing to unify
-    end = _statement_end(source, span_of(anchor).end)
-    indent = source.indent_at(span_of(anchor).start)
-    statement = _align_assignment(str(rule.fix).format_map({"params": name}), source.text(*_bounds(anchor)))
-    text = source.newline + indent + statement
-    return source.make_edit(end, end, text, rule.id, SEMANTIC, "opt-in rule")
-
-
-def _align_assignment(statement: str, neighbour: str) -> str:
-    """`a.b = c;` padded so its `=` lines up with an aligned neighbour (`a.n_seq_max       = ...`)."""
-    match = re.match(r"^([^=]*?\S)(\s{2,})=", neighbour)
-    left, sep, right = statement.partition(" = ")
-    if match is None or not sep:
-        return statement
-    width = len(match.group(1)) + len(match.group(2))
-    return f"{left.ljust(width - 1)} = {right}" if len(left) < width - 1 else statement
-
-
-def _bounds(cursor: ci.Cursor) -> tuple[int, int]:
-    span = span_of(cursor)
-    return span.start, span.end
-
-
-def _statement_end(source: SourceFile, end: int) -> int:
-    tokens = tokenize(source.data, end, min(len(source.data), end + 32))
-    return tokens[0].end if tokens and tokens[0].text == b";" else end
 
 
 # --- plan cache: a warm `migrate plan` on unchanged inputs skips libclang ---------------------------------------------

@@ -14,10 +14,11 @@ from typing import Any
 import tree_sitter_cpp
 from tree_sitter import Language, Node, Parser
 
+from migrate.rewrite.calls import CallJob, compose_calls, inline_values, option_values
 from migrate.rewrite.edits import NOTE_MACRO_BODY, NOTE_UNPARSED, SYNTACTIC, Edit, SourceFile
-from migrate.rewrite.memory import inline
+from migrate.rewrite.handlers import template_call
 from migrate.rewrite.plan import REVIEW, Advisory, ManualItem, Plan
-from migrate.rewrite.rules import Rule
+from migrate.rewrite.rules import KIND_SPECS, Rule
 from migrate.rewrite.tokens import call_at, index_at, tokenize
 
 
@@ -62,12 +63,12 @@ def _defined_names(nodes: list[Node]) -> set[str]:
 
 
 def plan_syntactic(source: SourceFile, rules: list[Rule], options: dict[str, Any], plan: Plan) -> list[Edit]:
-    from migrate.rewrite.engine import CallJob, compose_calls, option_values
-
     tree = _parser().parse(source.data)
     nodes = _walk(tree.root_node)
     own = _defined_names(nodes)
     by_name = {r.match.function: r for r in rules if r.match.function}
+    checked = next((r for r in rules if KIND_SPECS[r.kind].calls_apart), None)  # return-code checks (decode.py)
+    fields = {r.match.member: r for r in rules if KIND_SPECS[r.kind].folds and "fold" not in r.params}
     tokens = tokenize(source.data)
     jobs: list[CallJob] = []
     edits: list[Edit] = []
@@ -83,9 +84,9 @@ def plan_syntactic(source: SourceFile, rules: list[Rule], options: dict[str, Any
             line = source.line_of(function.start_byte)
             if name in own:
                 continue
-            if name == "llama_decode":
-                plan.advisories.append(Advisory(relative, line, "decode-error-detail",
-                                                "file parsed syntactically: llama_decode error handling not "
+            if checked is not None and name == checked.match.function:
+                plan.advisories.append(Advisory(relative, line, checked.id,
+                                                f"file parsed syntactically: {name} error handling not "
                                                 "rewritten; fix the include path and re-run"))  # fmt: skip
                 continue
             rule = by_name.get(name)
@@ -93,9 +94,8 @@ def plan_syntactic(source: SourceFile, rules: list[Rule], options: dict[str, Any
                 continue
             index = index_at(tokens, function.start_byte)
             span = call_at(tokens, index) if index is not None else None
-            if rule.kind in ("memory_call", "append_argument") and span is not None and span.args:
-                ctx_text = source.text(*span.args[0])
-                jobs.append(CallJob(source, span, rule, {"mem": inline(ctx_text), "ctx": ctx_text}, SYNTACTIC,
+            if template_call(rule) and span is not None and span.args:
+                jobs.append(CallJob(source, span, rule, inline_values(rule, source.text(*span.args[0])), SYNTACTIC,
                                     NOTE_UNPARSED))  # fmt: skip
             elif rule.match.when:  # a condition on types (e.g. a const argument) cannot be checked by name
                 plan.manual.append(ManualItem(relative, line, rule.id, f"(syntactic match, {rule.match.when} not "
@@ -104,14 +104,12 @@ def plan_syntactic(source: SourceFile, rules: list[Rule], options: dict[str, Any
                 plan.manual.append(ManualItem(relative, line, rule.id, f"(syntactic match) {rule.guidance or ''}"))
         elif node.type == "preproc_function_def":
             jobs += _macro_jobs(node, source, by_name, own)
-        elif node.type == "field_identifier" and node.text == b"flash_attn":
-            edits += _field(node, source, rules, plan)
+        elif node.type == "field_identifier" and node.text and node.text.decode() in fields:
+            edits += _field(node, source, fields[node.text.decode()])
     return edits + compose_calls(jobs, lambda rule: option_values(rule, options))
 
 
-def _macro_jobs(node: Node, source: SourceFile, by_name: dict[str | None, Rule], own: set[str]) -> list[Any]:
-    from migrate.rewrite.engine import CallJob
-
+def _macro_jobs(node: Node, source: SourceFile, by_name: dict[str | None, Rule], own: set[str]) -> list[CallJob]:
     value = node.child_by_field_name("value")
     if value is None:
         return []
@@ -119,21 +117,20 @@ def _macro_jobs(node: Node, source: SourceFile, by_name: dict[str | None, Rule],
     jobs = []
     for index, token in enumerate(tokens):
         rule = by_name.get(token.name)
-        if rule is None or token.name in own or rule.kind not in ("memory_call", "append_argument"):
+        if rule is None or token.name in own or not template_call(rule):
             continue
         span = call_at(tokens, index)
         if span is not None and span.args:
-            ctx_text = source.text(*span.args[0])
-            jobs.append(CallJob(source, span, rule, {"mem": inline(ctx_text), "ctx": ctx_text}, SYNTACTIC,
+            jobs.append(CallJob(source, span, rule, inline_values(rule, source.text(*span.args[0])), SYNTACTIC,
                                 NOTE_MACRO_BODY))  # fmt: skip
     return jobs
 
 
-def _field(node: Node, source: SourceFile, rules: list[Rule], plan: Plan) -> list[Edit]:
-    rule = next((r for r in rules if r.kind == "bool_field_to_enum" and r.match.member == "flash_attn"), None)
+def _field(node: Node, source: SourceFile, rule: Rule) -> list[Edit]:
+    """`x.old = value` of a renamed field (one field, not folded): the name and the value mapped by name."""
     field_expression = node.parent
     assignment = field_expression.parent if field_expression is not None else None
-    if rule is None or assignment is None or assignment.type != "assignment_expression":
+    if assignment is None or assignment.type != "assignment_expression":
         return []
     left, right = assignment.child_by_field_name("left"), assignment.child_by_field_name("right")
     if left != field_expression or right is None or right.text is None:

@@ -33,6 +33,7 @@ from migrate.rewrite.cursors import (
     walk,
 )
 from migrate.rewrite.edits import Edit, SourceFile
+from migrate.rewrite.rules import HandleSpec
 from migrate.rewrite.tokens import CallSpan, tokenize
 
 LOCAL_DECLS = {K.PARM_DECL, K.VAR_DECL}
@@ -58,10 +59,6 @@ class FunctionHandles:
     handles: dict[int, Handle]  # keyed by the site's name offset
     insertion: Edit | None
     reason: str  # for the plan: hoisted (where) or why not
-
-
-def inline(ctx_text: str) -> str:
-    return f"llama_get_memory({ctx_text})"
 
 
 def _decl_key(cursor: ci.Cursor) -> tuple[str, str, int] | None:
@@ -219,9 +216,10 @@ def names_in(function: ci.Cursor, data: bytes) -> set[str]:
 
 
 class HoistPlanner:
-    def __init__(self, source: SourceFile, file_scope_names: set[str], preferred: str, rule_id: str,
+    def __init__(self, source: SourceFile, file_scope_names: set[str], preferred: str, rule_id: str, handle: HandleSpec,
                  subtree: Callable[[ci.Cursor], Nodes] = lambda cursor: list(walk(cursor))) -> None:  # fmt: skip
         self.subtree = subtree
+        self.handle = handle  # what every site of this function shares: its type and initialiser
         self.source = source
         self.file_scope_names = file_scope_names
         self.preferred = preferred
@@ -233,7 +231,7 @@ class HoistPlanner:
         for item in sites:
             reason = self._site_blocker(item, function)
             if reason:
-                handles[item.site.name_offset] = Handle(inline(item.ctx_text), f"inline: {reason}")
+                handles[item.site.name_offset] = Handle(self.handle.inline(item.ctx_text), f"inline: {reason}")
             else:
                 candidates.append(item)
         if not candidates:
@@ -242,7 +240,7 @@ class HoistPlanner:
         insertion, name_or_reason = self._hoist(function, candidates)
         for item in candidates:
             if insertion is None:
-                handles[item.site.name_offset] = Handle(inline(item.ctx_text), f"inline: {name_or_reason}")
+                handles[item.site.name_offset] = Handle(self.handle.inline(item.ctx_text), f"inline: {name_or_reason}")
             else:
                 handles[item.site.name_offset] = Handle(name_or_reason, "hoisted handle")
         reason = f"hoisted `{name_or_reason}`" if insertion else name_or_reason
@@ -300,7 +298,7 @@ class HoistPlanner:
         return self._declaration(point, own_line, statement, name, items[0].ctx_text), name
 
     def _declaration(self, point: int, own_line: bool, statement: ci.Cursor, name: str, ctx_text: str) -> Edit:
-        declaration = f"llama_memory_t {name} = {inline(ctx_text)};"
+        declaration = f"{self.handle.type} {name} = {self.handle.inline(ctx_text)};"
         if own_line:
             text = self.source.indent_at(span_of(statement).start) + declaration + self.source.newline
         else:

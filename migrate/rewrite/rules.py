@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from migrate.paths import data_dir
+from migrate.rewrite.defaults import MEMORY_HANDLE_INIT, MEMORY_HANDLE_TYPE
 from verify.errors import ToolError
 
 # --- the schema ------------------------------------------------------------------------------------------------
@@ -33,6 +34,7 @@ class Key:
 
     type: str
     required: bool = False
+    schema: str | None = None  # a mapping checked against SCHEMA[schema]
 
 
 TYPES = {
@@ -69,11 +71,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
              "test_prelude": Key("dict"), "rules": Key("list", True), "advisories": Key("list"),
              "builtin_advisories": Key("bool")},
     "migration": {"from": Key("str", True), "to": Key("str", True)},
-    "option": {"default": Key("scalar", True), "description": Key("str", True)},
+    "option": {"default": Key("scalar", True), "description": Key("str", True), "decisions": Key("dict")},
     "test_prelude": {"c": Key("str"), "c++": Key("str")},
     "rule": {"id": Key("str", True), "kind": Key("str", True), "description": Key("str", True),
              "match": Key("dict", True), "fix": Key("str"), "action": Key("str"), "guidance": Key("str"),
-             "opt_in": Key("bool"), "options": Key("str_list"), "tests": Key("dict"), "params": Key("dict")},
+             "opt_in": Key("bool"), "options": Key("str_list"), "tests": Key("dict"), "params": Key("dict"),
+             "handle": Key("dict")},
+    "handle": {"type": Key("str", True), "init": Key("str", True)},
+    "insert_advisory": {"id": Key("str", True), "message": Key("str", True)},
     "match": {"header": Key("str", True), "function": Key("str"), "field": Key("str"), "when": Key("str")},
     "tests": {"invalid": Key("list"), "valid": Key("list")},
     "case": {"name": Key("str"), "code": Key("str", True), "output": Key("str"), "options": Key("dict"),
@@ -88,20 +93,27 @@ SCHEMA: dict[str, dict[str, Key]] = {
 
 @dataclass(frozen=True)
 class KindSpec:
-    """What a rule kind needs from the file; the engine has one handler per kind (engine.HANDLERS)."""
+    """What a rule kind needs from the file; the engine has one handler per kind (handlers.HANDLERS)."""
 
     summary: str
     needs_fix: bool = False
     needs_guidance: bool = False
+    hoists_handle: bool = False  # the rule may say which handle it hoists (`handle: {type, init}`)
+    folds: bool = False  # a value map: params true/false (+ a fix for other values), or several fields folded
+    # what the collector gathers for it besides call and field sites: its calls apart (checks of the return code:
+    # not call sites, not listed in skipped code), the variables of its matched struct (set-ups)
+    calls_apart: bool = False
+    setups: bool = False
     params: dict[str, Key] = field(default_factory=dict)
     when: frozenset[str] = frozenset()  # values `match.when` may take
 
 
 KIND_SPECS: dict[str, KindSpec] = {
     "memory_call": KindSpec(
-        "a call moved onto a handle taken from its first argument (llama_kv_self_* → "
-        "llama_memory_* on llama_get_memory(ctx)); the handle hoisted once per function",
+        "a call moved onto a handle taken from its first argument (`handle`: its type and initialiser, default "
+        "the context's memory); the handle hoisted once per function",
         needs_fix=True,
+        hoists_handle=True,
     ),
     "no_successor": KindSpec(
         "removed with nothing to call instead: the statement removed (action: remove_statement) or listed",
@@ -119,21 +131,28 @@ KIND_SPECS: dict[str, KindSpec] = {
     ),
     "bool_field_to_enum": KindSpec(
         "a struct field renamed and retyped with a value map: one bool field to an enum (params true/false, fix for "
-        "any other value), or several bool fields folded into one (params fold + values)",
+        "any other value), or several bool fields folded into one (params fold + values); params.type: the new field's "
+        "type",
         params={
             "member": Key("str", True),
             "true": Key("str"),
             "false": Key("str"),
             "fold": Key("dict"),
             "values": Key("list"),
+            "type": Key("str"),
         },
+        folds=True,
     ),  # fmt: skip
     "params_insert": KindSpec(
-        "opt-in: an assignment added where a params struct is set up",
+        "opt-in: an assignment added where a params struct is set up (declared from params.setup_call, default the "
+        "struct's defaults function), params.advisory {id, message} reported beside each",
         needs_fix=True,
-        params={"after": Key("str", True), "member": Key("str"), "value": Key("str"), "unless_set": Key("str_list")},
+        params={"after": Key("str", True), "member": Key("str"), "value": Key("str"), "unless_set": Key("str_list"),
+                "setup_call": Key("str"), "advisory": Key("dict", schema="insert_advisory")},
+        setups=True,
     ),  # fmt: skip
-    "decode_error": KindSpec("llama_decode checks → a switch on the return code, rendered from templates/"),
+    "decode_error": KindSpec("checks of the matched call's return code → a switch on the code, rendered from "
+                             "templates/", calls_apart=True),
 }
 # Each kind is a handler in the engine; a rule of another kind is an error in the rules file.
 KINDS = set(KIND_SPECS)
@@ -143,6 +162,7 @@ ACTIONS = {"remove_statement", "manual"}
 # libyaml's loader when present: the pure-Python one takes ~0.4 s on the rules file.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)")
+IDENTIFIER = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*\b")
 # Placeholders a fix template may use besides option names: see engine.render_fix.
 FIX_NAMES = {"mem", "ctx", "args", "rest", "name", "target", "value", "params", "expr"}
 
@@ -189,6 +209,23 @@ class RuleCase:
 
 
 @dataclass(frozen=True)
+class HandleSpec:
+    """What a `memory_call` rule hoists: `{type} name = {init};`, {ctx} in `init` being the call's first argument as
+    written. Without `handle:` in the rule, llama.cpp's memory handle (defaults.py)."""
+
+    type: str = MEMORY_HANDLE_TYPE
+    init: str = MEMORY_HANDLE_INIT
+
+    def inline(self, ctx_text: str) -> str:
+        return self.init.format_map({"ctx": ctx_text})
+
+    @property
+    def names(self) -> set[str]:
+        """The identifiers the handle writes (target API: errors about them in a re-parse mean "migrated")."""
+        return set(IDENTIFIER.findall(f"{self.type} {self.init.replace('{ctx}', '')}"))
+
+
+@dataclass(frozen=True)
 class Rule:
     id: str
     kind: str
@@ -202,6 +239,7 @@ class Rule:
     invalid: tuple[RuleCase, ...] = ()
     valid: tuple[RuleCase, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)  # kind-specific data (e.g. the enum values of a field)
+    handle: HandleSpec = HandleSpec()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -228,6 +266,8 @@ class Option:
     name: str
     default: Any
     description: str
+    # what the plan says, by value, when a rule that reads the option made an edit (e.g. what clearing costs)
+    decisions: dict[Any, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -411,13 +451,14 @@ def _rule(raw: Any, path: Path, options: dict[str, Option], rule_ids: set[str]) 
     folding = "fold" in params
     if spec.needs_fix and not fix:
         raise RuleError(f"{where}: kind {kind} needs a 'fix'")
-    if kind == "bool_field_to_enum" and not folding and not fix:
+    if spec.folds and not folding and not fix:
         raise RuleError(f"{where}: kind {kind} needs a 'fix' (the value for an expression)")
     if spec.needs_guidance and not raw.get("guidance"):
         raise RuleError(f"{where}: kind {kind} needs 'guidance' (what the person should do)")
     if folding and match.member not in params["fold"]:
         raise RuleError(f"{where}: key 'params.fold' must name the matched field {match.member!r} too")
     tests = _check(raw.get("tests") or {}, "tests", f"{where}: tests")
+    handle = _handle(raw.get("handle"), spec, kind, where)
     return Rule(
         id=rule_id,
         kind=kind,
@@ -431,7 +472,33 @@ def _rule(raw: Any, path: Path, options: dict[str, Option], rule_ids: set[str]) 
         invalid=_cases(tests, rule_id, where, "invalid", options, rule_ids),
         valid=_cases(tests, rule_id, where, "valid", options, rule_ids),
         params=params,
+        handle=handle,
     )
+
+
+def _handle(raw: Any, spec: KindSpec, kind: str, where: str) -> HandleSpec:
+    if not raw:
+        return HandleSpec()
+    if not spec.hoists_handle:
+        raise RuleError(f"{where}: key 'handle': kind {kind} hoists no handle")
+    _check(raw, "handle", f"{where}: handle")
+    for name in PLACEHOLDER.findall(raw["init"]):
+        if name != "ctx":
+            raise RuleError(f"{where}: key 'handle.init' uses {{{name}}}; only {{ctx}} (the first argument) is known")
+    return HandleSpec(raw["type"], raw["init"])
+
+
+def _decisions(spec: dict[str, Any], where: str) -> dict[Any, str]:
+    """`decisions: {value: text}`, each value of the option's type."""
+    decisions = {}
+    for value, text in (spec.get("decisions") or {}).items():
+        if not isinstance(text, str):
+            raise RuleError(f"{where}: key 'decisions.{value}' must be a string, got {_shown(text)}")
+        try:
+            decisions[_convert(value, spec["default"])] = " ".join(text.split())
+        except RuleError as exc:
+            raise RuleError(f"{where}: key 'decisions': {exc}") from None
+    return decisions
 
 
 def _params(raw: Any, kind: str, where: str) -> dict[str, Any]:
@@ -451,7 +518,9 @@ def _params(raw: Any, kind: str, where: str) -> dict[str, Any]:
                             f"{', '.join(spec.params)}")  # fmt: skip
         if value is not None and not _has_type(value, spec.params[key].type):
             raise RuleError(f"{where}: key 'params.{key}' must be {TYPES[spec.params[key].type]}, got {_shown(value)}")
-    if kind == "bool_field_to_enum":
+        if value is not None and spec.params[key].schema:
+            params[key] = dict(_check(value, spec.params[key].schema, f"{where}: params.{key}"))
+    if spec.folds:
         _fold_params(params, where)
     for key, item in spec.params.items():
         if item.required and key not in params:
@@ -539,7 +608,8 @@ def load_rules(path: Path) -> RuleSet:
     options = {}
     for name, spec in (raw.get("options") or {}).items():
         _check(spec, "option", f"{path}: options.{name}")
-        options[name] = Option(name, spec["default"], " ".join(str(spec["description"]).split()))
+        options[name] = Option(name, spec["default"], " ".join(str(spec["description"]).split()),
+                               _decisions(spec, f"{path}: options.{name}"))  # fmt: skip
     prelude = _check(raw.get("test_prelude") or {}, "test_prelude", f"{path}: test_prelude")
     rule_ids = _duplicates(raw["rules"], path, "rule")
     rules = [_rule(entry, path, options, rule_ids) for entry in raw["rules"]]
