@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate.build import build, find_shim_sources
-from migrate.config import load_config
+from migrate.config import DEFAULT_FROM, load_config
 from migrate.model import ensure_model
 from migrate.paths import cache_root
 from migrate.sources import resolve
@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "mutate", "mutation score of a consumer's shim under the checklist", __doc__,
                          cmd_mutate)  # fmt: skip
     parser.add_argument("src", help="consumer source tree")
-    parser.add_argument("--from", dest="from_version", default="b5421", help="llama.cpp release the shim targets")
+    parser.add_argument("--from", dest="from_version", default=DEFAULT_FROM, help="llama.cpp release the shim targets")
     parser.add_argument("--max", type=int, help="run a seeded random sample of N mutants (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --max sample (default 0)")
     parser.add_argument("--jobs", type=int, default=1, help="mutants built and checked at once (default 1)")

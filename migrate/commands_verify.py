@@ -1,9 +1,10 @@
 """`migrate verify`: the command lives in verify/cli.py (verify imports nothing from migrate); this module
-registers it and gives it the default model (the generated tiny model)."""
+registers it and gives it the default model and stop model (the generated tiny ones)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from verify import cli as verify_cli
@@ -16,11 +17,13 @@ def default_model(cache: str | None) -> Path:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    if not getattr(args, "eog_model", None):
+    request = verify_cli.verify_request(args)
+    if not request.eog_model:
         from migrate.model import ensure_model
 
-        args.eog_model = str(ensure_model("tiny", "b5421", cache=getattr(args, "cache", None), eog=True))
-    return verify_cli.cmd_verify(args, default_model)
+        eog_model = str(ensure_model("tiny", "b5421", cache=request.cache, eog=True))
+        request = dataclasses.replace(request, eog_model=eog_model)
+    return verify_cli.run_verify(request, default_model)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -11,6 +11,11 @@ from typing import Any
 from verify.errors import ToolError
 
 CONFIG_FILE = "llama-migrate.toml"
+# The --from/--to defaults of `migrate plan`, `apply`, `run`, `gate` and `mutate`: the first step in rules/
+# (rules/b5421-b7785.yaml), the bump the bundled fixture (fixtures/localllm) was written for. A constant rather than
+# read from rules/ when the parser is built: `--help` of every command would otherwise load and validate every
+# rules file. tests/test_cli_defaults.py keeps it equal to the first step.
+DEFAULT_FROM, DEFAULT_TO = "b5421", "b7785"
 
 
 class ConfigError(ToolError):

@@ -42,7 +42,7 @@ from typing import Any
 from rich.console import Console
 
 from migrate import pipeline
-from migrate.pipeline import EXIT_OK, EXIT_USAGE, RunOutcome, Stages, UsageError
+from migrate.pipeline import EXIT_OK, EXIT_USAGE, RunOutcome, RunRequest, Stages, UsageError
 from verify.differential import not_verified_on_new, nothing_verified
 from verify.session import Options
 
@@ -76,6 +76,16 @@ class Finding:
 
     def line(self) -> str:
         return f"{self.where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class GateRequest:
+    """What one `migrate gate` was asked to do: the run's request and the thresholds given on the command line
+    (None: not given, the consumer config's or the defaults apply)."""
+
+    run: RunRequest
+    tie_margin: float | None = None
+    max_tps_regression: float | None = None  # percent
 
 
 @dataclass(frozen=True)
@@ -302,30 +312,48 @@ def to_json(findings: list[Finding], thresholds: Thresholds) -> dict[str, Any]:
 # --- the command ---------------------------------------------------------------------------------------------
 
 
-def gate(args: argparse.Namespace) -> int:
-    console = Console(stderr=True, quiet=args.quiet)
-    stages = Stages(console, args.quiet)
+def gate(request: GateRequest) -> int:
+    run = request.run
+    console = Console(stderr=True, quiet=run.quiet)
+    stages = Stages(console, run.quiet)
     try:
-        src, config = pipeline.load_consumer(args)
-        config = config.with_thresholds(args.tie_margin, args.max_tps_regression)
+        src, config = pipeline.load_consumer(run)
+        config = config.with_thresholds(request.tie_margin, request.max_tps_regression)
         thresholds = Thresholds(
             DEFAULT_TIE_MARGIN if config.tie_margin is None else config.tie_margin,
             DEFAULT_MAX_TPS_REGRESSION if config.max_tps_regression is None else config.max_tps_regression,
         )
         # the harness classifies greedy divergences with this margin: hand it the one the gate uses
         config = config.with_thresholds(thresholds.tie_margin, None)
-        outcome = pipeline.execute(args, src, config, console, stages)
+        outcome = pipeline.execute(run, src, config, console, stages)
     except UsageError as exc:
         pipeline.usage_error(exc)
         return EXIT_USAGE
     findings = classify(outcome, thresholds)
     code = exit_code(findings)
-    report = pipeline.write_outputs(outcome, args, markdown_section(findings, thresholds), code,
+    report = pipeline.write_outputs(outcome, run, markdown_section(findings, thresholds), code,
                                     {"gate": to_json(findings, thresholds)})  # fmt: skip
     print(report)
     for line in summary(findings, thresholds, outcome):
         print(line, file=sys.stderr)
     return code
+
+
+# --- the command line: read here only, into a GateRequest -----------------------------------------------------
+
+
+def gate_request(args: argparse.Namespace) -> GateRequest:
+    """The parsed flags of `migrate gate` (the run's and the thresholds), typed; an unknown check is a UsageError."""
+    return GateRequest(pipeline.run_request(args), args.tie_margin, args.max_tps_regression)
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    try:
+        request = gate_request(args)
+    except UsageError as exc:
+        pipeline.usage_error(exc)
+        return EXIT_USAGE
+    return gate(request)
 
 
 def _non_negative(text: str) -> float:
@@ -339,7 +367,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from migrate.cli import add_command
 
     parser = add_command(subparsers, "gate", "`run` for CI: exit code per failure class (10-17) and a one-screen "
-                         "summary of why", __doc__, gate)  # fmt: skip
+                         "summary of why", __doc__, cmd_gate)  # fmt: skip
     pipeline.add_run_arguments(parser)
     parser.add_argument("--max-tps-regression", type=_non_negative, metavar="PCT",
                         help=f"tokens/s the new build may lose, percent (default {DEFAULT_MAX_TPS_REGRESSION:g})")

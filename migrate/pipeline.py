@@ -9,7 +9,8 @@ one markdown report, plus JSON and JUnit.
 Exit codes: 0 migrated, built and every check on the new build passed (or was skipped with a reason);
 1 something needs a human (manual actions, a build failure, a failed check); 2 bad input or environment.
 `migrate gate` (migrate/gate.py) runs the same machinery (`load_consumer`, `execute`, `write_outputs`) and turns
-the outcome into one exit code per failure class.
+the outcome into one exit code per failure class. The command line is read in one place (`run_request`, at the end);
+the stages take the typed `RunRequest` it makes.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 from rich.console import Console
 
 from migrate.build import BuildOptions, BuildResult, build
-from migrate.config import ConsumerConfig, load_config
+from migrate.config import DEFAULT_FROM, DEFAULT_TO, ConsumerConfig, load_config
 from migrate.paths import cache_root, data_dir
 from migrate.sources import SourceTree, resolve
 from verify.errors import ToolError
@@ -40,6 +41,34 @@ COPY_IGNORE = shutil.ignore_patterns(".git", "build", "build-*", "__pycache__")
 
 class UsageError(ToolError):
     """Bad input or environment (config, version, toolchain, check names): exit 2, nothing to report."""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What one `migrate run` (or the run inside `migrate gate`) was asked to do: its command line, typed.
+    `run_request` makes it from the parsed flags; the stages read only this."""
+
+    src: str | None = None  # the consumer tree; None: the bundled fixtures/localllm
+    from_version: str = DEFAULT_FROM
+    to_version: str = DEFAULT_TO
+    model: str | None = None  # GGUF for verification; None: the config's, else the generated tiny model
+    header: str | None = None  # the consumer's C API header, relative to src or absolute; None: the config's
+    out: str | None = None  # the report's folder; None: <cache>/reports
+    json_path: str | None = None  # everything the run found, as JSON
+    junit_path: str | None = None  # JUnit XML of the checks
+    enable: tuple[str, ...] = ()  # opt-in rule ids, over the config's
+    options: tuple[str, ...] = ()  # KEY=VALUE rule options, over the config's
+    gpu: str | None = None  # GPU backend for llama.cpp ("cuda"); None: CPU
+    cuda_arch: str | None = None
+    cmake_args: tuple[str, ...] = ()
+    n_gpu_layers: int = 0
+    checks: tuple[str, ...] | None = None  # known check names; None: the whole checklist
+    predict: bool = True
+    quiet: bool = False
+    cache: str | None = None
+
+    def build_options(self) -> BuildOptions:
+        return BuildOptions(self.gpu or "cpu", self.cuda_arch, self.cmake_args)
 
 
 @dataclass
@@ -112,7 +141,6 @@ def _plan_and_apply(outcome: RunOutcome, config: ConsumerConfig, cache: str | No
                         plan_cache=cache_root(cache) / "plans", cache=cache, source_tree=tree_from,
                         compile_db=CompileDatabase.find)  # fmt: skip
     plan = plan_steps(tree_from.requested, tree_to.requested, inputs)
-    plan.builds = [{"role": role, **tree.describe()} for role, tree in outcome.trees.items()]
     counts = plan.summary_counts()
     stages.say(f"plan: {counts['edits']} edit(s), {counts['manual']} manual, {counts['advisories']} advisories")
     # Our own copy: the dirty-tree guard protects consumer checkouts, not this scratch tree.
@@ -311,11 +339,18 @@ def _report(outcome: RunOutcome, out: Path, name: str, verdict: str | None = Non
     if outcome.prediction is not None:
         sections.append(_advisories_section(outcome))
     sections.append(verdict or _verdict_section(outcome))
-    text = render_report(outcome.plan, title=name, sections=sections, mode="run: plan, apply, build, verify")
+    text = render_report(outcome.plan, title=name, sections=sections, mode="run: plan, apply, build, verify",
+                         builds=run_builds(outcome))  # fmt: skip
     path = out / f"{name}-{outcome.trees['from'].requested}-{outcome.trees['to'].requested}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(portable_paths(text, outcome), encoding="utf-8")
     return path
+
+
+def run_builds(outcome: RunOutcome) -> list[dict[str, Any]]:
+    """The llama.cpp trees of the run, as the report's and the plan JSON's `builds`: the run's own two (a step's end
+    the plan also resolved is not built), kept beside the plan rather than written into it."""
+    return [{"role": role, **tree.describe()} for role, tree in outcome.trees.items()]
 
 
 def _prediction_section(outcome: RunOutcome) -> str:
@@ -416,7 +451,7 @@ def _write_json(outcome: RunOutcome, path: Path, exit_code: int | None = None,
         "src": str(outcome.src),
         "migrated": str(outcome.migrated),
         "trees": {role: tree.describe() for role, tree in outcome.trees.items()},
-        "plan": outcome.plan.to_json() if outcome.plan else None,
+        "plan": {**outcome.plan.to_json(), "builds": run_builds(outcome)} if outcome.plan else None,
         "builds": {role: {k: v for k, v in b.to_json().items() if k != "log"} for role, b in outcome.builds.items()},
         "verification": outcome.verification.to_json() if outcome.verification else None,
         "prediction": outcome.prediction.to_json() if outcome.prediction is not None else None,
@@ -428,16 +463,16 @@ def _write_json(outcome: RunOutcome, path: Path, exit_code: int | None = None,
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def run(args: argparse.Namespace) -> int:
-    console = Console(stderr=True, quiet=args.quiet)
-    stages = Stages(console, args.quiet)
+def run(request: RunRequest) -> int:
+    console = Console(stderr=True, quiet=request.quiet)
+    stages = Stages(console, request.quiet)
     try:
-        src, config = load_consumer(args)
-        outcome = execute(args, src, config, console, stages)
+        src, config = load_consumer(request)
+        outcome = execute(request, src, config, console, stages)
     except UsageError as exc:
         usage_error(exc)
         return EXIT_USAGE
-    report = write_outputs(outcome, args)
+    report = write_outputs(outcome, request)
     _print_verdict(outcome, report, console)
     return outcome.exit_code()
 
@@ -450,15 +485,16 @@ def usage_error(exc: Exception) -> None:
     Console(stderr=True, soft_wrap=True).print(error_line(exc), style="bold red", highlight=False, markup=False)
 
 
-def load_consumer(args: argparse.Namespace) -> tuple[Path, ConsumerConfig]:
+def load_consumer(request: RunRequest) -> tuple[Path, ConsumerConfig]:
     """The consumer tree and its config with the command-line flags over it."""
-    src = Path(args.src).resolve() if args.src else DEFAULT_SRC
+    src = Path(request.src).resolve() if request.src else DEFAULT_SRC
     try:
-        config = load_config(src).override(enable=args.enable, options=args.option, model=args.model)
-        if getattr(args, "header", None):
-            header = Path(args.header)
+        config = load_config(src).override(enable=list(request.enable), options=list(request.options),
+                                           model=request.model)  # fmt: skip
+        if request.header:
+            header = Path(request.header)
             if not (header if header.is_absolute() else src / header).is_file():
-                raise UsageError(f"--header {args.header}: no such file (relative to {src} or absolute)")
+                raise UsageError(f"--header {request.header}: no such file (relative to {src} or absolute)")
             if header.is_absolute() and header.resolve().is_relative_to(src):
                 header = header.resolve().relative_to(src)  # the migrated copy has its own copy of it
             config = dataclasses.replace(config, header=str(header))
@@ -467,30 +503,18 @@ def load_consumer(args: argparse.Namespace) -> tuple[Path, ConsumerConfig]:
         raise UsageError(str(exc)) from exc
 
 
-def check_names(spec: str | None) -> list[str] | None:
-    """`--checks a,b` as a list (None: the whole checklist); an unknown name is a usage error, not a skip."""
-    if not spec:
-        return None
-    from verify.checks import ALL_CHECKS
-
-    names = [n.strip() for n in spec.split(",") if n.strip()]
-    unknown = [n for n in names if n not in ALL_CHECKS]
-    if unknown:
-        raise UsageError(f"unknown check(s) {', '.join(unknown)}; known: {', '.join(ALL_CHECKS)}")
-    return names
-
-
-def execute(args: argparse.Namespace, src: Path, config: ConsumerConfig, console: Console,
+def execute(request: RunRequest, src: Path, config: ConsumerConfig, console: Console,
             stages: Stages) -> RunOutcome:  # fmt: skip
     """sources → plan → apply to a copy → build both → verify: what `run` and `gate` share. Raises UsageError."""
-    names = check_names(getattr(args, "checks", None))
+    names = list(request.checks) if request.checks is not None else None
+    cache = request.cache
     try:
-        trees = _resolve_trees(config, args.from_version, args.to_version, args.cache, stages)
+        trees = _resolve_trees(config, request.from_version, request.to_version, cache, stages)
     except (ToolError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     _bind_early(src, config, trees["from"].path)
     # pid too: two runs on the same tree within a second (CI matrix, tests) must not share a copy
-    runs = cache_root(args.cache) / "runs"
+    runs = cache_root(cache) / "runs"
     _prune_old_runs(runs)
     work = runs / f"{src.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     migrated = work / src.name
@@ -499,30 +523,30 @@ def execute(args: argparse.Namespace, src: Path, config: ConsumerConfig, console
     timed = _timer(outcome)
     try:
         with timed("plan+apply"):
-            _plan_and_apply(outcome, config, args.cache, stages)
+            _plan_and_apply(outcome, config, cache, stages)
         with timed("build"):
-            options = BuildOptions(args.gpu or "cpu", args.cuda_arch, tuple(args.cmake_arg))
-            _build_both(outcome, options, args.cache, stages)
-        if outcome.builds["from"].ok and getattr(args, "predict", True):
+            options = request.build_options()
+            _build_both(outcome, options, cache, stages)
+        if outcome.builds["from"].ok and request.predict:
             with timed("model"):
                 from migrate.model import ensure_model
 
-                model = config.model_path(args.cache)
-                stop_model = ensure_model("tiny", "b5421", cache=args.cache, eog=True)
+                model = config.model_path(cache)
+                stop_model = ensure_model("tiny", "b5421", cache=cache, eog=True)
             with timed("predict"):  # needs only the original: runs even when the migrated copy does not build
-                _predict(outcome, config, model, args.n_gpu_layers, options, args.cache, stages, names, stop_model)
+                _predict(outcome, config, model, request.n_gpu_layers, options, cache, stages, names, stop_model)
         if all(b.ok for b in outcome.builds.values()):
             with timed("model"):
-                model = config.model_path(args.cache)
+                model = config.model_path(cache)
                 from migrate.model import ensure_model
 
-                stop_model = ensure_model("tiny", "b5421", cache=args.cache, eog=True)  # the stop checks' model
+                stop_model = ensure_model("tiny", "b5421", cache=cache, eog=True)  # the stop checks' model
             stages.say(f"verify: old build vs new build on {model.name} ...")
             with timed("verify"):
-                _verify_both(outcome, config, model, args.n_gpu_layers, None if args.quiet else console, names,
+                _verify_both(outcome, config, model, request.n_gpu_layers, None if request.quiet else console, names,
                              stop_model)  # fmt: skip
             with timed("explain"):
-                _explain_failures(outcome, model, options, args.cache, stages)
+                _explain_failures(outcome, model, options, cache, stages)
             if outcome.prediction is not None:
                 outcome.verification.prediction = outcome.prediction  # JSON, JUnit and the report carry it
         else:
@@ -534,23 +558,23 @@ def execute(args: argparse.Namespace, src: Path, config: ConsumerConfig, console
     return outcome
 
 
-def write_outputs(outcome: RunOutcome, args: argparse.Namespace, verdict: str | None = None,
+def write_outputs(outcome: RunOutcome, request: RunRequest, verdict: str | None = None,
                   exit_code: int | None = None, extra_json: dict[str, Any] | None = None) -> Path:  # fmt: skip
     """The markdown report, and JSON / JUnit when asked for; returns the report's path. `verdict` (markdown)
     replaces the run's own verdict section, `exit_code` and `extra_json` the run's in the JSON (the gate's)."""
-    report = _report(outcome, report_dir(args), outcome.src.name, verdict)
-    if args.json:
-        _write_json(outcome, Path(args.json), exit_code, extra_json)
-    if args.junit and outcome.verification is not None:
+    report = _report(outcome, report_dir(request), outcome.src.name, verdict)
+    if request.json_path:
+        _write_json(outcome, Path(request.json_path), exit_code, extra_json)
+    if request.junit_path and outcome.verification is not None:
         from verify.report import write_junit
 
-        write_junit(outcome.verification, Path(args.junit))
+        write_junit(outcome.verification, Path(request.junit_path))
     return report
 
 
-def report_dir(args: argparse.Namespace) -> Path:
+def report_dir(request: RunRequest) -> Path:
     """--out, else `<cache>/reports`: never the current directory, which may be anybody's (or read-only)."""
-    return Path(args.out) if args.out else cache_root(args.cache) / "reports"
+    return Path(request.out) if request.out else cache_root(request.cache) / "reports"
 
 
 def _timer(outcome: RunOutcome):  # noqa: ANN202 - a tiny context-manager factory
@@ -575,19 +599,54 @@ def _print_verdict(outcome: RunOutcome, report: Path, console: Console) -> None:
         print("OK: migrated, built at both versions, every check passed on the new build", file=sys.stderr)
 
 
+# --- the command line: read here only, into a RunRequest ------------------------------------------------------
+
+
+def run_request(args: argparse.Namespace) -> RunRequest:
+    """The parsed flags of `add_run_arguments` (and the global --cache), typed; an unknown check is a UsageError."""
+    return RunRequest(src=args.src, from_version=args.from_version, to_version=args.to_version, model=args.model,
+                      header=args.header, out=args.out, json_path=args.json, junit_path=args.junit,
+                      enable=tuple(args.enable), options=tuple(args.option), gpu=args.gpu, cuda_arch=args.cuda_arch,
+                      cmake_args=tuple(args.cmake_arg), n_gpu_layers=args.n_gpu_layers,
+                      checks=check_names(args.checks), predict=args.predict, quiet=args.quiet,
+                      cache=args.cache)  # fmt: skip
+
+
+def check_names(spec: str | None) -> tuple[str, ...] | None:
+    """`--checks a,b` as names (None: the whole checklist); an unknown name is a usage error, not a skip."""
+    if not spec:
+        return None
+    from verify.checks import ALL_CHECKS
+
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ALL_CHECKS]
+    if unknown:
+        raise UsageError(f"unknown check(s) {', '.join(unknown)}; known: {', '.join(ALL_CHECKS)}")
+    return tuple(names)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        request = run_request(args)
+    except UsageError as exc:
+        usage_error(exc)
+        return EXIT_USAGE
+    return run(request)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from migrate.cli import add_command
 
     parser = add_command(subparsers, "run", "the whole chain: plan, apply (to a copy), build both, verify, report",
-                         __doc__, run)  # fmt: skip
+                         __doc__, cmd_run)  # fmt: skip
     add_run_arguments(parser)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of `migrate run`, which `migrate gate` takes too."""
     parser.add_argument("src", nargs="?", help="consumer source tree (default: the bundled fixtures/localllm)")
-    parser.add_argument("--from", dest="from_version", default="b5421", help="llama.cpp release migrated from")
-    parser.add_argument("--to", dest="to_version", default="b7785", help="llama.cpp release migrated to")
+    parser.add_argument("--from", dest="from_version", default=DEFAULT_FROM, help="llama.cpp release migrated from")
+    parser.add_argument("--to", dest="to_version", default=DEFAULT_TO, help="llama.cpp release migrated to")
     parser.add_argument("--model", help="GGUF model for verification (default: the generated tiny model)")
     parser.add_argument("--header", help="the consumer's C API header, relative to SRC (default: config `header`, "
                         "else the one header that defines an export macro)")

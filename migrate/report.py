@@ -2,7 +2,8 @@
 
 `render_report` takes extra markdown `sections` (e.g. a later verification section) appended after the generic
 parts, so other stages extend the report without a template of their own. Without `sections` it appends the plan's
-own (`plan_sections`: the API diff and its cross reference with the consumer's code).
+own (`plan_sections`: the API diff and its cross reference with the consumer's code). The report reads the plan and
+never changes it: what a stage knows beside the plan (`migrate run`'s own llama.cpp trees) comes as `builds`.
 """
 
 from __future__ import annotations
@@ -71,9 +72,10 @@ def plan_sections(plan: Plan) -> list[str]:
     return [plan.api_section] if plan.api_section else []
 
 
-def render_report(plan: Plan, title: str | None = None, sections: list[str] | None = None,
-                  mode: str = "") -> str:  # fmt: skip
-    """The report as markdown; `sections` are extra markdown blocks appended in order (default: the plan's own)."""
+def render_report(plan: Plan, title: str | None = None, sections: list[str] | None = None, mode: str = "",
+                  builds: list[dict[str, Any]] | None = None) -> str:  # fmt: skip
+    """The report as markdown; `sections` are extra markdown blocks appended in order (default: the plan's own);
+    `builds` the llama.cpp trees to list (default: those the plan was made with)."""
     template = _environment().get_template("report.md.j2")
     manual = sorted(plan.manual, key=lambda m: (m.file, m.line))
     text = template.render(
@@ -81,7 +83,7 @@ def render_report(plan: Plan, title: str | None = None, sections: list[str] | No
         title=title or plan.root.name,
         mode=mode,
         counts=plan.summary_counts(),
-        builds=plan.builds,
+        builds=plan.builds if builds is None else builds,
         edits=_edit_rows(plan),
         rules=sorted(plan.rules_used.items()),
         actions=[m for m in manual if m.kind == ACTION],

@@ -37,45 +37,74 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from migrate.commands import add_source_arguments
-from migrate.config import ConsumerConfig, load_config
+from migrate.config import DEFAULT_FROM, DEFAULT_TO, ConsumerConfig, load_config
 from migrate.paths import cache_root
-from migrate.sources import SourceError, SourceTree, resolve
+from migrate.sources import DEFAULT_REMOTE, SourceError, SourceTree, resolve
 
 EXIT_OK, EXIT_MANUAL, EXIT_USAGE, EXIT_REFUSED, EXIT_INCOMPLETE = 0, 1, 2, 3, 4
 
 
-def _tree(spec: str, args: argparse.Namespace, config: ConsumerConfig) -> SourceTree:
-    return resolve(spec, via=args.via, checkout=args.checkout or config.llama_checkout, remote=args.remote,
-                   cache=args.cache, refresh=args.refresh)  # fmt: skip
+@dataclass(frozen=True)
+class PlanRequest:
+    """What one `migrate plan` (or the plan inside `migrate apply`) was asked to do: its command line, typed
+    (`plan_request` makes it; nothing below reads the parsed flags)."""
+
+    src: str  # the consumer's tree, or one file
+    from_version: str = DEFAULT_FROM
+    to_version: str = DEFAULT_TO
+    source_tree: str | None = None  # the --from tree; None: resolved from from_version
+    rules: str | None = None  # a rules file or folder; None: the shipped rules/
+    options: tuple[str, ...] = ()  # KEY=VALUE rule options, over the config's
+    enable: tuple[str, ...] = ()  # opt-in rule ids, over the config's
+    flags: tuple[str, ...] = ()  # extra libclang flags
+    json_path: str | None = None
+    report: str | None = None  # the markdown report's path; None: <cache>/reports/<name>-<from>-<to>.md
+    no_report: bool = False
+    no_diff: bool = False
+    no_cache: bool = False  # parse again even when a cached plan matches
+    no_config: bool = False  # ignore the consumer's llama-migrate.toml
+    via: str = "auto"  # where llama.cpp trees come from (sources.resolve)
+    checkout: str | None = None
+    remote: str = DEFAULT_REMOTE
+    refresh: bool = False
+    cache: str | None = None
 
 
-def consumer_config(args: argparse.Namespace) -> ConsumerConfig:
+@dataclass(frozen=True)
+class ApplyRequest:
+    """`migrate apply`: the plan's request and how to write it."""
+
+    plan: PlanRequest
+    force: bool = False  # write even with uncommitted changes
+    branch: str | None = None  # commit the migration on this new git branch
+    backup_dir: str | None = None  # None: <cache>/backups
+    allow_syntactic: bool = False
+
+
+def _tree(spec: str, request: PlanRequest, config: ConsumerConfig) -> SourceTree:
+    return resolve(spec, via=request.via, checkout=request.checkout or config.llama_checkout, remote=request.remote,
+                   cache=request.cache, refresh=request.refresh)  # fmt: skip
+
+
+def consumer_config(request: PlanRequest) -> ConsumerConfig:
     """The consumer's llama-migrate.toml (or [tool.llama-migrate]) with the command line over it, as `migrate
     run` reads it: the same tree gets the same plan from `plan`, `apply` and `run`."""
-    if args.no_config:
-        return ConsumerConfig(source="ignored (--no-config)").override(args.enable, args.option, None)
-    config = load_config(Path(args.src)).override(args.enable, args.option, None)
+    enable, options = list(request.enable), list(request.options)
+    if request.no_config:
+        return ConsumerConfig(source="ignored (--no-config)").override(enable, options, None)
+    config = load_config(Path(request.src)).override(enable, options, None)
     if config.source != "defaults":
         extra = f"; options {config.options}" if config.options else ""
         print(f"config: {config.source} (enable {list(config.enable)}{extra})", file=sys.stderr)
     return config
 
 
-def _builds(source: SourceTree, target: SourceTree | None, target_error: str | None) -> list[dict[str, Any]]:
-    builds = [{"role": "from (declarations resolved against)", **source.describe()}]
-    if target is not None:
-        builds.append({"role": "to", **target.describe()})
-    else:
-        builds.append({"role": "to", "requested": "?", "provided": "not resolved", "commit": "", "stand_in": "",
-                       "source": target_error or "", "path": ""})  # fmt: skip
-    return builds
-
-
-def make_plan(args: argparse.Namespace):  # -> tuple[Plan, SourceTree, ConsumerConfig]
+def make_plan(request: PlanRequest):  # -> tuple[Plan, SourceTree, ConsumerConfig]
     """Resolve config, trees and rules, run the engine (one step, or the steps of the bump: rewrite/steps.py); bad
     input raises a ToolError (InputError, RuleError, SourceError, ConfigError, ApiDiffError)."""
     from migrate.rewrite.edits import InputError
@@ -83,46 +112,40 @@ def make_plan(args: argparse.Namespace):  # -> tuple[Plan, SourceTree, ConsumerC
     from migrate.rewrite.rules import load_rules, rule_files
     from migrate.rewrite.steps import StepInputs, plan_steps
 
-    src = Path(args.src)
+    src = Path(request.src)
     if not src.exists():
         raise InputError(f"{src}: no such file or directory")
-    consumer = consumer_config(args)
-    if args.rules and Path(args.rules).is_file():
-        return _plan_one_file(args, src, consumer, load_rules(Path(args.rules)))
-    rulesets = rule_files(Path(args.rules) if args.rules else None)
+    consumer = consumer_config(request)
+    if request.rules and Path(request.rules).is_file():
+        return _plan_one_file(request, src, consumer, load_rules(Path(request.rules)))
+    rulesets = rule_files(Path(request.rules) if request.rules else None)
     inputs = StepInputs(
         src=src,
-        resolve=lambda tag: _tree(tag, args, consumer),
+        resolve=lambda tag: _tree(tag, request, consumer),
         options=dict(consumer.options),
         enabled=set(consumer.enable),
-        flags=tuple(args.flag),
-        plan_cache=None if args.no_cache else cache_root(args.cache) / "plans",
-        cache=args.cache,
-        source_tree=_tree(args.source_tree, args, consumer) if args.source_tree else None,
+        flags=request.flags,
+        plan_cache=None if request.no_cache else cache_root(request.cache) / "plans",
+        cache=request.cache,
+        source_tree=_tree(request.source_tree, request, consumer) if request.source_tree else None,
         compile_db=CompileDatabase.find,
     )
-    plan = plan_steps(args.from_version, args.to_version, inputs, rulesets)
-    source = inputs.source_tree or _tree(args.from_version, args, consumer)
-    if not hasattr(plan, "selection"):  # one step covering the bump exactly: the trees as they always were
-        target, target_error = None, None
-        try:
-            target = _tree(args.to_version, args, consumer)
-        except SourceError as exc:
-            target_error = str(exc)
-        plan.builds = _builds(source, target, target_error)
+    plan = plan_steps(request.from_version, request.to_version, inputs, rulesets)  # its builds: the trees it used
+    source = inputs.source_tree or _tree(request.from_version, request, consumer)
     return plan, source, consumer
 
 
-def _plan_one_file(args: argparse.Namespace, src: Path, consumer: ConsumerConfig, rules: Any):  # -> tuple
+def _plan_one_file(request: PlanRequest, src: Path, consumer: ConsumerConfig, rules: Any):  # -> tuple
     """--rules FILE: that file's rules for --from → --to, whatever step the file names."""
     from migrate.rewrite.apicheck import ApiTarget, unavailable_section
     from migrate.rewrite.engine import EngineConfig, build_plan
     from migrate.rewrite.parse import CompileDatabase
+    from migrate.rewrite.plan import trees_used
 
-    source = _tree(args.source_tree or args.from_version, args, consumer)
+    source = _tree(request.source_tree or request.from_version, request, consumer)
     target, target_error = None, None
     try:
-        target = _tree(args.to_version, args, consumer)
+        target = _tree(request.to_version, request, consumer)
     except SourceError as exc:  # the target tree only feeds the report; its absence must not block a plan
         target_error = str(exc)
     root = src if src.is_dir() else src.parent
@@ -133,15 +156,13 @@ def _plan_one_file(args: argparse.Namespace, src: Path, consumer: ConsumerConfig
         options=dict(consumer.options),
         enabled=set(consumer.enable),
         compile_db=CompileDatabase.find(root),
-        extra_flags=tuple(args.flag),
-        plan_cache=None if args.no_cache else cache_root(args.cache) / "plans",
-        api=ApiTarget(source, target, args.cache) if target is not None else None,
+        extra_flags=tuple(request.flags),
+        plan_cache=None if request.no_cache else cache_root(request.cache) / "plans",
+        api=ApiTarget(source, target, request.cache) if target is not None else None,
     )
-    plan = build_plan(config)
-    plan.builds = _builds(source, target, target_error)
-    if target is None:
-        plan.api_section = unavailable_section(f"the target tree is not available ({target_error})")
-    return plan, source, consumer
+    unavailable = None if target is not None else unavailable_section(f"the target tree is not available "
+                                                                      f"({target_error})")  # fmt: skip
+    return build_plan(config).with_trees(trees_used(source, target, target_error), unavailable), source, consumer
 
 
 def _print_summary(plan: Any, diff: bool) -> None:
@@ -229,41 +250,43 @@ def exit_code(plan: Any) -> int:
     return EXIT_OK
 
 
-def _write_outputs(plan: Any, args: argparse.Namespace, mode: str) -> None:
+def _write_outputs(plan: Any, request: PlanRequest, mode: str) -> None:
     from migrate.report import default_report_path, write_report
 
-    if args.json:
-        Path(args.json).write_text(json.dumps(plan.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    if not args.no_report:
+    if request.json_path:
+        text = json.dumps(plan.to_json(), indent=2, ensure_ascii=False) + "\n"
+        Path(request.json_path).write_text(text, encoding="utf-8")
+    if not request.no_report:
         # never ./reports under whatever the current directory is: --report, else the cache
-        path = Path(args.report) if args.report else default_report_path(plan, cache_root(args.cache) / "reports")
+        reports = cache_root(request.cache) / "reports"
+        path = Path(request.report) if request.report else default_report_path(plan, reports)
         write_report(plan, path, mode=mode)
         print(f"report: {path}", file=sys.stderr)
 
 
-def _summarised_plan(args: argparse.Namespace) -> Any:
+def _summarised_plan(request: PlanRequest) -> Any:
     """The plan and the config it used, its summary printed; bad input raises a ToolError (one line, exit 2)."""
-    plan, _, consumer = make_plan(args)
-    _print_summary(plan, diff=not args.no_diff)
+    plan, _, consumer = make_plan(request)
+    _print_summary(plan, diff=not request.no_diff)
     return plan, consumer
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
-    plan, _ = _summarised_plan(args)
-    _write_outputs(plan, args, mode="plan (nothing changed)")
+def plan_only(request: PlanRequest) -> int:
+    plan, _ = _summarised_plan(request)
+    _write_outputs(plan, request, mode="plan (nothing changed)")
     return exit_code(plan)
 
 
-def cmd_apply(args: argparse.Namespace) -> int:
+def plan_and_apply(request: ApplyRequest) -> int:
     from migrate.cli import error_line
     from migrate.rewrite.apply import ApplyRefused, apply_plan
 
-    plan, consumer = _summarised_plan(args)
+    plan, consumer = _summarised_plan(request.plan)
     try:
-        backups = Path(args.backup_dir) if args.backup_dir else None
-        syntactic = args.allow_syntactic or consumer.allow_syntactic
-        result = apply_plan(plan, force=args.force, branch=args.branch, allow_syntactic=syntactic,
-                            cache=args.cache, backup_root=backups)  # fmt: skip
+        backups = Path(request.backup_dir) if request.backup_dir else None
+        syntactic = request.allow_syntactic or consumer.allow_syntactic
+        result = apply_plan(plan, force=request.force, branch=request.branch, allow_syntactic=syntactic,
+                            cache=request.plan.cache, backup_root=backups)  # fmt: skip
     except ApplyRefused as exc:
         print(error_line(f"refused: {exc}", "apply"), file=sys.stderr)
         return EXIT_REFUSED
@@ -273,14 +296,40 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print("nothing to write: the tree is already migrated for these rules", file=sys.stderr)
     if result.commit:
         print(f"committed {result.commit[:12]} on branch {result.branch}", file=sys.stderr)
-    _write_outputs(plan, args, mode="applied" if result.written else "applied (no change)")
+    _write_outputs(plan, request.plan, mode="applied" if result.written else "applied (no change)")
     return exit_code(plan)
+
+
+# --- the command line: read here only, into a PlanRequest / ApplyRequest ----------------------------------------
+
+
+def plan_request(args: argparse.Namespace) -> PlanRequest:
+    """The parsed flags of `_add_common` (and the global --cache), typed."""
+    return PlanRequest(src=args.src, from_version=args.from_version, to_version=args.to_version,
+                       source_tree=args.source_tree, rules=args.rules, options=tuple(args.option),
+                       enable=tuple(args.enable), flags=tuple(args.flag), json_path=args.json, report=args.report,
+                       no_report=args.no_report, no_diff=args.no_diff, no_cache=args.no_cache,
+                       no_config=args.no_config, via=args.via, checkout=args.checkout, remote=args.remote,
+                       refresh=args.refresh, cache=args.cache)  # fmt: skip
+
+
+def apply_request(args: argparse.Namespace) -> ApplyRequest:
+    return ApplyRequest(plan_request(args), force=args.force, branch=args.branch, backup_dir=args.backup_dir,
+                        allow_syntactic=args.allow_syntactic)  # fmt: skip
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    return plan_only(plan_request(args))
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    return plan_and_apply(apply_request(args))
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="the consumer's source tree (or one file)")
-    parser.add_argument("--from", dest="from_version", default="b5421", help="llama.cpp release migrated from")
-    parser.add_argument("--to", dest="to_version", default="b7785", help="llama.cpp release migrated to")
+    parser.add_argument("--from", dest="from_version", default=DEFAULT_FROM, help="llama.cpp release migrated from")
+    parser.add_argument("--to", dest="to_version", default=DEFAULT_TO, help="llama.cpp release migrated to")
     parser.add_argument("--source-tree", help="llama.cpp tree of the --from release (default: resolved from --from)")
     parser.add_argument("--rules", help="rules file or folder (default: the shipped rules/)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",

@@ -93,13 +93,13 @@ def cli_runs(label: str, extra: list[str], reps: int) -> Timing:
 
 def in_process_runs(label: str, extra: list[str], reps: int) -> Timing:
     from migrate.cli import build_parser
-    from migrate.rewrite_cli import make_plan
+    from migrate.rewrite_cli import make_plan, plan_request
 
-    args = build_parser().parse_args(["plan", str(LOCALLLM), *QUIET, *extra])
+    request = plan_request(build_parser().parse_args(["plan", str(LOCALLLM), *QUIET, *extra]))
     timing = Timing(label)
     for _ in range(reps):
         started = time.perf_counter()
-        make_plan(args)
+        make_plan(request)
         timing.add(time.perf_counter() - started)
     return timing
 

@@ -439,5 +439,8 @@ def test_default_report_goes_to_the_cache_and_its_path_is_printed(
     parser = pipeline.argparse.ArgumentParser()
     pipeline.add_run_arguments(parser)
     monkeypatch.setattr(pipeline, "cache_root", lambda override=None: cache)
-    assert pipeline.report_dir(parser.parse_args([], pipeline.argparse.Namespace(cache=None))) == cache / "reports"
-    assert pipeline.report_dir(parser.parse_args(["--out", "x"], pipeline.argparse.Namespace(cache=None))) == Path("x")
+    def request(*argv: str) -> pipeline.RunRequest:
+        return pipeline.run_request(parser.parse_args(list(argv), pipeline.argparse.Namespace(cache=None)))
+
+    assert pipeline.report_dir(request()) == cache / "reports"
+    assert pipeline.report_dir(request("--out", "x")) == Path("x")

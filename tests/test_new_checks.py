@@ -18,7 +18,8 @@ from verify.runner import run_checks
 from verify.session import Options, Target
 
 NEW_CHECKS = ["state_across_calls", "generate_stops_at_eog", "parallel_uneven_finish", "parallel_result_order",
-              "generate_context_full", "sampling_top_k_disabled", "sampling_seed", "context_params"]  # fmt: skip
+              "generate_context_full", "sampling_top_k_disabled", "sampling_seed", "context_params",
+              "frees_release_memory"]  # fmt: skip
 STOP_CHECKS = ["generate_stops_at_eog", "parallel_uneven_finish", "parallel_result_order"]
 N_VOCAB, EOS = 300, 2
 
@@ -87,6 +88,43 @@ def test_new_checks_pass_at_b5415_with_evidence(old_target: Target, eog_model: P
     seed = results["sampling_seed"].evidence
     assert seed["seed_first"] == seed["seed_fresh_context"] != seed["greedy"]
     assert {r for r, v in seed["varied"].items() if isinstance(v, dict)} == {"temperature", "top_k", "top_p"}
+    assert params["n_threads=0"]["n_threads"] >= 1
+    leaks = results["frees_release_memory"].evidence
+    assert leaks["heap_bytes_at_start"] > 0
+    windows = [v["heap_growth_per_window"] for v in leaks.values() if isinstance(v, dict) and "failed_calls" in v]
+    assert len(windows) == 4 and all(len(w) == 3 for w in windows)
+    shared = results_prefix(old_target)
+    assert shared["n_seq_max=2"]["evaluated"] <= shared["n_seq_max=2"]["expected_with_sharing"] + 1
+
+
+def results_prefix(target: Target) -> dict:
+    (result,) = run_checks(target, Options(), ["shared_prefix_effective"])
+    assert result.status == PASSED, result.message
+    return result.evidence
+
+
+MALLOC_DEBUG = Path("/lib/x86_64-linux-gnu/libc_malloc_debug.so.0")
+
+
+def test_heap_environment_for_the_leak_check() -> None:
+    from verify.checks import TCACHE_OFF, with_tunable
+    from verify.runner import check_env
+
+    assert with_tunable({}, TCACHE_OFF)["GLIBC_TUNABLES"] == TCACHE_OFF
+    assert with_tunable({"GLIBC_TUNABLES": "a=1"}, TCACHE_OFF)["GLIBC_TUNABLES"] == f"a=1:{TCACHE_OFF}"
+    assert check_env("generate", {"X": "1"}) == {"X": "1"}  # other checks: exactly what the caller asked
+    env = check_env("frees_release_memory", {"LD_PRELOAD": f"/x/libother.so:{MALLOC_DEBUG}", "MALLOC_PERTURB_": "9"})
+    assert env is not None and env["LD_PRELOAD"] == "/x/libother.so" and env["MALLOC_PERTURB_"] == "0"
+    assert TCACHE_OFF in env["GLIBC_TUNABLES"]
+
+
+@pytest.mark.skipif(not MALLOC_DEBUG.is_file(), reason="glibc's malloc debug library is not installed here")
+def test_leak_check_reads_the_heap_under_the_malloc_debug_preload(old_target: Target) -> None:
+    # `migrate mutate` preloads the debug allocator, whose mallinfo2 reads zero: the check must not go blind there
+    env = {"LD_PRELOAD": str(MALLOC_DEBUG), "MALLOC_CHECK_": "3", "MALLOC_PERTURB_": "165"}
+    (result,) = run_checks(old_target, Options(), ["frees_release_memory"], env=env)
+    assert result.status == PASSED, result.message
+    assert result.evidence["heap_bytes_at_start"] > 0
 
 
 def test_stop_checks_skip_without_a_stop_model(old_target: Target) -> None:

@@ -12,7 +12,7 @@ import yaml
 from migrate.paths import data_dir
 from migrate.rewrite.engine import EngineConfig, build_plan
 from migrate.rewrite.plan import ACTION, Plan
-from migrate.rewrite.rules import KINDS, RuleCase, RuleError, RuleSet, find_rules, load_rules
+from migrate.rewrite.rules import KINDS, AdvisoryRule, RuleCase, RuleError, RuleSet, find_rules, load_rules
 from migrate.sources import SourceTree
 
 RULES_FILE = data_dir("rules") / "b5421-b7785.yaml"
@@ -55,6 +55,30 @@ def test_valid_case_is_left_alone(case: RuleCase, old_tree: SourceTree, tmp_path
     assert after == prelude + case.code
     assert plan.edits == []
     assert [m for m in plan.manual if m.kind == ACTION] == []
+
+
+def _advisory_cases(kind: str) -> list[tuple[AdvisoryRule, RuleCase]]:
+    return [(a, case) for a in RULESET.advisories for case in (a.flagged if kind == "flagged" else a.quiet)]
+
+
+# An advisory of this step watches calls the rules rewrite (the old memory calls), so its code is rewritten too:
+# only what it reports is checked here, under its own id or that of the rule whose call it is about.
+@pytest.mark.parametrize(("advisory", "case"), _advisory_cases("flagged"), ids=_ids([c for _, c in
+                                                                                     _advisory_cases("flagged")]))
+def test_advisory_flags_its_code(advisory: AdvisoryRule, case: RuleCase, old_tree: SourceTree, tmp_path: Path) -> None:
+    _, plan = run_case(case, old_tree, tmp_path)
+    assert advisory.reported_ids & {a.rule for a in plan.advisories}, plan.advisories
+
+
+@pytest.mark.parametrize(("advisory", "case"), _advisory_cases("quiet"), ids=_ids([c for _, c in
+                                                                                   _advisory_cases("quiet")]))
+def test_advisory_stays_quiet(advisory: AdvisoryRule, case: RuleCase, old_tree: SourceTree, tmp_path: Path) -> None:
+    _, plan = run_case(case, old_tree, tmp_path)
+    assert not advisory.reported_ids & {a.rule for a in plan.advisories}, plan.advisories
+
+
+def test_every_advisory_has_a_flagged_case() -> None:
+    assert [a.id for a in RULESET.advisories if not a.flagged] == []
 
 
 def test_every_rule_has_an_invalid_case() -> None:
@@ -126,3 +150,11 @@ def test_malformed_rules_are_refused(tmp_path: Path, rule: dict, message: str) -
 
 def test_every_kind_is_used_by_the_shipped_rules() -> None:
     assert {rule.kind for rule in RULESET.rules} == KINDS
+
+
+def test_a_read_of_a_retyped_field_says_what_the_rule_notes(old_tree: SourceTree, tmp_path: Path) -> None:
+    """The manual item of a read says the new field's values in the rule's words (params.read_note)."""
+    [case] = [c for c in RULESET.by_id("flash-attn-type").invalid if c.manual]
+    _, plan = run_case(case, old_tree, tmp_path)
+    [item] = [m for m in plan.manual if m.rule == "flash-attn-type"]
+    assert "at the target read `flash_attn_type` (an enum, AUTO = -1) instead." in item.message

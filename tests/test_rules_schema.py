@@ -174,3 +174,61 @@ def test_advisories_are_checked(tmp_path: Path) -> None:
     clash = dict(advisory, id="r1")
     with pytest.raises(RuleError, match=r"advisory r1: key 'id': 'r1' is also a rule's id"):
         load_rules(_write(tmp_path, _with(lambda d: d.__setitem__("advisories", [clash]))))
+
+
+SEQ_ADVISORY: dict[str, Any] = {
+    "id": "a1",
+    "description": "d",
+    "match": [{"function": "llama_kv_self_clear", "header": "llama.h", "arguments": [1]},
+              {"function": "g", "header": "common.h", "arguments": [3]}],
+    "messages": [{"when": {"integer_at_least": 1}, "report_as": "rule", "message": "id {value} needs {count}"},
+                 {"when": {"not_bounded_in_function": r"\bn_max\b"}, "once": "function", "message": "`{argument}`"}],
+    "unless_enabled": ["r1"],
+}  # fmt: skip
+
+
+def test_an_advisory_over_several_calls_reports_as_their_rule(tmp_path: Path) -> None:
+    ruleset = load_rules(_write(tmp_path, _with(lambda d: d.__setitem__("advisories", [SEQ_ADVISORY]))))
+    advisory = ruleset.advisories[0]
+    assert [m.rule for m in advisory.matches] == ["r1", None]  # the rule of the same function and header
+    assert advisory.names == {"llama_kv_self_clear", "g"} and advisory.match.function == "llama_kv_self_clear"
+    assert advisory.reported_ids == {"a1", "r1"}
+    assert [(m.report_as, m.once) for m in advisory.messages] == [("rule", "line"), ("advisory", "function")]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: a["match"][0].__setitem__("argumnets", [1]), r"advisory a1: match\[1\]: unknown key 'argumnets'"),
+        (lambda a: a["match"].append({"field": "s.m", "header": "llama.h"}), "mixes functions and fields"),
+        (lambda a: a["messages"][0].__setitem__("report_as", "rules"), "key 'report_as' must be one of"),
+        (lambda a: a["messages"][1].__setitem__("once", "file"), "key 'once' must be one of"),
+        (lambda a: a["messages"][1]["when"].__setitem__("not_bounded_in_function", "("), "not a regular expression"),
+        (lambda a: a["messages"][1].__setitem__("message", "{nope}"), r"uses \{nope\}"),
+        (lambda a: a["messages"][0].pop("when"), "only the last row may have no 'when'"),
+        (lambda a: a.__setitem__("unless_enabled", ["kv-unifed"]), "key 'unless_enabled': no rule 'kv-unifed'"),
+        (lambda a: a.__setitem__("message", "m"), "exactly one of 'message' or 'messages'"),
+        (lambda a: a["match"][1].pop("arguments"), r"key 'when.integer_at_least' reads an argument: say which"),
+        (lambda a: a.__setitem__("when", {"argument": 1}), "the match entries already say their 'arguments'"),
+        (lambda a: a.__setitem__("when", {"integers": {"3": [1]}}), "maps an argument index to a list of integers"),
+    ],
+)
+def test_malformed_advisories_are_refused(tmp_path: Path, change, message: str) -> None:  # noqa: ANN001
+    advisory = copy.deepcopy(SEQ_ADVISORY)
+    change(advisory)
+    with pytest.raises(RuleError, match=message):
+        load_rules(_write(tmp_path, _with(lambda d: d.__setitem__("advisories", [advisory]))))
+
+
+def test_report_as_rule_needs_a_rule_of_the_file(tmp_path: Path) -> None:
+    advisory = {"id": "a1", "description": "d", "match": {"function": "f", "header": "llama.h"},
+                "report_as": "rule", "message": "m"}  # fmt: skip
+    with pytest.raises(RuleError, match="advisory a1: key 'report_as': no rule of this file rewrites"):
+        load_rules(_write(tmp_path, _with(lambda d: d.__setitem__("advisories", [advisory]))))
+
+
+def test_every_advisory_condition_is_evaluated() -> None:
+    from migrate.rewrite import advisories
+    from migrate.rewrite.rules import ADVISORY_CONDITIONS, SCHEMA
+
+    assert set(ADVISORY_CONDITIONS) == set(SCHEMA["advisory_when"]) == set(advisories._CHECKS) | {"argument"}

@@ -14,6 +14,9 @@ on it, or its CPU and GPU runs disagree (a difference that is not a near-tie); 2
 model that cannot be found, a C API that cannot be bound, --trace on a library built without the tracer);
 3 nothing failed but some check could not be driven by the harness (status error): not verified; 4 nothing
 failed, but --predict found calls that will abort or be rejected at that release.
+
+The command line is read in one place (`verify_request`, beside `add_arguments`); `run_verify` takes the typed
+`VerifyRequest` it makes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import tempfile
 import time
 import tomllib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +51,36 @@ CONFIG_FILE = "llama-migrate.toml"
 
 class UsageError(ToolError):
     pass
+
+
+@dataclass(frozen=True)
+class VerifyRequest:
+    """What one `migrate verify` was asked to do: its command line, typed (`verify_request` makes it)."""
+
+    lib: str  # the build under test (the new one in differential mode)
+    header: str | None = None  # its C API header; None: the one its build manifest names
+    config: str | None = None  # consumer config with a [verify] table; None: the library's consumer tree's
+    baseline_lib: str | None = None  # the old build: differential mode
+    baseline_header: str | None = None
+    model: str | None = None  # GGUF; None: the caller's default model, else a usage error
+    eog_model: str | None = None  # the stop checks' model; None: those checks skip
+    n_gpu_layers: int = 0
+    llama_tree: str | None = None
+    baseline_llama_tree: str | None = None
+    checks: tuple[str, ...] | None = None  # as given (checked against the checklist when run); None: all
+    threads: int = 1
+    max_tokens: int = 12
+    normalise: str = "none"
+    timeout: float = 60.0
+    tie_margin: float = 0.05
+    trace: bool = False
+    trace_dir: str | None = None  # None: a temporary folder
+    predict: str | None = None  # a release whose run-time contract the old build's calls are replayed against
+    assume_kv_unified: bool = False
+    json_path: str | None = None
+    junit_path: str | None = None
+    markdown_path: str | None = None
+    cache: str | None = None
 
 
 def header_for(library: Path) -> Path:
@@ -194,64 +228,86 @@ def make_prediction(report: RunReport, label: str, version: str, assume: Any = N
     return report.prediction
 
 
-def cmd_verify(args: argparse.Namespace, default_model: Callable[[str | None], Path] | None = None) -> int:
+def run_verify(request: VerifyRequest, default_model: Callable[[str | None], Path] | None = None) -> int:
     """`default_model(cache)`: the model when --model is not given (the migrate CLI makes the tiny one)."""
     console = Console(stderr=True)
-    names = [n.strip() for n in args.checks.split(",")] if args.checks else None
+    names = list(request.checks) if request.checks is not None else None
     unknown = [n for n in names or [] if n not in ALL_CHECKS]
     if unknown:
         console.print(f"error: unknown checks {unknown}; known: {', '.join(ALL_CHECKS)}")
         return EXIT_USAGE
     try:
-        if args.model:
-            model = Path(args.model)
-        elif default_model is not None:
-            model = default_model(getattr(args, "cache", None))
-        else:
-            raise UsageError("--model is required (a GGUF file)")
-        if not model.is_file():
-            raise UsageError(f"{model}: no such model")
-        label = "new" if args.baseline_lib else "build"
-        targets = [make_target(label, args.lib, args.header, model, args.llama_tree, args.config)]
-        if args.baseline_lib:
-            old = make_target("old", args.baseline_lib, args.baseline_header, model, args.baseline_llama_tree,
-                              args.config)  # fmt: skip
-            targets.insert(0, old)
+        targets = _targets(request, _model(request, default_model))
         bind_targets(targets)  # before any check runs
-        traced = bool(args.trace or args.predict)
-        contract = None
-        if traced:
-            from verify.contract import require_contract
-
-            require_traced(targets)
-            contract = require_contract(args.predict).version if args.predict else own_contract(targets[-1])
+        traced = bool(request.trace or request.predict)
+        contract = _contract(request, targets) if traced else None
     except ToolError as exc:
         print(f"migrate verify: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    options = Options(n_gpu_layers=args.n_gpu_layers, n_threads=args.threads, max_tokens=args.max_tokens,
-                      normalise=args.normalise, timeout=args.timeout, tie_margin=args.tie_margin,
-                      contract=contract, eog_model=getattr(args, "eog_model", None) or "")  # fmt: skip
+    options = Options(n_gpu_layers=request.n_gpu_layers, n_threads=request.threads, max_tokens=request.max_tokens,
+                      normalise=request.normalise, timeout=request.timeout, tie_margin=request.tie_margin,
+                      contract=contract, eog_model=request.eog_model or "")  # fmt: skip
     count = len(names or checklist(options.n_gpu_layers))
     console.print(f"verifying {count} checks on {', '.join(str(t.library) for t in targets)}"
                   + (f" (traced; contract {contract or 'none'})" if traced else ""))  # fmt: skip
     with contextlib.ExitStack() as stack:
         if traced:
-            trace_dir = args.trace_dir
+            trace_dir = request.trace_dir
             if not trace_dir:
                 trace_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="llama-migrate-trace-"))
             options.trace_dir = str(Path(trace_dir).resolve())
         report = run_verification(targets, options, names, console)
-        if args.predict:
+        if request.predict:
             from verify.contract import Assume
 
-            make_prediction(report, targets[0].label, args.predict, Assume(kv_unified=args.assume_kv_unified or None))
+            make_prediction(report, targets[0].label, request.predict,
+                            Assume(kv_unified=request.assume_kv_unified or None))  # fmt: skip
     print_summary(report, console)
-    if args.json:
-        write_json(report, Path(args.json))
-    if args.junit:
-        write_junit(report, Path(args.junit))
-    if args.markdown:
-        Path(args.markdown).write_text(markdown_section(report))
+    _write_outputs(report, request)
+    return _exit_code(report, console)
+
+
+def _model(request: VerifyRequest, default_model: Callable[[str | None], Path] | None) -> Path:
+    if request.model:
+        model = Path(request.model)
+    elif default_model is not None:
+        model = default_model(request.cache)
+    else:
+        raise UsageError("--model is required (a GGUF file)")
+    if not model.is_file():
+        raise UsageError(f"{model}: no such model")
+    return model
+
+
+def _targets(request: VerifyRequest, model: Path) -> list[Target]:
+    """The build under test, after the baseline in differential mode."""
+    label = "new" if request.baseline_lib else "build"
+    targets = [make_target(label, request.lib, request.header, model, request.llama_tree, request.config)]
+    if request.baseline_lib:
+        old = make_target("old", request.baseline_lib, request.baseline_header, model, request.baseline_llama_tree,
+                          request.config)  # fmt: skip
+        targets.insert(0, old)
+    return targets
+
+
+def _contract(request: VerifyRequest, targets: list[Target]) -> str | None:
+    """Traced runs: the contract failed checks are explained by (--predict's, else the build's own release's)."""
+    from verify.contract import require_contract
+
+    require_traced(targets)
+    return require_contract(request.predict).version if request.predict else own_contract(targets[-1])
+
+
+def _write_outputs(report: RunReport, request: VerifyRequest) -> None:
+    if request.json_path:
+        write_json(report, Path(request.json_path))
+    if request.junit_path:
+        write_junit(report, Path(request.junit_path))
+    if request.markdown_path:
+        Path(request.markdown_path).write_text(markdown_section(report))
+
+
+def _exit_code(report: RunReport, console: Console) -> int:
     devices_failed = any(d.failed for d in report.devices if d.build == report.under_test.label)
     if report.failed() or devices_failed:
         return EXIT_FAILED
@@ -301,11 +357,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", help="write the markdown section the migration report embeds")
 
 
+def verify_request(args: argparse.Namespace) -> VerifyRequest:
+    """The parsed flags of `add_arguments` (and --cache), typed: the one place that reads them."""
+    checks = tuple(n.strip() for n in args.checks.split(",")) if args.checks else None
+    return VerifyRequest(lib=args.lib, header=args.header, config=args.config, baseline_lib=args.baseline_lib,
+                         baseline_header=args.baseline_header, model=args.model, eog_model=args.eog_model,
+                         n_gpu_layers=args.n_gpu_layers, llama_tree=args.llama_tree,
+                         baseline_llama_tree=args.baseline_llama_tree, checks=checks, threads=args.threads,
+                         max_tokens=args.max_tokens, normalise=args.normalise, timeout=args.timeout,
+                         tie_margin=args.tie_margin, trace=args.trace, trace_dir=args.trace_dir, predict=args.predict,
+                         assume_kv_unified=args.assume_kv_unified, json_path=args.json, junit_path=args.junit,
+                         markdown_path=args.markdown, cache=getattr(args, "cache", None))  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="verify", description=__doc__)
     add_arguments(parser)
     parser.add_argument("--cache", help="llama-migrate cache dir")
-    return cmd_verify(parser.parse_args(argv))
+    return run_verify(verify_request(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -22,12 +22,11 @@ from typing import Any
 from migrate import tree
 from migrate.apidiff import ApiDiffError
 from migrate.paths import data_dir
-from migrate.rewrite import advisories as advise
 from migrate.rewrite import rule_advisories
 from migrate.rewrite.apicheck import ApiScan, ApiTarget, unavailable_section
 from migrate.rewrite.calls import CallJob, compose_calls, inline_values, option_values
 from migrate.rewrite.collect import Collected, Collector
-from migrate.rewrite.defaults import PREFILTER_NAMES, UNIFIED_MEMBER
+from migrate.rewrite.defaults import PREFILTER_NAMES
 from migrate.rewrite.edits import (
     NOTE_UNDECLARED,
     SEMANTIC,
@@ -320,10 +319,8 @@ class Engine:
         self._plan_undeclared(parsed, fresh, plan)
         self._plan_value_uses(collected, fresh, plan)
         self._plan_skipped(parsed, fresh, plan)
-        if self.config.ruleset.builtin_advisories:  # the b5421 → b7785 advisories written in Python (advisories.py)
-            unified = any(r.params.get("member") == UNIFIED_MEMBER for r in self.rules)
-            plan.advisories += advise.find(collected, self.sources, fresh, plan, self.options, unified)
-        plan.advisories += rule_advisories.find(self.config.ruleset.advisories, collected, self.sources, fresh, plan)
+        plan.advisories += rule_advisories.find(self.config.ruleset.advisories, collected, self.sources, fresh, plan,
+                                                {r.id for r in self.rules})  # fmt: skip
         self.handled |= fresh
 
     def _check_errors(self, parsed: ParsedFile, mine: set[str], report: FileReport) -> None:

@@ -1,17 +1,23 @@
 """A `Plan`: what the migration would change (edits), what a person must do (manual), what to watch (advisories).
 
 Nothing here touches the consumer's files: `Plan.new_contents()` gives the rewritten bytes, `apply.py` writes
-them. Other stages add to `manual` (the API diff cross-reference) and `advisories` through the same types.
+them. The engine builds a plan (the API diff cross-reference adds to `manual` and `api_section` while it does);
+`Plan.with_trees` then makes the plan that is handed on, with the llama.cpp trees it was made with. Later stages
+(apply, report, run) only read it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migrate.rewrite.edits import SEMANTIC, Edit, SourceFile, apply_edits, unified_diff
+
+if TYPE_CHECKING:
+    from migrate.sources import SourceTree
 
 ACTION = "action"  # the code will not build or behave at the target until a person acts
 REVIEW = "review"  # the tool changed something a person should confirm (e.g. a removed call)
@@ -59,6 +65,18 @@ class FileReport:
     problems: list[str] = field(default_factory=list)
 
 
+def trees_used(source: SourceTree, target: SourceTree | None, target_error: str | None = None) -> list[dict[str, Any]]:
+    """`Plan.builds` of a one-step plan: the tree declarations resolved against and the target's, or a row saying
+    why the target is not there."""
+    builds = [{"role": "from (declarations resolved against)", **source.describe()}]
+    if target is not None:
+        builds.append({"role": "to", **target.describe()})
+    else:
+        builds.append({"role": "to", "requested": "?", "provided": "not resolved", "commit": "", "stand_in": "",
+                       "source": target_error or "", "path": ""})  # fmt: skip
+    return builds
+
+
 @dataclass
 class Plan:
     root: Path
@@ -72,7 +90,7 @@ class Plan:
     decisions: list[str] = field(default_factory=list)  # choices the report explains (e.g. clear(mem, false))
     options: dict[str, Any] = field(default_factory=dict)
     rules_used: dict[str, str] = field(default_factory=dict)  # rule id → description, for rules that fired
-    builds: list[dict[str, Any]] = field(default_factory=list)  # SourceTree.describe() of each tree used
+    builds: list[dict[str, Any]] = field(default_factory=list)  # SourceTree.describe() of each tree used, with role
     api_section: str = ""  # markdown: the API diff and its cross reference with this tree (rewrite/apicheck.py)
     api_summary: dict[str, Any] = field(default_factory=dict)  # the same in numbers, for --json
     # names the --from tree does not declare but a later llama.cpp does ({name, file, line, known}): the code looks
@@ -80,6 +98,13 @@ class Plan:
     newer_than_from: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     cached: bool = False  # rebuilt from the plan cache (inputs unchanged since a previous run)
+
+    def with_trees(self, builds: list[dict[str, Any]], api_section: str | None = None) -> Plan:
+        """The plan as its builder hands it on: this one with the llama.cpp trees it was made with (`builds`) and,
+        when the API diff could not be taken, the section saying why (`api_section`). A new value: the engine's
+        plan, which may be the plan cache's, stays as it was."""
+        section = self.api_section if api_section is None else api_section
+        return dataclasses.replace(self, builds=list(builds), api_section=section)
 
     def relative(self, path: Path | str) -> str:
         try:

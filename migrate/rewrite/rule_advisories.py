@@ -1,26 +1,29 @@
 """Advisories written as data (a rules file's `advisories:`): code that compiles at the target and behaves
-differently, found by the declaration it uses and reported with the file's message; never rewritten.
+differently, found by the declarations it uses and reported with the file's message; never rewritten.
 
-An advisory matches a call of `match.function` (declared in `match.header`), or a use of the field `match.field`;
-`when` narrows it: `argument: i` + `equals: v` (the i-th argument is written as v), `assigned: true` (the field is
-written: an assignment or a designator), `equals: v` for a field (the value assigned is written as v). One advisory
-per rule and line. The walk reuses the nodes the collector already visited (`Collected.nodes`): nothing is parsed
-or walked again.
+An advisory watches calls of functions (each `match` entry: function and header, and the arguments its conditions
+read there) or uses of a field; `when` narrows it with the conditions advisories.py evaluates (an argument written
+as a value, an integer, a pattern; the holding function bounding it or not). Each value read (an argument, each
+element of a braced list, or the value assigned to a field) gets the first of the advisory's messages whose own
+condition holds. One finding per reported id, line and message (`once: function`: per function). Findings come out
+advisory by advisory in the file's order, uses in the order written. The walk reuses the nodes the collector
+already visited (`Collected.nodes`): nothing is parsed or walked again.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import clang.cindex as ci
 
+from migrate.rewrite.advisories import Use, elements, holds, render
 from migrate.rewrite.collect import Collected
 from migrate.rewrite.cursors import K, children, meaningful_parent, operator_between, span_of
 from migrate.rewrite.edits import SourceFile
 from migrate.rewrite.plan import Advisory, Plan
-from migrate.rewrite.rules import AdvisoryRule
+from migrate.rewrite.rules import AdvisoryMatch, AdvisoryRule
 from migrate.rewrite.tokens import tokenize
 
 
@@ -28,16 +31,138 @@ def _declared_in(decl: ci.Cursor, header: str) -> bool:
     return decl.location.file is not None and os.path.basename(decl.location.file.name) == header
 
 
-def _normal(text: str) -> str:
-    return "".join(text.split())
+@dataclass(frozen=True)
+class Watch:
+    """One advisory's entry for a declaration, and where the advisory stands in the file's order."""
+
+    order: int
+    advisory: AdvisoryRule
+    entry: AdvisoryMatch
 
 
-def _same(written: str, wanted: Any) -> bool:
-    wanted_text = ("true" if wanted else "false") if isinstance(wanted, bool) else str(wanted)
-    written = _normal(written)
-    while written.startswith("(") and written.endswith(")"):
-        written = written[1:-1]
-    return written == _normal(wanted_text)
+class Index:
+    """The watched declarations of the advisories that run, by function name and by (struct, member)."""
+
+    def __init__(self, rules: list[AdvisoryRule]) -> None:
+        self.functions: dict[str, list[Watch]] = {}
+        self.fields: dict[tuple[str | None, str | None], list[Watch]] = {}
+        for order, rule in enumerate(rules):
+            for entry in rule.matches:
+                match = entry.match
+                if match.function:
+                    self.functions.setdefault(match.function, []).append(Watch(order, rule, entry))
+                else:
+                    self.fields.setdefault((match.struct, match.member), []).append(Watch(order, rule, entry))
+
+    def watches(self, cursor: ci.Cursor) -> list[Watch]:
+        """The entries a node is a use of (its declaration resolved, in the entry's header)."""
+        kind = cursor.kind
+        if kind == K.CALL_EXPR and self.functions:
+            decl = cursor.referenced
+            if decl is None or decl.kind != K.FUNCTION_DECL:
+                return []
+            candidates = self.functions.get(decl.spelling, [])
+        elif kind in (K.MEMBER_REF_EXPR, K.MEMBER_REF) and self.fields:
+            decl = cursor.referenced
+            if decl is None or decl.kind != K.FIELD_DECL or decl.semantic_parent is None:
+                return []
+            candidates = self.fields.get((decl.semantic_parent.spelling, decl.spelling), [])
+        else:
+            return []
+        return [w for w in candidates if _declared_in(decl, w.entry.match.header)]
+
+
+def find(rules: list[AdvisoryRule], collected: Collected, sources: dict[Path, SourceFile], fresh: set[str],
+         plan: Plan, active: set[str]) -> list[Advisory]:  # fmt: skip
+    """Advisories of `rules` in the fresh files of one translation unit; an advisory whose `unless_enabled` names an
+    active rule (by id, in `active`) is silent — that rule removes its cause."""
+    running = [r for r in rules if not set(r.unless_enabled) & active]
+    if not running:
+        return []
+    index = Index(running)
+    buckets: list[list[Advisory]] = [[] for _ in running]
+    seen: set[tuple[object, ...]] = set()
+    for cursor, ancestors in collected.nodes:
+        watches = index.watches(cursor)
+        if not watches:
+            continue
+        span = span_of(cursor)
+        if span.file not in fresh or Path(span.file) not in sources:
+            continue
+        source = sources[Path(span.file)]
+        for watch in watches:
+            use = _use(cursor, ancestors, source, watch)
+            if use is None:
+                continue
+            for value in _values(use, watch):
+                advisory = _report(watch, use, value, plan, seen)
+                if advisory is not None:
+                    buckets[watch.order].append(advisory)
+    return [advisory for bucket in buckets for advisory in bucket]
+
+
+def _use(cursor: ci.Cursor, ancestors: tuple[ci.Cursor, ...], source: SourceFile, watch: Watch) -> Use | None:
+    """The use as the conditions read it; None for a call written through a macro when its arguments are read
+    (their text is the macro's, not this call's)."""
+    if cursor.kind == K.CALL_EXPR:
+        if _reads_arguments(watch) and not _written_in_place(cursor, source):
+            return None
+        arguments = []
+        for arg in cursor.get_arguments():
+            extent = span_of(arg)
+            arguments.append(source.text(extent.start, extent.end))
+        return Use(cursor, ancestors, source, tuple(arguments))
+    return Use(cursor, ancestors, source, assigned=_assigned_value(cursor, ancestors, source))
+
+
+ARGUMENT_CONDITIONS = {"argument", "integers", "argument_count"}
+
+
+def _reads_arguments(watch: Watch) -> bool:
+    rule = watch.advisory
+    conditions = set(rule.when).union(*(m.when for m in rule.messages))
+    return bool(watch.entry.arguments) or bool(ARGUMENT_CONDITIONS & conditions)
+
+
+def _written_in_place(call: ci.Cursor, source: SourceFile) -> bool:
+    start = span_of(call).start
+    name = call.referenced.spelling.encode()
+    return source.data[start : start + len(name)] == name
+
+
+def _values(use: Use, watch: Watch) -> list[str | None]:
+    """The values the conditions read: each argument named (each element of a braced one), or the value assigned
+    to a field; one None for a call whose conditions read no argument."""
+    if use.cursor.kind != K.CALL_EXPR:
+        return [use.assigned]
+    argument = watch.advisory.when.get("argument")
+    positions = watch.entry.arguments or ((int(argument),) if argument is not None else ())
+    if not positions:
+        return [None]
+    return [item for index in positions if index < len(use.arguments) for item in elements(use.arguments[index])]
+
+
+def _report(watch: Watch, use: Use, value: str | None, plan: Plan, seen: set[tuple[object, ...]]) -> Advisory | None:
+    """The finding of the first message whose conditions hold, unless it was reported already."""
+    rule = watch.advisory
+    if not holds(rule.when, use, value):
+        return None
+    message = next((m for m in rule.messages if holds(m.when, use, value)), None)
+    if message is None:
+        return None
+    reported = (watch.entry.rule or rule.id) if message.report_as == "rule" else rule.id
+    span = span_of(use.cursor)
+    line = use.source.line_of(span.start)
+    text = render(message.message, use, value)
+    function = use.function
+    if message.once == "function" and function is not None:
+        key: tuple[object, ...] = (rule.id, str(use.source.path), span_of(function).start)
+    else:
+        key = (reported, span.file, line, text)
+    if key in seen:
+        return None
+    seen.add(key)
+    return Advisory(plan.relative(span.file), line, reported, text)
 
 
 def _assigned_value(cursor: ci.Cursor, ancestors: tuple[ci.Cursor, ...], source: SourceFile) -> str | None:
@@ -69,70 +194,6 @@ def _assigned_value(cursor: ci.Cursor, ancestors: tuple[ci.Cursor, ...], source:
         return None
     value = span_of(kids[1])
     return source.text(value.start, value.end)
-
-
-def _argument(call: ci.Cursor, index: int, source: SourceFile) -> str | None:
-    args = list(call.get_arguments())
-    if index >= len(args):
-        return None
-    extent = span_of(args[index])
-    return source.text(extent.start, extent.end)
-
-
-def find(rules: list[AdvisoryRule], collected: Collected, sources: dict[Path, SourceFile], fresh: set[str],
-         plan: Plan) -> list[Advisory]:  # fmt: skip
-    """Advisories of `rules` in the fresh files of one translation unit."""
-    if not rules:
-        return []
-    by_function = {r.match.function: r for r in rules if r.match.function}
-    by_field = {(r.match.struct, r.match.member): r for r in rules if r.match.field}
-    found: dict[tuple[str, int, str], Advisory] = {}
-    for cursor, ancestors in collected.nodes:
-        kind = cursor.kind
-        rule: AdvisoryRule | None = None
-        if kind == K.CALL_EXPR and by_function:
-            decl = cursor.referenced
-            if decl is None or decl.kind != K.FUNCTION_DECL:
-                continue
-            rule = by_function.get(decl.spelling)
-            if rule is None or not _declared_in(decl, rule.match.header):
-                continue
-        elif kind in (K.MEMBER_REF_EXPR, K.MEMBER_REF) and by_field:
-            decl = cursor.referenced
-            if decl is None or decl.kind != K.FIELD_DECL or decl.semantic_parent is None:
-                continue
-            rule = by_field.get((decl.semantic_parent.spelling, decl.spelling))
-            if rule is None or not _declared_in(decl, rule.match.header):
-                continue
-        else:
-            continue
-        span = span_of(cursor)
-        if span.file not in fresh or Path(span.file) not in sources:
-            continue
-        source = sources[Path(span.file)]
-        if not _holds(rule, cursor, ancestors, source):
-            continue
-        line = source.line_of(span.start)
-        advisory = Advisory(plan.relative(span.file), line, rule.id, rule.message)
-        found.setdefault((advisory.file, line, rule.id), advisory)
-    return list(found.values())
-
-
-def _holds(rule: AdvisoryRule, cursor: ci.Cursor, ancestors: tuple[ci.Cursor, ...], source: SourceFile) -> bool:
-    when = rule.when
-    if not when:
-        return True
-    if rule.match.function:
-        if "argument" in when:
-            written = _argument(cursor, int(when["argument"]), source)
-            return written is not None and ("equals" not in when or _same(written, when["equals"]))
-        return True
-    value = _assigned_value(cursor, ancestors, source)
-    if when.get("assigned") and value is None:
-        return False
-    if "equals" in when:
-        return value is not None and _same(value, when["equals"])
-    return True
 
 
 __all__ = ["find"]

@@ -7,8 +7,9 @@ snippets to leave alone). The engine implements one handler per rule *kind*; the
 A rules file is validated against a schema on load (`SCHEMA`, `KIND_SPECS`): an unknown key (`opt-in` for
 `opt_in`), a value of the wrong type, a rule id used twice, an option or rule a test case names that does not
 exist — each is a `RuleError` naming the file, the rule and the key. Besides `rules`, a file may list `advisories`:
-code that compiles at the target but behaves differently, found by the declaration it uses (a function called, a
-field assigned or read, with an optional condition on the value) and reported with the file's message.
+code that compiles at the target but behaves differently, found by the declarations it uses (functions called, a
+field assigned or read, with conditions on the values written: `ADVISORY_CONDITIONS`) and reported with the file's
+message (rule_advisories.py).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ TYPES = {
     "dict": "a mapping",
     "scalar": "a string, a number or true/false",
     "str_list": "a list of strings",
+    "int_list": "a list of integers",
+    "mapping_list": "a mapping or a list of mappings",
 }
 
 
@@ -63,13 +66,16 @@ def _has_type(value: Any, type_: str) -> bool:
         return isinstance(value, (str, int, float, bool))
     if type_ == "str_list":
         return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    if type_ == "int_list":
+        return isinstance(value, list) and all(_has_type(item, "int") for item in value)
+    if type_ == "mapping_list":
+        return isinstance(value, dict) or (isinstance(value, list) and all(isinstance(item, dict) for item in value))
     raise AssertionError(type_)
 
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "file": {"migration": Key("dict", True), "description": Key("str"), "options": Key("dict"),
-             "test_prelude": Key("dict"), "rules": Key("list", True), "advisories": Key("list"),
-             "builtin_advisories": Key("bool")},
+             "test_prelude": Key("dict"), "rules": Key("list", True), "advisories": Key("list")},
     "migration": {"from": Key("str", True), "to": Key("str", True)},
     "option": {"default": Key("scalar", True), "description": Key("str", True), "decisions": Key("dict")},
     "test_prelude": {"c": Key("str"), "c++": Key("str")},
@@ -83,9 +89,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "tests": {"invalid": Key("list"), "valid": Key("list")},
     "case": {"name": Key("str"), "code": Key("str", True), "output": Key("str"), "options": Key("dict"),
              "enable": Key("str_list"), "lang": Key("str"), "manual": Key("bool"), "prelude": Key("bool")},
-    "advisory": {"id": Key("str", True), "description": Key("str", True), "match": Key("dict", True),
-                 "message": Key("str", True), "when": Key("dict"), "tests": Key("dict")},
-    "advisory_when": {"argument": Key("int"), "equals": Key("scalar"), "assigned": Key("bool")},
+    "advisory": {"id": Key("str", True), "description": Key("str", True), "match": Key("mapping_list", True),
+                 "message": Key("str"), "messages": Key("list"), "when": Key("dict"), "report_as": Key("str"),
+                 "once": Key("str"), "unless_enabled": Key("str_list"), "tests": Key("dict")},
+    "advisory_match": {"header": Key("str", True), "function": Key("str"), "field": Key("str"),
+                       "arguments": Key("int_list")},
+    "advisory_message": {"when": Key("dict"), "message": Key("str", True), "report_as": Key("str"),
+                         "once": Key("str")},
+    "advisory_when": {"argument": Key("int"), "equals": Key("scalar"), "assigned": Key("bool"), "matches": Key("str"),
+                      "integer_at_least": Key("int"), "integers": Key("dict"), "argument_count": Key("int"),
+                      "in_function_matching": Key("str"), "not_bounded_in_function": Key("str")},
     "advisory_tests": {"flagged": Key("list"), "quiet": Key("list")},
     "fold_row": {"when": Key("dict"), "value": Key("str", True)},
 }  # fmt: skip
@@ -132,7 +145,7 @@ KIND_SPECS: dict[str, KindSpec] = {
     "bool_field_to_enum": KindSpec(
         "a struct field renamed and retyped with a value map: one bool field to an enum (params true/false, fix for "
         "any other value), or several bool fields folded into one (params fold + values); params.type: the new field's "
-        "type",
+        "type; params.read_note: what a read of the old field is told about the new one (e.g. its values)",
         params={
             "member": Key("str", True),
             "true": Key("str"),
@@ -140,6 +153,7 @@ KIND_SPECS: dict[str, KindSpec] = {
             "fold": Key("dict"),
             "values": Key("list"),
             "type": Key("str"),
+            "read_note": Key("str"),
         },
         folds=True,
     ),  # fmt: skip
@@ -247,18 +261,60 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class AdvisoryMatch:
+    """One declaration an advisory watches, with the arguments its conditions read there (a call's sequence ids sit
+    at different positions in different functions) and the rule of the same file that rewrites those calls."""
+
+    match: Match
+    arguments: tuple[int, ...] = ()
+    rule: str | None = None  # the id reported by a message with `report_as: rule`
+
+
+@dataclass(frozen=True)
+class AdvisoryMessage:
+    """One message of an advisory: reported where `when` holds (besides the advisory's own `when`); the first of an
+    advisory's messages that holds for a value wins. `report_as: rule` reports it under the id of the rule that
+    rewrites the call (the advisory is about that rule's calls); `once: function` reports it once per function."""
+
+    message: str
+    when: dict[str, Any] = field(default_factory=dict)
+    report_as: str = "advisory"
+    once: str = "line"
+
+
+@dataclass(frozen=True)
 class AdvisoryRule:
-    """Code that compiles at the target and behaves differently: a use of `match` (a call of the function, or an
-    assignment / read of the field), optionally only when `when` holds; reported with `message`, never rewritten.
+    """Code that compiles at the target and behaves differently: a use of one of `matches` (a call of a function, or
+    an assignment / read of a field), optionally only when `when` holds; reported with the first of `messages` whose
+    own condition holds, never rewritten; silent while a rule of `unless_enabled` is active (it removes the cause).
     Test cases: `flagged` snippets must raise it, `quiet` ones must not."""
 
     id: str
     description: str
-    match: Match
-    message: str
-    when: dict[str, Any] = field(default_factory=dict)  # argument: i, equals: text; or equals / assigned for a field
+    matches: tuple[AdvisoryMatch, ...]
+    messages: tuple[AdvisoryMessage, ...]
+    when: dict[str, Any] = field(default_factory=dict)  # see ADVISORY_CONDITIONS
+    unless_enabled: tuple[str, ...] = ()
     flagged: tuple[RuleCase, ...] = ()
     quiet: tuple[RuleCase, ...] = ()
+
+    @property
+    def match(self) -> Match:
+        """The first declaration (what a partial step narrows advisories by, with the rules it keeps)."""
+        return self.matches[0].match
+
+    @property
+    def names(self) -> set[str]:
+        """Every function or field it watches."""
+        return {m.match.name for m in self.matches}
+
+    @property
+    def reported_ids(self) -> set[str]:
+        """The ids its findings carry: its own, and the rules' whose calls it reports as theirs."""
+        ids = {self.id} if any(m.report_as == "advisory" for m in self.messages) else set()
+        if any(m.report_as == "rule" for m in self.messages):
+            ids |= {m.rule or self.id for m in self.matches}
+        return ids
 
 
 @dataclass(frozen=True)
@@ -279,9 +335,6 @@ class RuleSet:
     options: dict[str, Option]
     test_prelude: dict[str, str]
     advisories: list[AdvisoryRule] = field(default_factory=list)
-    # the advisories of migrate/rewrite/advisories.py (sequence ids, seq_cp, positions, n_ctx per sequence at b7785),
-    # still written in Python: run for the files that say so
-    builtin_advisories: bool = False
 
     @property
     def label(self) -> str:
@@ -558,29 +611,143 @@ def _fold_params(params: dict[str, Any], where: str) -> None:
         raise RuleError(f"{where}: key 'params.values': the last row must have no 'when' (the value otherwise)")
 
 
-def _advisory(raw: Any, path: Path, ids: set[str]) -> AdvisoryRule:
+# What an advisory's `when` may say (rule_advisories.py evaluates them). A call's value is one of its arguments
+# (`when.argument`, or each of a match entry's `arguments`; a braced list `{a, b}` gives each element); a field's
+# is the value assigned to it.
+ADVISORY_CONDITIONS = {
+    "argument": "the argument the value conditions read",
+    "equals": "the value is written as this",
+    "assigned": "the field is written (an assignment or a designator)",
+    "matches": "the value, as written, matches this regular expression",
+    "integer_at_least": "the value is written as an integer of at least this ({value} and {count}, one more, in the "
+    "message)",
+    "integers": "{i: [n, ...]}: argument i is written as one of these integers (each listed argument)",
+    "argument_count": "the call has this many arguments",
+    "in_function_matching": "the function holding the use matches this regular expression somewhere",
+    "not_bounded_in_function": "the value is not written as an integer and the function holding it never matches "
+    "this regular expression (nothing there visibly bounds it; {function} in the message)",
+}
+VALUE_CONDITIONS = {"equals", "matches", "integer_at_least", "not_bounded_in_function"}
+CALL_CONDITIONS = {"argument", "integers", "argument_count"}
+REGEX_CONDITIONS = {"matches", "in_function_matching", "not_bounded_in_function"}
+# {argument}: the value on one line; {value}, {count}: its integer and one more; {function}: the holding function.
+MESSAGE_PLACEHOLDERS = {"argument", "value", "count", "function"}
+REPORT_AS = {"advisory", "rule"}
+ONCE = {"line", "function"}
+
+
+def _advisory(raw: Any, path: Path, rules: list[Rule]) -> AdvisoryRule:
     advisory_id = raw.get("id") if isinstance(raw, dict) else None
     where = (
         f"{path}: advisory {advisory_id}" if isinstance(advisory_id, str) and advisory_id else f"{path}: an advisory"
     )
     _check(raw, "advisory", where)
-    match = _match(raw["match"], where)
-    if match.when is not None:
-        raise RuleError(f"{where}: key 'match.when': advisories say their condition under 'when'")
-    when = _check(raw.get("when") or {}, "advisory_when", f"{where}: when")
-    if "argument" in when and not match.function:
-        raise RuleError(f"{where}: key 'when.argument' needs match.function")
-    if "assigned" in when and not match.field:
-        raise RuleError(f"{where}: key 'when.assigned' needs match.field")
+    matches = _advisory_matches(raw["match"], where, rules)
+    when = _advisory_when(raw.get("when") or {}, f"{where}: when", matches, top=True)
+    messages = _advisory_messages(raw, where, matches)
+    rule_ids = {r.id for r in rules}
+    for rule_id in raw.get("unless_enabled") or ():
+        if rule_id not in rule_ids:
+            raise RuleError(f"{where}: key 'unless_enabled': no rule {rule_id!r} in this file")
+    _needs_a_value(when, messages, matches, where)
     tests = _check(raw.get("tests") or {}, "advisory_tests", f"{where}: tests")
     cases = {}
     for kind in ("flagged", "quiet"):
         renamed = {"invalid" if kind == "flagged" else "valid": [
             {**case, "output": case.get("code")} if kind == "flagged" and isinstance(case, dict) else case
             for case in tests.get(kind) or []]}  # fmt: skip
-        cases[kind] = _cases(renamed, advisory_id, where, "invalid" if kind == "flagged" else "valid", {}, ids)
-    return AdvisoryRule(advisory_id, " ".join(raw["description"].split()), match, " ".join(raw["message"].split()),
-                        dict(when), cases["flagged"], cases["quiet"])  # fmt: skip
+        cases[kind] = _cases(renamed, advisory_id, where, "invalid" if kind == "flagged" else "valid", {}, rule_ids)
+    return AdvisoryRule(advisory_id, " ".join(raw["description"].split()), matches, messages, dict(when),
+                        tuple(raw.get("unless_enabled") or ()), cases["flagged"], cases["quiet"])  # fmt: skip
+
+
+def _advisory_matches(raw: Any, where: str, rules: list[Rule]) -> tuple[AdvisoryMatch, ...]:
+    """`match`: one declaration or a list of them, all functions or all fields."""
+    entries = [raw] if isinstance(raw, dict) else list(raw)
+    if not entries:
+        raise RuleError(f"{where}: key 'match' lists no declaration")
+    found = []
+    for number, entry in enumerate(entries, start=1):
+        at = f"{where}: match" if isinstance(raw, dict) else f"{where}: match[{number}]"
+        _check(entry, "advisory_match", at)
+        match = Match(header=entry["header"], function=entry.get("function"), field=entry.get("field"))
+        if bool(match.function) == bool(match.field):
+            raise RuleError(f"{at}: needs exactly one of 'function' or 'field'")
+        if match.field and match.field.count(".") != 1:
+            raise RuleError(f"{at}: key 'field' must be struct.member, got {match.field!r}")
+        if entry.get("arguments") and not match.function:
+            raise RuleError(f"{at}: key 'arguments' needs 'function'")
+        rule = next((r.id for r in rules if match.function and (r.match.function, r.match.header) == (
+            match.function, match.header)), None)  # fmt: skip
+        found.append(AdvisoryMatch(match, tuple(entry.get("arguments") or ()), rule))
+    if len({bool(m.match.function) for m in found}) != 1:
+        raise RuleError(f"{where}: key 'match' mixes functions and fields; one advisory watches one or the other")
+    return tuple(found)
+
+
+def _advisory_when(raw: Any, where: str, matches: tuple[AdvisoryMatch, ...], top: bool) -> dict[str, Any]:
+    when = dict(_check(raw, "advisory_when", where))
+    calls = bool(matches[0].match.function)
+    for key in sorted(CALL_CONDITIONS & set(when)):
+        if not calls:
+            raise RuleError(f"{where}: key {key!r} needs match.function")
+    if "argument" in when and not top:
+        raise RuleError(f"{where}: key 'argument' belongs in the advisory's own `when`")
+    if "argument" in when and any(m.arguments for m in matches):
+        raise RuleError(f"{where}: key 'argument': the match entries already say their 'arguments'")
+    if "assigned" in when and calls:
+        raise RuleError(f"{where}: key 'assigned' needs match.field")
+    for key in sorted(REGEX_CONDITIONS & set(when)):
+        try:
+            re.compile(str(when[key]))
+        except re.error as exc:
+            raise RuleError(f"{where}: key {key!r} is not a regular expression ({exc})") from None
+    for index, values in (when.get("integers") or {}).items():
+        if not _has_type(index, "int") or not _has_type(values, "int_list"):
+            raise RuleError(f"{where}: key 'integers' maps an argument index to a list of integers, got "
+                            f"{_shown(index)}: {_shown(values)}")  # fmt: skip
+    return when
+
+
+def _advisory_messages(raw: dict[str, Any], where: str,
+                       matches: tuple[AdvisoryMatch, ...]) -> tuple[AdvisoryMessage, ...]:  # fmt: skip
+    """`message` (one) or `messages` (rows of when/message, the first that holds wins); `report_as` and `once` at the
+    advisory's level are the rows' defaults."""
+    if ("message" in raw) == ("messages" in raw):
+        raise RuleError(f"{where}: needs exactly one of 'message' or 'messages'")
+    defaults = {"report_as": raw.get("report_as", "advisory"), "once": raw.get("once", "line")}
+    rows = [{"message": raw["message"]}] if "message" in raw else raw["messages"]
+    found = []
+    for number, row in enumerate(rows, start=1):
+        at = where if "message" in raw else f"{where}: messages[{number}]"
+        _check(row, "advisory_message", at)
+        settings = {**defaults, **{k: row[k] for k in ("report_as", "once") if k in row}}
+        if settings["report_as"] not in REPORT_AS:
+            raise RuleError(f"{at}: key 'report_as' must be one of {', '.join(sorted(REPORT_AS))}, got "
+                            f"{settings['report_as']!r}")  # fmt: skip
+        if settings["report_as"] == "rule" and not any(m.rule for m in matches):
+            raise RuleError(f"{at}: key 'report_as': no rule of this file rewrites the calls it watches")
+        if settings["once"] not in ONCE:
+            raise RuleError(f"{at}: key 'once' must be one of {', '.join(sorted(ONCE))}, got {settings['once']!r}")
+        message = " ".join(str(row["message"]).split())
+        for name in PLACEHOLDER.findall(message):
+            if name not in MESSAGE_PLACEHOLDERS:
+                raise RuleError(f"{at}: key 'message' uses {{{name}}}; known: "
+                                f"{', '.join(sorted(MESSAGE_PLACEHOLDERS))}")  # fmt: skip
+        when = _advisory_when(row.get("when") or {}, f"{at}: when", matches, top=False)
+        found.append(AdvisoryMessage(message, when, settings["report_as"], settings["once"]))
+    if any(row.when == {} for row in found[:-1]):
+        raise RuleError(f"{where}: key 'messages': only the last row may have no 'when' (the message otherwise)")
+    return tuple(found)
+
+
+def _needs_a_value(when: dict[str, Any], messages: tuple[AdvisoryMessage, ...], matches: tuple[AdvisoryMatch, ...],
+                   where: str) -> None:  # fmt: skip
+    """A condition on a call's value needs to know which argument is the value."""
+    used = VALUE_CONDITIONS & (set(when) | {key for row in messages for key in row.when})
+    if used and matches[0].match.function and "argument" not in when and not all(m.arguments for m in matches):
+        raise RuleError(f"{where}: key 'when.{sorted(used)[0]}' reads an argument: say which ('when.argument', or "
+                        "'arguments' in every match entry)")  # fmt: skip
 
 
 def _duplicates(entries: list[Any], path: Path, what: str) -> set[str]:
@@ -617,7 +784,7 @@ def load_rules(path: Path) -> RuleSet:
     clash = sorted(rule_ids & advisory_ids)
     if clash:
         raise RuleError(f"{path}: advisory {clash[0]}: key 'id': {clash[0]!r} is also a rule's id")
-    advisories = [_advisory(entry, path, rule_ids) for entry in raw.get("advisories") or []]
+    advisories = [_advisory(entry, path, rules) for entry in raw.get("advisories") or []]
     return RuleSet(
         path,
         str(step["from"]),
@@ -626,7 +793,6 @@ def load_rules(path: Path) -> RuleSet:
         options,
         dict(prelude),
         advisories,
-        bool(raw.get("builtin_advisories", False)),
     )
 
 

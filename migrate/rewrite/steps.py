@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate.rewrite.edits import Edit, SourceFile
-from migrate.rewrite.plan import Advisory, FileReport, ManualItem, Plan
+from migrate.rewrite.plan import Advisory, FileReport, ManualItem, Plan, trees_used
 from migrate.rewrite.rules import RuleError, RuleSet, build_number, rule_files
 from migrate.sources import SourceError, SourceTree
 
@@ -248,13 +248,8 @@ def _plan_one(step: Step, start: SourceTree, end: SourceTree | None, inputs: Ste
         plan_cache=inputs.plan_cache,
         api=ApiTarget(start, end, inputs.cache) if end is not None and inputs.api else None,
     )
-    plan = build_plan(config)
-    plan.builds = [{"role": "from (declarations resolved against)", **start.describe()}]
-    if end is not None:
-        plan.builds.append({"role": "to", **end.describe()})
-    else:
-        plan.api_section = unavailable_section(f"the target tree is not available ({error})")
-    return plan
+    unavailable = None if end is not None else unavailable_section(f"the target tree is not available ({error})")
+    return build_plan(config).with_trees(trees_used(start, end, error), unavailable)
 
 
 def _materialise(previous: Step, inputs: StepInputs, scratch: Path | None, step: Step) -> Path:
@@ -295,9 +290,14 @@ class ChainPlan(Plan):
     @classmethod
     def combine(cls, src: Path, selection: Selection, trees: dict[str, SourceTree | None]) -> ChainPlan:
         root = src.resolve() if src.is_dir() else src.resolve().parent
-        plan = cls(root, selection.from_version, selection.to_version, selection=selection)
-        plan.decisions = selection.coverage() + [f"step {s.label}: {s.note}" for s in selection.steps if s.note]
         planned = [s for s in selection.steps if s.plan is not None]
+        section = _steps_section(selection) + "\n".join(
+            s.plan.api_section.replace("## API diff and cross reference", f"## API diff and cross reference: step "
+                                       f"{s.label} ({s.start} → {s.end})", 1)
+            for s in planned if s.plan is not None and s.plan.api_section)  # fmt: skip
+        plan = cls(root, selection.from_version, selection.to_version, selection=selection,
+                   builds=_builds(selection, trees), api_section=section)  # fmt: skip
+        plan.decisions = selection.coverage() + [f"step {s.label}: {s.note}" for s in selection.steps if s.note]
         if len(planned) > 1:
             plan.decisions.append("Line numbers of a later step's edits and items refer to the code as the steps "
                                   "before it left it.")  # fmt: skip
@@ -306,12 +306,7 @@ class ChainPlan(Plan):
             assert step.plan is not None and step.root is not None
             plan._add_step(step, reports)
         plan.file_reports = list(reports.values())
-        plan.api_section = _steps_section(selection) + "\n".join(
-            s.plan.api_section.replace("## API diff and cross reference", f"## API diff and cross reference: step "
-                                       f"{s.label} ({s.start} → {s.end})", 1)
-            for s in planned if s.plan is not None and s.plan.api_section)  # fmt: skip
         plan.api_summary = _api_summary(planned)
-        plan.builds = _builds(selection, trees)
         plan.cached = bool(planned) and all(s.plan.cached for s in planned if s.plan is not None)
         return plan
 

@@ -1,0 +1,43 @@
+"""Kind decode_error: checks of the matched call's return code rewritten into a switch (decode.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from migrate.rewrite.collect import Collected
+from migrate.rewrite.cursors import enclosing_function
+from migrate.rewrite.decode import DecodeRewriter
+from migrate.rewrite.edits import Edit
+from migrate.rewrite.handlers.base import Handler, handler
+from migrate.rewrite.plan import Advisory, Plan
+
+
+@handler("decode_error")
+class DecodeError(Handler):
+    """Checks of the matched call's return code, rewritten into a switch on the code (decode.py); its calls are
+    collected apart (Collected.decodes)."""
+
+    def unit(self, collected: Collected, fresh: set[str], plan: Plan, language: str) -> None:
+        engine = self.engine
+        introduced: dict[tuple[int, int], set[str]] = {}
+        for site in collected.decodes:
+            if site.file not in fresh:
+                continue
+            source = engine.sources[Path(site.file)]
+            function, _ = enclosing_function(site.ancestors)
+            key = (function.extent.start.offset, function.extent.end.offset) if function is not None else (0, 0)
+            names = introduced.setdefault(key, set())
+            rewriter = DecodeRewriter(source, engine.options, language, collected.file_scope, names)
+            result = rewriter.rewrite(site, function)
+            names |= result.names
+            line = source.line_of(site.offset)
+            if result.edits:
+                engine.edits += [e if not result.note else _with_note(e, result.note) for e in result.edits]
+                plan.rules_used.setdefault(site.rule.id, site.rule.description)
+            if result.advisory:
+                plan.advisories.append(Advisory(plan.relative(site.file), line, site.rule.id, result.advisory))
+
+
+def _with_note(edit: Edit, note: str) -> Edit:
+    return Edit(edit.file, edit.start, edit.end, edit.replacement, edit.rule, edit.line, edit.before,
+                edit.confidence, note, edit.absorbed)  # fmt: skip

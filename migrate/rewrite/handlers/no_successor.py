@@ -1,0 +1,45 @@
+"""Kind no_successor: removed with nothing to call instead; the statement removed, or listed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from migrate.rewrite.collect import CallSite
+from migrate.rewrite.cursors import K, meaningful_parent
+from migrate.rewrite.edits import SEMANTIC, SourceFile
+from migrate.rewrite.handlers.base import Handler, handler
+from migrate.rewrite.plan import REVIEW, Plan
+from migrate.rewrite.tokens import CallSpan, tokenize
+
+
+@handler("no_successor")
+class NoSuccessor(Handler):
+    """Removed with nothing to call instead: the statement removed (action remove_statement) and listed, or listed."""
+
+    def call(self, site: CallSite, span: CallSpan, plan: Plan) -> None:
+        engine = self.engine
+        source = engine.sources[Path(site.file)]
+        parent, _ = meaningful_parent(site.ancestors)
+        is_statement = parent is not None and parent.kind == K.COMPOUND_STMT
+        if site.rule.action == "remove_statement" and is_statement:
+            start, end = _statement_bounds(source, span.name_start, span.end)
+            engine.edits.append(source.make_edit(start, end, "", site.rule.id, SEMANTIC, "statement removed"))
+            engine.manual(plan, site.file, site.name_offset, site.rule, f"removed: {site.rule.guidance}", REVIEW)
+        else:
+            engine.manual(plan, site.file, site.name_offset, site.rule, site.rule.guidance or "")
+
+
+def _statement_bounds(source: SourceFile, start: int, end: int) -> tuple[int, int]:
+    """The statement `call;` to remove: with its whole line when nothing else is on it."""
+    data = source.data
+    tokens = tokenize(data, end, min(len(data), end + 32))
+    if tokens and tokens[0].text == b";":
+        end = tokens[0].end
+    line_start = source.line_start(start)
+    line_end = data.find(b"\n", end)
+    line_end = len(data) if line_end < 0 else line_end + 1
+    rest = data[end:line_end].strip()
+    # a trailing `// comment` describes the removed call: it goes with it
+    if data[line_start:start].strip() == b"" and (rest == b"" or rest.startswith(b"//")):
+        return line_start, line_end
+    return start, end
