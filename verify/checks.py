@@ -570,17 +570,21 @@ SHARED_SUFFIXES = (" the moon rose over the hills", " a dog barked twice at the 
 
 
 @check("shared_prefix_effective", "memory", "shared-prefix optimisation: prefix evaluated once (perf counters), "
-       "with 4 sequences and with 2")  # fmt: skip
+       "with 4 sequences, with 2, and with one prompt the other's beginning")  # fmt: skip
 def shared_prefix_effective(s: Session) -> Verdict:
     obs = s.need_observer(*PERF)
     all_prompts = [SHARED_PREFIX_TEXT + suffix for suffix in SHARED_SUFFIXES]
     evidence: dict[str, Any] = {}
     problems: list[str] = []
     summaries = []
-    # (n_seq_max, prompts): 2 sequences is the smallest context where a prefix can be shared
-    for n_seq_max, prompts in ((4, all_prompts), (2, all_prompts[:2])):
+    # (n_seq_max, prompts): 2 sequences is the smallest context where a prefix can be shared; in the third set one
+    # prompt is the other's beginning, so all of it but its last token is the prefix
+    nested = [all_prompts[0], all_prompts[0] + SHARED_SUFFIXES[1]]
+    for key, n_seq_max, prompts in (("n_seq_max=4", 4, all_prompts), ("n_seq_max=2", 2, all_prompts[:2]),
+                                    ("nested", 2, nested)):  # fmt: skip
         token_lists = [s.tokens(p) for p in prompts]
-        prefix = common_token_prefix(token_lists)
+        # each sequence needs one token of its own to sample from: at most all but the shortest prompt's last token
+        prefix = min(common_token_prefix(token_lists), min(len(t) for t in token_lists) - 1)
         shared_cost = prefix + sum(len(t) - prefix for t in token_lists)
         unshared_cost = sum(len(t) for t in token_lists)
         ctx = s.context(512, n_seq_max)
@@ -589,7 +593,6 @@ def shared_prefix_effective(s: Session) -> Verdict:
         perf = obs.perf(ctx)
         s.release(ctx)
         evaluated = int(perf["n_p_eval"]) + int(perf["n_eval"])  # n_eval reads 1 when none: an upper bound
-        key = f"n_seq_max={n_seq_max}"
         evidence[key] = {"prompt_tokens": [len(t) for t in token_lists], "shared_prefix_tokens": prefix,
                          "expected_with_sharing": shared_cost, "without_sharing": unshared_cost, "perf": perf,
                          "evaluated": evaluated, **call.evidence()}  # fmt: skip

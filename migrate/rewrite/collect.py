@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import clang.cindex as ci
 
 from migrate.rewrite.cursors import FUNCTION_KINDS, K, children, span_of, walk
-from migrate.rewrite.defaults import WATCHED_CALLS, WATCHED_MEMBERS, WATCHED_STRUCT
 from migrate.rewrite.edits import SEMANTIC
 from migrate.rewrite.parse import ParsedFile
 from migrate.rewrite.rules import KIND_SPECS, Rule
@@ -49,27 +48,14 @@ class DecodeSite:
 
 
 @dataclass
-class MemberUse:
-    """A use of a watched params field (defaults.WATCHED_MEMBERS) for the Python advisories."""
-
-    member: str
-    cursor: ci.Cursor
-    ancestors: tuple[ci.Cursor, ...]
-    file: str
-    offset: int
-
-
-@dataclass
 class Collected:
     calls: list[CallSite] = field(default_factory=list)
     fields: list[FieldSite] = field(default_factory=list)
     decodes: list[DecodeSite] = field(default_factory=list)
     params_vars: list[tuple[ci.Cursor, tuple[ci.Cursor, ...], str]] = field(default_factory=list)
-    member_uses: list[MemberUse] = field(default_factory=list)
     value_refs: list[tuple[Rule, str, int]] = field(default_factory=list)  # API names used not as a callee
     macro_expanded_names: set[str] = field(default_factory=set)  # rule names resolved inside macro expansions
     other_calls: list[tuple[str, str, int, str]] = field(default_factory=list)  # (name, file, offset, decl file)
-    context_calls: list[tuple[ci.Cursor, tuple[ci.Cursor, ...], str]] = field(default_factory=list)
     macros: list[ci.Cursor] = field(default_factory=list)  # macro definitions in the consumer's files
     file_scope: set[str] = field(default_factory=set)  # every name declared at file scope, headers included
     # Every node walked, in preorder with its ancestors: later passes read subtrees from here instead of
@@ -175,8 +161,6 @@ class Collector:
         if decode is not None and name == decode.match.function and _header_matches(decl, decode.match.header):
             found.decodes.append(DecodeSite(self.decode_rule, cursor, ancestors, span.file, span.start))
             return
-        if name in WATCHED_CALLS:
-            found.context_calls.append((cursor, ancestors, span.file))
         rule = self.function_rules.get(name)
         if rule is None:
             return
@@ -201,5 +185,3 @@ class Collector:
         rule = self.field_rules.get((struct, decl.spelling))
         if rule is not None and _header_matches(decl, rule.match.header):
             found.fields.append(FieldSite(rule, cursor, ancestors, file, offset))
-        if struct == WATCHED_STRUCT and decl.spelling in WATCHED_MEMBERS:
-            found.member_uses.append(MemberUse(decl.spelling, cursor, ancestors, file, offset))

@@ -225,7 +225,8 @@ def _keep_changed_rules(step: Step, start: SourceTree, end: SourceTree | None, i
     changed = {key.split("|")[0] for key in diff.breaks}
     keep = [r for r in rules if (f"f:{r.match.function}" if r.match.function else f"s:{r.match.field}") in changed]
     step.left_out = [f"{r.id} ({r.match.name} unchanged at {step.end})" for r in rules if r not in keep]
-    advisories = [a for a in step.ruleset.advisories if any(a.match.name == r.match.name for r in keep)]
+    kept_names = {r.match.name for r in keep}
+    advisories = [a for a in step.ruleset.advisories if set(a.names) & kept_names]
     step.ruleset = dataclasses.replace(step.ruleset, rules=keep, advisories=advisories)
 
 
