@@ -109,6 +109,26 @@ class SourceFile:
     def text(self, start: int, end: int) -> str:
         return self.data[start:end].decode("utf-8", "replace")
 
+    def removal_span(self, start: int, end: int) -> tuple[int, int]:
+        """What removing the statement at [start, end) takes: its whole line when nothing else is on it (a trailing
+        `// comment` describes the removed code: it goes with it), else just the statement."""
+        line_end = self.data.find(b"\n", end)
+        line_end = len(self.data) if line_end < 0 else line_end + 1
+        rest = self.data[end:line_end].strip()
+        if self.starts_line(start) and (rest == b"" or rest.startswith(b"//")):
+            return self.line_start(start), line_end
+        return start, end
+
+    def absorb_padding(self, end: int, growth: int) -> int:
+        """Where a name that grows by `growth` ends, given alignment padding after it (`p.old      = x` keeps its `=`
+        column)."""
+        spaces = 0
+        while end + spaces < len(self.data) and self.data[end + spaces] == 0x20:
+            spaces += 1
+        if growth > 0 and spaces > growth and self.data[end + spaces : end + spaces + 1] == b"=":
+            return end + growth
+        return end
+
     def make_edit(self, start: int, end: int, replacement: str, rule: str, confidence: str = SEMANTIC,
                   note: str = "", absorbed: tuple[str, ...] = ()) -> Edit:  # fmt: skip
         before = self.text(start, end)

@@ -191,7 +191,7 @@ def _group_edits(uses: list[_Use], source: SourceFile) -> list[Edit]:
     first = uses[0]
     new_member = str(params["member"])
     name_start = first.site.name_offset
-    name_end = _absorb_padding(source.data, name_start + len(first.member), len(new_member) - len(first.member))
+    name_end = source.absorb_padding(name_start + len(first.member), len(new_member) - len(first.member))
     edits = [source.make_edit(name_start, name_end, new_member, first.site.rule.id, note="fields folded"),
              source.make_edit(*first.value, replacement, first.site.rule.id, note="fields folded")]  # fmt: skip
     for use in uses[1:]:
@@ -211,23 +211,7 @@ def _removal(use: _Use, source: SourceFile) -> tuple[int, int]:
         while after < len(data) and data[after : after + 1] in (b" ", b"\t", b"\n", b"\r"):
             after += 1
         return start, (after + 1 if data[after : after + 1] == b"," else end)
-    line_start = source.line_start(start)
-    line_end = data.find(b"\n", end)
-    line_end = len(data) if line_end < 0 else line_end + 1
-    rest = data[end:line_end].strip()
-    if data[line_start:start].strip() == b"" and (rest == b"" or rest.startswith(b"//")):
-        return line_start, line_end
-    return start, end
-
-
-def _absorb_padding(data: bytes, end: int, growth: int) -> int:
-    """Where a longer name ends, given alignment padding after it (`p.use_mmap     = x` keeps its `=` column)."""
-    spaces = 0
-    while end + spaces < len(data) and data[end + spaces] == 0x20:
-        spaces += 1
-    if growth > 0 and spaces > growth and data[end + spaces : end + spaces + 1] == b"=":
-        return end + growth
-    return end
+    return source.removal_span(start, end)
 
 
 __all__ = ["fold_value", "plan_folds"]

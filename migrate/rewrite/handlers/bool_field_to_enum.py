@@ -55,7 +55,7 @@ class BoolFieldToEnum(Handler):
         rule = site.rule
         name_end = site.name_offset + len(rule.match.member or "")
         new_member = str(rule.params["member"])
-        name_end = _absorb_padding(source.data, name_end, len(new_member) - len(rule.match.member or ""))
+        name_end = source.absorb_padding(name_end, len(new_member) - len(rule.match.member or ""))
         self.engine.edits.append(source.make_edit(site.name_offset, name_end, new_member, rule.id))
         start, end = value
         text = source.text(start, end).strip()
@@ -81,13 +81,3 @@ def _designated_value(data: bytes, name_end: int) -> tuple[int, int] | None:
     if not tokens or tokens[0].text != b"=":
         return None
     return value_after_equals(tokens)
-
-
-def _absorb_padding(data: bytes, end: int, growth: int) -> int:
-    """Where a longer name ends, given alignment padding after it (`p.old      = x` keeps its `=` column)."""
-    spaces = 0
-    while end + spaces < len(data) and data[end + spaces] == 0x20:
-        spaces += 1
-    if growth > 0 and spaces > growth and data[end + spaces : end + spaces + 1] == b"=":
-        return end + growth
-    return end

@@ -35,11 +35,4 @@ def _statement_bounds(source: SourceFile, start: int, end: int) -> tuple[int, in
     tokens = tokenize(data, end, min(len(data), end + 32))
     if tokens and tokens[0].text == b";":
         end = tokens[0].end
-    line_start = source.line_start(start)
-    line_end = data.find(b"\n", end)
-    line_end = len(data) if line_end < 0 else line_end + 1
-    rest = data[end:line_end].strip()
-    # a trailing `// comment` describes the removed call: it goes with it
-    if data[line_start:start].strip() == b"" and (rest == b"" or rest.startswith(b"//")):
-        return line_start, line_end
-    return start, end
+    return source.removal_span(start, end)
