@@ -1292,6 +1292,7 @@ def sampling_seed(s: Session) -> Verdict:
         if varied == first:
             problems.append(f"{role} {value} instead of {getattr(seeded, role)} (seed {SEEDS[0]}) changed no "
                             f"output: {role} does not reach the sampler")  # fmt: skip
+    evidence["repeat_penalty"] = _penalty_probe(s, ctx, problems)
     if all(takes(s, "generate_parallel", r) for r in ("temperature", "seed")):
         pctx = s.context(512, 4)  # what generate left in memory is state_across_calls' concern
         runs = [s.shim.generate_parallel(pctx, prompts, seeded) for _ in range(2)]
@@ -1301,6 +1302,31 @@ def sampling_seed(s: Session) -> Verdict:
             problems.append(f"generate_parallel with seed {SEEDS[0]} twice: {runs[0].value} / {runs[1].value}")
     summary = f"seed {SEEDS[0]} reproduced on {len(prompts)} prompts; seed {SEEDS[1]} differs: {not problems}"
     return Verdict(not problems, evidence, failures(problems), summary)
+
+
+# A repeat penalty only shows where a sampled token could come again: the test models' logits are small and nearly
+# flat, so a penalty of 1.5 changes nothing in 12 tokens. A strong one over 48 flat-sampled tokens changes at least
+# one of these prompts' outputs wherever the penalty reaches the sampler (1 of 3 to 3 of 3 here, by fixture).
+PENALTY_PROBE = {"temperature": 1.5, "top_k": 0, "top_p": 1.0, "max_tokens": 48}
+PENALTY_STRONG = 100.0
+
+
+def _penalty_probe(s: Session, ctx: Any, problems: list[str]) -> dict[str, Any] | str:
+    if not takes(s, "generate", "repeat_penalty"):
+        return "not a parameter of generate"
+    prompts = [PROMPT_A, PROMPT_B, *REFERENCE_PROMPTS]
+    outputs: dict[float, list[str | None]] = {}
+    for penalty in (1.0, PENALTY_STRONG):
+        sampling = _sampling(s, **PENALTY_PROBE, repeat_penalty=penalty, seed=SEEDS[0])
+        calls = [s.shim.generate(ctx, p, sampling) for p in prompts]
+        problems.extend(f"generate (repeat_penalty {penalty}) failed: {c.message}" for c in calls if not c.ok)
+        outputs[penalty] = [c.value for c in calls]
+    changed = sum(a != b for a, b in zip(outputs[1.0], outputs[PENALTY_STRONG], strict=True))
+    if changed == 0:
+        n = PENALTY_PROBE["max_tokens"]
+        problems.append(f"repeat_penalty {PENALTY_STRONG} instead of 1.0 changed none of {len(prompts)} outputs of {n} "
+                        "sampled tokens: repeat_penalty does not reach the sampler")  # fmt: skip
+    return {"sampling": PENALTY_PROBE, "prompts": len(prompts), "outputs_changed": changed}
 
 
 CONTEXT_CASES = ((512, 1, 3), (512, 3, 2))  # n_ctx, n_seq_max, n_threads: none of them llama.cpp's default

@@ -252,6 +252,18 @@ FAULTS: dict[str, Fault] = {
                                 "\n        /* planted fault: batch threads */"),)},
         ),
         Fault(
+            "repeat_penalty_dropped",
+            "the caller's repeat_penalty never reaches the sampler (the common sampler's field left at its default)",
+            "sampling_seed",
+            ("b5421", "b7785"),
+            ((r"\n\s*sparams\.penalty_repeat = p\.repeat_penalty > 0\.0f \? p\.repeat_penalty : 1\.0f;",
+              "\n    /* planted fault: repeat penalty not set */"),),
+            # every other check samples with the penalty at 1.0 (none)
+            {"b5421": ("sampling_seed",), "b7785": ("sampling_seed",)},
+            {"localllm-next": ((r"\n\s*p\.penalty_repeat = c\.penalty_repeat > 0\.0f \? c\.penalty_repeat : 1\.0f;",
+                                "\n    /* planted fault: repeat penalty not set */"),)},
+        ),
+        Fault(
             "result_string_leaked",
             "free_string_array frees the array and every string but the first: one result string lost per call",
             "frees_release_memory",
