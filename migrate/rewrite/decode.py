@@ -59,7 +59,7 @@ COMPARE = {
     ">=": lambda a, b: a >= b,
 }
 # Calls that look like reporting an error, named in the advisory when none is the configured error_function.
-UNREADABLE = ("this llama_decode check tests the return code in a form this rule cannot read; check it handles 1 (no "
+UNREADABLE = ("this {call} check tests the return code in a form this rule cannot read; check it handles 1 (no "
               "KV slot), 2 (aborted), -1 and < -1")
 ERROR_LIKE = re.compile(r"(?i)err|fail|throw|abort|warn|log|report|print")
 
@@ -107,21 +107,23 @@ class DecodeRewriter:
         self.language = language
         self.file_scope = file_scope
         self.templates = _template_module()
+        self.call = ""  # set per site by rewrite(): the decode call its rule names
 
     # --- entry -----------------------------------------------------------------------------------------------
 
     def rewrite(self, site: DecodeSite, function: ci.Cursor | None) -> DecodeResult:
+        self.call = site.rule.match.function or ""  # the decode call the rule names (its messages say which)
         call_span = span_of(site.call)
-        if self.data[call_span.start : call_span.start + len("llama_decode")] != b"llama_decode":
-            return DecodeResult(advisory="llama_decode is called inside a macro; its error handling is not rewritten")
+        if self.data[call_span.start : call_span.start + len(self.call)] != self.call.encode():
+            return DecodeResult(advisory=f"{self.call} is called inside a macro; its error handling is not rewritten")
         if function is None:
-            return DecodeResult(advisory="llama_decode outside a function; not rewritten")
+            return DecodeResult(advisory=f"{self.call} outside a function; not rewritten")
         top, top_index = self._climb(site.call, site.ancestors)
         parent = site.ancestors[top_index] if top_index >= 0 else None
         if parent is None:
             return DecodeResult()
         if parent.kind == K.COMPOUND_STMT:
-            return DecodeResult(advisory="the return code of llama_decode is ignored: 1 (no KV slot), 2 (aborted) "
+            return DecodeResult(advisory=f"the return code of {self.call} is ignored: 1 (no KV slot), 2 (aborted) "
                                 "and negative codes (invalid batch, fatal) all go unnoticed")  # fmt: skip
         if parent.kind == K.VAR_DECL:
             return self._stored(site, function, parent, site.ancestors[: top_index + 1])
@@ -147,15 +149,15 @@ class DecodeRewriter:
         if parent.kind == K.BINARY_OPERATOR:
             kind = self._condition_kind(parent, site.call)
             if kind == "<0":
-                return DecodeResult(advisory="llama_decode is checked with `< 0` only: 1 (no KV slot) and 2 (aborted) "
+                return DecodeResult(advisory=f"{self.call} is checked with `< 0` only: 1 (no KV slot) and 2 (aborted) "
                                     "pass as success")  # fmt: skip
             if kind != "!=0":
-                return DecodeResult(advisory="llama_decode's return code is checked in a form this rule does not "
+                return DecodeResult(advisory=f"{self.call}'s return code is checked in a form this rule does not "
                                     "rewrite; check it handles 1 (no KV slot), 2 (aborted), -1 and < -1")  # fmt: skip
             condition = parent
             parent, index = meaningful_parent(ancestors[:index])
         if parent is None or parent.kind != K.IF_STMT or not self._is_condition(parent, condition):
-            return DecodeResult(advisory="llama_decode's return code is used in a form this rule does not rewrite; "
+            return DecodeResult(advisory=f"{self.call}'s return code is used in a form this rule does not rewrite; "
                                 "check it handles 1 (no KV slot), 2 (aborted), -1 and < -1")  # fmt: skip
         if_stmt = parent
         body = self._then_branch(if_stmt, condition)
@@ -188,7 +190,7 @@ class DecodeRewriter:
             new_condition = f"{declaration} {ret_name} != 0"
             edits = []
         else:
-            return DecodeResult(advisory="the llama_decode check is not inside a block (e.g. `else if`), so C code "
+            return DecodeResult(advisory=f"the {self.call} check is not inside a block (e.g. `else if`), so C code "
                                 "has no place to keep the return code; not rewritten")  # fmt: skip
         edits.append(self.source.make_edit(condition_span.start, condition_span.end, new_condition, site.rule.id))
         return DecodeResult(edits + detail.edits, note=detail.note, names=detail.names)
@@ -277,11 +279,11 @@ class DecodeRewriter:
             if self._already_switched(branch, var):
                 return DecodeResult()
             if self._reports_code(branch, var):
-                return DecodeResult(advisory="this llama_decode check already reports the return code "
+                return DecodeResult(advisory=f"this {self.call} check already reports the return code "
                                     f"(`{var.spelling}` is passed into its message); left unchanged")  # fmt: skip
             codes = self._branch_codes(chain, var)
             if codes is None:
-                return DecodeResult(advisory=UNREADABLE)
+                return DecodeResult(advisory=UNREADABLE.format(call=self.call))
             record = self._find_record(branch, chain, codes - gone, None, var)
             if isinstance(record, str):
                 return DecodeResult(advisory=record)
@@ -376,13 +378,13 @@ class DecodeRewriter:
         for record in candidates:
             record.codes = self._record_codes(record, len(chain), codes, subject, var)
             if record.codes is None:
-                return ("this llama_decode check records its error under a condition on the return code this rule "
+                return (f"this {self.call} check records its error under a condition on the return code this rule "
                         "cannot read; left unchanged — check it handles 1 (no KV slot), 2 (aborted), -1 and < -1")
             if len(record.codes) >= 2:
                 return record
         told = ", ".join(f"line {self.source.line_of(span_of(r.node).start)}: {_codes_text(r.codes or frozenset())}"
                          for r in candidates)  # fmt: skip
-        return (f"this llama_decode check already tells the return codes apart ({told}); each error record "
+        return (f"this {self.call} check already tells the return codes apart ({told}); each error record "
                 "knows its code, so no switch is added — left unchanged")
 
     def _branch_codes(self, chain: tuple[ci.Cursor, ...], var: ci.Cursor) -> frozenset[int] | None:
@@ -512,16 +514,16 @@ class DecodeRewriter:
     def _nothing_recorded(self, record: Record | None, branch: ci.Cursor, retry: bool) -> str:
         prefix = "retry logic on the return code kept; " if retry else ""
         if record is not None and record.kind == "flag":
-            return (prefix + "this llama_decode check records only a flag, which has no room for the reason by "
+            return (prefix + f"this {self.call} check records only a flag, which has no room for the reason by "
                     "return code; left unchanged")  # fmt: skip
         seen = self._error_like_calls(branch)
         if not seen:
-            return (prefix + f"this llama_decode check records no error (no call to `{self.error_function}`, no "
+            return (prefix + f"this {self.call} check records no error (no call to `{self.error_function}`, no "
                     "message variable); left unchanged — set option error_function if the error goes through another "
                     "function")  # fmt: skip
         calls = ", ".join(f"`{name}(...)`" for name in seen[:4])
         name = next((n for n in seen if "error" in n.lower()), seen[0])
-        return (prefix + f"this llama_decode check records no error through `{self.error_function}` (the error "
+        return (prefix + f"this {self.call} check records no error through `{self.error_function}` (the error "
                 f"function option) — it calls {calls}; left unchanged: if `{name}` records the error, set option "
                 f"error_function={name} (--option error_function={name}, or options = {{ error_function = "
                 f'"{name}" }} in llama-migrate.toml)')  # fmt: skip
