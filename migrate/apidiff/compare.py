@@ -8,9 +8,10 @@ whether code naming it still compiles: set here, from the declarations, never re
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from migrate.apidiff.surface import (
     ApiSurface,
@@ -267,40 +268,43 @@ def _diff_fields(result: ApiDiff, old: ApiSurface, new: ApiSurface, sides: _Side
                            if f.key not in old_fields and f.struct in old_structs]  # fmt: skip
 
 
-def _diff_constants(result: ApiDiff, old: ApiSurface, new: ApiSurface, sides: _Sides) -> None:
-    new_constants = {c.name: c for c in new.constants}
-    old_constants = {c.name: c for c in old.constants}
-    for item in _in(sides.old, old.constants):
-        match = new_constants.get(item.name)
+def _pair(old_items: Iterable[Any], new_items: Iterable[Any], key: Callable[[Any], Any], sides: _Sides,
+          differs: Callable[[Any, Any], bool]) -> tuple[list[Any], list[tuple[Any, Any]], list[Any]]:  # fmt: skip
+    """Items matched by `key`: (removed, (old, new) pairs that `differs`, added on the shared headers)."""
+    new_by_key = {key(item): item for item in new_items}
+    old_keys = {key(item) for item in old_items}
+    removed, changed = [], []
+    for item in _in(sides.old, old_items):
+        match = new_by_key.get(key(item))
         if match is None:
-            result.removed_constants.append(item)
-        elif match.value != item.value:
-            result.revalued_constants.append(ConstantChange(item, match))
-    result.added_constants = [c for c in _in(sides.shared, new.constants) if c.name not in old_constants]
+            removed.append(item)
+        elif differs(item, match):
+            changed.append((item, match))
+    return removed, changed, [item for item in _in(sides.shared, new_items) if key(item) not in old_keys]
+
+
+def _diff_constants(result: ApiDiff, old: ApiSurface, new: ApiSurface, sides: _Sides) -> None:
+    removed, changed, added = _pair(old.constants, new.constants, lambda c: c.name, sides,
+                                    lambda a, b: a.value != b.value)  # fmt: skip
+    result.removed_constants += removed
+    result.revalued_constants += [ConstantChange(a, b) for a, b in changed]
+    result.added_constants = added
 
 
 def _diff_types(result: ApiDiff, old: ApiSurface, new: ApiSurface, sides: _Sides) -> None:
-    new_types = {t.key: t for t in new.types}
-    old_types = {t.key: t for t in old.types}
-    for item in _in(sides.old, old.types):
-        match = new_types.get(item.key)
-        if match is None:
-            result.removed_types.append(item)
-        elif match.underlying != item.underlying:
-            result.changed_types.append(TypeChange(item, match))
-    result.added_types = [t for t in _in(sides.shared, new.types) if t.key not in old_types]
+    removed, changed, added = _pair(old.types, new.types, lambda t: t.key, sides,
+                                    lambda a, b: a.underlying != b.underlying)  # fmt: skip
+    result.removed_types += removed
+    result.changed_types += [TypeChange(a, b) for a, b in changed]
+    result.added_types = added
 
 
 def _diff_macros(result: ApiDiff, old: ApiSurface, new: ApiSurface, sides: _Sides) -> None:
-    new_macros = {m.name: m for m in new.macros}
-    old_macros = {m.name: m for m in old.macros}
-    for item in _in(sides.old, old.macros):
-        match = new_macros.get(item.name)
-        if match is None:
-            result.removed_macros.append(item)
-        elif (match.params, match.value) != (item.params, item.value):
-            result.changed_macros.append(MacroChange(item, match))
-    result.added_macros = [m for m in _in(sides.shared, new.macros) if m.name not in old_macros]
+    removed, changed, added = _pair(old.macros, new.macros, lambda m: m.name, sides,
+                                lambda a, b: (a.params, a.value) != (b.params, b.value))  # fmt: skip
+    result.removed_macros += removed
+    result.changed_macros += [MacroChange(a, b) for a, b in changed]
+    result.added_macros = added
 
 
 def _diff_defaults(result: ApiDiff, old: ApiSurface, new: ApiSurface) -> None:
