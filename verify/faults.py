@@ -75,10 +75,11 @@ FAULTS: dict[str, Fault] = {
             # the next generate continues the last one's context: A-B-A and the reference differ too, and so does
             # every check that calls generate several times on one context (the stop prompts, the sampling
             # checks); at b7785 the stale cells also collide with the new prompt's positions, so two identical
-            # calls differ
-            {"b5421": ("generate_aba", "generate_matches_reference", "memory_cleared", *REPEATED_GENERATE),
+            # calls differ; the leak check's 27 generate calls on one context fill it, and the calls fail
+            {"b5421": ("generate_aba", "generate_matches_reference", "memory_cleared", "frees_release_memory",
+                       *REPEATED_GENERATE),
              "b7785": ("generate_aba", "generate_matches_reference", "generate_repeatable", "memory_cleared",
-                       *REPEATED_GENERATE)},
+                       "frees_release_memory", *REPEATED_GENERATE)},
             {"localllm-next": ((r"(std::string & output, std::string & err\) \{\n(?:[^\n]*\n){0,3}?\s*)"
                                 r"llama_(?:kv_self_clear\(ctx\)|memory_clear\(mem, \w+\));",
                                 r"\1/* planted fault: memory not cleared */"),)},
@@ -134,8 +135,10 @@ FAULTS: dict[str, Fault] = {
             "parallel_isolation_shared_prefix",
             ("b7785",),
             ((r"slot\.n_past = static_cast<int>\(prefix_len\);", "slot.n_past = static_cast<int>(prefix_len) - 1;"),),
-            # every parallel call with a shared prefix is rejected, and the prefix is counted twice
-            {"b7785": (*ISOLATION, "generate_parallel", "shared_prefix_effective", *PARALLEL_CALLERS)},
+            # every parallel call with a shared prefix is rejected (the leak check's too), and the prefix is counted
+            # twice
+            {"b7785": (*ISOLATION, "generate_parallel", "shared_prefix_effective", "frees_release_memory",
+                       *PARALLEL_CALLERS)},
             {"localllm-next": ((r"(s\.n_past = llama_(?:kv_self|memory)_seq_pos_max\([^;]*\) \+ 1);", r"\1 - 1;"),)},
         ),
         Fault(
@@ -145,9 +148,9 @@ FAULTS: dict[str, Fault] = {
             ("b7785",),
             ((r"(llama_(?:kv_self_seq_cp\(ctx|memory_seq_cp\(mem), 0, slot\.seq_id, )-1, -1\)",
               r"\g<1>0, static_cast<llama_pos>(prefix_len))"),),
-            # the abort ends every check that runs generate_parallel on a shared prefix
+            # the abort ends every check that runs generate_parallel on a shared prefix (the leak check's too)
             {"b7785": (*ISOLATION, "generate_parallel", "shared_prefix_effective", "error_prompt_too_long",
-                       "memory_cleared", *PARALLEL_CALLERS)},
+                       "memory_cleared", "frees_release_memory", *PARALLEL_CALLERS)},
             {"localllm-next": ((r"(llama_(?:kv_self_seq_cp\(ctx_|memory_seq_cp\([^,]+), 0, s\.seq, )-1, -1\)",
                                 r"\g<1>0, static_cast<llama_pos>(prefix_len_))"),)},
         ),
