@@ -37,7 +37,7 @@ from migrate.sources import resolve
 from verify import mutate
 from verify.bindings import find_header
 from verify.checks import PASSED, checklist
-from verify.errors import ToolError
+from verify.errors import ToolError, comma_names
 from verify.runner import run_checks
 from verify.session import Options, Target, bind
 
@@ -79,16 +79,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
-def _names(spec: str | None, known: tuple[str, ...] | list[str], what: str) -> list[str] | None:
-    if not spec:
-        return None
-    names = [n.strip() for n in spec.split(",") if n.strip()]
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise MutateUsage(f"unknown {what} {', '.join(unknown)}; known: {', '.join(known)}")
-    return names
-
-
 def cmd_mutate(args: argparse.Namespace) -> int:
     from migrate.rewrite.parse import ParseConfig
 
@@ -99,7 +89,7 @@ def cmd_mutate(args: argparse.Namespace) -> int:
     config = load_config(src)
     if args.rescore:
         return _rescore(args, src, config)
-    kinds = tuple(_names(args.kinds, tuple(mutate.KINDS), "operator(s)") or mutate.KINDS)
+    kinds = comma_names(args.kinds, tuple(mutate.KINDS), "operator(s)", MutateUsage) or tuple(mutate.KINDS)
     if args.jobs < 1 or (args.max is not None and args.max < 1):
         raise MutateUsage("--jobs and --max take a positive number")
     tree = resolve(args.from_version, cache=args.cache)
@@ -126,7 +116,7 @@ def cmd_mutate(args: argparse.Namespace) -> int:
     baseline_build = build(src, tree, cache=args.cache)
     if not baseline_build.ok or baseline_build.library is None:
         raise MutateUsage("the unmutated shim does not build: " + "; ".join(map(str, baseline_build.errors[:3])))
-    names = _names(args.checks, list(checklist(0)), "check(s)") or list(checklist(0))
+    names = list(comma_names(args.checks, checklist(0), "check(s)", MutateUsage) or checklist(0))
     options = Options(timeout=max(args.timeout, 60.0), eog_model=str(eog))
     base_target = Target(Path(baseline_build.library), header, model, "unmutated", tree.path, dict(config.verify),
                          src)  # fmt: skip

@@ -32,7 +32,7 @@ from migrate.build import BuildOptions, BuildResult, build
 from migrate.config import DEFAULT_FROM, DEFAULT_TO, ConsumerConfig, load_config
 from migrate.paths import cache_root, data_dir
 from migrate.sources import SourceTree, resolve
-from verify.errors import ToolError
+from verify.errors import ToolError, comma_names
 
 EXIT_OK, EXIT_NEEDS_HUMAN, EXIT_USAGE = 0, 1, 2
 DEFAULT_SRC = data_dir("fixtures") / "localllm"
@@ -614,15 +614,9 @@ def run_request(args: argparse.Namespace) -> RunRequest:
 
 def check_names(spec: str | None) -> tuple[str, ...] | None:
     """`--checks a,b` as names (None: the whole checklist); an unknown name is a usage error, not a skip."""
-    if not spec:
-        return None
     from verify.checks import ALL_CHECKS
 
-    names = [n.strip() for n in spec.split(",") if n.strip()]
-    unknown = [n for n in names if n not in ALL_CHECKS]
-    if unknown:
-        raise UsageError(f"unknown check(s) {', '.join(unknown)}; known: {', '.join(ALL_CHECKS)}")
-    return tuple(names)
+    return comma_names(spec, ALL_CHECKS, "check(s)", UsageError)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from verify.checks import ERROR, FAILED, REGISTRY, SKIPPED, TCACHE_OFF, CheckResult, checklist, run_check, with_tunable
+from verify.checks import ERROR, FAILED, REGISTRY, SKIPPED, CheckResult, checklist, run_check
 from verify.session import Options, Prepared, Session, Target, prepare
 from verify.trace import TRACE_ENV
 
@@ -134,16 +134,12 @@ def run_checks(target: Target, options: Options, names: list[str] | None = None,
 
 
 def check_env(name: str, env: dict[str, str] | None) -> dict[str, str] | None:
-    """The environment a check's process gets on top of this one's: what the caller asked, plus what the check needs
-    (the leak check reads the heap with glibc's thread caches off)."""
-    if name != "frees_release_memory":
+    """The environment a check's process gets on top of this one's: what the caller asked, plus what the check
+    declares it needs (CheckSpec.environment)."""
+    spec = REGISTRY.get(name)
+    if spec is None or spec.environment is None:
         return env
-    merged = with_tunable(dict(os.environ) | (env or {}), TCACHE_OFF)
-    # glibc's malloc debug library (`migrate mutate` preloads it) answers mallinfo2 with zeros: the heap cannot be
-    # read through it, so this check runs on the plain allocator
-    preload = [p for p in merged.get("LD_PRELOAD", "").split(":") if p and "libc_malloc_debug" not in p]
-    # (and without MALLOC_PERTURB_: filling every freed model buffer, 27 loads, made it 6× slower)
-    return merged | {"LD_PRELOAD": ":".join(preload), "MALLOC_PERTURB_": "0"}
+    return spec.environment(dict(os.environ) | (env or {}))
 
 
 def _run_traced(job: Path, name: str, target: Target, options: Options, workdir: Path,

@@ -283,28 +283,24 @@ def _pair(old_items: Iterable[Any], new_items: Iterable[Any], key: Callable[[Any
     return removed, changed, [item for item in _in(sides.shared, new_items) if key(item) not in old_keys]
 
 
-def _diff_constants(result: ApiDiff, old: ApiSurface, new: ApiSurface, sides: _Sides) -> None:
-    removed, changed, added = _pair(old.constants, new.constants, lambda c: c.name, sides,
-                                    lambda a, b: a.value != b.value)  # fmt: skip
-    result.removed_constants += removed
-    result.revalued_constants += [ConstantChange(a, b) for a, b in changed]
-    result.added_constants = added
+# Declarations matched by one key and compared on one property: (the surface's list, key, what differs, the
+# ApiDiff lists of removed, changed and added ones, the change's type)
+_KEYED: tuple[tuple[str, Callable[[Any], Any], Callable[[Any, Any], bool], str, str, str, type], ...] = (
+    ("constants", lambda c: c.name, lambda a, b: a.value != b.value,
+     "removed_constants", "revalued_constants", "added_constants", ConstantChange),
+    ("types", lambda t: t.key, lambda a, b: a.underlying != b.underlying,
+     "removed_types", "changed_types", "added_types", TypeChange),
+    ("macros", lambda m: m.name, lambda a, b: (a.params, a.value) != (b.params, b.value),
+     "removed_macros", "changed_macros", "added_macros", MacroChange),
+)  # fmt: skip
 
 
-def _diff_types(result: ApiDiff, old: ApiSurface, new: ApiSurface, sides: _Sides) -> None:
-    removed, changed, added = _pair(old.types, new.types, lambda t: t.key, sides,
-                                    lambda a, b: a.underlying != b.underlying)  # fmt: skip
-    result.removed_types += removed
-    result.changed_types += [TypeChange(a, b) for a, b in changed]
-    result.added_types = added
-
-
-def _diff_macros(result: ApiDiff, old: ApiSurface, new: ApiSurface, sides: _Sides) -> None:
-    removed, changed, added = _pair(old.macros, new.macros, lambda m: m.name, sides,
-                                lambda a, b: (a.params, a.value) != (b.params, b.value))  # fmt: skip
-    result.removed_macros += removed
-    result.changed_macros += [MacroChange(a, b) for a, b in changed]
-    result.added_macros = added
+def _diff_keyed(result: ApiDiff, old: ApiSurface, new: ApiSurface, sides: _Sides) -> None:
+    for attr, key, differs, removed, changed, added, change in _KEYED:
+        gone, pairs, fresh = _pair(getattr(old, attr), getattr(new, attr), key, sides, differs)
+        getattr(result, removed).extend(gone)
+        getattr(result, changed).extend(change(a, b) for a, b in pairs)
+        setattr(result, added, fresh)
 
 
 def _diff_defaults(result: ApiDiff, old: ApiSurface, new: ApiSurface) -> None:
@@ -465,9 +461,7 @@ def diff(old: ApiSurface, new: ApiSurface) -> ApiDiff:
     result = ApiDiff(old.label(), new.label(), [h for h in old.headers if h in shared])
     _diff_functions(result, old, new, sides)
     _diff_fields(result, old, new, sides)
-    _diff_constants(result, old, new, sides)
-    _diff_types(result, old, new, sides)
-    _diff_macros(result, old, new, sides)
+    _diff_keyed(result, old, new, sides)
     _diff_defaults(result, old, new)
     _diff_moves(result, old, new, sides)
     _index_breaks(result, old)
