@@ -26,9 +26,12 @@ def _summary(result: ApiDiff, old: ApiSurface, new: ApiSurface) -> str:
 
 
 def _xref_summary(xref: CrossReference) -> str:
-    lines = [f"cross reference: {len(xref.covered)} covered, {len(xref.manual)} manual ({xref.parse_seconds:.2f} s)"]
+    lines = [f"cross reference: {len(xref.covered)} covered, {len(xref.manual)} manual, {len(xref.review)} to review "
+             f"({xref.parse_seconds:.2f} s)"]  # fmt: skip
     for use in xref.manual:
         lines.append(f"  MANUAL {use.where()}: {use.symbol} ({use.kind.value})")
+    for use in xref.review:
+        lines.append(f"  REVIEW {use.where()}: {use.symbol} ({use.kind.value})")
     lines += [f"  parse error: {error}" for error in xref.parse_errors[:10]]
     return "\n".join(lines)
 

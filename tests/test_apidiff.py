@@ -208,6 +208,11 @@ def test_cross_reference_splits_covered_and_manual(shim_xref: CrossReference) ->
     assert shim_xref.parse_errors == []
     assert _use_lines(shim_xref.covered) == {"llama_kv_self_clear": [13], "llama_context_params.flash_attn": [16]}
     assert _use_lines(shim_xref.manual) == {"llama_kv_self_defrag": [14], "common_sampler_get_candidates": [18]}
+    # the defaults llama_context_default_params() hands out changed (yarn_*), and the shim assigns none of them
+    [review] = shim_xref.review
+    assert (review.symbol, review.line, review.kind, review.compiles) == (
+        "llama_context_default_params()", 15, ChangeKind.DEFAULT_CHANGED, True)
+    assert "`yarn_beta_fast`: `32.0f` → `-1.0f`" in (review.note or "")
 
 
 def test_manual_actions_carry_position_and_declarations(shim_xref: CrossReference) -> None:
@@ -275,7 +280,8 @@ def test_markdown_report(api: ApiDiff, shim_xref: CrossReference) -> None:
     assert "`llama_memory_clear`" in text  # added functions as a compact list
     assert "#### Manual action required" in text and ":14:5 | `llama_kv_self_defrag` | removed |" in text
     assert "#### Covered by rules" in text
-    assert len(text.splitlines()) < 200
+    assert "#### To review: uses that still compile" in text and "`llama_context_default_params()`" in text
+    assert len(text.splitlines()) < 210
 
 
 def test_cli_api_diff(shim_xref: CrossReference, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -66,11 +66,12 @@ def manual_action_variant(dest: Path) -> Path:
 
 
 def compile_error_variant(dest: Path) -> Path:
-    """common.h's DEFAULT_MODEL_PATH macro is gone at b7836; macros are outside the API diff, so only the build
-    at the target finds it."""
+    """ggml.h's ggml_graph_export is gone at b7836; ggml's headers are outside the API diff (llama.h, llama-cpp.h,
+    common/), so only the build at the target finds it. (common.h's DEFAULT_MODEL_PATH, gone too, is now a manual
+    action of the plan: macros are cross-referenced.)"""
     copy_fixture(LOCALLLM, dest)
     insert_after(dest, INCLUDES_END, """
-[[maybe_unused]] static const char * default_model() { return DEFAULT_MODEL_PATH; }
+static_assert(sizeof(&ggml_graph_export) != 0, "declared (never called: b5415 declares it, defines it nowhere)");
 """)
     return dest
 
@@ -181,7 +182,7 @@ def test_compile_error_at_the_target_exits_11(gate_runs: dict[str, GateRun]) -> 
     assert run.code == 11, run.stderr[-3000:]
     assert len(run.summary()) == 2
     assert re.match(r"  11 compile error: 1; first: custom_files/localllm_capi\.cpp:\d+: at b7836: "
-                    r".DEFAULT_MODEL_PATH. was not declared", class_line(run, 11))  # fmt: skip
+                    r".ggml_graph_export. was not declared", class_line(run, 11))  # fmt: skip
     assert run.data["builds"]["from"]["ok"] and not run.data["builds"]["to"]["ok"]
 
 

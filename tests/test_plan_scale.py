@@ -31,12 +31,15 @@ UNIT = """\
 // unit {n}
 #include "llama.h"
 #include "common.h"
+#include "log.h"
 #include <vector>
 #include "util.h"
 
 int step{n}(llama_context * ctx, common_params & params) {{
     reset(ctx);
     llama_kv_self_seq_rm(ctx, {n}, 0, -1);
+    llama_context_params cparams = llama_context_default_params();
+    LOG_INF("%s %d\\n", DEFAULT_MODEL_PATH, (int) cparams.n_ctx);
     return params.n_ctx + (int) llama_kv_self_n_tokens(ctx);
 }}
 """
@@ -95,6 +98,11 @@ def test_a_tree_of_units_and_a_one_file_edit(old_tree: SourceTree, new_tree: Sou
     reference = plan_json(root, old_tree, new_tree, 0, None)
     assert any(e["file"] == "inc/util.h" for e in reference["edits"])  # the shared header is planned once
     assert reference["api"]["private_headers"]  # and the private header is diffed
+    # macros and defaults from the precompiled headers are cross-referenced as in the plain parse
+    changes = {(s["file"], s["symbol"], s["change"]) for s in reference["api"]["sites"]}
+    for n in range(3):
+        assert {(f"unit{n}.cpp", "LOG_INF", "macro changed"), (f"unit{n}.cpp", "DEFAULT_MODEL_PATH", "macro removed"),
+                (f"unit{n}.cpp", "llama_context_default_params()", "default value changed")} <= changes
     cache = tmp_path / "cache" / "plans"
     assert same(plan_json(root, old_tree, new_tree, 2, cache), reference)
     preambles = list((cache.parent / "preambles").glob("*/preamble.json"))

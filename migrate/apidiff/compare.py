@@ -15,6 +15,7 @@ from typing import Any
 
 from migrate.apidiff.surface import (
     ApiSurface,
+    DefaultSource,
     EnumConstant,
     FieldDefault,
     FunctionDecl,
@@ -26,6 +27,7 @@ from migrate.apidiff.surface import (
 
 REVALUED_NOTE = "code that names the constant still compiles; check where its number is stored or exchanged"
 DEFAULTS_NOTE = "new trailing parameters have defaults: calls written for the old signature still compile"
+MACRO_NOTE = "the same name and parameters expand to other tokens: code using it compiles, and may mean another thing"
 # A gone header is "renamed" when at least this share of its declarations went to one header the old tree lacked.
 RENAMED_SHARE = 0.5
 
@@ -175,6 +177,9 @@ class ApiDiff:
     breaks: dict[str, Break] = field(default_factory=dict, repr=False)
     # Old overloads per function name, for uses whose exact signature is not in the surface (e.g. a .c consumer).
     old_overloads: dict[str, int] = field(default_factory=dict, repr=False)
+    # Changed defaults by what hands them out: "d:llama_context_default_params" (a default-params function) or
+    # "d:common_params" (a struct whose member initialisers changed; every object of it gets them)
+    defaults_by_setter: dict[str, list[DefaultChange]] = field(default_factory=dict, repr=False)
 
     def counts(self) -> dict[str, dict[str, int]]:
         renamed = sum(1 for h in self.removed_headers if h.kind == ChangeKind.HEADER_RENAMED)
@@ -198,6 +203,7 @@ class ApiDiff:
         data = asdict(self)
         data.pop("breaks")
         data.pop("old_overloads")
+        data.pop("defaults_by_setter")
         data["counts"] = self.counts()
         return data
 
@@ -451,6 +457,23 @@ def _index_breaks(result: ApiDiff, old: ApiSurface) -> None:
     for change in result.changed_types:
         breaks[f"t:{change.old.key}"] = Break(change.old.name, ChangeKind.TYPE_CHANGED, change.old.declaration,
                                               change.new.declaration)  # fmt: skip
+    _index_macro_breaks(result)
+    for default in result.changed_defaults:
+        setter = default.old.function if default.old.source == DefaultSource.DEFAULT_PARAMS else default.old.struct
+        if setter:
+            result.defaults_by_setter.setdefault(f"d:{setter}", []).append(default)
+
+
+def _index_macro_breaks(result: ApiDiff) -> None:
+    """A removed macro does not compile; a changed one does when its parameters are the same (only what it expands
+    to differs: reviewed), not when they changed."""
+    for macro in result.removed_macros:
+        result.breaks[f"m:{macro.name}"] = Break(macro.name, ChangeKind.MACRO_REMOVED, macro.declaration, None)
+    for change in result.changed_macros:
+        same = change.old.params == change.new.params
+        old, new = change.old.declaration, change.new.declaration
+        note = MACRO_NOTE if same else None
+        result.breaks[f"m:{change.old.name}"] = Break(change.old.name, ChangeKind.MACRO_CHANGED, old, new, note, same)
 
 
 def diff(old: ApiSurface, new: ApiSurface) -> ApiDiff:

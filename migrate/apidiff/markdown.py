@@ -128,9 +128,10 @@ def _defaults_section(diff: ApiDiff) -> list[str]:
 
 
 def _xref_section(xref: CrossReference, base: Path | None) -> list[str]:
+    total = len(xref.covered) + len(xref.manual) + len(xref.review)
     lines = ["### API cross reference", "",
-             f"{len(xref.covered) + len(xref.manual)} uses of removed or changed API: {len(xref.covered)} covered by "
-             f"rules, **{len(xref.manual)} manual action(s) required**.", ""]  # fmt: skip
+             f"{total} uses of removed or changed API: {len(xref.covered)} covered by rules, **{len(xref.manual)} "
+             f"manual action(s) required**, {len(xref.review)} to review (they still compile).", ""]  # fmt: skip
     if xref.manual:
         lines += ["#### Manual action required", "", "| where | symbol | change | old declaration | new declaration |",
                   "| --- | --- | --- | --- | --- |"]  # fmt: skip
@@ -138,6 +139,12 @@ def _xref_section(xref: CrossReference, base: Path | None) -> list[str]:
             change = use.kind.value + (" (via macro)" if use.in_macro else "")
             change += f" — *{use.note}*" if use.note else ""
             lines.append(f"| {use.where(base)} | `{use.symbol}` | {change} | {_cell(use.old)} | {_cell(use.new)} |")
+        lines.append("")
+    if xref.review:
+        lines += ["#### To review: uses that still compile", "", "| where | symbol | change | why |",
+                  "| --- | --- | --- | --- |"]  # fmt: skip
+        lines += [f"| {use.where(base)} | `{use.symbol}` | {use.kind.value} | {_cell(use.note or '')} |"
+                  for use in xref.review]  # fmt: skip
         lines.append("")
     if xref.covered:
         lines += ["#### Covered by rules", "", "| where | symbol | change |", "| --- | --- | --- |"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import clang.cindex as ci
 
-from migrate.apidiff.compare import ApiDiff, Break, ChangeKind
+from migrate.apidiff.compare import ApiDiff, Break, ChangeKind, DefaultChange
 from migrate.apidiff.parse import (
     ERROR_SEVERITY,
     FUNCTION_KINDS,
@@ -36,6 +36,8 @@ from verify.clangsetup import index
 # Expressions and references in consumer code that name a declaration.
 USE_KINDS = frozenset({K.CALL_EXPR, K.DECL_REF_EXPR, K.MEMBER_REF_EXPR, K.MEMBER_REF, K.TYPE_REF})
 C_SUFFIXES = frozenset({".c"})
+# Where changed defaults come from (a call, a variable) and where a field is assigned (a member, a designator).
+DEFAULT_KINDS = frozenset({K.CALL_EXPR, K.VAR_DECL, K.MEMBER_REF_EXPR, K.MEMBER_REF})
 
 
 @dataclass
@@ -76,6 +78,7 @@ class ManualAction(ApiUse):
 class CrossReference:
     covered: list[CoveredUse] = field(default_factory=list)
     manual: list[ManualAction] = field(default_factory=list)
+    review: list[ApiUse] = field(default_factory=list)  # uses that still compile: a person checks the meaning
     parse_errors: list[str] = field(default_factory=list)  # file:line: message, for files libclang could not parse
     parse_seconds: float = 0.0
 
@@ -136,21 +139,31 @@ def _break_for(diff: ApiDiff, ref: ci.Cursor) -> Break | None:
 
 
 _NO_USES = frozenset({K.MACRO_INSTANTIATION, K.INCLUSION_DIRECTIVE})
-_TOP_LEVEL: weakref.WeakKeyDictionary[object, dict[str, list[ci.Cursor]]] = weakref.WeakKeyDictionary()
+_TOP_LEVEL: weakref.WeakKeyDictionary[object, TopLevel] = weakref.WeakKeyDictionary()
 
 
-def _top_level_by_file(tu: ci.TranslationUnit) -> dict[str, list[ci.Cursor]]:
-    """The unit's top-level cursors by the file they are in: one pass per unit, however many files are scanned.
-    Only the consumer's own declarations are walked: walking the headers' cursors too costs seconds, finds nothing."""
+@dataclass
+class TopLevel:
+    """A unit's top-level cursors by the file they are in: declarations (walked for uses) and macro expansions."""
+
+    declarations: dict[str, list[ci.Cursor]] = field(default_factory=dict)
+    expansions: dict[str, list[ci.Cursor]] = field(default_factory=dict)
+
+
+def _top_level_by_file(tu: ci.TranslationUnit) -> TopLevel:
+    """One pass per unit, however many files are scanned. Only the consumer's own declarations are walked: walking
+    the headers' cursors too costs seconds, finds nothing."""
     found = _TOP_LEVEL.get(tu)
     if found is None:
-        found = {}
+        found = TopLevel()
         for cursor in tu.cursor.get_children():
-            if cursor.kind in _NO_USES:
-                continue  # a macro expansion or an #include at the top: a leaf that holds no use
+            kind = cursor.kind
+            if kind == K.INCLUSION_DIRECTIVE:
+                continue  # an #include at the top: a leaf that holds no use
             file = cursor.location.file
             if file is not None:
-                found.setdefault(file.name, []).append(cursor)
+                into = found.expansions if kind == K.MACRO_INSTANTIATION else found.declarations
+                into.setdefault(file.name, []).append(cursor)
         _TOP_LEVEL[tu] = found
     return found
 
@@ -186,13 +199,19 @@ def uses_in_file(diff: ApiDiff, path: Path, tu: ci.TranslationUnit, old_headers:
 def _all_uses_in_file(diff: ApiDiff, path: Path, tu: ci.TranslationUnit,
                       old_headers: OldHeaders) -> Iterator[ApiUse]:  # fmt: skip
     name = str(path)
-    lines = path.read_bytes().splitlines()
+    data = path.read_bytes()
+    lines = data.splitlines()
     seen: set[tuple[int, int, str]] = set()
     # a call is visited before its callee's reference (preorder): its verdict waits here for the use(s) to come
     judged: dict[tuple[int, str], tuple[int, ...]] = {}  # -> the parameters passed a pointer to const
-    for top in _top_level_by_file(tu).get(name, []):
-        for cursor in top.walk_preorder():
-            if cursor.kind not in USE_KINDS:
+    defaults = DefaultUses(diff, old_headers, name, data) if diff.defaults_by_setter else None
+    top = _top_level_by_file(tu)
+    for declaration in top.declarations.get(name, []):
+        for cursor in declaration.walk_preorder():
+            kind = cursor.kind
+            if defaults is not None and kind in DEFAULT_KINDS:
+                defaults.visit(cursor, kind)
+            if kind not in USE_KINDS:
                 continue
             ref = cursor.referenced
             if ref is None or not old_headers.tracked(ref):
@@ -201,13 +220,115 @@ def _all_uses_in_file(diff: ApiDiff, path: Path, tu: ci.TranslationUnit,
             if location.file is None or location.file.name != name:
                 continue
             item = _break_for(diff, ref)
-            if item is not None and item.const_dropped and cursor.kind == K.CALL_EXPR:
+            if item is not None and item.const_dropped and kind == K.CALL_EXPR:
                 judged[(location.line, item.symbol)] = _const_arguments(cursor, item.const_dropped)
             spot = (location.line, location.column, item.symbol if item else "")
             if item is None or spot in seen:
                 continue
             seen.add(spot)
             yield _use(item, cursor, name, lines, judged.get((location.line, item.symbol)))
+    yield from _macro_uses(diff, top.expansions.get(name, []), name, lines, old_headers)
+    if defaults is not None:
+        yield from defaults.uses(lines)
+
+
+def _macro_uses(diff: ApiDiff, expansions: list[ci.Cursor], name: str, lines: list[bytes],
+                old_headers: OldHeaders) -> Iterator[ApiUse]:  # fmt: skip
+    """Expansions in `name` of a tracked header's macro that the diff lists: every one of a macro that no longer
+    compiles; of one that still does (changed tokens, same parameters), the first of the file, with the count."""
+    first: dict[str, ApiUse] = {}
+    count: dict[str, int] = {}
+    for cursor in expansions:
+        item = diff.breaks.get(f"m:{cursor.spelling}")
+        if item is None:
+            continue
+        ref = cursor.referenced
+        if ref is None or not old_headers.tracked(ref):
+            continue  # the consumer's own macro of that name, or one from elsewhere
+        use = _use(item, cursor, name, lines, None)
+        if not item.compiles:
+            yield use
+            continue
+        first.setdefault(item.symbol, use)
+        count[item.symbol] = count.get(item.symbol, 0) + 1
+    for symbol, use in first.items():
+        if count[symbol] > 1:
+            use.note = f"{use.note}; {count[symbol]} uses in this file, listed once"
+        yield use
+
+
+class DefaultUses:
+    """Where a file gets defaults that changed: a call of a default-params function whose defaults changed, or an
+    object of a struct whose member initialisers changed, made fresh (not copied) — unless the file assigns every
+    changed field itself somewhere (`p.n_gpu_layers = ...`, `{ .n_gpu_layers = ... }`)."""
+
+    def __init__(self, diff: ApiDiff, old_headers: OldHeaders, name: str, data: bytes) -> None:
+        self.diff, self.old_headers, self.name, self.data = diff, old_headers, name, data
+        self.sources: list[tuple[ci.Cursor, str, str]] = []  # (cursor, setter key, symbol shown)
+        self.assigned: set[str] = set()  # "struct.field"
+
+    def visit(self, cursor: ci.Cursor, kind: ci.CursorKind) -> None:
+        if kind == K.CALL_EXPR:
+            ref = cursor.referenced
+            if ref is None or ref.kind != K.FUNCTION_DECL:
+                return
+            key = f"d:{ref.spelling}"
+            if key in self.diff.defaults_by_setter and self.old_headers.tracked(ref) and self._here(cursor):
+                self.sources.append((cursor, key, f"{ref.spelling}()"))
+        elif kind == K.VAR_DECL:
+            record = cursor.type.get_canonical()
+            if record.kind != ci.TypeKind.RECORD:
+                return  # a pointer or reference: the object was made elsewhere
+            decl = record.get_declaration()
+            key = f"d:{record_name(decl)}"
+            if (key in self.diff.defaults_by_setter and self.old_headers.tracked(decl) and self._here(cursor)
+                    and _made_fresh(cursor)):  # fmt: skip
+                self.sources.append((cursor, key, record_name(decl)))
+        elif kind in (K.MEMBER_REF_EXPR, K.MEMBER_REF):
+            ref = cursor.referenced
+            if ref is not None and ref.kind == K.FIELD_DECL and self._assigned(cursor):
+                self.assigned.add(f"{record_name(ref.semantic_parent)}.{ref.spelling}")
+
+    def _here(self, cursor: ci.Cursor) -> bool:
+        file = cursor.location.file
+        return file is not None and file.name == self.name
+
+    def _assigned(self, cursor: ci.Cursor) -> bool:
+        """The member is the left side of a plain `=` (or a designator's): the text after it, blanks skipped."""
+        end = cursor.extent.end
+        if end.file is None or end.file.name != self.name:
+            return False
+        rest = self.data[end.offset : end.offset + 64].lstrip()
+        return rest.startswith(b"=") and not rest.startswith(b"==")
+
+    def uses(self, lines: list[bytes]) -> Iterator[ApiUse]:
+        for cursor, key, symbol in self.sources:
+            left = [c for c in self.diff.defaults_by_setter[key] if c.old.key not in self.assigned]
+            if left:
+                yield _default_use(cursor, symbol, left, self.name, lines)
+
+
+def _made_fresh(var: ci.Cursor) -> bool:
+    """`T x;`, `T x{}`, `T x = {...}`: the object has the struct's own defaults (not a copy of another object's)."""
+    for child in var.get_children():
+        if child.kind in (K.TYPE_REF, K.NAMESPACE_REF, K.TEMPLATE_REF, K.INIT_LIST_EXPR):
+            continue
+        ref = child.referenced if child.kind == K.CALL_EXPR else None
+        if ref is not None and ref.kind == K.CONSTRUCTOR and not list(child.get_arguments()):
+            continue  # the implicit default constructor
+        return False
+    return True
+
+
+def _default_use(cursor: ci.Cursor, symbol: str, changes: list[DefaultChange], name: str,
+                 lines: list[bytes]) -> ApiUse:  # fmt: skip
+    location = cursor.location
+    fields = ", ".join(f"`{c.old.name}`: `{c.old.shown()}` → `{c.new.shown()}`" for c in changes)
+    note = f"{fields}; this file never assigns {'it' if len(changes) == 1 else 'them'}"
+    return ApiUse(name, location.line, location.column, symbol, ChangeKind.DEFAULT_CHANGED,
+                  "; ".join(f"{c.old.name} = {c.old.shown()}" for c in changes),
+                  "; ".join(f"{c.new.name} = {c.new.shown()}" for c in changes), note,
+                  not _spelled_here(lines, cursor, symbol.rstrip("()")), compiles=True)  # fmt: skip
 
 
 def _use(item: Break, cursor: ci.Cursor, name: str, lines: list[bytes], const_args: tuple[int, ...] | None) -> ApiUse:
@@ -286,6 +407,8 @@ def cross_reference(
         for use in uses_in_file(diff, path, tu, tracked):
             if use.symbol in covered:
                 result.covered.append(CoveredUse(**asdict(use)))
+            elif use.compiles:  # as `migrate plan` lists it: to review, not an action
+                result.review.append(use)
             else:
                 result.manual.append(ManualAction(**asdict(use)))
     result.parse_seconds = round(time.perf_counter() - started, 3)

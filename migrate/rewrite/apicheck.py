@@ -81,6 +81,12 @@ def _message(use: ApiUse, target: str) -> str:
                 "another constant — check those, nothing to do otherwise")  # fmt: skip
     if use.kind == ChangeKind.DEPRECATED:
         return f"`{use.symbol}`{via} is deprecated at {target} ({use.note}); it still compiles, with a warning"
+    if use.kind == ChangeKind.DEFAULT_CHANGED:
+        return (f"`{use.symbol}` gives other defaults at {target}: {use.note}. The code compiles; where it relies on "
+                "the default it now gets the new value — assign the field if the old behaviour matters")  # fmt: skip
+    if use.kind == ChangeKind.MACRO_CHANGED and use.compiles:
+        return (f"`{use.symbol}`{via} is defined otherwise at {target} (`{use.old}` → `{use.new}`): {use.note} — "
+                "check it still does what this code wants")  # fmt: skip
     if use.compiles and use.judged_on_call:  # a re-signature that only dropped const, and this call passes none
         return (f"`{use.symbol}`{via} changed signature at {target}; {use.note} — the library may now write "
                 "through that pointer: check the object may be changed")  # fmt: skip

@@ -119,8 +119,8 @@ _TRIGGERS: dict[int, frozenset[bytes] | None] = {}
 
 def diff_names(diff: Any) -> set[bytes] | None:
     """Every identifier a use of something the diff lists must spell: each part of a qualified function, type or
-    constant name, a field and its struct; None when a listed function can be called without its name (an operator,
-    a constructor, a destructor, a conversion)."""
+    constant name, a field and its struct, a macro, what hands out a changed default; None when a listed function can
+    be called without its name (an operator, a constructor, a destructor, a conversion)."""
     names: set[bytes] = set()
     for key in diff.breaks:
         kind, _, body = key.partition(":")
@@ -132,6 +132,8 @@ def diff_names(diff: Any) -> set[bytes] | None:
                                       (len(parts) > 1 and parts[-1] == parts[-2])):  # fmt: skip
             return None
         names |= {p.encode() for p in parts if p.isidentifier()}
+    # a changed default comes with a call of its default-params function or an object of its struct: both named
+    names |= {key.partition(":")[2].encode() for key in getattr(diff, "defaults_by_setter", {})}
     return names
 
 
