@@ -104,8 +104,7 @@ class ApiScan:
     diff: ApiDiff
     covered: set[str]
     tracked: apidiff.OldHeaders  # recognises the old tree's headers (also a submodule copy of them)
-    xref: CrossReference = field(default_factory=CrossReference)
-    reviews: list[ApiUse] = field(default_factory=list)
+    xref: CrossReference = field(default_factory=CrossReference)  # its `review`: the uses that still compile
     scanned: set[str] = field(default_factory=set)
     not_scanned: dict[str, str] = field(default_factory=dict)  # file -> why its uses are not cross-referenced
     seconds: float = 0.0  # walking the ASTs for uses (the parses themselves are the engine's)
@@ -197,7 +196,7 @@ class ApiScan:
         if use.symbol in self.covered:
             self.xref.covered.append(CoveredUse(**vars(use)))
         elif use.compiles:  # the diff's verdict (or this call's): listed to review, not an action
-            self.reviews.append(use)
+            self.xref.review.append(use)
         else:
             self.xref.manual.append(ManualAction(**vars(use)))
 
@@ -206,7 +205,7 @@ class ApiScan:
         self.xref.parse_seconds = round(self.seconds, 3)
         target = self.target.new.provided
         items = {}
-        for use, kind in [(u, ACTION) for u in self.xref.manual] + [(u, REVIEW) for u in self.reviews]:
+        for use, kind in [(u, ACTION) for u in self.xref.manual] + [(u, REVIEW) for u in self.xref.review]:
             item = ManualItem(plan.relative(use.file), use.line, RULE_ID, _message(use, target), kind, use.old,
                               use.new)  # fmt: skip
             items.setdefault((item.file, item.line, use.symbol), item)  # one item per symbol and line
@@ -220,14 +219,14 @@ class ApiScan:
         plan.api_summary = self.summary(plan)
 
     def _by_status(self) -> list[tuple[str, list[ApiUse]]]:
-        return [("covered", list(self.xref.covered)), ("manual", list(self.xref.manual)), ("review", self.reviews)]
+        return [("covered", list(self.xref.covered)), ("manual", list(self.xref.manual)), ("review", self.xref.review)]
 
     def summary(self, plan: Plan) -> dict[str, Any]:
         return {
             "from": self.diff.old,
             "to": self.diff.new,
             "counts": self.diff.counts(),
-            "uses": {"covered": len(self.xref.covered), "manual": len(self.xref.manual), "review": len(self.reviews)},
+            "uses": {status: len(uses) for status, uses in self._by_status()},
             "sites": [_site(use, status, plan) for status, uses in self._by_status() for use in uses],
             "not_scanned": {plan.relative(f): why for f, why in sorted(self.not_scanned.items())},
             "scanned": len(self.scanned),
@@ -267,7 +266,7 @@ def section(scan: ApiScan, root: Path) -> str:
     lines = ["## API diff and cross reference", "",
              f"llama.cpp's public headers compared, {scan.diff.old} → {scan.diff.new}; each use in this tree of a "
              f"declaration removed or changed there: **{len(xref.manual)} manual action(s)** (no rule covers them; "
-             f"they are in the checklist above), {len(xref.covered)} covered by rules, {len(scan.reviews)} to review "
+             f"they are in the checklist above), {len(xref.covered)} covered by rules, {len(xref.review)} to review "
              "(still compile at the target). Not found: a constant written as its number instead of its name, and "
              "uses in files libclang could not parse (listed below).", ""]  # fmt: skip
     if scan.private:
@@ -278,8 +277,8 @@ def section(scan: ApiScan, root: Path) -> str:
         lines += ["Includes that mean another file at the target (in the checklist above):", ""]
         lines += [f"- {_relative(file, base)}:{line}: {message}" for file, line, message, _, _ in scan.include_actions]
         lines += [""]
-    if scan.reviews:
-        lines += _review_table(scan.reviews, base, target) + [""]
+    if xref.review:
+        lines += _review_table(xref.review, base, target) + [""]
     if scan.not_scanned:
         lines += ["Not cross-referenced (uses there may be missing):", ""]
         lines += [f"- `{_relative(f, base)}`: {why}" for f, why in sorted(scan.not_scanned.items())] + [""]
