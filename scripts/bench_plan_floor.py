@@ -12,7 +12,9 @@ ast-grep's one-pass scan of the same files (bench_plan.py's rules):
   (function bodies of those headers skipped) — the best any sharing of header work can do, since nothing of the
   headers is parsed per unit; how long that header takes to build is printed too;
 - the same with the unit's own function bodies skipped as well: what is left when the consumer's code is not
-  compiled either (a plan that did this would no longer report errors inside those bodies).
+  compiled either (a plan that did this would no longer report errors inside those bodies);
+- with `--own-preamble`, also the four slowest units parsed plainly against libclang's own precompiled preamble
+  (made on the first parse, function bodies skipped in it): the exact alternative for units that share no run.
 
 The bounds on wall-clock time assume perfect parallelism over `os.cpu_count()` CPUs and add the interpreter's start
 (`python -m migrate plan --help`), but no walking of the cursors, no API cross reference and no rules: a real plan
@@ -75,6 +77,25 @@ def startup_seconds(reps: int) -> float:
     return statistics.median(runs)
 
 
+def own_preamble(units: list[tuple[float, Path]], root: Path, flags_for, detailed: int) -> None:  # noqa: ANN001
+    """A unit's plain parse against one that makes libclang's precompiled preamble of its leading directives on
+    the way (CXTranslationUnit_PrecompiledPreamble | CreatePreambleOnFirstParse | LimitSkipFunctionBodiesToPreamble),
+    as a cold plan would: the preamble serves this one parse."""
+    import clang.cindex as ci
+
+    from migrate.rewrite.parse import _index
+
+    preamble = ci.TranslationUnit.PARSE_PRECOMPILED_PREAMBLE | 0x100 | 0x800
+    print("\n| unit | plain parse, s | with its own preamble made on the way, s |\n| --- | ---: | ---: |")
+    for _, unit in units:
+        times = []
+        for options in (detailed, detailed | preamble):
+            started = time.perf_counter()
+            _index().parse(str(unit), args=flags_for(unit), options=options)
+            times.append(time.perf_counter() - started)
+        print(f"| {unit.relative_to(root)} | {times[0]:.2f} | {times[1]:.2f} |")
+
+
 def main() -> int:
     import clang.cindex as ci
 
@@ -83,6 +104,7 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=3, help="ast-grep runs and interpreter starts (median)")
+    parser.add_argument("--own-preamble", action="store_true", help="also time libclang's own preamble")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-plan-floor-"))
     try:
@@ -113,6 +135,7 @@ def main() -> int:
         pch_s = time.perf_counter() - started
         plain = with_pch = bodiless = 0.0
         parsed = 0
+        slowest: list[tuple[float, Path]] = []
         for unit in units:
             unit_flags = config.flags_for(unit)
             if unit_flags != flags:
@@ -133,6 +156,7 @@ def main() -> int:
                 if any(d.severity >= ci.Diagnostic.Fatal for d in unit_tu.diagnostics):
                     break  # a header not found, or the PCH refused: not comparable
             if len(times) == 3:
+                slowest.append((times[0], unit))
                 parsed += 1
                 plain, with_pch, bodiless = plain + times[0], with_pch + times[1], bodiless + times[2]
         cpus = os.cpu_count() or 1
@@ -160,6 +184,8 @@ def main() -> int:
             warm = start + total / cpus
             cold = warm + header_s
             print(f"| {label} | {total:.2f} | {warm:.2f} | {warm / grep_s:.0f}× | {cold:.2f} | {cold / grep_s:.0f}× |")
+        if args.own_preamble:
+            own_preamble(sorted(slowest, reverse=True)[:4], root, config.flags_for, detailed)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
