@@ -144,28 +144,41 @@ _TOP_LEVEL: weakref.WeakKeyDictionary[object, TopLevel] = weakref.WeakKeyDiction
 
 @dataclass
 class TopLevel:
-    """A unit's top-level cursors by the file they are in: declarations (walked for uses) and macro expansions."""
+    """A unit's top-level cursors, read once for every walk of the unit (the rewrite's collector and this cross
+    reference): in order with their kind and file, and by file — declarations (walked for uses) and macro
+    expansions. `#include`s are left out: leaves that hold no use."""
 
+    ordered: list[tuple[ci.Cursor, ci.CursorKind, str | None]] = field(default_factory=list)  # expansions left out
     declarations: dict[str, list[ci.Cursor]] = field(default_factory=dict)
     expansions: dict[str, list[ci.Cursor]] = field(default_factory=dict)
 
 
-def _top_level_by_file(tu: ci.TranslationUnit) -> TopLevel:
-    """One pass per unit, however many files are scanned. Only the consumer's own declarations are walked: walking
-    the headers' cursors too costs seconds, finds nothing."""
+def top_level(tu: ci.TranslationUnit) -> TopLevel:
+    """One pass per unit, however many files are scanned and walks made. Only the consumer's own declarations are
+    walked: walking the headers' cursors too costs seconds, finds nothing."""
     found = _TOP_LEVEL.get(tu)
     if found is None:
         found = TopLevel()
         for cursor in tu.cursor.get_children():
             kind = cursor.kind
             if kind == K.INCLUSION_DIRECTIVE:
-                continue  # an #include at the top: a leaf that holds no use
+                continue
             file = cursor.location.file
-            if file is not None:
-                into = found.expansions if kind == K.MACRO_INSTANTIATION else found.declarations
-                into.setdefault(file.name, []).append(cursor)
+            name = file.name if file is not None else None
+            if kind == K.MACRO_INSTANTIATION:
+                if name is not None:
+                    found.expansions.setdefault(name, []).append(cursor)
+                continue
+            found.ordered.append((cursor, kind, name))
+            if name is not None:
+                found.declarations.setdefault(name, []).append(cursor)
         _TOP_LEVEL[tu] = found
     return found
+
+
+def _preorder(top: TopLevel, name: str) -> Iterator[ci.Cursor]:
+    for declaration in top.declarations.get(name, []):
+        yield from declaration.walk_preorder()
 
 
 def _spelled_here(lines: list[bytes], cursor: ci.Cursor, symbol: str) -> bool:
@@ -186,18 +199,20 @@ def _parse_consumer(path: Path, root: Path, extra_args: list[str]) -> ci.Transla
         return None
 
 
-def uses_in_file(diff: ApiDiff, path: Path, tu: ci.TranslationUnit, old_headers: OldHeaders) -> list[ApiUse]:
+def uses_in_file(diff: ApiDiff, path: Path, tu: ci.TranslationUnit, old_headers: OldHeaders,
+                 walked: list[ci.Cursor] | None = None) -> list[ApiUse]:  # fmt: skip
     """Each use in `path` (a file of the parsed unit `tu`) of what `diff` lists, once: libclang reports a qualified
     call (`console::set_display(...)`) twice, as the call (at `console`, where the name is not spelled, so it looks
     like a macro expansion) and as the callee (at the name); the echo is dropped and the use at the name kept. A
-    use really expanded from a macro has no such twin."""
-    uses = list(_all_uses_in_file(diff, path, tu, old_headers))
+    use really expanded from a macro has no such twin. `walked`: the file's cursors in preorder, as a walk made
+    before found them (the rewrite's collector); None: they are walked here."""
+    uses = list(_all_uses_in_file(diff, path, tu, old_headers, walked))
     spelled = {(u.line, u.symbol) for u in uses if not u.in_macro}
     return [u for u in uses if not u.in_macro or (u.line, u.symbol) not in spelled]
 
 
-def _all_uses_in_file(diff: ApiDiff, path: Path, tu: ci.TranslationUnit,
-                      old_headers: OldHeaders) -> Iterator[ApiUse]:  # fmt: skip
+def _all_uses_in_file(diff: ApiDiff, path: Path, tu: ci.TranslationUnit, old_headers: OldHeaders,
+                      walked: list[ci.Cursor] | None) -> Iterator[ApiUse]:  # fmt: skip
     name = str(path)
     data = path.read_bytes()
     lines = data.splitlines()
@@ -205,28 +220,27 @@ def _all_uses_in_file(diff: ApiDiff, path: Path, tu: ci.TranslationUnit,
     # a call is visited before its callee's reference (preorder): its verdict waits here for the use(s) to come
     judged: dict[tuple[int, str], tuple[int, ...]] = {}  # -> the parameters passed a pointer to const
     defaults = DefaultUses(diff, old_headers, name, data) if diff.defaults_by_setter else None
-    top = _top_level_by_file(tu)
-    for declaration in top.declarations.get(name, []):
-        for cursor in declaration.walk_preorder():
-            kind = cursor.kind
-            if defaults is not None and kind in DEFAULT_KINDS:
-                defaults.visit(cursor, kind)
-            if kind not in USE_KINDS:
-                continue
-            ref = cursor.referenced
-            if ref is None or not old_headers.tracked(ref):
-                continue
-            location = cursor.location
-            if location.file is None or location.file.name != name:
-                continue
-            item = _break_for(diff, ref)
-            if item is not None and item.const_dropped and kind == K.CALL_EXPR:
-                judged[(location.line, item.symbol)] = _const_arguments(cursor, item.const_dropped)
-            spot = (location.line, location.column, item.symbol if item else "")
-            if item is None or spot in seen:
-                continue
-            seen.add(spot)
-            yield _use(item, cursor, name, lines, judged.get((location.line, item.symbol)))
+    top = top_level(tu)
+    for cursor in _preorder(top, name) if walked is None else walked:
+        kind = cursor.kind
+        if defaults is not None and kind in DEFAULT_KINDS:
+            defaults.visit(cursor, kind)
+        if kind not in USE_KINDS:
+            continue
+        ref = cursor.referenced
+        if ref is None or not old_headers.tracked(ref):
+            continue
+        location = cursor.location
+        if location.file is None or location.file.name != name:
+            continue
+        item = _break_for(diff, ref)
+        if item is not None and item.const_dropped and kind == K.CALL_EXPR:
+            judged[(location.line, item.symbol)] = _const_arguments(cursor, item.const_dropped)
+        spot = (location.line, location.column, item.symbol if item else "")
+        if item is None or spot in seen:
+            continue
+        seen.add(spot)
+        yield _use(item, cursor, name, lines, judged.get((location.line, item.symbol)))
     yield from _macro_uses(diff, top.expansions.get(name, []), name, lines, old_headers)
     if defaults is not None:
         yield from defaults.uses(lines)

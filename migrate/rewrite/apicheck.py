@@ -126,16 +126,19 @@ class ApiScan:
         symbols = {f.name for f in new.functions} | {c.name for c in new.constants} | {t.name for t in new.types}
         return cls(target, diff, covered, tracked, new_symbols=symbols, new_fields={f.key for f in new.fields})
 
-    def scan(self, tu: ci.TranslationUnit, files: Iterable[str]) -> None:
-        """Uses in `files` (the unit's own file and the consumer headers it includes), each file once."""
+    def scan(self, tu: ci.TranslationUnit, files: Iterable[str], walked: dict[str, list[ci.Cursor]] | None = None,
+             ) -> None:  # fmt: skip
+        """Uses in `files` (the unit's own file and the consumer headers it includes), each file once; `walked`:
+        their cursors as the rewrite's collector walked them (a file it did not walk is walked here)."""
         started = time.perf_counter()
         for name in sorted(set(files) - self.scanned):
             self.scanned.add(name)
             self.not_scanned.pop(name, None)
-            for use in apidiff.uses_in_file(self.diff, Path(name), tu, self.tracked):
+            nodes = walked.get(name) if walked is not None else None
+            for use in apidiff.uses_in_file(self.diff, Path(name), tu, self.tracked, nodes):
                 self._add(use)
             for _, diff, tracked in self.extra:
-                for use in apidiff.uses_in_file(diff, Path(name), tu, tracked):
+                for use in apidiff.uses_in_file(diff, Path(name), tu, tracked, nodes):
                     self._add(use)
         self.seconds += time.perf_counter() - started
 

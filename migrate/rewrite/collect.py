@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import clang.cindex as ci
 
-from migrate.rewrite.cursors import FUNCTION_KINDS, K, children, span_of, walk
+from migrate.apidiff.xref import top_level
+from migrate.rewrite.cursors import FUNCTION_KINDS, K, span_of, walk
 from migrate.rewrite.edits import SEMANTIC
 from migrate.rewrite.parse import ParsedFile
 from migrate.rewrite.rules import KIND_SPECS, Rule
@@ -61,6 +62,9 @@ class Collected:
     # Every node walked, in preorder with its ancestors: later passes read subtrees from here instead of
     # asking libclang again (a big function is walked once, not once per question).
     nodes: list[tuple[ci.Cursor, tuple[ci.Cursor, ...]]] = field(default_factory=list)
+    # The same nodes by the file of the top-level declaration they are under (every consumer file of the unit has an
+    # entry): the API cross reference reads them instead of walking the unit again.
+    walked: dict[str, list[ci.Cursor]] = field(default_factory=dict)
     _starts: dict[tuple[int, int, int], int] = field(default_factory=dict)
 
     def file_scope_names(self) -> set[str]:
@@ -109,18 +113,17 @@ class Collector:
     def collect(self, parsed: ParsedFile) -> Collected:
         found = Collected()
         found.file_scope |= parsed.scope  # names a precompiled preamble declared (its unit does not list them)
-        for top in children(parsed.tu.cursor):
-            kind = top.kind
-            if kind in (K.MACRO_INSTANTIATION, K.INCLUSION_DIRECTIVE):
-                continue
+        found.walked = {name: [] for name in self.consumer_files}
+        for top, kind, location_file in top_level(parsed.tu).ordered:  # macro expansions and #includes left out
             found.file_scope.add(top.spelling)
-            location_file = top.location.file.name if top.location.file else None
             if location_file not in self.consumer_files:
                 continue
             if kind == K.MACRO_DEFINITION:
                 found.macros.append(top)
                 continue
+            walked = found.walked[location_file]
             for cursor, ancestors in walk(top):
+                walked.append(cursor)
                 if cursor.kind in FUNCTION_KINDS or cursor.kind == K.LAMBDA_EXPR:
                     found._starts[_node_key(cursor)] = len(found.nodes)
                 found.nodes.append((cursor, ancestors))

@@ -302,12 +302,12 @@ class Engine:
         self._check_errors(parsed, mine, report)
         self._newer_than_from(parsed, mine - self.handled, plan)
         in_unit = {str(path)} | {inc.include.name for inc in parsed.tu.get_includes() if inc.include is not None}
+        data = {f: self.sources[Path(f)].data for f in mine & in_unit if Path(f) in self.sources}
+        collected = Collector(self.rules, set(data), data).collect(parsed)
         if self.api is not None:
             own = in_unit & (self.consumer_names | {str(path)})
             self.api.includes(parsed.tu, own, parsed.flags)
-            self.api.scan(parsed.tu, own)
-        data = {f: self.sources[Path(f)].data for f in mine & in_unit if Path(f) in self.sources}
-        collected = Collector(self.rules, set(data), data).collect(parsed)
+            self.api.scan(parsed.tu, own, collected.walked)  # the collector's walk, not another one
         fresh = {f for f in data if f not in self.handled}
         handlers = handlers_for(self)
         self._plan_calls(collected, fresh, plan, handlers)

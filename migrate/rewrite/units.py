@@ -90,7 +90,7 @@ class UnitApi:
         self.events.append(("includes", found, list(flags)))
         self.state.include_list(found, flags)
 
-    def scan(self, tu: Any, files: Iterable[str]) -> None:
+    def scan(self, tu: Any, files: Iterable[str], walked: dict[str, list[Any]] | None = None) -> None:
         if self.state is None:
             return
         state = self.state
@@ -101,8 +101,10 @@ class UnitApi:
             main: dict[str, list[Any]] = {name: [] for name in names}
             extra: dict[tuple[str, str], list[Any]] = {}
         else:
-            main = {name: apidiff.uses_in_file(state.diff, Path(name), tu, state.tracked) for name in names}
-            extra = {(name, header): apidiff.uses_in_file(diff, Path(name), tu, tracked)
+            nodes = {name: walked.get(name) if walked is not None else None for name in names}
+            main = {name: apidiff.uses_in_file(state.diff, Path(name), tu, state.tracked, nodes[name])
+                    for name in names}  # fmt: skip
+            extra = {(name, header): apidiff.uses_in_file(diff, Path(name), tu, tracked, nodes[name])
                      for name in names for header, diff, tracked in state.extra}  # fmt: skip
         self.events.append(("scan", sorted(set(files)), names, main, extra, [h for h, _, _ in state.extra]))
 
