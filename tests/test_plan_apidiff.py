@@ -99,6 +99,59 @@ def test_revalued_constant_named_by_name_is_to_review_not_an_action(tmp_path: Pa
     assert "#### To review: uses that still compile at the target" in report
 
 
+MACROS_AND_DEFAULTS = """\
+#include "llama.h"
+#include "common.h"
+#include "log.h"
+
+#define MY_PATH DEFAULT_MODEL_PATH
+#define NEVER_EXPANDED DEFAULT_MODEL_PATH
+#define SAY(x) LOG_INF("%s\\n", x)
+
+const char * path_of() { return DEFAULT_MODEL_PATH; }
+const char * mine() { return MY_PATH; }
+void say() { SAY("a"); LOG_INF("%s\\n", "b"); LOG_INF("%s\\n", "c"); }
+
+llama_model_params model_params() {
+    llama_model_params p = llama_model_default_params();
+    return p;
+}
+llama_context_params context_params() {
+    llama_context_params c = llama_context_default_params();
+    c.yarn_attn_factor = 1.0f;
+    c.yarn_beta_fast = 32.0f;
+    c.yarn_beta_slow = 1.0f;
+    return c;
+}
+int use(const common_params & given) {
+    common_params fresh;
+    fresh.ctx_shift = true;
+    common_params copied = given;
+    return fresh.n_ctx + copied.n_ctx;
+}
+"""
+
+
+def test_macros_and_changed_defaults_are_cross_referenced(tmp_path: Path) -> None:
+    root = consumer(tmp_path, {"app.cpp": MACROS_AND_DEFAULTS})
+    code, data, report = plan_cli(root, tmp_path)
+    assert code == 1  # the removed macro does not compile at the target
+    items = {(m["line"], m["kind"], m["why"].split("`")[1]) for m in data["manual"] if m["rule"] == RULE_ID}
+    assert items == {
+        (9, ACTION, "DEFAULT_MODEL_PATH"),  # expanded here
+        (5, ACTION, "DEFAULT_MODEL_PATH"),  # in the body of MY_PATH, which line 10 expands (NEVER_EXPANDED is not)
+        (7, REVIEW, "LOG_INF"),  # changed, same parameters: once per file, first use (in SAY's body, expanded)
+        (14, REVIEW, "llama_model_default_params()"),  # n_gpu_layers 0 -> -1, never assigned here
+        (25, REVIEW, "common_params"),  # a fresh object; `given` (a reference) and `copied` (a copy) are not
+    }  # llama_context_default_params() at line 18: every changed field is assigned
+    why = {m["line"]: m["why"] for m in data["manual"]}
+    assert "3 uses in this file, listed once" in why[7]
+    assert "`n_gpu_layers`: `0; 999 if GGML_USE_METAL` → `-1`" in why[14]
+    assert "`ctx_shift`" not in why[25] and "`n_ctx`: `4096` → `0`" in why[25]  # ctx_shift is assigned
+    assert data["api"]["uses"] == {"covered": 0, "manual": 2, "review": 3}
+    assert "| app.cpp:14:28 | `llama_model_default_params()` | default value changed |" in report
+
+
 def test_use_in_a_consumer_header_is_found_at_the_header_line(old_tree: SourceTree, new_tree: SourceTree,
                                                               tmp_path: Path) -> None:  # fmt: skip
     header = '#pragma once\n#include "common.h"\ninline void show(const llama_kv_cache_view & v) {\n' \

@@ -241,25 +241,20 @@ def _all_uses_in_file(diff: ApiDiff, path: Path, tu: ci.TranslationUnit, old_hea
             continue
         seen.add(spot)
         yield _use(item, cursor, name, lines, judged.get((location.line, item.symbol)))
-    yield from _macro_uses(diff, top.expansions.get(name, []), name, lines, old_headers)
+    yield from _macro_uses(diff, top, name, lines, old_headers)
     if defaults is not None:
         yield from defaults.uses(lines)
 
 
-def _macro_uses(diff: ApiDiff, expansions: list[ci.Cursor], name: str, lines: list[bytes],
+def _macro_uses(diff: ApiDiff, top: TopLevel, name: str, lines: list[bytes],
                 old_headers: OldHeaders) -> Iterator[ApiUse]:  # fmt: skip
-    """Expansions in `name` of a tracked header's macro that the diff lists: every one of a macro that no longer
-    compiles; of one that still does (changed tokens, same parameters), the first of the file, with the count."""
+    """Uses in `name` of a tracked header's macro that the diff lists: every one of a macro that no longer compiles;
+    of one that still does (changed tokens, same parameters), the first of the file, with the count."""
     first: dict[str, ApiUse] = {}
     count: dict[str, int] = {}
-    for cursor in expansions:
-        item = diff.breaks.get(f"m:{cursor.spelling}")
-        if item is None:
-            continue
-        ref = cursor.referenced
-        if ref is None or not old_headers.tracked(ref):
-            continue  # the consumer's own macro of that name, or one from elsewhere
-        use = _use(item, cursor, name, lines, None)
+    found = [*_expansions(diff, top.expansions.get(name, []), old_headers), *_in_own_macros(diff, top, name)]
+    for item, where in sorted(found, key=lambda f: (f[1].location.line, f[1].location.column)):
+        use = _use(item, where, name, lines, None)
         if not item.compiles:
             yield use
             continue
@@ -269,6 +264,37 @@ def _macro_uses(diff: ApiDiff, expansions: list[ci.Cursor], name: str, lines: li
         if count[symbol] > 1:
             use.note = f"{use.note}; {count[symbol]} uses in this file, listed once"
         yield use
+
+
+def _expansions(diff: ApiDiff, expansions: list[ci.Cursor],
+                old_headers: OldHeaders) -> Iterator[tuple[Break, ci.Cursor]]:  # fmt: skip
+    for cursor in expansions:
+        item = diff.breaks.get(f"m:{cursor.spelling}")
+        if item is None:
+            continue
+        ref = cursor.referenced
+        if ref is not None and old_headers.tracked(ref):  # not the consumer's own macro of that name
+            yield item, cursor
+
+
+def _in_own_macros(diff: ApiDiff, top: TopLevel, name: str) -> Iterator[tuple[Break, ci.Token]]:
+    """The listed macros named in the bodies of `name`'s own macros that the unit expands (directly, or through
+    another of them): libclang records only the outer expansion (`MY_PATH`), not the one inside its body
+    (`DEFAULT_MODEL_PATH`). A macro defined here and never expanded is not a use: its body is never compiled."""
+    own = [c for c in top.declarations.get(name, []) if c.kind == K.MACRO_DEFINITION]
+    bodies = {c.spelling: [t for t in list(c.get_tokens())[1:] if t.kind == ci.TokenKind.IDENTIFIER] for c in own}
+    if not any(f"m:{t.spelling}" in diff.breaks for body in bodies.values() for t in body):
+        return
+    expanded = {c.spelling for cursors in top.expansions.values() for c in cursors}
+    reached = set(bodies) & expanded
+    grown = reached
+    while grown:
+        grown = {t.spelling for m in grown for t in bodies[m]} & set(bodies) - reached
+        reached |= grown
+    for macro, body in bodies.items():
+        if macro in reached:
+            yield from ((diff.breaks[f"m:{t.spelling}"], t) for t in body
+                        if f"m:{t.spelling}" in diff.breaks and t.spelling not in bodies)  # fmt: skip
 
 
 class DefaultUses:
