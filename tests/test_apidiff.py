@@ -238,6 +238,16 @@ def test_cross_reference_in_c_and_through_a_macro(api: ApiDiff, old_tree: Source
     assert (use.symbol, use.line, use.in_macro) == ("llama_kv_self_seq_rm", 6, True)
 
 
+def test_cross_reference_of_macros(api: ApiDiff, old_tree: SourceTree, tmp_path: Path) -> None:
+    """`migrate api-diff SRC` sees macro uses too: its own parse keeps the preprocessing record."""
+    path = tmp_path / "macros.cpp"
+    path.write_text('#include "common.h"\n#include "log.h"\n'
+                    'const char * p() { LOG_INF("%s", "x"); return DEFAULT_MODEL_PATH; }\n')
+    xref = cross_reference(api, [path], old_tree, set())
+    assert [(u.symbol, u.line, u.kind) for u in xref.manual] == [("DEFAULT_MODEL_PATH", 3, ChangeKind.MACRO_REMOVED)]
+    assert [(u.symbol, u.line, u.kind) for u in xref.review] == [("LOG_INF", 3, ChangeKind.MACRO_CHANGED)]
+
+
 def test_const_dropped_only_for_pointer_params_losing_const_alone() -> None:
     def decl(result: str, *params: str) -> FunctionDecl:
         n = len(params)

@@ -194,7 +194,9 @@ def _parse_consumer(path: Path, root: Path, extra_args: list[str]) -> ci.Transla
         raise ApiDiffError(f"{path}: no such file")
     language = "c" if path.suffix in C_SUFFIXES else "c++"
     try:
-        return index().parse(str(path), args=[*clang_args(root, language), *extra_args])
+        # the detailed record keeps macro expansions and definitions: macro uses are cross-referenced too
+        return index().parse(str(path), args=[*clang_args(root, language), *extra_args],
+                             options=ci.TranslationUnit.PARSE_DETAILED_PROCESSING_RECORD)  # fmt: skip
     except ci.TranslationUnitLoadError:
         return None
 
