@@ -173,7 +173,8 @@ class ApiDiff:
     added_macros: list[MacroDef] = field(default_factory=list)
     changed_macros: list[MacroChange] = field(default_factory=list)
     changed_defaults: list[DefaultChange] = field(default_factory=list)
-    # What cross_reference looks cursors up in: "f:name|signature", "f:name", "s:struct.field", "e:CONST", "t:kind name"
+    # What cross_reference looks cursors up in: "f:name|signature", "f:name", "s:struct.field", "e:CONST",
+    # "t:kind name", "m:MACRO"
     breaks: dict[str, Break] = field(default_factory=dict, repr=False)
     # Old overloads per function name, for uses whose exact signature is not in the surface (e.g. a .c consumer).
     old_overloads: dict[str, int] = field(default_factory=dict, repr=False)

@@ -82,6 +82,15 @@ class CrossReference:
     parse_errors: list[str] = field(default_factory=list)  # file:line: message, for files libclang could not parse
     parse_seconds: float = 0.0
 
+    def add(self, use: ApiUse, covered: set[str]) -> None:
+        """A rule rewrites it (covered); else it still compiles (to review), or somebody must change it (manual)."""
+        if use.symbol in covered:
+            self.covered.append(CoveredUse(**asdict(use)))
+        elif use.compiles:  # the diff's verdict (or this call's)
+            self.review.append(use)
+        else:
+            self.manual.append(ManualAction(**asdict(use)))
+
     def to_json(self) -> dict[str, object]:
         return asdict(self)
 
@@ -138,7 +147,6 @@ def _break_for(diff: ApiDiff, ref: ci.Cursor) -> Break | None:
     return diff.breaks.get(f"t:{kind} {qualified_name(ref)}") if kind else None
 
 
-_NO_USES = frozenset({K.MACRO_INSTANTIATION, K.INCLUSION_DIRECTIVE})
 _TOP_LEVEL: weakref.WeakKeyDictionary[object, TopLevel] = weakref.WeakKeyDictionary()
 
 
@@ -322,10 +330,11 @@ class DefaultUses:
             if record.kind != ci.TypeKind.RECORD:
                 return  # a pointer or reference: the object was made elsewhere
             decl = record.get_declaration()
-            key = f"d:{record_name(decl)}"
+            struct = record_name(decl)
+            key = f"d:{struct}"
             if (key in self.diff.defaults_by_setter and self.old_headers.tracked(decl) and self._here(cursor)
                     and _made_fresh(cursor)):  # fmt: skip
-                self.sources.append((cursor, key, record_name(decl)))
+                self.sources.append((cursor, key, struct))
         elif kind in (K.MEMBER_REF_EXPR, K.MEMBER_REF):
             ref = cursor.referenced
             if ref is not None and ref.kind == K.FIELD_DECL and self._assigned(cursor):
@@ -447,11 +456,6 @@ def cross_reference(
             f"{d.location.file}:{d.location.line}: {d.spelling}" for d in tu.diagnostics if d.severity >= ERROR_SEVERITY
         ]
         for use in uses_in_file(diff, path, tu, tracked):
-            if use.symbol in covered:
-                result.covered.append(CoveredUse(**asdict(use)))
-            elif use.compiles:  # as `migrate plan` lists it: to review, not an action
-                result.review.append(use)
-            else:
-                result.manual.append(ManualAction(**asdict(use)))
+            result.add(use, covered)
     result.parse_seconds = round(time.perf_counter() - started, 3)
     return result

@@ -29,7 +29,7 @@ from typing import Any
 import clang.cindex as ci
 
 from migrate import apidiff
-from migrate.apidiff import ApiDiff, ApiDiffError, ApiUse, ChangeKind, CoveredUse, CrossReference, ManualAction
+from migrate.apidiff import ApiDiff, ApiDiffError, ApiUse, ChangeKind, CrossReference
 from migrate.rewrite.includes import Inclusion, SearchPath, inclusions, shadowed
 from migrate.rewrite.plan import ACTION, REVIEW, ManualItem, Plan
 from migrate.sources import SourceTree
@@ -136,10 +136,10 @@ class ApiScan:
             self.not_scanned.pop(name, None)
             nodes = walked.get(name) if walked is not None else None
             for use in apidiff.uses_in_file(self.diff, Path(name), tu, self.tracked, nodes):
-                self._add(use)
+                self.xref.add(use, self.covered)
             for _, diff, tracked in self.extra:
                 for use in apidiff.uses_in_file(diff, Path(name), tu, tracked, nodes):
-                    self._add(use)
+                    self.xref.add(use, self.covered)
         self.seconds += time.perf_counter() - started
 
     def includes(self, tu: ci.TranslationUnit, files: Iterable[str], flags: list[str]) -> None:
@@ -194,14 +194,6 @@ class ApiScan:
     def skip(self, file: str, why: str) -> None:
         if file not in self.scanned:
             self.not_scanned[file] = why
-
-    def _add(self, use: ApiUse) -> None:
-        if use.symbol in self.covered:
-            self.xref.covered.append(CoveredUse(**vars(use)))
-        elif use.compiles:  # the diff's verdict (or this call's): listed to review, not an action
-            self.xref.review.append(use)
-        else:
-            self.xref.manual.append(ManualAction(**vars(use)))
 
     def finish(self, plan: Plan) -> None:
         """Manual items, the report section and the JSON summary into `plan`."""

@@ -135,7 +135,7 @@ def diff_names(diff: Any) -> set[bytes] | None:
             return None
         names |= {p.encode() for p in parts if p.isidentifier()}
     # a changed default comes with a call of its default-params function or an object of its struct: both named
-    names |= {key.partition(":")[2].encode() for key in getattr(diff, "defaults_by_setter", {})}
+    names |= {key.partition(":")[2].encode() for key in diff.defaults_by_setter}
     return names
 
 
@@ -287,10 +287,10 @@ def merge(engine: Engine, record: UnitRecord, plan: Plan) -> None:
                 api.scanned.add(name)
                 api.not_scanned.pop(name, None)
                 for use in main[name]:
-                    api._add(use)
+                    api.xref.add(use, api.covered)
                 for header, _, _ in api.extra:
                     for use in extra.get((name, header), []):
-                        api._add(use)
+                        api.xref.add(use, api.covered)
         elif event[0] == "skip":
             api.skip(event[1], event[2])
 
