@@ -66,9 +66,15 @@ class RunRequest:
     predict: bool = True
     quiet: bool = False
     cache: str | None = None
+    jobs: int | None = None  # checks verified at once; None: one per core
 
     def build_options(self) -> BuildOptions:
         return BuildOptions(self.gpu or "cpu", self.cuda_arch, self.cmake_args)
+
+    def verify_jobs(self) -> int:
+        from verify.runner import default_jobs
+
+        return self.jobs or default_jobs()
 
 
 @dataclass
@@ -180,7 +186,7 @@ def _build_both(outcome: RunOutcome, options: BuildOptions, cache: str | None, s
 
 def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu_layers: int,
                  console: Console | None, names: list[str] | None = None,
-                 eog_model: Path | None = None) -> None:  # fmt: skip
+                 eog_model: Path | None = None, jobs: int = 1) -> None:  # fmt: skip
     from verify.cli import make_target, run_verification
     from verify.differential import not_verified_on_new, nothing_verified
     from verify.session import Options
@@ -189,7 +195,8 @@ def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu
                       outcome.trees["from"].path, verify=config.verify, config_root=outcome.src)  # fmt: skip
     new = make_target("new", outcome.builds["to"].library, _header(outcome, outcome.migrated), model,
                       outcome.trees["to"].path, verify=config.verify, config_root=outcome.migrated)  # fmt: skip
-    options = Options(n_gpu_layers=n_gpu_layers, normalise=config.normalise, eog_model=str(eog_model or ""))
+    options = Options(n_gpu_layers=n_gpu_layers, normalise=config.normalise, eog_model=str(eog_model or ""),
+                      jobs=jobs)  # fmt: skip
     if config.tie_margin is not None:
         options.tie_margin = config.tie_margin
     report = run_verification([old, new], options, names, console=console)
@@ -240,7 +247,7 @@ def _applied(outcome: RunOutcome, rule: str) -> bool:
 
 def _predict(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu_layers: int, options: BuildOptions,
              cache: str | None, stages: Stages, names: list[str] | None,
-             eog_model: Path | None = None) -> None:  # fmt: skip
+             eog_model: Path | None = None, jobs: int = 1) -> None:  # fmt: skip
     """The original, built traced at --from, runs the checklist; its llama.cpp calls are replayed against the --to
     release's run-time contract (contracts/<version>.yaml). A rule the plan applied that removes a cause (kv-unified)
     is assumed, and what it remedies is listed apart. Needs no build of the new version."""
@@ -258,7 +265,8 @@ def _predict(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu_lay
     target = make_target("old", traced.library, _header(outcome, outcome.src), model, outcome.trees["from"].path,
                          verify=config.verify, config_root=outcome.src)  # fmt: skip
     run_options = Options(n_gpu_layers=n_gpu_layers, normalise=config.normalise, contract=contract.version,
-                          trace_dir=str(outcome.migrated.parent / "traces"), eog_model=str(eog_model or ""))
+                          trace_dir=str(outcome.migrated.parent / "traces"), eog_model=str(eog_model or ""),
+                          jobs=jobs)  # fmt: skip
     if config.tie_margin is not None:
         run_options.tie_margin = config.tie_margin
     stages.say(f"predict: the original's calls against the {contract.version} contract ...")
@@ -534,7 +542,8 @@ def execute(request: RunRequest, src: Path, config: ConsumerConfig, console: Con
                 model = config.model_path(cache)
                 stop_model = ensure_model("tiny", "b5421", cache=cache, eog=True)
             with timed("predict"):  # needs only the original: runs even when the migrated copy does not build
-                _predict(outcome, config, model, request.n_gpu_layers, options, cache, stages, names, stop_model)
+                _predict(outcome, config, model, request.n_gpu_layers, options, cache, stages, names, stop_model,
+                         request.verify_jobs())  # fmt: skip
         if all(b.ok for b in outcome.builds.values()):
             with timed("model"):
                 model = config.model_path(cache)
@@ -544,7 +553,7 @@ def execute(request: RunRequest, src: Path, config: ConsumerConfig, console: Con
             stages.say(f"verify: old build vs new build on {model.name} ...")
             with timed("verify"):
                 _verify_both(outcome, config, model, request.n_gpu_layers, None if request.quiet else console, names,
-                             stop_model)  # fmt: skip
+                             stop_model, request.verify_jobs())  # fmt: skip
             with timed("explain"):
                 _explain_failures(outcome, model, options, cache, stages)
             if outcome.prediction is not None:
@@ -609,7 +618,14 @@ def run_request(args: argparse.Namespace) -> RunRequest:
                       enable=tuple(args.enable), options=tuple(args.option), gpu=args.gpu, cuda_arch=args.cuda_arch,
                       cmake_args=tuple(args.cmake_arg), n_gpu_layers=args.n_gpu_layers,
                       checks=check_names(args.checks), predict=args.predict, quiet=args.quiet,
-                      cache=args.cache)  # fmt: skip
+                      cache=args.cache, jobs=jobs_count(args.jobs))  # fmt: skip
+
+
+def jobs_count(value: int | None) -> int | None:
+    """`--jobs N`: at least 1 (a usage error otherwise); None: one per core."""
+    if value is not None and value < 1:
+        raise UsageError(f"--jobs {value}: give at least 1 (checks verified at once)")
+    return value
 
 
 def check_names(spec: str | None) -> tuple[str, ...] | None:
@@ -657,3 +673,5 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-predict", dest="predict", action="store_false", help="skip the predict step (the "
                         "original built traced, its calls replayed against the target's run-time contract)")
     parser.add_argument("--quiet", action="store_true", help="no progress output (CI logs)")
+    parser.add_argument("--jobs", type=int, help="checks verified at once, each in its own process (default: one "
+                        "per core; the throughput comparison runs alone, after the others)")  # fmt: skip

@@ -41,7 +41,7 @@ from verify.differential import REFERENCE_CHECK, run_differential
 from verify.errors import ToolError
 from verify.manifest import read_manifest
 from verify.report import STATUS_STYLE, RunReport, markdown_section, print_summary, write_json, write_junit
-from verify.runner import run_checks
+from verify.runner import default_jobs, run_checks
 from verify.session import Options, Target, bind
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_VERIFIED, EXIT_PREDICTED = 0, 1, 2, 3, 4
@@ -81,6 +81,7 @@ class VerifyRequest:
     junit_path: str | None = None
     markdown_path: str | None = None
     cache: str | None = None
+    jobs: int | None = None  # checks run at once; None: one per core (verify.runner.default_jobs)
 
 
 def header_for(library: Path) -> Path:
@@ -236,6 +237,9 @@ def run_verify(request: VerifyRequest, default_model: Callable[[str | None], Pat
     if unknown:
         console.print(f"error: unknown checks {unknown}; known: {', '.join(ALL_CHECKS)}")
         return EXIT_USAGE
+    if request.jobs is not None and request.jobs < 1:
+        print(f"migrate verify: --jobs {request.jobs}: give at least 1 (checks run at once)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         targets = _targets(request, _model(request, default_model))
         bind_targets(targets)  # before any check runs
@@ -246,7 +250,8 @@ def run_verify(request: VerifyRequest, default_model: Callable[[str | None], Pat
         return EXIT_USAGE
     options = Options(n_gpu_layers=request.n_gpu_layers, n_threads=request.threads, max_tokens=request.max_tokens,
                       normalise=request.normalise, timeout=request.timeout, tie_margin=request.tie_margin,
-                      contract=contract, eog_model=request.eog_model or "")  # fmt: skip
+                      contract=contract, eog_model=request.eog_model or "",
+                      jobs=request.jobs or default_jobs())  # fmt: skip
     count = len(names or checklist(options.n_gpu_layers))
     console.print(f"verifying {count} checks on {', '.join(str(t.library) for t in targets)}"
                   + (f" (traced; contract {contract or 'none'})" if traced else ""))  # fmt: skip
@@ -342,6 +347,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normalise", default="none", choices=["none", "strip", "whitespace"],
                         help="normalisation before comparing parallel and single outputs")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per check before it counts as a hang")
+    parser.add_argument("--jobs", type=int, help="checks run at once, each in its own process (default: one per "
+                        "core; the throughput comparison always runs alone, after the others)")  # fmt: skip
     parser.add_argument("--tie-margin", type=float, default=0.05,
                         help="top-2 logit margin under which a greedy divergence is a numerical near-tie")  # fmt: skip
     parser.add_argument("--trace", action="store_true", help="record each check's llama.cpp calls (a library built "
@@ -367,7 +374,8 @@ def verify_request(args: argparse.Namespace) -> VerifyRequest:
                          max_tokens=args.max_tokens, normalise=args.normalise, timeout=args.timeout,
                          tie_margin=args.tie_margin, trace=args.trace, trace_dir=args.trace_dir, predict=args.predict,
                          assume_kv_unified=args.assume_kv_unified, json_path=args.json, junit_path=args.junit,
-                         markdown_path=args.markdown, cache=getattr(args, "cache", None))  # fmt: skip
+                         markdown_path=args.markdown, cache=getattr(args, "cache", None),
+                         jobs=args.jobs)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from verify.checks import ERROR, FAILED, PASSED, SKIPPED, CheckResult, checklist
-from verify.runner import Progress, run_checks
+from verify.runner import Progress, run_builds
 from verify.session import Options, Target
 from verify.throughput import Comparison
 from verify.throughput import compare as compare_paired
@@ -168,16 +168,21 @@ class DifferentialReport:
 
 
 def run_differential(old: Target, new: Target, options: Options, names: list[str] | None = None,
-                     progress: Progress | None = None, run: Callable[..., list[CheckResult]] = run_checks,
+                     progress: Progress | None = None, run: Callable[..., list[CheckResult]] | None = None,
                      measure: Callable[[Target, Target, Options], Comparison] = compare_paired,
                      ) -> DifferentialReport:  # fmt: skip
-    """Every named check on both builds (each in its own child); `throughput` as one paired comparison of the two
-    (both resident, calls alternated): its rows are the report's throughput table, and each build's side of it is
-    that build's `throughput` check."""
+    """Every named check on both builds (each in its own child; both builds' checks share `options.jobs` workers,
+    or `run(target, options, names, progress)` one build after the other); then `throughput`, alone on the
+    machine, as one paired comparison of the two (both resident, calls alternated): its rows are the report's
+    throughput table, and each build's side of it is that build's `throughput` check."""
     names = list(names or checklist(options.n_gpu_layers))
     plain = [n for n in names if n != THROUGHPUT_CHECK]
-    old_results = {r.name: r for r in run(old, options, plain, progress)}
-    new_results = {r.name: r for r in run(new, options, plain, progress)}
+    if run is None:
+        both = run_builds([old, new], options, plain, progress)
+        old_results, new_results = ({r.name: r for r in both[t.label]} for t in (old, new))
+    else:
+        old_results = {r.name: r for r in run(old, options, plain, progress)}
+        new_results = {r.name: r for r in run(new, options, plain, progress)}
     throughput: dict[str, Any] = {}
     if THROUGHPUT_CHECK in names:
         paired = measure(old, new, options)

@@ -19,8 +19,9 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,10 @@ from verify.trace import TRACE_ENV
 # with --trace, the throughput figure would measure the tracer too
 UNTRACED_CHECKS = {"throughput": "not measured: the library runs traced (--trace), which costs time per llama.cpp "
                                  "call; measure tokens/s on an untraced build"}  # fmt: skip
+
+# checks that time the library: they run after all the others, one at a time, so that no other check's process
+# shares the CPU with them (the paired throughput comparison of verify/throughput.py likewise runs alone)
+ALONE_CHECKS = frozenset({"throughput"})
 
 STDERR_TAIL_LINES = 25
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -109,28 +114,97 @@ def run_in_child(job: Path, name: str, label: str, timeout: float, workdir: Path
     return interpret(name, label, code, stderr or "", result_file, time.monotonic() - started, timeout)
 
 
+def default_jobs() -> int:
+    """One check process per core this process may run on."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class CheckTask:
+    """One check of one build, to run in its own child (`job`: the build's job file)."""
+
+    target: Target
+    name: str
+    job: Path
+
+
 def run_checks(target: Target, options: Options, names: list[str] | None = None,
                progress: Progress | None = None, env: dict[str, str] | None = None) -> list[CheckResult]:  # fmt: skip
     """Every named check (default: the whole checklist) on one build, each in its own child (whose environment
     gets `env` on top of this one's). With `options.trace_dir` (a traced library), each child writes its calls
-    to `<trace_dir>/<label>-<check>.trace` and the result carries what the trace showed (verify/contract.py)."""
+    to `<trace_dir>/<label>-<check>.trace` and the result carries what the trace showed (verify/contract.py).
+    Up to `options.jobs` checks run at once (run_builds)."""
+    return run_builds([target], options, names, progress, env)[target.label]
+
+
+def run_builds(targets: list[Target], options: Options, names: list[str] | None = None,
+               progress: Progress | None = None,
+               env: dict[str, str] | None = None) -> dict[str, list[CheckResult]]:  # fmt: skip
+    """The named checks on every build (labels distinct), each in its own child: up to `options.jobs` children at
+    once across all builds (the checks are independent: each loads its own model and contexts), then the checks
+    that time the library (ALONE_CHECKS) one at a time on an otherwise quiet machine. Results per build label in
+    the order of `names`; `progress` sees them in that order too (builds in the order given; the timing checks
+    last), whatever order the children finish in. With `options.jobs` 1, one check after the other in the order
+    given."""
     names = list(checklist(options.n_gpu_layers) if names is None else names)
-    results: list[CheckResult] = []
     with tempfile.TemporaryDirectory(prefix="llama-migrate-verify-") as tmp:
         workdir = Path(tmp)
-        job = workdir / f"{target.label}-job.json"
-        write_job(job, target, options, prepare(target))
-        for name in names:
-            if options.trace_dir and name in UNTRACED_CHECKS:
-                result = CheckResult(name, SKIPPED, {}, f"skipped: {UNTRACED_CHECKS[name]}", build=target.label)
-            elif options.trace_dir:
-                result = _run_traced(job, name, target, options, workdir, env)
-            else:
-                result = run_in_child(job, name, target.label, options.timeout, workdir, check_env(name, env))
-            results.append(result)
-            if progress:
-                progress(name, result)
-    return results
+        tasks = [CheckTask(t, n, workdir / f"{t.label}-job.json") for t in targets for n in names]
+        results: list[CheckResult | None] = [None] * len(tasks)
+        if options.jobs <= 1:  # one at a time in the given order, each reported as it ends (a progress that stops
+            # the run, as mutate's does at the first kill, runs no more)
+            for target in targets:
+                write_job(workdir / f"{target.label}-job.json", target, options, prepare(target))
+            _run_in_order(tasks, range(len(tasks)), results, options, workdir, env, progress)
+        else:
+            together = [i for i, t in enumerate(tasks) if t.name not in ALONE_CHECKS]
+            _run_concurrently(targets, tasks, together, results, options, workdir, env, progress)
+            alone = [i for i, t in enumerate(tasks) if t.name in ALONE_CHECKS]
+            _run_in_order(tasks, alone, results, options, workdir, env, progress)
+    return {t.label: [r for task, r in zip(tasks, results, strict=True) if task.target is t and r is not None]
+            for t in targets}  # fmt: skip
+
+
+def _run_in_order(tasks: list[CheckTask], indices: Iterable[int], results: list[CheckResult | None],
+                  options: Options, workdir: Path, env: dict[str, str] | None,
+                  progress: Progress | None) -> None:  # fmt: skip
+    for i in indices:
+        results[i] = _run_task(tasks[i], options, workdir, env)
+        _report(tasks[i], results[i], progress)
+
+
+def _run_concurrently(targets: list[Target], tasks: list[CheckTask], indices: list[int],
+                      results: list[CheckResult | None], options: Options, workdir: Path,
+                      env: dict[str, str] | None, progress: Progress | None) -> None:  # fmt: skip
+    """tasks[i] for i in `indices` on `options.jobs` workers (threads, each waiting on its check's child), results
+    stored at their index and reported in index order."""
+    with ThreadPoolExecutor(max_workers=options.jobs) as pool:
+        # the declarations every child of a build reuses (two gcc runs each), the builds concurrently
+        for target, prepared in zip(targets, pool.map(prepare, targets), strict=True):
+            write_job(workdir / f"{target.label}-job.json", target, options, prepared)
+        futures = [pool.submit(_run_task, tasks[i], options, workdir, env) for i in indices]
+        try:
+            for i, future in zip(indices, futures, strict=True):
+                results[i] = future.result()
+                _report(tasks[i], results[i], progress)
+        except BaseException:
+            # a progress callback may stop the run: what is queued is dropped, what runs ends by itself (each
+            # child has its timeout)
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _report(task: CheckTask, result: CheckResult, progress: Progress | None) -> None:
+    if progress:
+        progress(task.name, result)
+
+
+def _run_task(task: CheckTask, options: Options, workdir: Path, env: dict[str, str] | None) -> CheckResult:
+    if options.trace_dir and task.name in UNTRACED_CHECKS:
+        return CheckResult(task.name, SKIPPED, {}, f"skipped: {UNTRACED_CHECKS[task.name]}", build=task.target.label)
+    if options.trace_dir:
+        return _run_traced(task.job, task.name, task.target, options, workdir, env)
+    return run_in_child(task.job, task.name, task.target.label, options.timeout, workdir, check_env(task.name, env))
 
 
 def check_env(name: str, env: dict[str, str] | None) -> dict[str, str] | None:

@@ -86,6 +86,8 @@ class Options:
     # a second GGUF whose greedy decoding stops (EOS) within a few tokens on some prompts (`migrate model --eog`):
     # the stop, uneven-finish and refill checks run on it; "" skips them with the reason
     eog_model: str = ""
+    # checks run at once, each in its own process (verify/runner.py); the timing checks always run alone
+    jobs: int = 1
 
     def sampling(self, max_tokens: int | None = None) -> Sampling:
         return Sampling(max_tokens=self.max_tokens if max_tokens is None else max_tokens)
