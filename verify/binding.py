@@ -187,6 +187,12 @@ class VerifyConfig:
         table = dict(table or {})
         prefix = _opt_str(table.pop("prefix", None), f"{source} prefix")
         adapter = _opt_str(table.pop("adapter", None), f"{source} adapter")
+        for known_failures_key in ("known_failures", "baseline"):  # read by verify/baseline.py
+            table.pop(known_failures_key, None)
+        # tables read elsewhere: the oracle's promises (verify/reference.py) and the exported functions' arguments
+        # (verify/exported.py)
+        for table_of_another_reader in ("reference", "functions"):
+            table.pop(table_of_another_reader, None)
         ops: dict[str, OpConfig] = {}
         for op, entry in table.items():
             if op not in ALL_OPS:
