@@ -88,6 +88,8 @@ class Options:
     eog_model: str = ""
     # checks run at once, each in its own process (verify/runner.py); the timing checks always run alone
     jobs: int = 1
+    # `--generated N`: inputs Hypothesis draws per operation for the generated_inputs check (0: not asked, skipped)
+    generated: int = 0
 
     def sampling(self, max_tokens: int | None = None) -> Sampling:
         return Sampling(max_tokens=self.max_tokens if max_tokens is None else max_tokens)
