@@ -25,6 +25,13 @@ Exit codes (when several classes apply, the lowest number wins; the summary list
   17  tokens/s inconclusive: the run was too noisy to decide whether the new build is within the threshold (the
       confidence interval straddles 1 - threshold): not a pass, not a regression; rerun on a quieter runner or
       with a model whose per-token cost dominates (`migrate model --size small`)
+  18  a known failure is fixed: a check the baseline (`[verify] known_failures`, `[verify] baseline`,
+      `--known-failures FILE`) lists as failing passes on the new build: remove it from the baseline (strict, like
+      pytest's xfail(strict=True))
+
+Failing checks are reported by cause (verify/causes.py): one class-12 finding per cause, with its checks. A known
+failure still failing the same way is reported as known and is no finding; one failing differently is; a check
+that passed on the old build is a regression whatever the baseline says.
 
 1 is never a verdict: it means the tool itself failed (a Python traceback). Thresholds: `--tie-margin` (default
 0.05) and `--max-tps-regression` percent (default 25), or `tie_margin` / `max_tps_regression` in the consumer config;
@@ -65,7 +72,8 @@ SPEED = FailureClass(14, "tokens/s regression")
 UNVERIFIED = FailureClass(15, "not verified: checks skipped or not driven on the new build")
 PREDICTED = FailureClass(16, "predicted run-time break at the target")
 INCONCLUSIVE = FailureClass(17, "tokens/s inconclusive (too noisy to decide)")
-CLASSES = (MANUAL, COMPILE, CHECK, OUTPUT, SPEED, UNVERIFIED, PREDICTED, INCONCLUSIVE)
+FIXED = FailureClass(18, "known failure fixed: remove it from the baseline")
+CLASSES = (MANUAL, COMPILE, CHECK, OUTPUT, SPEED, UNVERIFIED, PREDICTED, INCONCLUSIVE, FIXED)
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,8 @@ class Finding:
     kind: FailureClass
     where: str  # file:line, a check name, a prompt, a call
     message: str
+    checks: tuple[str, ...] = ()  # a cause's checks (class 12)
+    cause: str = ""  # its cause id (verify/causes.py)
 
     def line(self) -> str:
         return f"{self.where}: {self.message}"
@@ -102,7 +112,9 @@ def classify(outcome: RunOutcome, thresholds: Thresholds) -> list[Finding]:
     findings = _manual(outcome) + _compile(outcome)
     diff = getattr(outcome.verification, "differential", None)
     if diff is not None:
-        findings += _checks(diff) + _outputs(diff, thresholds) + _speed(diff, thresholds) + _unverified(diff)
+        triage = getattr(outcome.verification, "triage", None)
+        findings += _checks(diff, triage) + _outputs(diff, thresholds) + _speed(diff, thresholds) + _unverified(diff)
+        findings += _fixed(triage)
     findings += _devices(getattr(outcome.verification, "devices", []), thresholds)
     findings += _predicted(outcome)
     if outcome.problems and not findings:
@@ -145,9 +157,38 @@ def _compile(outcome: RunOutcome) -> list[Finding]:
     return found
 
 
-def _checks(diff: Any) -> list[Finding]:
-    return [Finding(CHECK, c.name, f"{c.classification}: {c.new.message}")
-            for c in diff.comparisons if c.new is not None and c.new.status == "failed"]  # fmt: skip
+def _checks(diff: Any, triage: Any = None) -> list[Finding]:
+    """One finding per cause of the new build's failures that is not a known failure (verify/causes.py); without a
+    triage (a run that made none), one per failed check."""
+    if triage is None:
+        return [Finding(CHECK, c.name, f"{c.classification}: {c.new.message}", (c.name,))
+                for c in diff.comparisons if c.new is not None and c.new.status == "failed"]  # fmt: skip
+    return [_cause_finding(cause, triage) for cause in triage.open_causes()]
+
+
+def _cause_finding(cause: Any, triage: Any) -> Finding:
+    """`where`: the consumer's line when the cause has one, else its first check; the message names every check
+    with its classification, the evidence, and what the baseline says of them."""
+    known = triage.known_checks()
+    names = [n for n in cause.checks if n not in known]
+    first = names[0]
+    checks = ", ".join(f"{n} ({cause.classifications[n]})" if n in cause.classifications else n for n in names)
+    notes = [note for n in names if (note := triage.note(n))]
+    evidence = cause.signature.evidence or cause.messages.get(first, "")
+    head = f"{cause.classifications.get(first, 'failed')}: " if len(names) == 1 else f"{len(names)} checks: {checks}: "
+    message = f"{head}{evidence}" + (f" [cause {cause.id}]" if len(names) > 1 or cause.signature.where else "")
+    if notes:
+        message += "; " + "; ".join(dict.fromkeys(notes))
+    return Finding(CHECK, cause.signature.where or first, message, tuple(names), cause.id)
+
+
+def _fixed(triage: Any) -> list[Finding]:
+    """A known failure that passes now: strict, so the baseline cannot hide a future regression of that check."""
+    if triage is None:
+        return []
+    return [Finding(FIXED, v.entry.check or v.entry.cause or "?", f"fixed: {v.now}; remove it from the baseline "
+                    f"({v.entry.source}; reason was: {v.entry.reason})", tuple(v.checks), v.entry.cause or "")
+            for v in triage.fixed()]  # fmt: skip
 
 
 def _token(step: dict[str, Any]) -> str:
@@ -263,8 +304,16 @@ def summary(findings: list[Finding], thresholds: Thresholds, outcome: RunOutcome
     groups = by_class(findings)
     lines = [f"GATE FAILED (exit {code}: {groups[0][0].title}); {len(groups)} class(es) found:"]
     for kind, items in groups:
-        lines.append("  " + _clip(f"{kind.code} {kind.title}: {len(items)}; first: {items[0].line()}"))
+        lines.append("  " + _clip(f"{kind.code} {kind.title}: {_count(kind, items)}; first: {items[0].line()}"))
     return lines
+
+
+def _count(kind: FailureClass, items: list[Finding]) -> str:
+    """How many: class 12 counts failing checks and their causes."""
+    if kind != CHECK:
+        return str(len(items))
+    checks = sum(len(f.checks) or 1 for f in items)
+    return f"{checks} failing check{'s' * (checks != 1)}, {len(items)} cause{'s' * (len(items) != 1)}"
 
 
 def _passed_detail(outcome: RunOutcome | None, thresholds: Thresholds) -> str:
@@ -272,31 +321,39 @@ def _passed_detail(outcome: RunOutcome | None, thresholds: Thresholds) -> str:
     if diff is None:
         return ""
     checks = sum(1 for c in diff.comparisons if c.new is not None and c.new.status == "passed")
+    triage = getattr(outcome.verification, "triage", None)
+    known = len(triage.known_checks()) if triage is not None else 0
+    known_text = f", {known} known failure(s) failing the same way" if known else ""
     measured = any(row.get("new_over_old") is not None for row in diff.throughput.values())
     paired = any(row.get("ci95") for row in diff.throughput.values())
     speed = (f"tokens/s within -{thresholds.max_tps_regression:g}%{' (95% CI)' if paired else ''}" if measured
              else "tokens/s not measured")  # fmt: skip
-    return (f": {checks} check(s) pass on the new build, greedy output identical or near-tie "
+    return (f": {checks} check(s) pass on the new build{known_text}, greedy output identical or near-tie "
             f"(margin < {thresholds.tie_margin}), {speed}")
 
 
-def markdown_section(findings: list[Finding], thresholds: Thresholds, per_class: int = 10) -> str:
-    """The report's verdict in gate mode: every class found, with up to `per_class` findings each."""
+def markdown_section(findings: list[Finding], thresholds: Thresholds, per_class: int = 10, triage: Any = None) -> str:
+    """The report's verdict in gate mode: every class found, with up to `per_class` findings each; then the failures
+    by cause and the known failures (`triage`, verify.baseline.Triage), when the checks ran."""
+    from verify.report import triage_lines
+
     code = exit_code(findings)
     lines = ["## Verdict (gate)", "", f"Exit code **{code}**; thresholds: tie margin {thresholds.tie_margin}, "
              f"tokens/s regression allowed {thresholds.max_tps_regression:g}%.", ""]  # fmt: skip
+    causes = triage_lines(triage) if triage is not None else []
     if code == EXIT_OK:
-        return "\n".join(lines + ["Nothing needs a human."]) + "\n"
+        return "\n".join(lines + ["Nothing needs a human."] + ([""] + causes if causes else [])) + "\n"
     lines += ["| exit code | class | count | first |", "| ---: | --- | ---: | --- |"]
     groups = by_class(findings)
     for kind, items in groups:
-        lines.append(f"| {kind.code} | {kind.title} | {len(items)} | {_clip(items[0].line(), 200).replace('|', '/')} |")
+        lines.append(f"| {kind.code} | {kind.title} | {_count(kind, items)} | "
+                     f"{_clip(items[0].line(), 200).replace('|', '/')} |")  # fmt: skip
     for kind, items in groups:
-        lines += ["", f"### {kind.code} {kind.title}", ""]
-        lines += [f"- `{f.where}` {_clip(f.message, 300)}" for f in items[:per_class]]
+        lines += ["", f"### {kind.code} {kind.title}" + (f": {_count(kind, items)}" if kind == CHECK else ""), ""]
+        lines += [f"- `{f.where}` {_clip(f.message, 300 if not f.checks else 600)}" for f in items[:per_class]]
         if len(items) > per_class:
             lines.append(f"- … and {len(items) - per_class} more")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ([""] + causes if causes else [])) + "\n"
 
 
 def to_json(findings: list[Finding], thresholds: Thresholds) -> dict[str, Any]:
@@ -304,7 +361,8 @@ def to_json(findings: list[Finding], thresholds: Thresholds) -> dict[str, Any]:
         "exit_code": exit_code(findings),
         "thresholds": {"tie_margin": thresholds.tie_margin, "max_tps_regression": thresholds.max_tps_regression},
         "classes": [{"code": k.code, "title": k.title, "count": len(items),
-                     "findings": [{"where": f.where, "message": f.message} for f in items]}
+                     "findings": [{"where": f.where, "message": f.message, "checks": list(f.checks), "cause": f.cause}
+                                  for f in items]}
                     for k, items in by_class(findings)],
     }  # fmt: skip
 
@@ -331,7 +389,8 @@ def gate(request: GateRequest) -> int:
         return EXIT_USAGE
     findings = classify(outcome, thresholds)
     code = exit_code(findings)
-    report = pipeline.write_outputs(outcome, run, markdown_section(findings, thresholds), code,
+    triage = getattr(outcome.verification, "triage", None)
+    report = pipeline.write_outputs(outcome, run, markdown_section(findings, thresholds, triage=triage), code,
                                     {"gate": to_json(findings, thresholds)})  # fmt: skip
     print(report)
     for line in summary(findings, thresholds, outcome):

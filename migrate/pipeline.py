@@ -67,6 +67,7 @@ class RunRequest:
     quiet: bool = False
     cache: str | None = None
     jobs: int | None = None  # checks verified at once; None: one per core
+    known_failures: str | None = None  # a baseline file (`migrate verify --write-baseline`), over the config's
 
     def build_options(self) -> BuildOptions:
         return BuildOptions(self.gpu or "cpu", self.cuda_arch, self.cmake_args)
@@ -92,6 +93,7 @@ class RunOutcome:
     problems: list[str] = field(default_factory=list)  # why a human is needed, one line each
     header: str | None = None  # the C API header, relative to the tree (config), else found
     prediction: Any = None  # verify.contract.Prediction: the original's traced calls against the target's contract
+    known_failures: list[Any] = field(default_factory=list)  # verify.baseline.KnownFailure: the consumer's baseline
 
     def exit_code(self) -> int:
         return EXIT_NEEDS_HUMAN if self.problems else EXIT_OK
@@ -201,10 +203,7 @@ def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu
         options.tie_margin = config.tie_margin
     report = run_verification([old, new], options, names, console=console)
     outcome.verification = report
-    for comparison in report.differential.comparisons:
-        if comparison.new is not None and comparison.new.status == "failed":
-            outcome.problems.append(f"check {comparison.name} fails on the new build ({comparison.classification}): "
-                                    f"{comparison.new.message}")  # fmt: skip
+    # failed checks become problems by cause, once the traced re-run has named their contract breaks (_triage)
     new_results = nothing_verified(report.differential.comparisons)
     if new_results:
         outcome.problems.append(f"verification did not happen: none of the {len(new_results)} check(s) ran on the "
@@ -216,6 +215,34 @@ def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu
     for devices in report.devices:
         if devices.failed and devices.build == "new":
             outcome.problems.append(f"CPU and GPU disagree on the new build: {devices.message}")
+
+
+def _triage(outcome: RunOutcome) -> None:
+    """The new build's failures grouped by cause, the known failures judged against them: one problem per cause
+    that is not known, one per known failure that is fixed (remove it from the baseline)."""
+    from verify.report import attach_triage
+
+    triage = attach_triage(outcome.verification, outcome.known_failures)
+    for cause in triage.open_causes():
+        names = [n for n in cause.checks if n not in triage.known_checks()]
+        where = f" at {cause.signature.where}" if cause.signature.where else ""
+        notes = "".join(f"; {note}" for n in names if (note := triage.note(n)))
+        outcome.problems.append(f"{len(names)} check(s) fail on the new build, one cause ({cause.id}){where}: "
+                                f"{cause.title()}: {', '.join(names)}{notes}")  # fmt: skip
+    for verdict in triage.fixed():
+        outcome.problems.append(f"known failure fixed: {verdict.entry.label()} {verdict.now}: remove it from the "
+                                f"baseline ({verdict.entry.source})")  # fmt: skip
+
+
+def known_failures(request: RunRequest, src: Path, config: ConsumerConfig) -> list[Any]:
+    """The consumer's known failures: `[verify] known_failures`, `[verify] baseline`, `--known-failures FILE`."""
+    from verify.baseline import load_known
+    from verify.checks import ALL_CHECKS
+
+    try:
+        return load_known(config.verify, src, request.known_failures, ALL_CHECKS)
+    except ToolError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _target_contract(outcome: RunOutcome) -> Any:
@@ -346,9 +373,9 @@ def _report(outcome: RunOutcome, out: Path, name: str, verdict: str | None = Non
         sections.append(_prediction_section(outcome))
     if outcome.prediction is not None:
         sections.append(_advisories_section(outcome))
-    sections.append(verdict or _verdict_section(outcome))
+    # the verdict opens the report (what needs a human, failures by cause); the listings follow
     text = render_report(outcome.plan, title=name, sections=sections, mode="run: plan, apply, build, verify",
-                         builds=run_builds(outcome))  # fmt: skip
+                         builds=run_builds(outcome), verdict=verdict or _verdict_section(outcome))  # fmt: skip
     path = out / f"{name}-{outcome.trees['from'].requested}-{outcome.trees['to'].requested}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(portable_paths(text, outcome), encoding="utf-8")
@@ -445,11 +472,22 @@ def _builds_section(outcome: RunOutcome) -> str:
 
 def _verdict_section(outcome: RunOutcome) -> str:
     lines = ["## Verdict", ""]
+    triage = getattr(outcome.verification, "triage", None)
     if not outcome.problems:
-        return "\n".join(lines + ["Nothing needs a human: migrated, built, and every check passed on the new build."])
+        known = " (or is a known failure, failing the same way)" if triage is not None and triage.causes else ""
+        lines.append(f"Nothing needs a human: migrated, built, and every check passed on the new build{known}.")
+        if triage is not None and (triage.causes or triage.verdicts):
+            from verify.report import triage_lines
+
+            lines += ["", *triage_lines(triage)]
+        return "\n".join(lines) + "\n"
     lines.append(f"{len(outcome.problems)} thing(s) need a human:")
     lines.append("")
     lines += [f"- {p}" for p in outcome.problems]
+    if triage is not None and (triage.causes or triage.verdicts):
+        from verify.report import triage_lines
+
+        lines += ["", *triage_lines(triage)]
     return "\n".join(lines) + "\n"
 
 
@@ -521,13 +559,14 @@ def execute(request: RunRequest, src: Path, config: ConsumerConfig, console: Con
     except (ToolError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     _bind_early(src, config, trees["from"].path)
+    known = known_failures(request, src, config)  # a bad entry is a usage error now, not after the builds
     # pid too: two runs on the same tree within a second (CI matrix, tests) must not share a copy
     runs = cache_root(cache) / "runs"
     _prune_old_runs(runs)
     work = runs / f"{src.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     migrated = work / src.name
     shutil.copytree(src, migrated, ignore=COPY_IGNORE)
-    outcome = RunOutcome(src=src, migrated=migrated, trees=trees, header=config.header)
+    outcome = RunOutcome(src=src, migrated=migrated, trees=trees, header=config.header, known_failures=known)
     timed = _timer(outcome)
     try:
         with timed("plan+apply"):
@@ -556,6 +595,7 @@ def execute(request: RunRequest, src: Path, config: ConsumerConfig, console: Con
                              stop_model, request.verify_jobs())  # fmt: skip
             with timed("explain"):
                 _explain_failures(outcome, model, options, cache, stages)
+            _triage(outcome)
             if outcome.prediction is not None:
                 outcome.verification.prediction = outcome.prediction  # JSON, JUnit and the report carry it
         else:
@@ -618,7 +658,8 @@ def run_request(args: argparse.Namespace) -> RunRequest:
                       enable=tuple(args.enable), options=tuple(args.option), gpu=args.gpu, cuda_arch=args.cuda_arch,
                       cmake_args=tuple(args.cmake_arg), n_gpu_layers=args.n_gpu_layers,
                       checks=check_names(args.checks), predict=args.predict, quiet=args.quiet,
-                      cache=args.cache, jobs=jobs_count(args.jobs))  # fmt: skip
+                      cache=args.cache, jobs=jobs_count(args.jobs),
+                      known_failures=args.known_failures)  # fmt: skip
 
 
 def jobs_count(value: int | None) -> int | None:
@@ -673,5 +714,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-predict", dest="predict", action="store_false", help="skip the predict step (the "
                         "original built traced, its calls replayed against the target's run-time contract)")
     parser.add_argument("--quiet", action="store_true", help="no progress output (CI logs)")
+    parser.add_argument("--known-failures", metavar="FILE", help="a baseline of known failures (written by `migrate "
+                        "verify --write-baseline FILE`), besides the config's [verify] known_failures / baseline")
     parser.add_argument("--jobs", type=int, help="checks verified at once, each in its own process (default: one "
                         "per core; the throughput comparison runs alone, after the others)")  # fmt: skip

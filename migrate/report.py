@@ -73,9 +73,10 @@ def plan_sections(plan: Plan) -> list[str]:
 
 
 def render_report(plan: Plan, title: str | None = None, sections: list[str] | None = None, mode: str = "",
-                  builds: list[dict[str, Any]] | None = None) -> str:  # fmt: skip
+                  builds: list[dict[str, Any]] | None = None, verdict: str = "") -> str:  # fmt: skip
     """The report as markdown; `sections` are extra markdown blocks appended in order (default: the plan's own);
-    `builds` the llama.cpp trees to list (default: those the plan was made with)."""
+    `builds` the llama.cpp trees to list (default: those the plan was made with); `verdict` (markdown) opens the
+    report, right under its title: a reader meets what needs doing, and why, before the listings."""
     template = _environment().get_template("report.md.j2")
     manual = sorted(plan.manual, key=lambda m: (m.file, m.line))
     text = template.render(
@@ -91,6 +92,7 @@ def render_report(plan: Plan, title: str | None = None, sections: list[str] | No
         advisories=sorted(plan.advisories, key=lambda a: (a.file, a.line)),
         diff=plan.diff(),
         sections=plan_sections(plan) if sections is None else sections,
+        verdict=verdict.strip(),
     )
     return re.sub(r"\n{3,}", "\n\n", text)
 

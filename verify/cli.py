@@ -13,7 +13,14 @@ Exit codes: 0 every check on the build under test (--lib) passed or was skipped 
 on it, or its CPU and GPU runs disagree (a difference that is not a near-tie); 2 bad input (a library, header or
 model that cannot be found, a C API that cannot be bound, --trace on a library built without the tracer);
 3 nothing failed but some check could not be driven by the harness (status error): not verified; 4 nothing
-failed, but --predict found calls that will abort or be rejected at that release.
+failed, but --predict found calls that will abort or be rejected at that release; 5 nothing else to report, but a
+known failure passes now: remove it from the baseline.
+
+Known failures (verify/baseline.py): `[verify] known_failures` / `[verify] baseline` in the consumer config, and
+`--known-failures FILE`. A known failure that still fails the same way does not make the exit code 1; one that
+passed on the old build (differential mode) is a regression and always does. `--write-baseline FILE` records the
+failing checks of the build under test (regressions left out) with their causes, for `--known-failures FILE` or
+`[verify] baseline` later.
 
 The command line is read in one place (`verify_request`, beside `add_arguments`); `run_verify` takes the typed
 `VerifyRequest` it makes.
@@ -40,11 +47,20 @@ from verify.devices import compare_devices
 from verify.differential import REFERENCE_CHECK, run_differential
 from verify.errors import ToolError
 from verify.manifest import read_manifest
-from verify.report import STATUS_STYLE, RunReport, markdown_section, print_summary, write_json, write_junit
+from verify.report import (
+    STATUS_STYLE,
+    RunReport,
+    attach_triage,
+    markdown_section,
+    print_summary,
+    write_json,
+    write_junit,
+)
 from verify.runner import default_jobs, run_checks
 from verify.session import Options, Target, bind
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_VERIFIED, EXIT_PREDICTED = 0, 1, 2, 3, 4
+EXIT_KNOWN_FIXED = 5  # a known failure passes now: the baseline is out of date
 ELF_MAGIC = b"\x7fELF"
 CONFIG_FILE = "llama-migrate.toml"
 
@@ -82,6 +98,8 @@ class VerifyRequest:
     markdown_path: str | None = None
     cache: str | None = None
     jobs: int | None = None  # checks run at once; None: one per core (verify.runner.default_jobs)
+    known_failures: str | None = None  # a baseline file, besides the config's [verify] known_failures / baseline
+    write_baseline: str | None = None  # write the build under test's failures (by cause) here
 
 
 def header_for(library: Path) -> Path:
@@ -243,6 +261,7 @@ def run_verify(request: VerifyRequest, default_model: Callable[[str | None], Pat
     try:
         targets = _targets(request, _model(request, default_model))
         bind_targets(targets)  # before any check runs
+        known = _known(request, targets[-1])
         traced = bool(request.trace or request.predict)
         contract = _contract(request, targets) if traced else None
     except ToolError as exc:
@@ -267,9 +286,16 @@ def run_verify(request: VerifyRequest, default_model: Callable[[str | None], Pat
 
             make_prediction(report, targets[0].label, request.predict,
                             Assume(kv_unified=request.assume_kv_unified or None))  # fmt: skip
+    attach_triage(report, known)
     print_summary(report, console)
     _write_outputs(report, request)
     return _exit_code(report, console)
+
+
+def _known(request: VerifyRequest, target: Target) -> list[Any]:
+    from verify.baseline import load_known
+
+    return load_known(target.verify, target.config_root, request.known_failures, ALL_CHECKS)
 
 
 def _model(request: VerifyRequest, default_model: Callable[[str | None], Path] | None) -> Path:
@@ -310,11 +336,18 @@ def _write_outputs(report: RunReport, request: VerifyRequest) -> None:
         write_junit(report, Path(request.junit_path))
     if request.markdown_path:
         Path(request.markdown_path).write_text(markdown_section(report))
+    if request.write_baseline and report.triage is not None:
+        from verify.baseline import baseline_entries, write_baseline
+
+        entries = baseline_entries(report.triage, report.classifications())
+        write_baseline(Path(request.write_baseline), entries, report.under_test.to_json())
+        print(f"baseline: {len(entries)} known failure(s) written to {request.write_baseline}", file=sys.stderr)
 
 
 def _exit_code(report: RunReport, console: Console) -> int:
     devices_failed = any(d.failed for d in report.devices if d.build == report.under_test.label)
-    if report.failed() or devices_failed:
+    known = report.triage.known_checks() if report.triage is not None else set()
+    if any(r.name not in known for r in report.failed()) or devices_failed:
         return EXIT_FAILED
     if report.prediction is not None and report.prediction.breaks():
         first = report.prediction.breaks()[0]
@@ -325,6 +358,12 @@ def _exit_code(report: RunReport, console: Console) -> int:
         console.print(f"NOT VERIFIED: {len(report.errors())} check(s) the harness could not drive (error); "
                       f"first: {report.errors()[0].name}: {report.errors()[0].message}")  # fmt: skip
         return EXIT_NOT_VERIFIED
+    fixed = report.triage.fixed() if report.triage is not None else []
+    if fixed:
+        console.print(f"KNOWN FAILURE FIXED: {len(fixed)} baseline entr{'y' if len(fixed) == 1 else 'ies'} no longer "
+                      f"fail; first: {fixed[0].entry.label()}: remove it from {fixed[0].entry.source}",
+                      highlight=False, markup=False)  # fmt: skip
+        return EXIT_KNOWN_FIXED
     return EXIT_OK
 
 
@@ -362,6 +401,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", help="write the full results (evidence included) as JSON")
     parser.add_argument("--junit", help="write JUnit XML: one testcase per check and build")
     parser.add_argument("--markdown", help="write the markdown section the migration report embeds")
+    parser.add_argument("--known-failures", metavar="FILE", help="known failures (a file --write-baseline wrote), "
+                        "besides the config's [verify] known_failures / baseline: reported as known, not failing")
+    parser.add_argument("--write-baseline", metavar="FILE", help="record the failing checks of the build under test "
+                        "with their causes (regressions left out), for --known-failures FILE later")  # fmt: skip
 
 
 def verify_request(args: argparse.Namespace) -> VerifyRequest:
@@ -375,7 +418,8 @@ def verify_request(args: argparse.Namespace) -> VerifyRequest:
                          tie_margin=args.tie_margin, trace=args.trace, trace_dir=args.trace_dir, predict=args.predict,
                          assume_kv_unified=args.assume_kv_unified, json_path=args.json, junit_path=args.junit,
                          markdown_path=args.markdown, cache=getattr(args, "cache", None),
-                         jobs=args.jobs)  # fmt: skip
+                         jobs=args.jobs, known_failures=args.known_failures,
+                         write_baseline=args.write_baseline)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

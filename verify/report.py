@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from verify.baseline import KnownFailure, KnownState, Triage, triage
 from verify.binding import Binding
 from verify.checks import ERROR, FAILED, PASSED, REGISTRY, SKIPPED, CheckResult
 from verify.devices import SKIPPED_COMPARISON, DeviceComparison
@@ -41,6 +42,7 @@ class RunReport:
                                                               "python": platform.python_version()})  # fmt: skip
     bindings: dict[str, Binding] = field(default_factory=dict)  # by build label: how the C API was driven
     prediction: Any = None  # verify.contract.Prediction: a traced build's calls against a release's contract
+    triage: Triage | None = None  # the build under test's failures by cause, and the known failures against them
 
     @property
     def under_test(self) -> Target:
@@ -75,7 +77,20 @@ class RunReport:
             "devices": [d.to_json() for d in self.devices],
             "bindings": {label: b.to_json() for label, b in self.bindings.items()},
             "prediction": self.prediction.to_json() if self.prediction is not None else None,
+            "triage": self.triage.to_json() if self.triage is not None else None,
         }
+
+    def classifications(self) -> dict[str, str] | None:
+        """check -> old/new classification (differential runs), else None."""
+        return {c.name: c.classification for c in self.differential.comparisons} if self.differential else None
+
+
+def attach_triage(report: RunReport, known: list[KnownFailure]) -> Triage:
+    """Group the build under test's failures by cause and judge the known failures against them (kept on the
+    report: summary, JSON and markdown carry it). Call it after the last change to the results (the traced re-run
+    of failed checks adds the contract break a cause is keyed on)."""
+    report.triage = triage(report.results.get(report.under_test.label, []), known, report.classifications())
+    return report.triage
 
 
 def short(text: str, width: int = MESSAGE_WIDTH) -> str:
@@ -96,12 +111,31 @@ def print_summary(report: RunReport, console: Console | None = None) -> None:
         _print_devices(comparison, console)
     if report.prediction is not None:
         _print_prediction(report.prediction, console)
+    if report.triage is not None:
+        _print_triage(report.triage, console)
     for label in report.results:
         c = report.counts(label)
         console.print(f"[bold]{label}[/]: {c[PASSED]} passed, {c[FAILED]} failed, {c[ERROR]} error, "
                       f"{c[SKIPPED]} skipped")  # fmt: skip
     console.print(f"checklist time: {report.seconds:.1f} s (threads {report.options.n_threads}, "
                   f"n_gpu_layers {report.options.n_gpu_layers})")  # fmt: skip
+
+
+def _print_triage(result: Triage, console: Console) -> None:
+    """The failures by cause: one line per cause with its checks, then the known failures that need a word."""
+    if not result.causes and not result.verdicts:
+        return
+    console.print(f"[bold]{result.headline()}[/]")
+    known = result.known_checks()
+    for cause in result.causes:
+        tag = "[cyan]known[/] " if all(n in known for n in cause.checks) else ""
+        console.print(f"  {tag}{cause.id}: {len(cause.checks)} check(s): {', '.join(cause.checks)}", highlight=False)
+    for verdict in result.verdicts:
+        if verdict.state == KnownState.FIXED:
+            console.print(f"  [bold yellow]fixed[/]: {verdict.entry.label()}: remove it from the baseline "
+                          f"({verdict.entry.source})")  # fmt: skip
+        elif verdict.state in (KnownState.CHANGED, KnownState.REGRESSION):
+            console.print(f"  [bold red]{verdict.state.value}[/]: {verdict.entry.label()}: {verdict.now}")
 
 
 def _print_single(report: RunReport, console: Console) -> None:
@@ -263,6 +297,8 @@ def markdown_section(report: RunReport, level: int = 2) -> str:
                      f"{c[ERROR]} error (harness could not drive), {c[SKIPPED]} skipped")  # fmt: skip
     lines += [f"- model `{report.under_test.model}`; checklist time {report.seconds:.1f} s; "
               f"threads {report.options.n_threads}, n_gpu_layers {report.options.n_gpu_layers}", ""]  # fmt: skip
+    if report.triage is not None:
+        lines += triage_lines(report.triage, h + "#") + [""]
     if report.differential:
         lines += _md_differential(report.differential, h)
     else:
@@ -285,6 +321,39 @@ def markdown_section(report: RunReport, level: int = 2) -> str:
             lines += [f"- `{r.name}` ({REGISTRY[r.name].title if r.name in REGISTRY else r.name}): "
                       f"{_md_cell(r.message, 600)}"]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def triage_lines(result: Triage, h: str = "###") -> list[str]:
+    """"N failing checks, K causes": each cause with its checks, evidence and consumer line; then the known
+    failures (known, fixed, failing differently, not excusable)."""
+    if not result.causes and not result.verdicts:
+        return []
+    lines = [f"{h} Failures by cause: {result.headline()}", ""]
+    known = result.known_checks()
+    if result.causes:
+        lines += ["| cause | checks | where | evidence |", "| --- | --- | --- | --- |"]
+    for cause in result.causes:
+        tag = " (known)" if all(n in known for n in cause.checks) else ""
+        checks = ", ".join(f"`{n}`" + (f" ({cause.classifications[n]})" if n in cause.classifications else "")
+                           for n in cause.checks)  # fmt: skip
+        evidence = cause.signature.evidence or cause.messages.get(cause.checks[0], "")
+        where = f"`{cause.signature.where}`" if cause.signature.where else "-"
+        lines.append(f"| `{cause.id}`{tag} | {len(cause.checks)}: {checks} | {where} | {_md_cell(evidence, 300)} |")
+    if result.verdicts:
+        lines += ["", "Known failures (the baseline):", ""]
+        for verdict in result.verdicts:
+            lines.append(f"- {verdict.entry.label()}: **{_known_text(verdict.state)}** — {_md_cell(verdict.now, 200)}"
+                         f" (reason: {_md_cell(verdict.entry.reason, 200)}; from {verdict.entry.source})")  # fmt: skip
+    return lines
+
+
+KNOWN_TEXT = {KnownState.KNOWN: "known, still fails the same way", KnownState.FIXED: "fixed — remove it from the "
+              "baseline", KnownState.CHANGED: "fails differently (a finding)", KnownState.REGRESSION: "regression: "
+              "passed on the old build, never baselined", KnownState.NOT_RUN: "not run on the new build"}  # fmt: skip
+
+
+def _known_text(state: KnownState) -> str:
+    return KNOWN_TEXT[state]
 
 
 def contract_section(report: RunReport, h: str = "##") -> list[str]:
