@@ -3,6 +3,9 @@
 llama.cpp's own libraries (llama, common, ggml*) are built once per (commit, options) into the cache as
 static, position-independent archives and linked into the shim, as a consumer such as an R package ships
 them. Rebuilding a changed shim then costs one compile and one link, not a cold llama.cpp build.
+The shim is a CMake target linked to llama.cpp's own `llama` and `common` targets (imported from the cached build,
+see migrate/llama_targets.py), so its include directories, definitions and link dependencies are llama.cpp's, as in
+the consumer's own build; the consumer's `[build]` settings (migrate/build_settings.py) add to them.
 """
 
 from __future__ import annotations
@@ -12,16 +15,20 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from migrate import cuda
+from migrate import llama_targets as target_export
+from migrate.build_settings import BuildSettings
 from migrate.paths import cache_root
+from migrate.prebuilt import Prebuilt
 from migrate.sources import SourceTree
 from migrate.tree import consumer_files
 from verify.errors import ToolError
@@ -58,6 +65,12 @@ class BuildOptions:
     # the shim's llama.cpp calls wrapped by verify/tracer/tracer.c (verify --trace): a separate shim build, -g;
     # llama.cpp's own libraries are the same (not part of key())
     traced: bool = False
+    # what the consumer's build adds to the shim ([build] and the matching options); not part of key(): llama.cpp's
+    # libraries do not depend on it
+    settings: BuildSettings = field(default_factory=BuildSettings)
+    # where llama.cpp's libraries come from: "source" (compiled here), "prebuilt" (a registry package's shared
+    # libraries of the same release, migrate/prebuilt.py) or "auto" (prebuilt where there is one); not part of key()
+    llama_build: str = "source"
 
     def toolkit(self) -> cuda.CudaToolkit | None:
         """The CUDA toolkit for this build (None for CPU); missing nvcc or cuBLAS is a BuildError naming what to get."""
@@ -104,12 +117,16 @@ class LlamaLibs:
     tree: Path
     build_dir: Path
     archives: list[Path]
+    # llama.cpp's targets as IMPORTED targets with their usage requirements (llama_targets.EXPORT_FILE); None for
+    # libraries built elsewhere, which then give their include directories themselves
+    targets_file: Path | None
     include_dirs: list[Path]
     backend: str
     reused: bool
     seconds: float
     objects_rebuilt: int
     toolkit: cuda.CudaToolkit | None = None  # how the shim links CUDA, for backend "cuda"
+    prebuilt: Prebuilt | None = None  # llama and ggml are a package's shared libraries; `archives` is common only
 
 
 @dataclass
@@ -139,6 +156,8 @@ class BuildResult:
     stage: str = "shim"  # where it failed: "llama" or "shim"
     cuda: dict[str, object] | None = None  # toolkit, cuBLAS origin and linkage, driver, for backend "cuda"
     log_path: str | None = None  # the full log, kept beside the build
+    llama_build: str = "source"  # where llama.cpp's libraries came from: source | prebuilt
+    prebuilt: dict[str, object] | None = None  # which package, version, libraries (Prebuilt.describe)
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
@@ -216,22 +235,30 @@ def build_llama(tree: SourceTree, options: BuildOptions, cache: Path | None = No
     with _locked(build_dir.with_suffix(".lock")):
         stamp = build_dir / "llama-migrate-complete.json"
         reused = stamp.is_file()
-        if not (build_dir / "build.ninja").is_file():
-            cmd = ["cmake", "-S", str(tree.path), "-B", str(build_dir), "-G", "Ninja", *options.llama_cmake_args()]
+        targets = llama_targets(tree.path)
+        # a cache entry configured before the targets were exported is configured again with the export only: the
+        # same compile commands, so nothing is rebuilt (see migrate/llama_targets.py)
+        if not (build_dir / "build.ninja").is_file() or target_export.needs_export(build_dir, targets):
+            cmd = ["cmake", "-S", str(tree.path), "-B", str(build_dir), "-G", "Ninja", *options.llama_cmake_args(),
+                   *target_export.export_args(build_dir, targets)]  # fmt: skip
             if _run(cmd, None, log) != 0:
                 return None, "\n".join(log)
         before = len(log)
-        targets = llama_targets(tree.path)
         if _run(["cmake", "--build", str(build_dir), "-j", _jobs(options), "--target", *targets], None, log) != 0:
             return None, "\n".join(log)
         rebuilt = _count_compiled("\n".join(log[before:]))
+        if not (build_dir / target_export.EXPORT_FILE).is_file():
+            log.append(f"{build_dir}: llama.cpp's configure wrote no {target_export.EXPORT_FILE} (CMake 3.19 or newer "
+                       "runs the export): the shim cannot take llama.cpp's targets")  # fmt: skip
+            return None, "\n".join(log)
         archives = sorted(p for p in build_dir.rglob("*.a") if "CMakeFiles" not in p.parts)
         stamp.write_text(json.dumps({"commit": tree.commit, "options": options.llama_cmake_args()}, indent=1))
     libs = LlamaLibs(
         tree=tree.path,
         build_dir=build_dir,
         archives=archives,
-        include_dirs=[tree.path / "include", tree.path / "ggml" / "include", tree.path / "common", tree.path],
+        targets_file=build_dir / target_export.EXPORT_FILE,
+        include_dirs=[],  # from targets_file
         backend=options.backend,
         reused=reused,
         seconds=time.monotonic() - started,
@@ -248,21 +275,31 @@ cmake_minimum_required(VERSION 3.14)
 project(llama_migrate_shim C CXX)
 set(CMAKE_CXX_STANDARD 17)
 set(CMAKE_CXX_STANDARD_REQUIRED ON)
-find_package(Threads REQUIRED)
-find_package(OpenMP)
+# the environment's CFLAGS / CXXFLAGS when the build ran, written here so that a change configures again
+set(CMAKE_C_FLAGS {cflags})
+set(CMAKE_CXX_FLAGS {cxxflags})
+{packages}
+# llama.cpp's own targets with their usage requirements, built in the cache (migrate/llama_targets.py)
+include("{targets_file}")
 add_library(shim SHARED {sources})
 # C++ link even for a plain-C shim (libllama is C++); no undefined symbols left for load time, and a C call
 # of a function the target llama.cpp no longer declares is an error, not gcc's implicit-declaration warning
 set_target_properties(shim PROPERTIES OUTPUT_NAME "{name}" LINKER_LANGUAGE CXX)
 target_compile_options(shim PRIVATE $<$<COMPILE_LANGUAGE:C>:-Werror=implicit-function-declaration>)
 target_link_options(shim PRIVATE -Wl,--no-undefined)
+# the consumer's include directories (its sources' folders, then [build] include_dirs) before llama.cpp's
 target_include_directories(shim PRIVATE {includes})
+# llama.cpp internals (src/: llama-vocab.h, unicode.h, ...) of this version, searched after every other directory
+target_compile_options(shim PRIVATE "-idirafter{internals}")
 target_compile_definitions(shim PRIVATE {defines})
+{flags}
 # libllama whole, so every llama_* entry point is exported for the harness to observe state with;
 # the rest as a group because ggml's archives reference each other.
 target_link_libraries(shim PRIVATE
   -Wl,--whole-archive "{llama}" -Wl,--no-whole-archive
   -Wl,--start-group {archives} -Wl,--end-group
+  {link_libraries}
+  {targets}
   Threads::Threads ${{CMAKE_DL_LIBS}} m)
 if(OpenMP_CXX_FOUND)
   target_link_libraries(shim PRIVATE OpenMP::OpenMP_CXX)
@@ -344,37 +381,79 @@ def parse_errors(log: str, limit: int = 50) -> list[CompilerMessage]:
     return errors
 
 
+def _cmake_quoted(text: str) -> str:
+    """`text` as one quoted CMake argument (backslash, quote and `$` escaped: a flag is never expanded)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+
+
+def _shim_packages(libs: LlamaLibs) -> str:
+    """find_package() of every package whose targets llama.cpp's targets name (Threads, OpenMP, OpenSSL, ...)."""
+    lines = ["find_package(Threads REQUIRED)", "find_package(OpenMP)"]
+    if libs.targets_file is not None:
+        lines += [f"find_package({name} REQUIRED)" for name in target_export.required_packages(libs.targets_file)
+                  if name not in ("Threads", "OpenMP")]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _shim_flags(settings: BuildSettings) -> str:
+    """[build] flags as one SHELL: group, so CMake keeps their order and repeats (`-include a -include b`)."""
+    if not settings.flags:
+        return ""
+    return f"target_compile_options(shim PRIVATE {_cmake_quoted('SHELL:' + shlex.join(settings.flags))})"
+
+
+def shim_cmake_text(sources: list[Path], libs: LlamaLibs, name: str, settings: BuildSettings, traced: bool) -> str:
+    """The shim's CMakeLists.txt: the consumer's sources as a target linked to llama.cpp's targets (SHIM_CMAKE)."""
+    llama, others = _link_inputs(libs)
+    includes = sorted({s.parent for s in sources}) + [Path(d) for d in settings.include_dirs] + libs.include_dirs
+    targets = target_export.imported_targets(libs.targets_file) if libs.targets_file else []
+    return SHIM_CMAKE.format(
+        cflags=_cmake_quoted(settings.environment.get("CFLAGS", "")),
+        cxxflags=_cmake_quoted(settings.environment.get("CXXFLAGS", "")),
+        packages=_shim_packages(libs),
+        targets_file=libs.targets_file or "",
+        sources=_cmake_list(sources),
+        name=name,
+        includes=_cmake_list(includes),
+        internals=libs.tree / "src",
+        defines=" ".join(_cmake_quoted(d) for d in ("LLAMA_MIGRATE_BUILD=1", *settings.defines)),
+        flags=_shim_flags(settings),
+        llama=llama,
+        archives=_cmake_list(others),
+        link_libraries=" ".join(_cmake_quoted(x) for x in settings.link_libraries),
+        targets=" ".join(t for t in targets if t.rpartition("::")[2] in ("llama", "common", "llama-common")),
+        cuda=_shim_cuda(libs),
+        traced=_shim_traced(libs) if traced else "",
+    )
+
+
+def _link_inputs(libs: LlamaLibs) -> tuple[Path, list[Path]]:
+    """libllama (linked whole) and the rest: the cached archives; or, prebuilt, the package's shared libraries (whole
+    archive does nothing to them, their RUNPATH entry comes from CMake) after the archives of common."""
+    if libs.prebuilt is not None:
+        return libs.prebuilt.libraries[0], [*libs.archives, *libs.prebuilt.libraries[1:]]
+    llama = next((a for a in libs.archives if a.name == "libllama.a"), None)
+    if llama is None:
+        raise BuildError(f"{libs.build_dir}: libllama.a missing; remove the folder to rebuild it")
+    return llama, [a for a in libs.archives if a != llama]
+
+
 def build_shim(
     sources: list[Path],
     libs: LlamaLibs,
     name: str = "shim",
-    extra_includes: list[Path] | None = None,
-    defines: list[str] | None = None,
+    settings: BuildSettings | None = None,
     cache: Path | None = None,
     traced: bool = False,
 ) -> tuple[Path | None, str, float]:
-    """Compile and link the shim (`traced`: with the call tracer, see SHIM_TRACED_CMAKE); returns (library path
-    or None, log, seconds)."""
+    """Compile and link the shim (`traced`: with the call tracer, see SHIM_TRACED_CMAKE; `settings`: what the
+    consumer's build adds); returns (library path or None, log, seconds)."""
     started = time.monotonic()
     prune_stale_shims(cache)
     build_dir = shim_build_dir(sources, libs, cache, traced)
     build_dir.mkdir(parents=True, exist_ok=True)
     (build_dir / SOURCES_RECORD).write_text(json.dumps([str(s) for s in sources]))
-    includes = sorted({s.parent for s in sources}) + list(extra_includes or []) + libs.include_dirs
-    llama = next((a for a in libs.archives if a.name == "libllama.a"), None)
-    if llama is None:
-        raise BuildError(f"{libs.build_dir}: libllama.a missing; remove the folder to rebuild it")
-    others = [a for a in libs.archives if a != llama]
-    text = SHIM_CMAKE.format(
-        sources=_cmake_list(sources),
-        name=name,
-        includes=_cmake_list(includes),
-        defines=" ".join(defines or []) or "LLAMA_MIGRATE_BUILD=1",
-        llama=llama,
-        archives=_cmake_list(others),
-        cuda=_shim_cuda(libs),
-        traced=_shim_traced(libs) if traced else "",
-    )
+    text = shim_cmake_text(sources, libs, name, settings or BuildSettings(), traced)
     project = build_dir / "project"
     project.mkdir(exist_ok=True)
     cmake_file = project / "CMakeLists.txt"
@@ -392,8 +471,28 @@ def build_shim(
     return library, "\n".join(log), time.monotonic() - started
 
 
+def consumer_build_settings(src: Path) -> BuildSettings:
+    """The `[build]` table of the consumer's config (llama-migrate.toml or pyproject.toml in `src`); an invalid config
+    is a ToolError naming the key."""
+    from migrate.config import load_config
+
+    return load_config(src).build if src.exists() else BuildSettings()
+
+
+def _extra_sources(settings: BuildSettings, found: list[Path]) -> list[Path]:
+    """[build] sources not already among the shim's; a missing one is the caller's to fix, named."""
+    extra = []
+    for item in settings.sources:
+        path = Path(item).resolve()
+        if not path.is_file():
+            raise BuildError(f"build source {item}: no such file (fix [build] sources or --build-source)")
+        if path not in found and path not in extra:
+            extra.append(path)
+    return extra
+
+
 def _write_manifest(library: Path, src: Path, tree: SourceTree, options: BuildOptions, sources: list[Path],
-                    header: Path | None) -> None:  # fmt: skip
+                    header: Path | None, prebuilt: Prebuilt | None = None) -> None:  # fmt: skip
     """What verification needs to know about this library, beside it (verify/manifest.py)."""
     from verify.bindings import find_header
 
@@ -407,7 +506,10 @@ def _write_manifest(library: Path, src: Path, tree: SourceTree, options: BuildOp
         library=str(library), llama_tree=str(tree.path), llama_version=tree.provided, llama_requested=tree.requested,
         sources=[str(s) for s in sources], consumer_root=str(root.resolve()),
         header=str(header) if header else None,
-        options={"backend": options.backend, "cmake_args": list(options.cmake_args), "traced": options.traced},
+        options={"backend": options.backend, "cmake_args": list(options.cmake_args), "traced": options.traced,
+                 "llama_build": "prebuilt" if prebuilt else "source"},
+        prebuilt=prebuilt.describe() if prebuilt else None,
+        build=options.settings.to_json(),
     ).write()
 
 
@@ -423,11 +525,21 @@ def build(
     """The whole stage: find the shim, bring llama.cpp's libraries up to date, compile and link.
     `header`: the consumer's C API header, recorded in the manifest beside the library (default: found)."""
     options = options or BuildOptions()
+    # the [build] of the tree being built (a migrated copy reads its own), then the options', then the environment's
+    # CFLAGS/CXXFLAGS as they are now: all given to CMake and recorded in the manifest
+    settings = consumer_build_settings(src).merged(options.settings).with_environment()
+    options = replace(options, settings=settings)
     started = time.monotonic()
     shim_sources = [Path(s).resolve() for s in sources] if sources else find_shim_sources(src)
+    shim_sources += _extra_sources(options.settings, shim_sources)
     name = name or shim_sources[0].stem
     llama_info: dict[str, str | None] = tree.describe()
-    libs, llama_log = build_llama(tree, options, cache)
+    if options.llama_build == "source":
+        libs, llama_log = build_llama(tree, options, cache)
+    else:  # a registry package's libraries where it has them (auto: else the source build), migrate/prebuilt.py
+        from migrate.prebuilt import llama_libraries
+
+        libs, llama_log = llama_libraries(tree, options, cache, build_llama)
     if libs is None:
         return BuildResult(
             ok=False, library=None, sources=[str(s) for s in shim_sources], llama=llama_info,
@@ -435,9 +547,10 @@ def build(
             llama_reused=False, llama_objects_rebuilt=0, shim_seconds=0.0, log=llama_log,
             errors=parse_errors(llama_log), stage="llama",
         )  # fmt: skip
-    library, shim_log, shim_seconds = build_shim(shim_sources, libs, name=name, cache=cache, traced=options.traced)
+    library, shim_log, shim_seconds = build_shim(shim_sources, libs, name=name, settings=options.settings, cache=cache,
+                                                 traced=options.traced)  # fmt: skip
     if library is not None:
-        _write_manifest(library, src, tree, options, shim_sources, header)
+        _write_manifest(library, src, tree, options, shim_sources, header, libs.prebuilt)
     log = llama_log + "\n" + shim_log
     log_path = shim_build_dir(shim_sources, libs, cache, options.traced) / "build.log"
     log_path.write_text(log)
@@ -447,4 +560,6 @@ def build(
         llama_reused=libs.reused, llama_objects_rebuilt=libs.objects_rebuilt, shim_seconds=shim_seconds, log=log,
         errors=[] if library else parse_errors(shim_log), stage="shim", log_path=str(log_path),
         cuda=libs.toolkit.describe() if libs.toolkit else None,
+        llama_build="prebuilt" if libs.prebuilt else "source",
+        prebuilt=libs.prebuilt.describe() if libs.prebuilt else None,
     )  # fmt: skip

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from migrate.build_settings import BuildSettings, settings_from_table
 from verify.errors import ToolError
 
 CONFIG_FILE = "llama-migrate.toml"
@@ -38,6 +39,7 @@ class ConsumerConfig:
     verify: dict[str, Any] = field(default_factory=dict)  # [verify]: the harness's own settings (checked there)
     # `migrate mutate`: mutants the consumer has judged equivalent, each {id = "<id or glob>", reason = "..."}
     mutants: tuple[dict[str, str], ...] = ()
+    build: BuildSettings = field(default_factory=BuildSettings)  # [build]: what the shim's compile and link add
 
     def override(self, enable: list[str], options: list[str], model: str | None) -> ConsumerConfig:
         merged = dict(self.options)
@@ -79,6 +81,7 @@ EXPECTED = {
     "tie_margin": "a non-negative number",
     "max_tps_regression": "a non-negative number (percent)",
     "verify": "a table ([verify] in llama-migrate.toml)",
+    "build": "a table ([build] in llama-migrate.toml: flags, include_dirs, defines, sources, link_libraries)",
     "mutants": 'a list of tables with a string id (a mutant id or glob) and a string reason, e.g. '
                'mutants = [{ id = "src/x.c:f:*", reason = "unreachable from the C API" }]',
 }
@@ -89,6 +92,9 @@ def _table(src: Path) -> tuple[dict[str, Any], str]:
     own = src / CONFIG_FILE
     if own.is_file():
         return _read(own), str(own)
+    if own.exists() or own.is_symlink():  # a folder or a dangling link by that name: never silently no config
+        what = "a folder" if own.is_dir() else "a dangling symlink" if own.is_symlink() else "not a regular file"
+        raise ConfigError(f"{own}: is {what}, not a config file; make it the TOML file or remove it")
     pyproject = src / "pyproject.toml"
     if pyproject.is_file():
         tool = _read(pyproject).get("tool", {})
@@ -132,6 +138,7 @@ def load_config(src: Path) -> ConsumerConfig:
         max_tps_regression=check.threshold("max_tps_regression"),
         verify=check.table_value("verify"),
         mutants=check.mutants(),
+        build=settings_from_table(table.get("build", {}), root, source),
     )
 
 
@@ -141,8 +148,14 @@ def _type_name(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
+SHOWN_LIMIT = 200  # characters of a refused value shown: a long list must not become a line of kilobytes
+
+
 def _shown(value: Any) -> str:
-    return f"{value!r} ({_type_name(value)})"
+    text = repr(value)
+    if len(text) > SHOWN_LIMIT:
+        text = text[: SHOWN_LIMIT - 1] + "…"
+    return f"{text} ({_type_name(value)})"
 
 
 @dataclass(frozen=True)
@@ -212,7 +225,8 @@ class _Checker:
         for item in value:
             if not isinstance(item, dict) or set(item) != {"id", "reason"} or \
                     not all(isinstance(v, str) and v.strip() for v in item.values()):  # fmt: skip
-                raise self.refuse("mutants", value, f": item {_shown(item)} is not {{id, reason}} (two strings)")
+                raise self.refuse("mutants", item, f" as item {value.index(item) + 1} of {len(value)}, which is not "
+                                  "{id, reason} (two strings)")  # fmt: skip
         return tuple({"id": item["id"], "reason": item["reason"]} for item in value)
 
     def normalise(self) -> str:

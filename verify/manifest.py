@@ -29,6 +29,12 @@ class BuildManifest:
     consumer_root: str | None = None  # the consumer tree the sources came from (its llama-migrate.toml)
     header: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # what the consumer's build added (migrate/build_settings.py): flags, include_dirs, defines, sources,
+    # link_libraries, and the environment's CFLAGS/CXXFLAGS
+    build: dict[str, Any] = field(default_factory=dict)
+    # llama.cpp's libraries from a registry package (migrate/prebuilt.py): package, release, libraries, and
+    # `backends_dir`, whose CPU backends every process must load before a model (verify/backends.py)
+    prebuilt: dict[str, Any] | None = None
 
     def write(self) -> Path:
         path = manifest_path(Path(self.library))
