@@ -355,3 +355,38 @@ def _slowdown(key: str, fraction: float) -> Fault:
 
 
 SLOWDOWNS: dict[str, Fault] = {f.key: f for f in (_slowdown("slow_30", 0.30), _slowdown("slow_5", 0.05))}
+
+
+# --- planted defects for the mechanisms beyond the checklist (issue 25): each reported by the mechanism meant for it,
+# with its input, and kept out of FAULTS (whose variants are run over the whole checklist with exact break sets)
+ORACLE_FAULTS: dict[str, Fault] = {
+    f.key: f
+    for f in (
+        Fault(
+            "tokenize_ignores_parse_special",
+            "tokenize passes parse_special = false: markup such as <s> is tokenized as text, not as the special token",
+            "tokenize_detokenize",  # its oracle cases: llama_tokenize with parse_special as [verify.reference] says
+            ("b5421", "b7785"),
+            ((r"tokenize_text\(vocab_of\(model\), text, add_special, true, tokens, err\)",
+              "tokenize_text(vocab_of(model), text, add_special, false, tokens, err)"),),
+        ),
+        Fault(
+            "parallel_loses_last_result",
+            "a prompt list one longer than the slots (n_seq_max prompts: slot 0 holds the prefix) loses its last "
+            "result: an empty text instead of its output",
+            "generated_inputs",  # the generate_parallel property, shrunk to n_seq_max prompts
+            ("b5421", "b7785"),
+            ((r"results\[idx\] = dup_cstring\(slot\.text\);",
+              "results[idx] = dup_cstring(n_seq_max > 1 && n_prompts == n_seq_max && idx == n_prompts - 1 "
+              "? std::string() : slot.text);"),),
+        ),
+        Fault(
+            "chat_template_one_byte_short",
+            "apply_chat_template returns its text one byte short when it is longer than 200 bytes",
+            "exported_functions",  # old build vs new: the long inputs' results differ
+            ("b5421", "b7785"),
+            ((r"\*result_out = dup_cstring\(std::string\(buf\.data\(\), static_cast<size_t>\(n\)\)\);",
+              "*result_out = dup_cstring(std::string(buf.data(), static_cast<size_t>(n > 200 ? n - 1 : n)));"),),
+        ),
+    )
+}  # fmt: skip
