@@ -305,11 +305,17 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> list[Difference]:
 
 
 def _diff_part(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """What of `a` differs from `b`: short values as they are, long strings as their two ends and length."""
     part: dict[str, Any] = {}
     if a["returned"] != b["returned"]:
-        part["returned"] = _short(a["returned"], 80)
+        part["returned"] = _shown(a["returned"])
     for name, value in a["outs"].items():
         if b["outs"].get(name) != value:
-            part[name] = _short(value, 80) if not isinstance(value, str) or len(value) <= 80 else \
-                f"{value[:40]!r}...{value[-30:]!r} ({len(value)} chars)"
+            part[name] = _shown(value)
     return part
+
+
+def _shown(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > 80:
+        return f"{value[:40]!r}...{value[-30:]!r} ({len(value)} chars)"
+    return value

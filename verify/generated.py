@@ -85,27 +85,34 @@ def run_property(prop: str, strategy: Any, check: Check, budget: Budget) -> Prop
     smallest: list[Finding] = []
     calls_after_failure = [0]
 
-    def body(example: dict[str, Any]) -> None:
-        run.examples += 1
+    def outcome(example: dict[str, Any]) -> Finding | None:
         if smallest:
             calls_after_failure[0] += 1
             if calls_after_failure[0] > budget.shrink_calls:
                 # shrinking budget spent: only the smallest failing input found so far fails from here on
-                if example == smallest[-1].input:
-                    raise PropertyFailed(smallest[-1].problem)
-                return
+                return smallest[-1] if example == smallest[-1].input else None
         finding = check(example)
-        if finding is not None:
+        if finding is not None and finding is not (smallest[-1] if smallest else None):
             smallest.append(finding)
-            raise PropertyFailed(finding.problem)
+        return finding
+
+    def body(example: dict[str, Any]) -> None:
+        run.examples += 1
+        finding = outcome(example)
+        if finding is not None:
+            raise PropertyFailed(finding.problem)  # one raising line: Hypothesis sees one failure, and shrinks it
 
     runner = settings(max_examples=budget.examples, derandomize=True, database=None, deadline=None,
                       suppress_health_check=list(HealthCheck), print_blob=False)(given(strategy)(body))  # fmt: skip
     started = time.monotonic()
     try:
         runner()
-    except PropertyFailed:
+    except (PropertyFailed, ExceptionGroup) as exc:  # a group: Hypothesis saw the failure change on replay
+        if not smallest:
+            raise
         run.finding = smallest[-1]  # Hypothesis replays the shrunk example last
+        if isinstance(exc, ExceptionGroup):
+            run.notes.append(f"Hypothesis: {type(exc).__name__}: the smallest failing input kept")
     run.seconds = round(time.monotonic() - started, 3)
     return run
 
