@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from migrate.build import BuildOptions, build
+from migrate.build_settings import add_build_arguments, settings_from_args
 from migrate.sources import DEFAULT_REMOTE, SourceTree, resolve
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -42,8 +43,9 @@ def cmd_sources(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    # the options' [build] settings add to the consumer's config, which build() reads from SRC
     options = BuildOptions(backend=args.gpu or "cpu", cuda_arch=args.cuda_arch, cmake_args=tuple(args.cmake_arg),
-                           traced=args.traced)  # fmt: skip
+                           traced=args.traced, settings=settings_from_args(args, Path.cwd()))  # fmt: skip
     # a SourceError / BuildError (no shim, no toolchain) is bad input: one line, exit 2, from migrate.cli.main
     tree = tree_from_args(args.llama, args)
     print(f"building {args.src} against llama.cpp {tree.provided} ({options.backend}) ...", file=sys.stderr)
@@ -89,5 +91,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          "verify --trace/--predict`): a separate build, with debug info")  # fmt: skip
     builder.add_argument("--json", help="write the build result (library, llama.cpp, seconds, errors) here")
     builder.add_argument("--log", help="write the full compiler log here")
+    add_build_arguments(builder)
     add_source_arguments(builder)
     builder.set_defaults(func=cmd_build)

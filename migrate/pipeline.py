@@ -29,6 +29,7 @@ from typing import Any
 from rich.console import Console
 
 from migrate.build import BuildOptions, BuildResult, build
+from migrate.build_settings import BuildSettings, add_build_arguments, settings_from_args
 from migrate.config import DEFAULT_FROM, DEFAULT_TO, ConsumerConfig, load_config
 from migrate.paths import cache_root, data_dir
 from migrate.sources import SourceTree, resolve
@@ -67,10 +68,12 @@ class RunRequest:
     quiet: bool = False
     cache: str | None = None
     jobs: int | None = None  # checks verified at once; None: one per core
+    # --build-* options: what the shim's build adds, over each tree's own [build] (migrate/build_settings.py)
+    build_settings: BuildSettings = field(default_factory=BuildSettings)
     known_failures: str | None = None  # a baseline file (`migrate verify --write-baseline`), over the config's
 
     def build_options(self) -> BuildOptions:
-        return BuildOptions(self.gpu or "cpu", self.cuda_arch, self.cmake_args)
+        return BuildOptions(self.gpu or "cpu", self.cuda_arch, self.cmake_args, settings=self.build_settings)
 
     def verify_jobs(self) -> int:
         from verify.runner import default_jobs
@@ -176,7 +179,9 @@ def _build_both(outcome: RunOutcome, options: BuildOptions, cache: str | None, s
     for role, src in (("from", outcome.src), ("to", outcome.migrated)):
         tree = outcome.trees[role]
         stages.say(f"build: {'original' if role == 'from' else 'migrated'} shim against {tree.provided} ...")
-        result = build(src, tree, options, cache=cache)
+        # a --build-* path inside the consumer is the copy's when the copy is built
+        settings = options.settings.rebased(outcome.src, src)
+        result = build(src, tree, dataclasses.replace(options, settings=settings), cache=cache)
         reuse = "cached llama.cpp" if result.llama_objects_rebuilt == 0 else "llama.cpp built"
         stages.say(f"build {role}: {'ok' if result.ok else 'FAILED'} ({reuse}, shim {result.shim_seconds:.1f} s)")
         outcome.builds[role] = result
@@ -657,6 +662,7 @@ def run_request(args: argparse.Namespace) -> RunRequest:
                       header=args.header, out=args.out, json_path=args.json, junit_path=args.junit,
                       enable=tuple(args.enable), options=tuple(args.option), gpu=args.gpu, cuda_arch=args.cuda_arch,
                       cmake_args=tuple(args.cmake_arg), n_gpu_layers=args.n_gpu_layers,
+                      build_settings=settings_from_args(args, Path.cwd()),
                       checks=check_names(args.checks), predict=args.predict, quiet=args.quiet,
                       cache=args.cache, jobs=jobs_count(args.jobs),
                       known_failures=args.known_failures)  # fmt: skip
@@ -710,6 +716,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cuda-arch", help="CUDA architecture(s) for --gpu cuda, e.g. 90 (default: the visible GPU's)")
     parser.add_argument("--n-gpu-layers", type=int, default=0, help="layers to offload during verification")
     parser.add_argument("--cmake-arg", action="append", default=[], help="extra CMake option for llama.cpp")
+    add_build_arguments(parser)
     parser.add_argument("--checks", metavar="A,B", help="verify only these checks (default: the whole checklist)")
     parser.add_argument("--no-predict", dest="predict", action="store_false", help="skip the predict step (the "
                         "original built traced, its calls replayed against the target's run-time contract)")
