@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from verify.errors import ToolError
 
@@ -29,8 +30,17 @@ def add_command(subparsers: argparse._SubParsersAction, name: str, help: str, do
     return parser
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors as every command's bad input: one line naming the (sub-)command, exit 2. Sub-command
+    parsers are made of the same class (argparse uses the parent's), so `migrate plan` says `migrate plan: ...`."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="migrate",
         description="Move C/C++ code that embeds llama.cpp across breaking llama.cpp releases, and prove it worked.",
     )
@@ -42,34 +52,67 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 EXIT_USAGE = 2  # bad input or environment: every command's documented code for it
-DEBUG_ENV = "LLAMA_MIGRATE_DEBUG"  # set to 1: a ToolError escapes with its traceback (for the toolkit's developers)
+EXIT_INTERNAL = 70  # a bug in the toolkit (BSD's EX_SOFTWARE): never the consumer's failure, never bad input
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, what shells report for an interrupted command
+DEBUG_ENV = "LLAMA_MIGRATE_DEBUG"  # set to 1: errors escape with their traceback (for the toolkit's developers)
 _command = ""  # the running sub-command, for error lines printed below it (see error_line)
 
 
 def error_line(exc: BaseException | str, command: str | None = None) -> str:
     """`migrate <command>: <message>` on one line: what a command prints for bad input before exit 2."""
     name = command if command is not None else _command
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = " ".join(os_error_text(exc).split()) or type(exc).__name__
     return f"migrate {name}: {text}" if name else f"migrate: {text}"
+
+
+def os_error_text(exc: BaseException | str) -> str:
+    """An OSError that reached the top without a flag to name (the validation layer names those) as its reason and
+    path, without the `[Errno N]` prefix; anything else as it reads."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+        return f"{where}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc)
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """A ToolError may carry its command's documented code for it (`apply` refusing is 3); else bad input, 2."""
+    return int(getattr(exc, "exit_code", EXIT_USAGE))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one sub-command. Bad input or environment (`ToolError`, or the file system refusing a path) is one line
-    on stderr and exit 2, never a traceback; anything else escaping a command is a bug and keeps its traceback."""
+    on stderr and its documented code (2 unless the error says otherwise); Ctrl-C is one line and 130; anything else
+    escaping a command is a bug: one line naming the command and exit 70 (LLAMA_MIGRATE_DEBUG=1: the traceback)."""
     global _command
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    _command = getattr(args, "command", None) or ""
+    if unknown:
+        print(error_line(f"unrecognized arguments: {' '.join(unknown)} (see `migrate {_command} --help`)"),
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    _command = args.command
+    debug = bool(os.environ.get(DEBUG_ENV))
     try:
         return int(args.func(args))
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(error_line("interrupted (Ctrl-C)"), file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (ToolError, OSError) as exc:
-        if os.environ.get(DEBUG_ENV):
+        if debug:
             raise
         print(error_line(exc, args.command), file=sys.stderr)
-        return EXIT_USAGE
+        return exit_code_of(exc)
+    except Exception as exc:  # noqa: BLE001 - the last resort: a bug, said in one line instead of a traceback
+        if debug:
+            raise
+        print(error_line(f"internal error, a bug in llama-migrate ({type(exc).__name__}: {os_error_text(exc)}); "
+                         f"set {DEBUG_ENV}=1 for the traceback and report it", args.command), file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

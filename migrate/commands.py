@@ -11,9 +11,10 @@ import json
 import sys
 from pathlib import Path
 
-from migrate.build import BuildOptions, build
+from migrate.build import SOURCE_SUFFIXES, BuildOptions, build
 from migrate.build_settings import add_build_arguments, settings_from_args
 from migrate.sources import DEFAULT_REMOTE, SourceTree, resolve
+from verify.inputs import BadInput, PathKind, existing_path, output_file
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -35,6 +36,7 @@ def tree_from_args(spec: str, args: argparse.Namespace) -> SourceTree:
 
 def cmd_sources(args: argparse.Namespace) -> int:
     """Bad input (a SourceError) is one line and exit 2, printed by migrate.cli.main like every command's."""
+    output_file("--json", args.json)
     tree = tree_from_args(args.tag, args)
     if args.json:
         Path(args.json).write_text(json.dumps(tree.describe(), indent=2) + "\n")
@@ -42,7 +44,25 @@ def cmd_sources(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def check_build_inputs(args: argparse.Namespace) -> None:
+    """SRC, --source files and the outputs, before llama.cpp is resolved or anything is compiled: a file given as
+    SRC must be a C/C++ source (README.md would build a library exporting nothing of the shim, and exit 0)."""
+    src = existing_path("SRC", args.src, PathKind.ANY, "give the consumer's tree or its shim file",
+                        noun="file or directory")  # fmt: skip
+    if src.is_file() and src.suffix not in SOURCE_SUFFIXES:
+        raise BadInput("SRC", args.src, f"not a C/C++ source file (suffix {src.suffix or 'none'}; the shim is built "
+                       f"from {', '.join(sorted(SOURCE_SUFFIXES))} files)", "give the consumer's tree or its shim "
+                       "file")  # fmt: skip
+    for source in args.source:
+        path = existing_path("--source", source, PathKind.FILE, "give an existing shim file", noun="file")
+        if path.suffix not in SOURCE_SUFFIXES:
+            raise BadInput("--source", source, "not a C/C++ source file", "give the shim's .c/.cpp file")
+    output_file("--json", args.json)
+    output_file("--log", args.log)
+
+
 def cmd_build(args: argparse.Namespace) -> int:
+    check_build_inputs(args)
     # the options' [build] settings add to the consumer's config, which build() reads from SRC
     options = BuildOptions(backend=args.gpu or "cpu", cuda_arch=args.cuda_arch, cmake_args=tuple(args.cmake_arg),
                            traced=args.traced, settings=settings_from_args(args, Path.cwd()))  # fmt: skip

@@ -8,6 +8,7 @@ from typing import Any
 
 from migrate.cli import EXIT_USAGE, error_line
 from migrate.model import MODEL_SIZES, ensure_model
+from verify.inputs import int_at_least
 
 
 def register(subparsers: Any) -> None:
@@ -30,6 +31,7 @@ def register(subparsers: Any) -> None:
 
 def run_model(args: argparse.Namespace) -> int:
     """0 the model's path printed; 2 bad input (no such llama.cpp build, no vocabulary in its tree)."""
+    int_at_least("--seed", args.seed, 0, "the weight seed is a non-negative integer, e.g. --seed 42")
     try:
         path = ensure_model(args.size, llama=args.llama, seed=args.seed, cache=getattr(args, "cache", None),
                             eog=args.eog)

@@ -56,6 +56,9 @@ class ConsumerConfig:
             path = Path(self.model)
             if not path.is_file():
                 raise ConfigError(f"model {path} not found: fix --model or `model` in llama-migrate.toml")
+            from verify.inputs import check_gguf_header
+
+            check_gguf_header("--model (or `model` in llama-migrate.toml)", path)  # llama.cpp's loader: at verify
             return path
         from migrate.model import ensure_model
 

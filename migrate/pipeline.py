@@ -536,10 +536,35 @@ def usage_error(exc: Exception) -> None:
     Console(stderr=True, soft_wrap=True).print(error_line(exc), style="bold red", highlight=False, markup=False)
 
 
-def load_consumer(request: RunRequest) -> tuple[Path, ConsumerConfig]:
-    """The consumer tree and its config with the command-line flags over it."""
-    src = Path(request.src).resolve() if request.src else DEFAULT_SRC
+def consumer_src(value: str | None) -> Path:
+    """SRC: None is the bundled fixture; "" is refused (an unset "$SRC" must not verify something else)."""
+    if value is None:
+        return DEFAULT_SRC
+    from verify.inputs import PathKind, existing_path, tree_links
+
     try:
+        src = existing_path("SRC", value, PathKind.ANY, "give the consumer's tree", noun="file or directory")
+        if src.is_dir():
+            tree_links("SRC", src, (".git", "__pycache__"))  # copied with symlinks followed: a loop would hang
+    except ToolError as exc:
+        raise UsageError(str(exc)) from exc
+    return src.resolve()
+
+
+def check_run_outputs(request: RunRequest) -> None:
+    """--json, --junit and --out, proved writable before anything is built."""
+    from verify.inputs import output_dir, output_file
+
+    output_file("--json", request.json_path)
+    output_file("--junit", request.junit_path)
+    output_dir("--out", request.out)
+
+
+def load_consumer(request: RunRequest) -> tuple[Path, ConsumerConfig]:
+    """The consumer tree and its config with the command-line flags over it; the paths it will write checked."""
+    src = consumer_src(request.src)
+    try:
+        check_run_outputs(request)
         config = load_config(src).override(enable=list(request.enable), options=list(request.options),
                                            model=request.model)  # fmt: skip
         if request.header:
@@ -549,6 +574,8 @@ def load_consumer(request: RunRequest) -> tuple[Path, ConsumerConfig]:
             if header.is_absolute() and header.resolve().is_relative_to(src):
                 header = header.resolve().relative_to(src)  # the migrated copy has its own copy of it
             config = dataclasses.replace(config, header=str(header))
+        if config.model:
+            config.model_path(request.cache)  # a model that is no GGUF is refused before anything is built
         return src, config
     except ToolError as exc:
         raise UsageError(str(exc)) from exc

@@ -30,6 +30,9 @@ Exit codes:
      (a header such as napi.h or R.h not found) and were matched by name only — the API diff did not check
      them (give the include paths: compile_commands.json or --flag=-I...) — or the code uses names the --from
      tree does not declare (it looks newer than --from); the summary says which and why
+  5  apply wrote the rewrite (originals backed up), but --json or --report could not be written afterwards
+     (every output path is checked before the first file is written, so only a disk that fills or a path
+     removed meanwhile gets here)
 """
 
 from __future__ import annotations
@@ -45,8 +48,10 @@ from migrate.commands import add_source_arguments
 from migrate.config import DEFAULT_FROM, DEFAULT_TO, ConsumerConfig, load_config
 from migrate.paths import cache_root
 from migrate.sources import DEFAULT_REMOTE, SourceError, SourceTree, resolve
+from verify.errors import ToolError
+from verify.inputs import BadInput, PathKind, existing_path, output_dir, output_file, tree_links
 
-EXIT_OK, EXIT_MANUAL, EXIT_USAGE, EXIT_REFUSED, EXIT_INCOMPLETE = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_MANUAL, EXIT_USAGE, EXIT_REFUSED, EXIT_INCOMPLETE, EXIT_WRITTEN_NO_OUTPUT = 0, 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True)
@@ -107,17 +112,18 @@ def consumer_config(request: PlanRequest) -> ConsumerConfig:
 def make_plan(request: PlanRequest):  # -> tuple[Plan, SourceTree, ConsumerConfig]
     """Resolve config, trees and rules, run the engine (one step, or the steps of the bump: rewrite/steps.py); bad
     input raises a ToolError (InputError, RuleError, SourceError, ConfigError, ApiDiffError)."""
-    from migrate.rewrite.edits import InputError
     from migrate.rewrite.parse import CompileDatabase
     from migrate.rewrite.rules import load_rules, rule_files
     from migrate.rewrite.steps import StepInputs, plan_steps
 
-    src = Path(request.src)
-    if not src.exists():
-        raise InputError(f"{src}: no such file or directory")
+    src = consumer_path(request.src)
     consumer = consumer_config(request)
     if request.rules and Path(request.rules).is_file():
         return _plan_one_file(request, src, consumer, load_rules(Path(request.rules)))
+    try:  # a --to no llama.cpp tree answers is bad input, as for api-diff (exit 2), not a plan that stops short
+        _tree(request.to_version, request, consumer)
+    except SourceError as exc:
+        raise SourceError(f"--to {request.to_version}: {exc}") from exc
     rulesets = rule_files(Path(request.rules) if request.rules else None)
     inputs = StepInputs(
         src=src,
@@ -133,6 +139,53 @@ def make_plan(request: PlanRequest):  # -> tuple[Plan, SourceTree, ConsumerConfi
     plan = plan_steps(request.from_version, request.to_version, inputs, rulesets)  # its builds: the trees it used
     source = inputs.source_tree or _tree(request.from_version, request, consumer)
     return plan, source, consumer
+
+
+def consumer_path(value: str) -> Path:
+    """SRC: an existing file or folder, never "" (an unset "$SRC" must not migrate the current folder), with no
+    symlink loop inside it."""
+    from migrate.tree import SKIP_DIR_NAMES
+
+    src = existing_path("SRC", value, PathKind.ANY, "give the consumer's tree or one of its files",
+                        noun="file or directory")  # fmt: skip
+    if src.is_dir():
+        tree_links("SRC", src, SKIP_DIR_NAMES)
+    return src
+
+
+def check_outputs(request: PlanRequest) -> None:
+    """Every path the command will write, proved writable before anything is parsed or written."""
+    output_file("--json", request.json_path)
+    if request.no_report:
+        return
+    if request.report:
+        output_file("--report", request.report)
+    else:
+        output_dir("--cache", cache_root(request.cache) / "reports")
+
+
+def check_apply_outputs(request: ApplyRequest) -> None:
+    """`apply` also writes backups and may create a branch: both checked before the first file is written."""
+    check_outputs(request.plan)
+    backups = request.backup_dir or cache_root(request.plan.cache) / "backups"
+    output_dir("--backup-dir", backups)
+    if request.branch is not None:
+        check_branch_name(request.branch)
+
+
+def check_branch_name(name: str) -> None:
+    """git's own rule for branch names (`git check-ref-format --branch`), asked before anything is written."""
+    import shutil
+    import subprocess
+
+    if not name.strip():
+        raise BadInput("--branch", name, "an empty branch name", "give the branch to create")
+    if shutil.which("git") is None:
+        return  # apply refuses --branch without a repository anyway
+    proc = subprocess.run(["git", "check-ref-format", "--branch", name], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BadInput("--branch", name, "not a valid git branch name", "see `git check-ref-format --help`, "
+                       "e.g. migrate/b7785")  # fmt: skip
 
 
 def _plan_one_file(request: PlanRequest, src: Path, consumer: ConsumerConfig, rules: Any):  # -> tuple
@@ -272,6 +325,7 @@ def _summarised_plan(request: PlanRequest) -> Any:
 
 
 def plan_only(request: PlanRequest) -> int:
+    check_outputs(request)
     plan, _ = _summarised_plan(request)
     _write_outputs(plan, request, mode="plan (nothing changed)")
     return exit_code(plan)
@@ -281,6 +335,7 @@ def plan_and_apply(request: ApplyRequest) -> int:
     from migrate.cli import error_line
     from migrate.rewrite.apply import ApplyRefused, apply_plan
 
+    check_apply_outputs(request)
     plan, consumer = _summarised_plan(request.plan)
     try:
         backups = Path(request.backup_dir) if request.backup_dir else None
@@ -296,7 +351,12 @@ def plan_and_apply(request: ApplyRequest) -> int:
         print("nothing to write: the tree is already migrated for these rules", file=sys.stderr)
     if result.commit:
         print(f"committed {result.commit[:12]} on branch {result.branch}", file=sys.stderr)
-    _write_outputs(plan, request.plan, mode="applied" if result.written else "applied (no change)")
+    try:
+        _write_outputs(plan, request.plan, mode="applied" if result.written else "applied (no change)")
+    except (OSError, ToolError) as exc:  # checked writable before; the disk filled or the path went meanwhile
+        written = f"{len(result.written)} file(s) WERE written (originals in {result.backup_dir})"
+        print(error_line(f"{written}, but an output could not be: {exc}", "apply"), file=sys.stderr)
+        return EXIT_WRITTEN_NO_OUTPUT
     return exit_code(plan)
 
 

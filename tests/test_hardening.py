@@ -102,7 +102,7 @@ def bad_inputs(tmp_path: Path) -> list[tuple[str, list[str], int, str]]:
         ("plan bad --source-tree", ["plan", plain, "--source-tree", "notatag", *plan], 2, "neither a build tag"),
         ("plan no rules for --to", ["plan", plain, "--to", "b5421", *plan], 2, "no rules for b5421 → b5421"),
         ("plan bad option value", ["plan", plain, "--option", "error_message_arg=x", *plan], 2, "expected an integer"),
-        ("plan --json nowhere", ["plan", plain, "--json", f"{missing}/p.json", *plan], 2, "No such file"),
+        ("plan --json nowhere", ["plan", plain, "--json", f"{missing}/p.json", *plan], 2, "--json"),
         ("plan bad compile db", ["plan", bad_db, *plan], 2, "not a compile database"),
         ("apply name only", ["apply", napi, "--force", "--backup-dir", missing, *plan], 3, "include paths"),
         ("apply syntax error", ["apply", syntax, "--force", *plan], 2, "syntax errors"),

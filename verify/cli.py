@@ -46,7 +46,9 @@ from verify.checks import ALL_CHECKS, SKIPPED, CheckResult, checklist
 from verify.devices import compare_devices
 from verify.differential import REFERENCE_CHECK, run_differential
 from verify.errors import ToolError
+from verify.inputs import PathKind, check_library, existing_path
 from verify.manifest import read_manifest
+from verify.preflight import Preflight, check_model_file, check_options, check_targets, library_flag
 from verify.report import (
     STATUS_STYLE,
     RunReport,
@@ -61,7 +63,6 @@ from verify.session import Options, Target, bind
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_VERIFIED, EXIT_PREDICTED = 0, 1, 2, 3, 4
 EXIT_KNOWN_FIXED = 5  # a known failure passes now: the baseline is out of date
-ELF_MAGIC = b"\x7fELF"
 CONFIG_FILE = "llama-migrate.toml"
 
 
@@ -139,15 +140,9 @@ def make_target(label: str, library: str, header: str | None, model: Path, tree:
                 config_root: Path | None = None) -> Target:  # fmt: skip
     """One build to verify. `verify`/`config_root`: the [verify] table as already read (the pipeline's);
     else it is read from `config` or the consumer tree's own llama-migrate.toml."""
-    lib = Path(library)
-    if not lib.is_file():
-        raise UsageError(f"{lib}: no such library (build it with `migrate build`)")
-    with lib.open("rb") as handle:
-        if handle.read(4) != ELF_MAGIC:
-            raise UsageError(f"{lib}: not a shared library (no ELF header); pass the .so `migrate build` printed")
-    head = Path(header) if header else header_for(lib)
-    if not head.is_file():
-        raise UsageError(f"{head}: no such header")
+    lib = check_library(library_flag(label), library).path  # an ELF this host loads, whole: before its header
+    head_flag = "--baseline-header" if label == "old" else "--header"
+    head = existing_path(head_flag, header or header_for(lib), PathKind.FILE, noun="header")
     if verify is None:
         verify, config_root = verify_table(Path(config) if config else None, lib)
     return Target(lib, head, model, label, Path(tree) if tree else None, dict(verify), config_root)
@@ -160,8 +155,9 @@ def bind_targets(targets: list[Target]) -> dict[str, Binding]:
 
 
 def run_verification(targets: list[Target], options: Options, names: list[str] | None = None,
-                     console: Console | None = None) -> RunReport:  # fmt: skip
-    """One build (its checklist) or two (old, new: differential). Prints progress when a console is given."""
+                     console: Console | None = None, preflight: Preflight | None = None) -> RunReport:  # fmt: skip
+    """One build (its checklist) or two (old, new: differential). Prints progress when a console is given.
+    `preflight`: the libraries and models already checked (verify.preflight); None checks them here."""
     started = time.monotonic()
 
     def progress(name: str, result: CheckResult) -> None:
@@ -170,6 +166,10 @@ def run_verification(targets: list[Target], options: Options, names: list[str] |
             console.print(f"  [{style}]{result.status:7}[/] {result.build:>8} {name} ({result.seconds:.1f} s)")
 
     bindings = bind_targets(targets)
+    if preflight is None:  # bad input stops here, before any check
+        preflight = check_targets(targets, bindings, options.eog_model)
+    if console is not None:
+        console.print(f"  {preflight.model_probe}", highlight=False, markup=False)
     diff = None
     if len(targets) == 2:
         untraced = traced_names(options, names)
@@ -253,14 +253,20 @@ def run_verify(request: VerifyRequest, default_model: Callable[[str | None], Pat
     names = list(request.checks) if request.checks is not None else None
     unknown = [n for n in names or [] if n not in ALL_CHECKS]
     if unknown:
-        console.print(f"error: unknown checks {unknown}; known: {', '.join(ALL_CHECKS)}")
+        print(f"migrate verify: --checks: unknown check(s) {', '.join(unknown)}; known: {', '.join(ALL_CHECKS)}",
+              file=sys.stderr)  # one line, as every bad input (a console would wrap it)
+        return EXIT_USAGE
+    if request.generated < 0:
+        print(f"migrate verify: --generated {request.generated}: give 0 (off) or more inputs per operation",
+              file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     if request.jobs is not None and request.jobs < 1:
         print(f"migrate verify: --jobs {request.jobs}: give at least 1 (checks run at once)", file=sys.stderr)
         return EXIT_USAGE
     try:
+        check_options(request)
         targets = _targets(request, _model(request, default_model))
-        bind_targets(targets)  # before any check runs
+        preflight = check_targets(targets, bind_targets(targets), request.eog_model or "")  # before any check
         known = _known(request, targets[-1])
         traced = bool(request.trace or request.predict)
         contract = _contract(request, targets) if traced else None
@@ -280,7 +286,7 @@ def run_verify(request: VerifyRequest, default_model: Callable[[str | None], Pat
             if not trace_dir:
                 trace_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="llama-migrate-trace-"))
             options.trace_dir = str(Path(trace_dir).resolve())
-        report = run_verification(targets, options, names, console)
+        report = run_verification(targets, options, names, console, preflight)
         if request.predict:
             from verify.contract import Assume
 
@@ -305,9 +311,7 @@ def _model(request: VerifyRequest, default_model: Callable[[str | None], Path] |
         model = default_model(request.cache)
     else:
         raise UsageError("--model is required (a GGUF file)")
-    if not model.is_file():
-        raise UsageError(f"{model}: no such model")
-    return model
+    return check_model_file("--model", model)
 
 
 def _targets(request: VerifyRequest, model: Path) -> list[Target]:
@@ -426,7 +430,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="verify", description=__doc__)
     add_arguments(parser)
     parser.add_argument("--cache", help="llama-migrate cache dir")
-    return run_verify(verify_request(parser.parse_args(argv)))
+    try:
+        return run_verify(verify_request(parser.parse_args(argv)))
+    except ToolError as exc:  # `migrate verify` gets the same from migrate.cli.main
+        print(f"migrate verify: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

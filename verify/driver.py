@@ -21,6 +21,7 @@ from typing import Any
 
 from verify.binding import Binding, OpBinding, ParamBinding
 from verify.bindings import Bindings
+from verify.errors import ToolError
 
 NULL = object()  # an override meaning "pass NULL for this parameter"
 TEXT_BUFFER_BYTES = 1 << 16
@@ -73,15 +74,25 @@ def _count(values: Any) -> int:
     return 0 if values is NULL else len(values)
 
 
+class AdapterError(ToolError):
+    """The consumer's adapter module is missing or cannot be imported: bad input (exit 2), never a check's failure."""
+
+
 def load_adapter(path: Path) -> ModuleType:
     """The consumer's adapter module: functions named after operations, `generate(driver, ctx, prompt, sampling)`."""
+    where = "[verify] adapter in llama-migrate.toml"
     if not path.is_file():
-        raise DriverError(f"adapter {path} not found ([verify] adapter in llama-migrate.toml)")
+        raise AdapterError(f"adapter {path}: no such file; fix {where}")
     spec = importlib.util.spec_from_file_location(f"llama_migrate_adapter_{abs(hash(str(path)))}", path)
     if spec is None or spec.loader is None:
-        raise DriverError(f"adapter {path} cannot be imported")
+        raise AdapterError(f"adapter {path} cannot be imported (not a Python file?); fix {where}")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise AdapterError(f"adapter {path}: syntax error at line {exc.lineno}: {exc.msg}") from exc
+    except Exception as exc:  # noqa: BLE001 - whatever the consumer's module raises while it is imported
+        raise AdapterError(f"adapter {path} raises on import: {type(exc).__name__}: {exc}") from exc
     return module
 
 

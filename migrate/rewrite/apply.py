@@ -163,19 +163,23 @@ def _write_all(plan: Plan, contents: dict[Path, bytes], backup_root: Path) -> Ap
             backup = backup_dir / plan.relative(path)
             backup.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, backup)
-    except OSError as exc:
+    except BaseException as exc:  # Ctrl-C too: no file was changed, and no temporary file may stay behind
         _remove(temps.values())
-        raise ApplyRefused(f"could not prepare the new files ({exc}); nothing was changed") from exc
+        if isinstance(exc, OSError):
+            raise ApplyRefused(f"could not prepare the new files ({exc}); nothing was changed") from exc
+        raise
     replaced: list[Path] = []
     try:
         for path, temp in temps.items():
             os.replace(temp, path)
             replaced.append(path)
-    except OSError as exc:
+    except BaseException as exc:  # Ctrl-C too: all files or none
         for path in replaced:
             shutil.copy2(backup_dir / plan.relative(path), path)
         _remove(temps.values())
-        raise ApplyRefused(f"writing {path} failed ({exc}); every file was restored") from exc
+        if isinstance(exc, OSError):
+            raise ApplyRefused(f"writing {path} failed ({exc}); every file was restored") from exc
+        raise
     return ApplyResult(written=replaced, backup_dir=backup_dir)
 
 

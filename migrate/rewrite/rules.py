@@ -766,8 +766,10 @@ def _duplicates(entries: list[Any], path: Path, what: str) -> set[str]:
 def load_rules(path: Path) -> RuleSet:
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
+    except UnicodeDecodeError as exc:  # a binary file given as rules (--rules /bin/true)
+        raise RuleError(f"{path}: not a rules file (not UTF-8 text, byte {exc.start}); pass a rules .yaml") from exc
     except (OSError, yaml.YAMLError) as exc:
-        raise RuleError(f"{path}: cannot read rules ({exc})") from exc
+        raise RuleError(f"{path}: cannot read rules ({' '.join(str(exc).split())})") from exc
     if not isinstance(raw, dict):
         raise RuleError(f"{path}: expected a mapping at the top level")
     _check(raw, "file", str(path))
