@@ -33,6 +33,9 @@ def _xref_summary(xref: CrossReference) -> str:
     for use in xref.review:
         lines.append(f"  REVIEW {use.where()}: {use.symbol} ({use.kind.value})")
     lines += [f"  parse error: {error}" for error in xref.parse_errors[:10]]
+    if xref.internal:
+        lines.append("  llama.cpp internals included (outside the public headers, no API stability), each diffed: "
+                     + ", ".join(f"{header} ({what})" for header, what in xref.internal.items()))  # fmt: skip
     return "\n".join(lines)
 
 
@@ -48,7 +51,8 @@ def cmd_api_diff(args: argparse.Namespace) -> int:
     result = diff(old, new)
     files = find_shim_sources(Path(args.src)) if args.src else []
     covered = {name.strip() for names in args.covered or [] for name in names.split(",") if name.strip()}
-    xref = cross_reference(result, files, old_tree, covered, old_headers=old.headers) if args.src else None
+    xref = cross_reference(result, files, old_tree, covered, old_headers=old.headers,
+                           new_tree=new_tree) if args.src else None  # fmt: skip
     for tree in (old_tree, new_tree):
         print(tree.summary(), file=sys.stderr)
     print(_summary(result, old, new))

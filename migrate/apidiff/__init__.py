@@ -10,8 +10,9 @@ uses any of it. One module per job:
 - `xref`: the consumer's files parsed against the OLD tree, every use resolved to its declaration;
 - `markdown`: the report section. The command line is migrate/commands_apidiff.py.
 
-Not covered: uses of macros in the consumer's code (the diff lists them, the cross reference does not), global
-variables, C++ member functions of the `common/` structs.
+Not covered: global variables, C++ member functions of the `common/` structs and of llama.cpp's internal classes.
+llama.cpp internals a consumer includes (`src/llama-vocab.h`) are diffed header by header (`diff_internal`) and
+cross-referenced like the public API.
 """
 
 from __future__ import annotations
@@ -52,20 +53,25 @@ from migrate.apidiff.surface import (
     surface_fingerprint,
 )
 from migrate.apidiff.xref import (
+    PUBLIC_PREFIXES,
     ApiUse,
     CoveredUse,
     CrossReference,
+    InternalDiff,
     ManualAction,
     OldHeaders,
     cross_reference,
+    diff_internal,
+    internal_includes,
     uses_in_file,
 )
 
 __all__ = [
-    "SURFACE_FORMAT", "ApiDiff", "ApiDiffError", "ApiSurface", "ApiUse", "Break", "ChangeKind", "ConstantChange",
-    "CoveredUse", "CrossReference", "DeclKind", "DefaultChange", "DefaultSource", "EnumConstant", "FieldChange",
-    "FieldDefault", "FunctionChange", "FunctionDecl", "HeaderChange", "MacroChange", "MacroDef", "ManualAction",
-    "MovedDecl", "OldHeaders", "StructField", "TypeChange", "TypeDecl", "Where", "candidate_headers", "clang_args",
-    "const_dropped", "cross_reference", "diff", "headers_fingerprint", "load_surface", "parse_surface",
-    "qualified_name", "read_cached", "surface_cache_path", "surface_fingerprint", "to_markdown", "uses_in_file",
+    "PUBLIC_PREFIXES", "SURFACE_FORMAT", "ApiDiff", "ApiDiffError", "ApiSurface", "ApiUse", "Break", "ChangeKind",
+    "ConstantChange", "CoveredUse", "CrossReference", "DeclKind", "DefaultChange", "DefaultSource", "EnumConstant",
+    "FieldChange", "FieldDefault", "FunctionChange", "FunctionDecl", "HeaderChange", "InternalDiff", "MacroChange",
+    "MacroDef", "ManualAction", "MovedDecl", "OldHeaders", "StructField", "TypeChange", "TypeDecl", "Where",
+    "candidate_headers", "clang_args", "const_dropped", "cross_reference", "diff", "diff_internal",
+    "headers_fingerprint", "internal_includes", "load_surface", "parse_surface", "qualified_name", "read_cached",
+    "surface_cache_path", "surface_fingerprint", "to_markdown", "uses_in_file",
 ]  # fmt: skip

@@ -132,6 +132,10 @@ def _xref_section(xref: CrossReference, base: Path | None) -> list[str]:
     lines = ["### API cross reference", "",
              f"{total} uses of removed or changed API: {len(xref.covered)} covered by rules, **{len(xref.manual)} "
              f"manual action(s) required**, {len(xref.review)} to review (they still compile).", ""]  # fmt: skip
+    if xref.internal:  # absent for a consumer that includes none: the listing stays as it was
+        lines += ["llama.cpp internals this code includes (outside the public headers: not covered by llama.cpp's "
+                  "API stability), each diffed between the two trees and cross-referenced with the rest:", ""]
+        lines += [f"- `{header}`: {what}" for header, what in xref.internal.items()] + [""]
     if xref.manual:
         lines += ["#### Manual action required", "", "| where | symbol | change | old declaration | new declaration |",
                   "| --- | --- | --- | --- | --- |"]  # fmt: skip

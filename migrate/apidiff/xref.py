@@ -4,6 +4,12 @@ The consumer's files are parsed against the OLD tree, where they compile, and ev
 declaration: a user's own function that happens to share a name, a comment or a string never counts. A use of
 something removed or changed is either covered by a rewrite rule or a manual action. `uses_in_file` is the walk
 itself, for callers that parsed the unit already (the plan's API check, migrate/rewrite/apicheck.py).
+
+llama.cpp internals: a consumer that includes a header of the tree outside the public ones (`src/llama-vocab.h`,
+found after the consumer's own include paths, as its build puts `src/` on the path) uses declarations the public
+diff does not cover. Each such header is diffed between the two trees on its own (`diff_internal`) and the uses of
+what it lost or changed are cross-referenced like public ones; a consumer that includes none gets the same result
+as before.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ USE_KINDS = frozenset({K.CALL_EXPR, K.DECL_REF_EXPR, K.MEMBER_REF_EXPR, K.MEMBER
 C_SUFFIXES = frozenset({".c"})
 # Where changed defaults come from (a call, a variable) and where a field is assigned (a member, a designator).
 DEFAULT_KINDS = frozenset({K.CALL_EXPR, K.VAR_DECL, K.MEMBER_REF_EXPR, K.MEMBER_REF})
+# Headers of a llama.cpp tree the public diff compares (or that belong to ggml's own public API); any other header of
+# the tree a consumer includes is an internal one.
+PUBLIC_PREFIXES = ("include/", "common/", "ggml/include/")
 
 
 @dataclass
@@ -81,6 +90,8 @@ class CrossReference:
     review: list[ApiUse] = field(default_factory=list)  # uses that still compile: a person checks the meaning
     parse_errors: list[str] = field(default_factory=list)  # file:line: message, for files libclang could not parse
     parse_seconds: float = 0.0
+    # llama.cpp internals the files include (header relative to the tree -> what its own diff found)
+    internal: dict[str, str] = field(default_factory=dict)
 
     def add(self, use: ApiUse, covered: set[str]) -> None:
         """A rule rewrites it (covered); else it still compiles (to review), or somebody must change it (manual)."""
@@ -201,12 +212,67 @@ def _parse_consumer(path: Path, root: Path, extra_args: list[str]) -> ci.Transla
     if not path.is_file():
         raise ApiDiffError(f"{path}: no such file")
     language = "c" if path.suffix in C_SUFFIXES else "c++"
+    # src/ last: an internal header the consumer includes by name (`llama-vocab.h`) is found there, after its own
+    internals = [f"-I{(root / 'src').resolve()}"] if (root / "src").is_dir() else []
     try:
         # the detailed record keeps macro expansions and definitions: macro uses are cross-referenced too
-        return index().parse(str(path), args=[*clang_args(root, language), *extra_args],
+        return index().parse(str(path), args=[*clang_args(root, language), *extra_args, *internals],
                              options=ci.TranslationUnit.PARSE_DETAILED_PROCESSING_RECORD)  # fmt: skip
     except ci.TranslationUnitLoadError:
         return None
+
+
+@dataclass
+class InternalDiff:
+    """One internal header of llama.cpp compared between two trees on its own."""
+
+    header: str  # relative to the tree: `src/llama-vocab.h`
+    status: str  # "compared: 0 removed, 1 changed", or "not compared: why"
+    diff: ApiDiff | None = None
+    old_headers: OldHeaders | None = None  # recognises its declarations in a unit (also in a copy of the tree)
+
+
+def diff_internal(header: str, old_root: Path, new_root: Path, old_label: tuple[str, str] = ("", ""),
+                  new_label: tuple[str, str] = ("", "")) -> InternalDiff:  # fmt: skip
+    """`header` (relative to both trees) diffed between them, as the public headers are; the labels are each tree's
+    (tag, commit) as the diff shows them."""
+    from migrate.apidiff.compare import diff as compare
+    from migrate.apidiff.parse import parse_surface
+
+    old_root, new_root = old_root.resolve(), new_root.resolve()
+    try:
+        before = parse_surface(old_root, *old_label, [header])
+        after = parse_surface(new_root, *new_label, [header])
+    except ApiDiffError as exc:
+        return InternalDiff(header, f"not compared: {exc}")
+    error = before.skipped_headers.get(header) or after.skipped_headers.get(header)
+    if error:
+        return InternalDiff(header, f"not compared: it does not parse on its own ({error})")
+    found = compare(before, after)
+    changed = {kind: sum(c.get(kind, 0) for c in found.counts().values()) for kind in ("removed", "changed")}
+    return InternalDiff(header, f"compared: {changed['removed']} removed, {changed['changed']} changed", found,
+                        OldHeaders(old_root, [header]))  # fmt: skip
+
+
+def _labels(tree: SourceTree | Path) -> tuple[str, str]:
+    return (tree.provided, tree.commit) if isinstance(tree, SourceTree) else ("", "")
+
+
+def internal_includes(tu: ci.TranslationUnit, root: Path) -> list[str]:
+    """The headers of the llama.cpp tree at `root` outside its public ones that code outside the tree includes,
+    relative to the tree (in the order first included)."""
+    found: list[str] = []
+    for inclusion in tu.get_includes():
+        source, included = inclusion.source, inclusion.include
+        if source is None or included is None:
+            continue
+        target = Path(included.name).resolve()
+        if not target.is_relative_to(root) or Path(source.name).resolve().is_relative_to(root):
+            continue
+        relative = target.relative_to(root).as_posix()
+        if not relative.startswith(PUBLIC_PREFIXES) and relative not in found:
+            found.append(relative)
+    return found
 
 
 def uses_in_file(diff: ApiDiff, path: Path, tu: ci.TranslationUnit, old_headers: OldHeaders,
@@ -435,16 +501,20 @@ def cross_reference(
     covered: set[str],
     extra_args: list[str] | None = None,
     old_headers: Iterable[str] | None = None,
+    new_tree: SourceTree | Path | None = None,
 ) -> CrossReference:
     """Every use in `files` of a declaration removed or changed at the target, split into covered and manual.
 
     `covered` names what rewrite rules handle: function names, "struct.field", enum constants, type names.
-    The files are parsed against the OLD tree, where the code they hold compiles.
+    The files are parsed against the OLD tree, where the code they hold compiles. With `new_tree`, the internal
+    headers of llama.cpp the files include are diffed too and their uses cross-referenced (`CrossReference.internal`
+    says which and what each diff found).
     """
     root = _root_of(old_tree).resolve()
     headers = list(old_headers) if old_headers is not None else candidate_headers(root)
     tracked = OldHeaders(root, headers)
     result = CrossReference()
+    internal: dict[str, InternalDiff] = {}
     started = time.perf_counter()
     for path in (Path(f).resolve() for f in files):
         tu = _parse_consumer(path, root, extra_args or [])
@@ -457,5 +527,16 @@ def cross_reference(
         ]
         for use in uses_in_file(diff, path, tu, tracked):
             result.add(use, covered)
+        if new_tree is None:
+            continue
+        for header in internal_includes(tu, root):
+            if header not in internal:
+                internal[header] = diff_internal(header, root, _root_of(new_tree), _labels(old_tree),
+                                                 _labels(new_tree))  # fmt: skip
+                result.internal[header] = internal[header].status
+        for item in internal.values():
+            if item.diff is not None and item.old_headers is not None:
+                for use in uses_in_file(item.diff, path, tu, item.old_headers):
+                    result.add(use, covered)
     result.parse_seconds = round(time.perf_counter() - started, 3)
     return result

@@ -29,8 +29,8 @@ from typing import Any
 import clang.cindex as ci
 
 from migrate import apidiff
-from migrate.apidiff import ApiDiff, ApiDiffError, ApiUse, ChangeKind, CrossReference
-from migrate.rewrite.includes import Inclusion, SearchPath, inclusions, shadowed
+from migrate.apidiff import ApiDiff, ApiUse, ChangeKind, CrossReference
+from migrate.rewrite.includes import PUBLIC_PREFIXES, Inclusion, SearchPath, inclusions, shadowed
 from migrate.rewrite.plan import ACTION, REVIEW, ManualItem, Plan
 from migrate.sources import SourceTree
 
@@ -174,22 +174,16 @@ class ApiScan:
         self.include_actions.append((inclusion.file, inclusion.line, message, inclusion.relative, new))
 
     def _diff_private(self, inclusion: Inclusion, new_root: Path) -> None:
-        header = inclusion.relative
         old_tree, new_tree = self.target.old, self.target.new
-        try:
-            old = apidiff.parse_surface(inclusion.root, old_tree.provided, old_tree.commit, [header])
-            new = apidiff.parse_surface(new_root, new_tree.provided, new_tree.commit, [header])
-        except ApiDiffError as exc:
-            self.private[header] = f"not compared: {exc}"
-            return
-        error = old.skipped_headers.get(header) or new.skipped_headers.get(header)
-        if error:
-            self.private[header] = f"not compared: it does not parse on its own ({error})"
-            return
-        diff = apidiff.diff(old, new)
-        self.extra.append((header, diff, apidiff.OldHeaders(inclusion.root, [header])))
-        changed = {kind: sum(c.get(kind, 0) for c in diff.counts().values()) for kind in ("removed", "changed")}
-        self.private[header] = f"compared: {changed['removed']} removed, {changed['changed']} changed"
+        labels = (old_tree.provided, old_tree.commit), (new_tree.provided, new_tree.commit)
+        found = apidiff.diff_internal(inclusion.relative, inclusion.root, new_root, *labels)
+        if found.diff is not None and found.old_headers is not None:
+            self.extra.append((found.header, found.diff, found.old_headers))
+        self.private[found.header] = found.status
+
+    def internals(self) -> list[str]:
+        """The headers of llama.cpp's tree outside its public ones (`src/llama-vocab.h`) the code includes."""
+        return sorted(h for h in self.private if not h.startswith(PUBLIC_PREFIXES))
 
     def skip(self, file: str, why: str) -> None:
         if file not in self.scanned:
@@ -210,6 +204,14 @@ class ApiScan:
         plan.manual += list(items.values())
         if items:
             plan.rules_used.setdefault(RULE_ID, RULE_DESCRIPTION)
+        internals = self.internals()
+        if internals:
+            plan.decisions.append(
+                f"This code uses llama.cpp internals: it includes {', '.join(f'`{h}`' for h in internals)} from "
+                "llama.cpp's tree, outside its public headers — not covered by llama.cpp's API stability (they may "
+                "change in any release). The declarations it uses from them are cross-referenced like public ones "
+                "(the API diff section lists each header's comparison)."
+            )
         plan.api_section = section(self, plan.root)
         plan.api_summary = self.summary(plan)
 

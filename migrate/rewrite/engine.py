@@ -53,7 +53,8 @@ from migrate.rewrite.parse import (
     parse,
     skipped_ranges,
 )
-from migrate.rewrite.plan import ACTION, REVIEW, FileReport, ManualItem, Plan
+from migrate.rewrite.plan import ACTION, REVIEW, FileReport, ManualItem, Plan, ReadMode
+from migrate.rewrite.prescan import Prescan, UnitText, added_names, diff_names, public_headers, rule_names, with_macros
 from migrate.rewrite.rules import KIND_SPECS, Rule, RuleSet, rule_files
 from migrate.rewrite.tokens import CallSpan, Token, call_at, index_at, tokenize
 
@@ -122,6 +123,10 @@ class Engine:
         self.target_names = target_identifiers(config.ruleset.rules)
         self.api: ApiScan | None = None
         self.consumer_names: set[str] = set()  # every consumer file: the API check scans those a unit includes
+        self.prescan = Prescan(config.llama_tree, config.api.new.path if config.api is not None else None)
+        # what makes a unit worth parsing (prescan.py): the rules' and the API diff's names; None: every unit is
+        self.listed: frozenset[bytes] | None = None
+        self.api_listed: frozenset[bytes] | None = None  # the API diff's alone (None: not computed, or unbounded)
 
     # --- entry ---------------------------------------------------------------------------------------------
 
@@ -134,13 +139,14 @@ class Engine:
                     options=self.options)  # fmt: skip
         self.consumer_names = {str(p) for p in files}
         self._start_api(plan)
+        self._listed_names()
         relevant = self._read_relevant(files, plan)
         units = self._translation_units(files, relevant)
         consumer = {str(p) for p in relevant}
-        self._plan_units(units, consumer, plan)
+        self._plan_units(units, self._names_nothing(units), consumer, plan)
         for path in relevant:
             if str(path) not in self.handled and path.suffix in HEADER_SUFFIXES:
-                plan.file_reports.append(FileReport(plan.relative(path), "skipped",
+                plan.file_reports.append(FileReport(plan.relative(path), ReadMode.SKIPPED,
                                                     "a header no parsed source file includes"))  # fmt: skip
                 if self.api is not None:
                     self.api.skip(str(path), "a header no parsed source file includes")
@@ -152,9 +158,10 @@ class Engine:
         plan.seconds = time.monotonic() - started
         return plan
 
-    def _plan_units(self, units: list[Path], consumer: set[str], plan: Plan) -> None:
+    def _plan_units(self, units: list[Path], unparsed: set[Path], consumer: set[str], plan: Plan) -> None:
         """Every unit, as `_plan_unit` one after the other would: recorded in worker processes or taken from the
-        per-unit cache, then merged in order (units.py); a unit whose record does not hold is planned here."""
+        per-unit cache, then merged in order (units.py); a unit whose record does not hold is planned here. The
+        `unparsed` units (they name nothing listed) are listed in their place, not parsed."""
         from migrate.rewrite import units as scale
 
         jobs = self.config.jobs
@@ -162,27 +169,32 @@ class Engine:
             jobs = int(os.environ[JOBS_ENV])
         if jobs == 0:
             for unit in units:
-                self._plan_unit(unit, consumer, plan)
+                if unit in unparsed:
+                    self._not_parsed(unit, consumer, plan)
+                else:
+                    self._plan_unit(unit, consumer, plan)
             return
         flags = {u: self.parse_config.flags_for(u) for u in units}
+        # over every unit, the unparsed too: `_not_parsed` leaves the state the guess takes a unit to leave
         guesses = scale.guesses(units, {u: _include_dirs(f) for u, f in flags.items()}, self.consumer_names,
                                 consumer, {str(p) for p in self.sources})  # fmt: skip
         cache = None
         if self.config.plan_cache is not None:
             cache = scale.UnitCache(self.config.plan_cache / "units", _config_digest(self.config))
         records: dict[Path, scale.UnitRecord] = {}
+        parsed = [u for u in units if u not in unparsed]
         if cache is not None:
-            for unit in units:
+            for unit in parsed:
                 found = cache.get(unit, flags[unit], *guesses[unit], consumer)
                 if found is not None:
                     records[unit] = found
-        todo = [u for u in units if u not in records]
+        todo = [u for u in parsed if u not in records]
         jobs = min(len(todo), jobs or os.cpu_count() or 1)
         pools, futures = [], {}
         state = scale.fresh_scan(self.api)
         temp = None
         try:
-            folder, temp, choice, runs = self._choose_preambles(units, todo)
+            folder, temp, choice, runs = self._choose_preambles(parsed, todo)
             if choice is not None:  # built first: the workers forked next know them (more processes than CPUs:
                 # running units beside the building was slower here)
                 for group, preamble in scale.build_preambles(folder, choice, runs, frozenset(self.consumer_names),
@@ -192,6 +204,9 @@ class Engine:
             if jobs > 1:
                 pools.append(scale.start_workers(self, consumer, [(u, *guesses[u]) for u in todo], jobs, futures))
             for unit in units:
+                if unit in unparsed:
+                    self._not_parsed(unit, consumer, plan)
+                    continue
                 record = records.get(unit)
                 made = record is None
                 if record is None:
@@ -245,6 +260,55 @@ class Engine:
             plan.api_section = unavailable_section(str(exc))
             plan.decisions.append(f"API diff not computed ({exc}): uses of changed API no rule covers are not listed")
 
+    # --- the name pre-scan: units that name nothing listed are not parsed (prescan.py) ---------------------
+
+    def _listed_names(self) -> None:
+        """What a unit must name to be worth parsing: the rules' names and the API diff's (its breaks, changed
+        defaults and additions), with the macros of llama.cpp's public headers that spell one."""
+        headers = public_headers(self.config.llama_tree.resolve())
+        api: set[bytes] | None = set()
+        if self.api is None:
+            self.api_listed = None
+        else:
+            api = diff_names(self.api.diff)
+            if api is not None:
+                api |= added_names(self.api.diff)
+            self.api_listed = with_macros(api, headers) if api is not None else None
+        rules = rule_names(self.rules, self.config.ruleset.advisories)
+        self.listed = with_macros(rules | api, headers) if api is not None else None
+
+    def _names_nothing(self, units: list[Path]) -> set[Path]:
+        """The units whose text (and their consumer headers') names nothing the rules or the API diff list, and
+        whose includes into llama.cpp the API check would find nothing at: not parsed."""
+        found = set()
+        for unit in units:
+            flags = self.parse_config.flags_for(unit)
+            text = self.prescan.read(unit, flags)
+            if not self.prescan.names_any(text, self.listed) and self.prescan.includes_settled(text, flags):
+                found.add(unit)
+        return found
+
+    def _not_parsed(self, unit: Path, consumer: set[str], plan: Plan) -> None:
+        """A unit that names nothing listed, in its place: listed, and its consumer files taken as handled and
+        scanned, as a parse would have left them (nothing found) — and as units.guesses takes them."""
+        from migrate.rewrite import units as scale
+
+        plan.file_reports.append(FileReport(plan.relative(unit), ReadMode.NAMES_NOTHING,
+                                            "not parsed: its text and the consumer headers it includes name nothing "
+                                            "the rules or the API diff list"))  # fmt: skip
+        dirs = _include_dirs(self.parse_config.flags_for(unit))
+        reach = scale.include_closure(unit, dirs, self.consumer_names, {}) | {str(unit)}
+        sources = {str(p) for p in self.sources}
+        self.handled |= (reach & consumer & sources) | {str(unit)}
+        if self.api is not None:
+            for name in sorted(reach & self.consumer_names):
+                self.api.scanned.add(name)
+                self.api.not_scanned.pop(name, None)
+
+    def _names_api(self, text: UnitText) -> bool:
+        """Whether a unit's text may use something the API diff lists (True when the diff is not there)."""
+        return self.api_listed is None or self.prescan.names_any(text, self.api_listed)
+
     def _read_relevant(self, files: list[Path], plan: Plan) -> list[Path]:
         names = {n.encode() for n in self.names}
         relevant = []
@@ -284,20 +348,11 @@ class Engine:
 
     def _plan_unit(self, path: Path, consumer: set[str], plan: Plan) -> None:
         parsed = parse(path, self.parse_config)
-        report = FileReport(plan.relative(path), "libclang")
+        report = FileReport(plan.relative(path), ReadMode.LIBCLANG)
         plan.file_reports.append(report)
         mine = consumer | {str(path)}
         if parsed.fatal:
-            report.mode = "tree-sitter"
-            report.reason = "; ".join(self._where(p, path) for p in parsed.fatal[:3])
-            plan.decisions.append(
-                f"{report.path}: libclang could not parse it ({report.reason}); matched by name with tree-sitter, "
-                "edits marked syntactic — check them, or give the include path (compile_commands.json / --flag)"
-            )
-            self.edits += plan_syntactic(self.sources[path], self.rules, self.options, plan)
-            self.handled.add(str(path))
-            if self.api is not None:
-                self.api.skip(str(path), f"libclang could not parse it ({report.reason})")
+            self._plan_unparsable(path, parsed, report, plan)
             return
         self._check_errors(parsed, mine, report)
         self._newer_than_from(parsed, mine - self.handled, plan)
@@ -322,6 +377,33 @@ class Engine:
         plan.advisories += rule_advisories.find(self.config.ruleset.advisories, collected, self.sources, fresh, plan,
                                                 {r.id for r in self.rules})  # fmt: skip
         self.handled |= fresh
+
+    def _plan_unparsable(self, path: Path, parsed: ParsedFile, report: FileReport, plan: Plan) -> None:
+        """A unit libclang cannot parse (a header not found): its rules matched by name with tree-sitter. Complete
+        (`NAMES_NOTHING`) when that matched nothing, the text names nothing the API diff lists, no header it misses
+        is llama.cpp's and its includes into llama.cpp are settled (the include check needs the parse); else by name
+        only, incomplete: the cross reference could not look at it."""
+        reason = "; ".join(self._where(p, path) for p in parsed.fatal[:3])
+        self.handled.add(str(path))
+        found = len(plan.manual), len(plan.advisories)
+        edits = plan_syntactic(self.sources[path], self.rules, self.options, plan)
+        self.edits += edits
+        matched = bool(edits) or (len(plan.manual), len(plan.advisories)) != found
+        text = self.prescan.read(path, parsed.flags)
+        llama_header = self.prescan.missing_llama_header(p.message for p in parsed.fatal)
+        settled = self.prescan.includes_settled(text, parsed.flags)
+        if not matched and llama_header is None and settled and not self._names_api(text):
+            report.mode = ReadMode.NAMES_NOTHING
+            report.reason = f"not parsed: names nothing the API diff lists (libclang could not parse it: {reason})"
+            return
+        report.mode = ReadMode.TREE_SITTER
+        report.reason = reason
+        plan.decisions.append(
+            f"{report.path}: libclang could not parse it ({report.reason}); matched by name with tree-sitter, "
+            "edits marked syntactic — check them, or give the include path (compile_commands.json / --flag)"
+        )
+        if self.api is not None:
+            self.api.skip(str(path), f"libclang could not parse it ({report.reason})")
 
     def _check_errors(self, parsed: ParsedFile, mine: set[str], report: FileReport) -> None:
         errors = parsed.errors_in(mine)

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import clang.cindex as ci
 
+from migrate.apidiff import PUBLIC_PREFIXES
 from migrate.tree import is_llama_tree
 
 INCLUDE_LINE = re.compile(rb'^\s*#\s*(?:include|import|include_next)\s*([<"])([^>"]+)[>"]')
-# Headers the API diff already compares (or that belong to ggml's own public API): not diffed again here.
-PUBLIC_PREFIXES = ("include/", "common/", "ggml/include/")
 
 
 @dataclass(frozen=True)

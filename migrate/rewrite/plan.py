@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,14 +56,33 @@ class Advisory:
         return {"file": self.file, "line": self.line, "rule": self.rule, "why": self.message}
 
 
+class ReadMode(StrEnum):
+    """How a consumer file was read (the plan JSON's `files[].mode`)."""
+
+    LIBCLANG = "libclang"  # parsed with its headers: every name resolved
+    TREE_SITTER = "tree-sitter"  # libclang could not parse it: rules matched by name, the API diff did not check it
+    SKIPPED = "skipped"  # a header no parsed source file includes
+    # not parsed, or not parseable, but its text and the consumer headers it includes name nothing the API diff (nor,
+    # when not parsed at all, the rules) list: nothing there can use what changed, so the plan is complete without it
+    NAMES_NOTHING = "names-nothing"
+
+    @property
+    def incomplete(self) -> bool:
+        """The plan cannot vouch for this file: it may use changed API the cross reference did not see."""
+        return self is ReadMode.TREE_SITTER
+
+
 @dataclass
 class FileReport:
     """How one consumer file was read: the parser used and the problems it met."""
 
     path: str
-    mode: str  # "libclang", "tree-sitter" (fallback) or "skipped"
+    mode: ReadMode
     reason: str = ""
     problems: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.mode = ReadMode(self.mode)  # a plan cache holds the value
 
 
 def trees_used(source: SourceTree, target: SourceTree | None, target_error: str | None = None) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ from migrate import apidiff
 from migrate.rewrite.edits import Edit, InputError
 from migrate.rewrite.includes import inclusions
 from migrate.rewrite.plan import Plan
+from migrate.rewrite.prescan import IDENTIFIER, diff_names, with_macros
 
 if TYPE_CHECKING:
     from migrate.rewrite.apicheck import ApiScan
@@ -114,29 +115,7 @@ class UnitApi:
 
 # --- the name pre-scan: a unit that names nothing the API diff lists is not walked for uses ------------------------
 
-IDENTIFIER = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
-DEFINE = re.compile(rb"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_][A-Za-z0-9_]*)((?:[^\n]*\\\n)*[^\n]*)", re.MULTILINE)
 _TRIGGERS: dict[int, frozenset[bytes] | None] = {}
-
-
-def diff_names(diff: Any) -> set[bytes] | None:
-    """Every identifier a use of something the diff lists must spell: each part of a qualified function, type or
-    constant name, a field and its struct, a macro, what hands out a changed default; None when a listed function can
-    be called without its name (an operator, a constructor, a destructor, a conversion)."""
-    names: set[bytes] = set()
-    for key in diff.breaks:
-        kind, _, body = key.partition(":")
-        body = body.split("|")[0]
-        if kind == "t":
-            body = body.split()[-1] if body.split() else body  # `struct llama_kv_cache_view`: the name
-        parts = [p for p in re.split(r"::|\.|\s+", body) if p]
-        if kind == "f" and parts and (parts[-1].startswith(("operator", "~")) or
-                                      (len(parts) > 1 and parts[-1] == parts[-2])):  # fmt: skip
-            return None
-        names |= {p.encode() for p in parts if p.isidentifier()}
-    # a changed default comes with a call of its default-params function or an object of its struct: both named
-    names |= {key.partition(":")[2].encode() for key in diff.defaults_by_setter}
-    return names
 
 
 def triggers(state: ApiScan) -> frozenset[bytes] | None:
@@ -153,21 +132,9 @@ def triggers(state: ApiScan) -> frozenset[bytes] | None:
             break
         found |= names
     if found is not None:
-        defines: list[tuple[bytes, set[bytes]]] = []
         root = state.target.old.path.resolve()
-        for header in [*state.tracked.exact.by_path, *(str(root / h) for h, _, _ in state.extra)]:
-            try:
-                text = Path(header).read_bytes()
-            except OSError:
-                continue
-            defines += [(m.group(1), set(IDENTIFIER.findall(m.group(2)))) for m in DEFINE.finditer(text)]
-        grown = True
-        while grown:
-            grown = False
-            for name, body in defines:
-                if name not in found and body & found:
-                    found.add(name)
-                    grown = True
+        headers = [Path(h) for h in state.tracked.exact.by_path] + [root / h for h, _, _ in state.extra]
+        found = set(with_macros(found, headers))
     _TRIGGERS[key] = frozenset(found) if found is not None else None
     return _TRIGGERS[key]
 
