@@ -90,6 +90,7 @@ class VerifyRequest:
     normalise: str = "none"
     timeout: float = 60.0
     tie_margin: float = 0.05
+    generated: int = 0  # --generated N: inputs drawn per operation by generated_inputs (0: that check skips)
     trace: bool = False
     trace_dir: str | None = None  # None: a temporary folder
     predict: str | None = None  # a release whose run-time contract the old build's calls are replayed against
@@ -275,7 +276,7 @@ def run_verify(request: VerifyRequest, default_model: Callable[[str | None], Pat
         return EXIT_USAGE
     options = Options(n_gpu_layers=request.n_gpu_layers, n_threads=request.threads, max_tokens=request.max_tokens,
                       normalise=request.normalise, timeout=request.timeout, tie_margin=request.tie_margin,
-                      contract=contract, eog_model=request.eog_model or "",
+                      contract=contract, eog_model=request.eog_model or "", generated=request.generated,
                       jobs=request.jobs or default_jobs())  # fmt: skip
     count = len(names or checklist(options.n_gpu_layers))
     console.print(f"verifying {count} checks on {', '.join(str(t.library) for t in targets)}"
@@ -392,6 +393,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per check before it counts as a hang")
     parser.add_argument("--jobs", type=int, help="checks run at once, each in its own process (default: one per "
                         "core; the throughput comparison always runs alone, after the others)")  # fmt: skip
+    parser.add_argument("--generated", type=int, default=0, metavar="N", help="generated_inputs: N inputs drawn "
+                        "per operation (Hypothesis, fixed seed), each answer compared with llama.cpp's primitives, a "
+                        "failure shrunk; budget: N examples per property plus 200 shrink calls, within --timeout")
     parser.add_argument("--tie-margin", type=float, default=0.05,
                         help="top-2 logit margin under which a greedy divergence is a numerical near-tie")  # fmt: skip
     parser.add_argument("--trace", action="store_true", help="record each check's llama.cpp calls (a library built "
@@ -419,7 +423,8 @@ def verify_request(args: argparse.Namespace) -> VerifyRequest:
                          n_gpu_layers=args.n_gpu_layers, llama_tree=args.llama_tree,
                          baseline_llama_tree=args.baseline_llama_tree, checks=checks, threads=args.threads,
                          max_tokens=args.max_tokens, normalise=args.normalise, timeout=args.timeout,
-                         tie_margin=args.tie_margin, trace=args.trace, trace_dir=args.trace_dir, predict=args.predict,
+                         tie_margin=args.tie_margin, generated=args.generated, trace=args.trace,
+                         trace_dir=args.trace_dir, predict=args.predict,
                          assume_kv_unified=args.assume_kv_unified, json_path=args.json, junit_path=args.junit,
                          markdown_path=args.markdown, cache=getattr(args, "cache", None),
                          jobs=args.jobs, known_failures=args.known_failures,

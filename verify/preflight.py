@@ -44,6 +44,7 @@ def check_options(request: Any) -> None:
     """A VerifyRequest's numbers and output paths, before anything runs or is written."""
     int_at_least("--max-tokens", request.max_tokens, 1, "tokens generated per prompt")
     int_at_least("--threads", request.threads, 1)
+    int_at_least("--generated", request.generated, 0, "inputs drawn per operation (0: generated_inputs skips)")
     int_at_least("--n-gpu-layers", request.n_gpu_layers, -1, "0 for the CPU, -1 or N layers to offload")
     number_in("--timeout", request.timeout, 0.0, low_open=True, remedy="seconds per check before it is a hang")
     number_in("--tie-margin", request.tie_margin, 0.0, remedy="a top-2 logit margin, e.g. 0.05")
