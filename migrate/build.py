@@ -395,11 +395,13 @@ def _shim_packages(libs: LlamaLibs) -> str:
     return "\n".join(lines)
 
 
-def _shim_flags(settings: BuildSettings) -> str:
-    """[build] flags as one SHELL: group, so CMake keeps their order and repeats (`-include a -include b`)."""
+def _shim_flags(settings: BuildSettings, sources: list[Path]) -> str:
+    """[build] flags on the consumer's own sources (not the tracer's) as one string: COMPILE_FLAGS keeps their order
+    and repeats (`-include a -include b`), where target options would be de-duplicated by CMake."""
     if not settings.flags:
         return ""
-    return f"target_compile_options(shim PRIVATE {_cmake_quoted('SHELL:' + shlex.join(settings.flags))})"
+    return (f"set_source_files_properties({_cmake_list(sources)} PROPERTIES COMPILE_FLAGS "
+            f"{_cmake_quoted(shlex.join(settings.flags))})")  # fmt: skip
 
 
 def shim_cmake_text(sources: list[Path], libs: LlamaLibs, name: str, settings: BuildSettings, traced: bool) -> str:
@@ -417,7 +419,7 @@ def shim_cmake_text(sources: list[Path], libs: LlamaLibs, name: str, settings: B
         includes=_cmake_list(includes),
         internals=libs.tree / "src",
         defines=" ".join(_cmake_quoted(d) for d in ("LLAMA_MIGRATE_BUILD=1", *settings.defines)),
-        flags=_shim_flags(settings),
+        flags=_shim_flags(settings, sources),
         llama=llama,
         archives=_cmake_list(others),
         link_libraries=" ".join(_cmake_quoted(x) for x in settings.link_libraries),

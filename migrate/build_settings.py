@@ -40,9 +40,13 @@ class BuildSettings:
     environment: dict[str, str] = field(default_factory=dict)  # CFLAGS / CXXFLAGS as set when the build ran
 
     def merged(self, other: BuildSettings) -> BuildSettings:
-        """`other` (the command line) after these (the config); duplicates kept once, the first place wins."""
-        return replace(self, **{f.name: tuple(dict.fromkeys([*getattr(self, f.name), *getattr(other, f.name)]))
-                                for f in fields(self) if f.name != "environment"})  # fmt: skip
+        """`other` (the command line) after these (the config). Flags are kept as given (`-include a -include b`
+        repeats its flag); a directory, definition, source or library given twice is kept once, first place."""
+        def joined(name: str) -> tuple[str, ...]:
+            items = [*getattr(self, name), *getattr(other, name)]
+            return tuple(items) if name == "flags" else tuple(dict.fromkeys(items))
+
+        return replace(self, **{f.name: joined(f.name) for f in fields(self) if f.name != "environment"})
 
     def rebased(self, old_root: Path, new_root: Path) -> BuildSettings:
         """Paths inside `old_root` moved to `new_root` (the migrated copy of the consumer); others kept."""
