@@ -29,7 +29,10 @@ Exit codes:
   4  done, but incomplete: no manual action was found, yet some files could not be parsed with their headers
      (a header such as napi.h or R.h not found) and were matched by name only — the API diff did not check
      them (give the include paths: compile_commands.json or --flag=-I...) — or the code uses names the --from
-     tree does not declare (it looks newer than --from); the summary says which and why
+     tree does not declare (it looks newer than --from); the summary says which and why. A file that cannot
+     be parsed but names nothing the API diff lists (nor a llama.cpp header it cannot find), and matched no
+     rule by name, is listed "not parsed: names nothing the API diff lists" and does not make the plan
+     incomplete
   5  apply wrote the rewrite (originals backed up), but --json or --report could not be written afterwards
      (every output path is checked before the first file is written, so only a disk that fills or a path
      removed meanwhile gets here)
@@ -247,13 +250,18 @@ def steps_lines(plan: Any) -> list[str]:
 def parse_lines(plan: Any) -> list[str]:
     """How the files were read: how many with their headers (libclang, everything resolved), how many by name only
     (a header not found: nothing checked against the API diff there) and why."""
+    from migrate.rewrite.plan import ReadMode
+
     reports = plan.file_reports
-    full = [r for r in reports if r.mode == "libclang"]
-    by_name = [r for r in reports if r.mode == "tree-sitter"]
-    skipped = [r for r in reports if r.mode == "skipped"]
+    full = [r for r in reports if r.mode == ReadMode.LIBCLANG]
+    by_name = [r for r in reports if r.mode == ReadMode.TREE_SITTER]
+    skipped = [r for r in reports if r.mode == ReadMode.SKIPPED]
+    nothing = [r for r in reports if r.mode == ReadMode.NAMES_NOTHING]
     line = f"files: {len(full)} parsed with their headers, {len(by_name)} by name only"
+    line += f", {len(nothing)} not parsed (name nothing the API diff lists)" if nothing else ""
     line += f", {len(skipped)} header(s) no parsed file includes (not read)" if skipped else ""
     lines = [line]
+    lines += [f"NAMES NOTHING: {report.path}: {report.reason}" for report in nothing]
     for report in by_name:
         lines.append(f"BY NAME ONLY: {report.path}: {report.reason} — rules matched by name, not checked against "
                      "the API diff; give the include path (compile_commands.json or --flag=-I...)")  # fmt: skip
@@ -298,7 +306,7 @@ def exit_code(plan: Any) -> int:
     --from tree does not declare (the code looks newer than --from); else 0."""
     if plan.actions:
         return EXIT_MANUAL
-    if any(r.mode == "tree-sitter" for r in plan.file_reports) or getattr(plan, "newer_than_from", None):
+    if any(r.mode.incomplete for r in plan.file_reports) or getattr(plan, "newer_than_from", None):
         return EXIT_INCOMPLETE
     return EXIT_OK
 
