@@ -257,10 +257,6 @@ def run_verify(request: VerifyRequest, default_model: Callable[[str | None], Pat
         print(f"migrate verify: --checks: unknown check(s) {', '.join(unknown)}; known: {', '.join(ALL_CHECKS)}",
               file=sys.stderr)  # one line, as every bad input (a console would wrap it)
         return EXIT_USAGE
-    if request.generated < 0:
-        print(f"migrate verify: --generated {request.generated}: give 0 (off) or more inputs per operation",
-              file=sys.stderr)  # fmt: skip
-        return EXIT_USAGE
     if request.jobs is not None and request.jobs < 1:
         print(f"migrate verify: --jobs {request.jobs}: give at least 1 (checks run at once)", file=sys.stderr)
         return EXIT_USAGE
