@@ -10,6 +10,8 @@ from migrate.cli import EXIT_USAGE, error_line
 from migrate.model import MODEL_SIZES, ensure_model
 from verify.inputs import int_at_least
 
+EXIT_OK = 0  # 2, bad input, is every command's (migrate.cli.EXIT_USAGE)
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -39,4 +41,4 @@ def run_model(args: argparse.Namespace) -> int:
         print(error_line(exc, "model"), file=sys.stderr)
         return EXIT_USAGE
     print(path)
-    return 0
+    return EXIT_OK

@@ -38,9 +38,11 @@ from verify import mutate
 from verify.bindings import find_header
 from verify.checks import PASSED, checklist
 from verify.errors import ToolError, comma_names
+from verify.inputs import output_file
 from verify.runner import run_checks
 from verify.session import Options, Target, bind
 
+EXIT_OK, EXIT_BELOW_MIN_SCORE = 0, 1  # 2, bad input, is every command's (migrate.cli)
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -83,6 +85,9 @@ def cmd_mutate(args: argparse.Namespace) -> int:
     from migrate.rewrite.parse import ParseConfig
 
     started = time.monotonic()
+    if not args.src.strip():  # an unset "$SRC": never the current folder
+        raise MutateUsage("SRC '': an empty path; give the consumer's source tree")
+    output_file("--json", args.json)
     src = Path(args.src).resolve()
     if not src.is_dir():
         raise MutateUsage(f"{args.src}: not a consumer source tree (a folder)")
@@ -110,7 +115,7 @@ def cmd_mutate(args: argparse.Namespace) -> int:
     if args.list:
         for m in chosen:
             print(f"{m.location()}\t{m.kind}\t{m.description}\t{m.id}")
-        return 0
+        return EXIT_OK
 
     # the unmutated shim: its checks are the ones a mutant can fail
     baseline_build = build(src, tree, cache=args.cache)
@@ -201,5 +206,5 @@ def _finish(args: argparse.Namespace, src: Path, report: mutate.MutationReport, 
         f"did not compile, {report.count(mutate.IDENTICAL) + report.count(mutate.EQUIVALENT)} equivalent) "
         f"in {report.seconds:.0f} s")  # fmt: skip
     if args.min_score is not None and (score is None or 100 * score < args.min_score):
-        return 1
-    return 0
+        return EXIT_BELOW_MIN_SCORE
+    return EXIT_OK

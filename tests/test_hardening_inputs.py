@@ -384,3 +384,47 @@ def test_the_real_entry_point_prints_one_line_for_interrupts_and_bugs(tmp_path: 
         proc = subprocess.run([sys.executable, "-m", "migrate", *argv], capture_output=True, text=True, cwd=tmp_path)
         assert proc.returncode == code and "Traceback" not in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith(f"migrate {argv[0]}: ")
+
+
+# --- README's exit-code table is the code's ----------------------------------------------------------------------
+
+
+def readme_exit_codes() -> dict[str, set[int]]:
+    """{command: codes} from README's table (`| command | code | meaning |`); "every command" rows under "*"."""
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("| command | code | meaning |") :].split("\n\n", 1)[0].splitlines()[2:]
+    codes: dict[str, set[int]] = {}
+    for row in table:
+        label, code = (cell.strip() for cell in row.strip("|").split("|")[:2])
+        for command in ("*",) if label == "every command" else (c.strip(" `") for c in label.split(",")):
+            codes.setdefault(command, set()).add(int(code))
+    return codes
+
+
+def constants(module: object) -> set[int]:
+    return {value for name, value in vars(module).items() if name.startswith("EXIT_") and isinstance(value, int)}
+
+
+def test_readme_exit_code_table_matches_the_code() -> None:
+    from migrate import commands, commands_apidiff, commands_model, commands_mutate, commands_rules, gate, pipeline
+    from verify import cli as verify_cli
+
+    everywhere = {cli.EXIT_USAGE, cli.EXIT_INTERNAL, cli.EXIT_INTERRUPTED}
+    code_says = {
+        ("plan", "apply"): constants(rewrite_cli),
+        ("verify",): constants(verify_cli),
+        ("run",): constants(pipeline),
+        ("gate",): {gate.EXIT_OK, gate.EXIT_USAGE} | {kind.code for kind in gate.CLASSES},
+        ("sources", "build"): constants(commands),
+        ("api-diff",): constants(commands_apidiff),
+        ("model",): constants(commands_model),
+        ("rules",): constants(commands_rules),
+        ("mutate",): constants(commands_mutate),
+    }
+    readme = readme_exit_codes()
+    assert readme["*"] == everywhere
+    for names, codes in code_says.items():
+        documented = set().union(*(readme.get(name, set()) for name in names)) | readme["*"]
+        assert documented == codes | everywhere, f"{'/'.join(names)}: README {sorted(documented)}, code {sorted(codes)}"
+    registered = set(cli.build_parser()._subparsers._group_actions[0].choices)  # every command has rows
+    assert registered <= {name for names in code_says for name in names}, registered
