@@ -133,7 +133,7 @@ def make_plan(request: PlanRequest):  # -> tuple[Plan, SourceTree, ConsumerConfi
         resolve=lambda tag: _tree(tag, request, consumer),
         options=dict(consumer.options),
         enabled=set(consumer.enable),
-        flags=request.flags,
+        flags=parse_flags(request, consumer),
         plan_cache=None if request.no_cache else cache_root(request.cache) / "plans",
         cache=request.cache,
         source_tree=_tree(request.source_tree, request, consumer) if request.source_tree else None,
@@ -191,6 +191,14 @@ def check_branch_name(name: str) -> None:
                        "e.g. migrate/b7785")  # fmt: skip
 
 
+def parse_flags(request: PlanRequest, consumer: ConsumerConfig) -> tuple[str, ...]:
+    """What the parses add to their flags: the consumer's own build settings (`[build]`), then --flag."""
+    from migrate.rewrite.parse import build_parse_flags
+
+    build = consumer.build
+    return (*build_parse_flags(build.include_dirs, build.defines, build.flags), *request.flags)
+
+
 def _plan_one_file(request: PlanRequest, src: Path, consumer: ConsumerConfig, rules: Any):  # -> tuple
     """--rules FILE: that file's rules for --from → --to, whatever step the file names."""
     from migrate.rewrite.apicheck import ApiTarget, unavailable_section
@@ -212,7 +220,7 @@ def _plan_one_file(request: PlanRequest, src: Path, consumer: ConsumerConfig, ru
         options=dict(consumer.options),
         enabled=set(consumer.enable),
         compile_db=CompileDatabase.find(root),
-        extra_flags=tuple(request.flags),
+        extra_flags=parse_flags(request, consumer),
         plan_cache=None if request.no_cache else cache_root(request.cache) / "plans",
         api=ApiTarget(source, target, request.cache) if target is not None else None,
     )

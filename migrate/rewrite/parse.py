@@ -104,6 +104,32 @@ def _parse_flags(argv: list[str], directory: Path, file: Path) -> list[str]:
     return flags
 
 
+# Of the flags a consumer's build adds ([build] flags), those that change what a parse sees: a forced include, a
+# definition, an include folder, the language standard. Optimisation and warning flags (some gcc's alone) are not
+# libclang's business.
+_BUILD_FLAGS_WITH_VALUE = ("-include", "-imacros", "-I", "-isystem", "-iquote", "-D", "-U")
+_BUILD_FLAG_PREFIXES = ("-D", "-U", "-I", "-isystem", "-iquote", "-std=")
+
+
+def build_parse_flags(include_dirs: tuple[str, ...], defines: tuple[str, ...],
+                      flags: tuple[str, ...]) -> tuple[str, ...]:  # fmt: skip
+    """The parse flags of a consumer's own build settings (its config's `[build]`: include folders, definitions,
+    flags), so its files are parsed as its build compiles them (`-include filesystem`). They go after llama.cpp's
+    folders (`ParseConfig.extra_flags`); the consumer's folders inside its tree are searched first anyway."""
+    kept: list[str] = [*(f"-I{d}" for d in include_dirs), *(f"-D{d}" for d in defines)]
+    index = 0
+    while index < len(flags):
+        flag = flags[index]
+        if flag in _BUILD_FLAGS_WITH_VALUE and index + 1 < len(flags):
+            kept += [flag, flags[index + 1]]
+            index += 2
+            continue
+        if flag.startswith(_BUILD_FLAG_PREFIXES):
+            kept.append(flag)
+        index += 1
+    return tuple(kept)
+
+
 @dataclass
 class ParseConfig:
     """How to parse a consumer file: the llama.cpp tree its code targets, its own include dirs, extra flags."""
