@@ -139,7 +139,7 @@ def _resolve_trees(config: ConsumerConfig, from_version: str, to_version: str, c
 def _plan_and_apply(outcome: RunOutcome, config: ConsumerConfig, cache: str | None, stages: Stages) -> None:
     from migrate.rewrite.apicheck import RULE_ID as API_RULE
     from migrate.rewrite.apply import apply_plan
-    from migrate.rewrite.parse import CompileDatabase
+    from migrate.rewrite.parse import CompileDatabase, build_parse_flags
     from migrate.rewrite.steps import StepInputs, plan_steps
 
     tree_from, tree_to = outcome.trees["from"], outcome.trees["to"]
@@ -148,7 +148,9 @@ def _plan_and_apply(outcome: RunOutcome, config: ConsumerConfig, cache: str | No
     def tree(tag: str) -> SourceTree:  # a step's end between --from and --to (b7785 of b5421 → b10361)
         return known[tag] if tag in known else resolve(tag, checkout=config.llama_checkout, cache=cache)
 
+    build = config.build.rebased(outcome.src, outcome.migrated)  # parsed as its own build compiles it ([build])
     inputs = StepInputs(src=outcome.migrated, resolve=tree, options=dict(config.options), enabled=set(config.enable),
+                        flags=build_parse_flags(build.include_dirs, build.defines, build.flags),
                         plan_cache=cache_root(cache) / "plans", cache=cache, source_tree=tree_from,
                         compile_db=CompileDatabase.find)  # fmt: skip
     plan = plan_steps(tree_from.requested, tree_to.requested, inputs)
