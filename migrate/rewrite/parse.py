@@ -141,12 +141,13 @@ class ParseConfig:
     preambles: PreamblePlan | None = None  # shared precompiled `#include` runs (None: every file parsed plainly)
 
     def llama_includes(self) -> list[str]:
-        """llama.cpp's folders, after the consumer's own: its public headers, then `src/` — a consumer that includes
-        an internal header (`llama-vocab.h`, `unicode.h`, as its own build puts `src/` on the path) gets it from the
-        tree of the version at hand, last, so a header of its own of the same name still wins."""
+        """llama.cpp's folders, after the consumer's own: its public headers, `vendor/` (what llama.cpp's `common`
+        target exports with them: `common/chat.h` needs `nlohmann/json_fwd.hpp` from b7836 on), then `src/` — a
+        consumer that includes an internal header (`llama-vocab.h`, `unicode.h`, as its own build puts `src/` on the
+        path) gets it from the tree of the version at hand, last, so a header of its own of the same name wins."""
         tree = self.llama_tree
-        return [str(tree / "include"), str(tree / "ggml" / "include"), str(tree / "common"), str(tree),
-                str(tree / "src")]  # fmt: skip
+        folders = [tree / "include", tree / "ggml" / "include", tree / "common", tree, tree / "vendor", tree / "src"]
+        return [str(folder) for folder in folders if folder == tree or folder.is_dir()]
 
     def consumer_includes(self) -> list[str]:
         """Every consumer folder holding a header, so `#include "mine.h"` resolves without a compile database."""
