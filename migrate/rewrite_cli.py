@@ -120,6 +120,11 @@ def make_plan(request: PlanRequest):  # -> tuple[Plan, SourceTree, ConsumerConfi
     from migrate.rewrite.steps import StepInputs, plan_steps
 
     src = consumer_path(request.src)
+    if request.rules is not None:  # "" must not mean the shipped rules, nor /dev/null an empty rules file
+        rules = existing_path("--rules", request.rules, PathKind.ANY, "give a rules .yaml or a folder of them",
+                              noun="rules file or folder")  # fmt: skip
+        if not (rules.is_file() or rules.is_dir()):
+            raise BadInput("--rules", request.rules, "not a regular file or folder", "give a rules .yaml")
     consumer = consumer_config(request)
     if request.rules and Path(request.rules).is_file():
         return _plan_one_file(request, src, consumer, load_rules(Path(request.rules)))

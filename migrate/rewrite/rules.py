@@ -808,6 +808,8 @@ def rule_files(directory: Path | None = None) -> list[RuleSet]:
     if not folder.is_dir():
         raise RuleError(f"{folder}: no such rules folder")
     sets = [load_rules(path) for path in sorted(folder.glob("*.y*ml"))]
+    if not sets:  # an empty folder must not plan silently with no rules at all
+        raise RuleError(f"{folder}: no rules files (*.yaml) in this folder; give a rules file or the folder of them")
     return sorted(sets, key=lambda r: (build_number(r.from_version), build_number(r.to_version)))
 
 
