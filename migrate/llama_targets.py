@@ -12,8 +12,9 @@ archives. Why this and not the alternatives:
   not what propagates to a consumer, and no link interface of a static library;
 - an installed package config (`llama-config.cmake`) has no `common` target and needs an install step;
 - `add_subdirectory` of the tree in the shim's project would build llama.cpp again for every shim folder.
-Configuring an existing cache entry again only adds this file: the compile commands stay the same, so no object is
-rebuilt (build_llama reports the count), and the cache key does not change.
+Configuring an existing cache entry again only adds this file: the compile commands stay the same, so only what the
+configure generates is compiled again (b7836's common/license.cpp, one object; none at b5415; build_llama reports the
+count), and the cache key does not change.
 """
 
 from __future__ import annotations
