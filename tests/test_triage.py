@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -118,6 +120,15 @@ def test_same_text_shape_is_one_cause_across_checks_and_evidence_layouts() -> No
     assert headline(1, causes[1:]) == "1 failing check, 1 cause"
 
 
+def test_a_text_outside_its_acceptable_set_is_shaped_against_the_nearest() -> None:
+    """generate_context_full: libllama's decode allows a choice of endings; the one-slot parallel call's text lacks
+    the leading space of both."""
+    evidence = {"reference": {"allowed": [" rail", " rail付"]}, "generate": {"text": " rail"},
+                "parallel": {"results": ["rail", None]}}  # fmt: skip
+    sig = signature(failed("generate_context_full", evidence))
+    assert sig.id == "text:leading-whitespace-missing"
+
+
 def test_a_contract_break_wins_over_the_text_it_caused() -> None:
     sig = signature(failed("iso", isolation(" The cat", "The cat") | contract()))
     assert sig.kind == CauseKind.CONTRACT
@@ -201,3 +212,51 @@ def test_written_baseline_reads_back_without_regressions(tmp_path: Path) -> None
     (tmp_path / "not.json").write_text("{}")
     with pytest.raises(BaselineError, match="not a baseline file"):
         read_baseline(tmp_path / "not.json", ALL_CHECKS)
+
+
+# --- the gate's findings -------------------------------------------------------------------------------------------
+
+
+def gate_outcome(new: list[CheckResult], old_status: dict[str, str], known_entries: list[KnownFailure]) -> Any:
+    """A run whose only findings are its checks: the differential of `new` against old statuses, triaged."""
+    from migrate.pipeline import RunOutcome
+    from verify.differential import CheckComparison, classify
+
+    comparisons = [CheckComparison(r.name, classify(CheckResult(r.name, old_status.get(r.name, PASSED)), r),
+                                   CheckResult(r.name, old_status.get(r.name, PASSED)), r) for r in new]  # fmt: skip
+    result = triage(new, known_entries, {c.name: c.classification for c in comparisons})
+    diff = SimpleNamespace(comparisons=comparisons, greedy=[], throughput={})
+    builds = {role: SimpleNamespace(ok=True, errors=[]) for role in ("from", "to")}
+    return RunOutcome(src=Path("/c"), migrated=Path("/m"), trees={}, plan=SimpleNamespace(actions=[]), builds=builds,
+                      verification=SimpleNamespace(differential=diff, triage=result, devices=[]))  # fmt: skip
+
+
+def test_the_gate_reports_one_finding_per_open_cause_and_fixed_entries_as_18() -> None:
+    from migrate import gate
+
+    new = [failed("q1", contract() | crash()), failed("q2", contract()), failed("q3", contract()),
+           failed("seed", {}, "seed ignored"), CheckResult("aba", PASSED)]  # fmt: skip
+    run = gate_outcome(new, {"q3": FAILED, "seed": FAILED}, [known("seed"), known("aba"), known("q3")])
+    findings = gate.classify(run, gate.Thresholds())
+    where = [(f.kind.code, f.where, f.checks) for f in findings]
+    assert where == [(12, SHIM_LINE, ("q1", "q2")), (18, "aba", ("aba",))]  # q3 fails on both builds: known
+    assert findings[0].cause == f"contract:positions-continue@{SHIM_LINE}"
+    assert findings[0].message.startswith("2 checks: q1 (regression), q2 (regression): (positions-continue)")
+    lines = gate.summary(findings, gate.Thresholds())
+    assert lines[1].startswith(f"  12 check fails on the new build: 2 failing checks, 1 cause; first: {SHIM_LINE}: ")
+    assert lines[2].startswith("  18 known failure fixed: remove it from the baseline: 1; first: aba: fixed: passes")
+    section = gate.markdown_section(findings, gate.Thresholds(), triage=run.verification.triage)
+    assert "Failures by cause: 4 failing checks, 2 causes (2 known)" in section
+    data = gate.to_json(findings, gate.Thresholds())
+    assert data["classes"][0]["findings"][0]["checks"] == ["q1", "q2"]
+
+
+def test_every_failure_known_passes_the_gate_and_says_so() -> None:
+    from migrate import gate
+
+    run = gate_outcome([failed("seed", {}, "seed ignored"), CheckResult("aba", PASSED)], {"seed": FAILED},
+                       [known("seed")])  # fmt: skip
+    findings = gate.classify(run, gate.Thresholds())
+    assert findings == []
+    assert "1 check(s) pass on the new build, 1 known failure(s) failing the same way" in gate.summary(
+        findings, gate.Thresholds(), run)[0]  # fmt: skip

@@ -66,6 +66,9 @@ SHAPE_TEXT = {
 # Pairs of evidence keys holding a reference text and the text under test (the checks' own names for them).
 TEXT_PAIRS = (("single", "parallel"), ("expected", "got"), ("reference_text", "shim_text"), ("A1", "A2"),
               ("fresh_A", "A1"), ("fresh_B", "B"))  # fmt: skip
+# Texts checked against a set of acceptable ones (generate_context_full: libllama's decode allows a choice of
+# endings): the path of the acceptable texts, and the paths of the texts under test.
+TEXT_CHOICES = ((("reference", "allowed"), (("generate", "text"), ("parallel", "results", 0))),)
 # An untraced crash's signature on stderr: the assertion or abort that ended the process.
 ABORT_LINE = re.compile(r"GGML_ASSERT|GGML_ABORT|terminate called|Assertion .* failed|what\(\):|error:")
 # a token as text: a word with a space before it (or, where the common beginning took that space, after it)
@@ -248,8 +251,30 @@ def _pairs(value: Any) -> Iterator[tuple[tuple[str, str], str, str]]:
             yield from _pairs(item)
 
 
+def _at(value: Any, path: tuple[str | int, ...]) -> Any:
+    for step in path:
+        if isinstance(step, int):
+            value = value[step] if isinstance(value, list) and len(value) > step else None
+        else:
+            value = value.get(step) if isinstance(value, dict) else None
+    return value
+
+
+def _choices(evidence: dict[str, Any]) -> Iterator[tuple[tuple[str, str], str, str]]:
+    """A tested text outside its acceptable set, paired with the acceptable text it differs from most simply."""
+    for allowed_path, tested_paths in TEXT_CHOICES:
+        allowed = _at(evidence, allowed_path)
+        if not isinstance(allowed, list) or not all(isinstance(a, str) for a in allowed) or not allowed:
+            continue
+        for path in tested_paths:
+            tested = _at(evidence, path)
+            if isinstance(tested, str) and tested not in allowed:
+                best = min(allowed, key=lambda a: list(Shape).index(shape(a, tested)))
+                yield (".".join(map(str, allowed_path)), ".".join(map(str, path))), best, tested
+
+
 def first_text_difference(evidence: dict[str, Any]) -> TextDifference | None:
-    for keys, reference, tested in _pairs(evidence):
+    for keys, reference, tested in [*_pairs(evidence), *_choices(evidence)]:
         if reference != tested:
             common = next((i for i, (x, y) in enumerate(zip(reference, tested, strict=False)) if x != y),
                           min(len(reference), len(tested)))  # fmt: skip

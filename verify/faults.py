@@ -357,6 +357,26 @@ def _slowdown(key: str, fraction: float) -> Fault:
 SLOWDOWNS: dict[str, Fault] = {f.key: f for f in (_slowdown("slow_30", 0.30), _slowdown("slow_5", 0.05))}
 
 
+# --- planted defects for the triage (verify/causes.py): one defect failing many checks the same way. Kept out of
+# FAULTS (whose variants run over the whole checklist at both versions with exact break sets): tests/test_triage_e2e.py
+# runs it with another fault and asserts the causes.
+TRIAGE_FAULTS: dict[str, Fault] = {
+    f.key: f
+    for f in (
+        Fault(
+            "parallel_strips_leading_space",
+            "generate_parallel's results lose their leading spaces (the R backend's case: the parallel path's text "
+            "lacks the leading space the single path's has)",
+            "parallel_isolation_shared_prefix",
+            ("b5421", "b7785"),
+            ((r"results\[idx\] = dup_cstring\(slot\.text\);",
+              "results[idx] = dup_cstring(slot.text.substr(std::min(slot.text.size(), "
+              "slot.text.find_first_not_of(' '))));"),),
+        ),
+    )
+}  # fmt: skip
+
+
 # --- planted defects for the mechanisms beyond the checklist (issue 25): each reported by the mechanism meant for it,
 # with its input, and kept out of FAULTS (whose variants are run over the whole checklist with exact break sets)
 ORACLE_FAULTS: dict[str, Fault] = {
