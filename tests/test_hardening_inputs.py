@@ -10,6 +10,7 @@ a probe child.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -237,6 +238,25 @@ def test_verify_adapter_problems_are_bad_input(tmp_path: Path, library: Path, ti
     one_line(capsys, verify_argv(library, tiny_model, "--config", str(config)), 2, says)
 
 
+@pytest.mark.parametrize("command", ["run", "gate"])
+def test_run_and_gate_refuse_a_broken_adapter_and_a_text_model_before_building(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:  # fmt: skip
+    """run/gate bind the consumer's API (adapter included) and read the model's header before anything is built."""
+    from tests.conftest import LOCALLLM
+
+    root = tmp_path / "localllm"
+    shutil.copytree(LOCALLLM, root, ignore=shutil.ignore_patterns("build*"))
+    config = root / "llama-migrate.toml"
+    config.write_text(config.read_text() + '\n[verify]\nadapter = "adapter.py"\n')
+    (root / "adapter.py").write_text("raise ImportError('needs numpy 3')\n")
+    before = snapshot(root)
+    one_line(capsys, [command, str(root), "--quiet", "--no-predict"], 2, "adapter")
+    text_model = tmp_path / "model.gguf"
+    text_model.write_text("hello\n")
+    one_line(capsys, [command, str(root), "--quiet", "--model", str(text_model)], 2, "not a GGUF model")
+    assert snapshot(root) == before
+
+
 def test_the_model_probe_loads_a_good_model_and_says_its_cost(library: Path, tiny_model: Path) -> None:
     """The control for the cases above, and the probe's cost (a child process loading the tiny model)."""
     from verify.modelprobe import ProbeStatus, probe_model
@@ -378,7 +398,7 @@ def test_a_bad_mutants_entry_is_shown_alone(tmp_path: Path, capsys: pytest.Captu
     assert "{'id': 3}" in last and len(last) < 1000
 
 
-def test_the_real_entry_point_prints_one_line_for_interrupts_and_bugs(tmp_path: Path) -> None:
+def test_the_console_script_prints_one_line_for_usage_errors(tmp_path: Path) -> None:
     """Out of process: the console script's own exit codes for an empty SRC and an argparse error."""
     for argv, code in ((["plan", ""], 2), (["verify"], 2), (["apply", "", "--bogus"], 2)):
         proc = subprocess.run([sys.executable, "-m", "migrate", *argv], capture_output=True, text=True, cwd=tmp_path)
