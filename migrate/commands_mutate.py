@@ -34,9 +34,10 @@ from migrate.config import DEFAULT_FROM, load_config
 from migrate.model import ensure_model
 from migrate.paths import cache_root
 from migrate.sources import resolve
-from verify import mutate
+from verify import mutate, usertests
 from verify.bindings import find_header
 from verify.checks import PASSED, checklist
+from verify.cli import add_tests_argument, with_tests_option
 from verify.errors import ToolError, comma_names
 from verify.inputs import output_file
 from verify.runner import run_checks
@@ -64,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--all-functions", action="store_true",
                         help="mutate every function of the shim, not only those the bound operations reach")
     parser.add_argument("--checks", help="comma-separated checks to run (default: the whole checklist)")
+    add_tests_argument(parser)
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                         help=f"seconds per check on a mutant before it is a hang (default {DEFAULT_TIMEOUT:.0f})")
     parser.add_argument("--header", help="the C API header, relative to SRC (default: config `header`, else found)")
@@ -123,8 +125,10 @@ def cmd_mutate(args: argparse.Namespace) -> int:
         raise MutateUsage("the unmutated shim does not build: " + "; ".join(map(str, baseline_build.errors[:3])))
     names = list(comma_names(args.checks, checklist(0), "check(s)", MutateUsage) or checklist(0))
     options = Options(timeout=max(args.timeout, 60.0), eog_model=str(eog))
-    base_target = Target(Path(baseline_build.library), header, model, "unmutated", tree.path, dict(config.verify),
-                         src)  # fmt: skip
+    base_target = Target(Path(baseline_build.library), header, model, "unmutated", tree.path,
+                         with_tests_option(dict(config.verify), args.tests), src)  # fmt: skip
+    # the consumer's own pytest checks ([verify] tests, --tests) kill mutants as the checklist's checks do
+    names += usertests.names(base_target, options)
     env = None if args.no_malloc_check else mutate.malloc_check_env()
     say(f"unmutated build: running {len(names)} checks{' (glibc heap checks on)' if env else ''} ...")
     baseline = run_checks(base_target, options, names, env=env)

@@ -71,6 +71,7 @@ class RunRequest:
     # --build-* options: what the shim's build adds, over each tree's own [build] (migrate/build_settings.py)
     build_settings: BuildSettings = field(default_factory=BuildSettings)
     known_failures: str | None = None  # a baseline file (`migrate verify --write-baseline`), over the config's
+    tests: tuple[str, ...] = ()  # --tests: the consumer's own pytest checks, besides the config's [verify] tests
 
     def build_options(self) -> BuildOptions:
         return BuildOptions(self.gpu or "cpu", self.cuda_arch, self.cmake_args, settings=self.build_settings)
@@ -588,6 +589,10 @@ def execute(request: RunRequest, src: Path, config: ConsumerConfig, console: Con
     """sources → plan → apply to a copy → build both → verify: what `run` and `gate` share. Raises UsageError."""
     names = list(request.checks) if request.checks is not None else None
     cache = request.cache
+    if request.tests:  # --tests: the consumer's own pytest checks, beside the config's [verify] tests
+        from verify.cli import with_tests_option
+
+        config = dataclasses.replace(config, verify=with_tests_option(config.verify, request.tests))
     try:
         trees = _resolve_trees(config, request.from_version, request.to_version, cache, stages)
     except (ToolError, ValueError) as exc:
@@ -694,7 +699,7 @@ def run_request(args: argparse.Namespace) -> RunRequest:
                       build_settings=settings_from_args(args, Path.cwd()),
                       checks=check_names(args.checks), predict=args.predict, quiet=args.quiet,
                       cache=args.cache, jobs=jobs_count(args.jobs),
-                      known_failures=args.known_failures)  # fmt: skip
+                      known_failures=args.known_failures, tests=tuple(args.tests or ()))  # fmt: skip
 
 
 def jobs_count(value: int | None) -> int | None:
@@ -730,6 +735,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of `migrate run`, which `migrate gate` takes too."""
+    from verify.cli import add_tests_argument
+
     parser.add_argument("src", nargs="?", help="consumer source tree (default: the bundled fixtures/localllm)")
     parser.add_argument("--from", dest="from_version", default=DEFAULT_FROM, help="llama.cpp release migrated from")
     parser.add_argument("--to", dest="to_version", default=DEFAULT_TO, help="llama.cpp release migrated to")
@@ -747,6 +754,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cmake-arg", action="append", default=[], help="extra CMake option for llama.cpp")
     add_build_arguments(parser)
     parser.add_argument("--checks", metavar="A,B", help="verify only these checks (default: the whole checklist)")
+    add_tests_argument(parser)
     parser.add_argument("--no-predict", dest="predict", action="store_false", help="skip the predict step (the "
                         "original built traced, its calls replayed against the target's run-time contract)")
     parser.add_argument("--quiet", action="store_true", help="no progress output (CI logs)")

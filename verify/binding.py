@@ -189,6 +189,7 @@ class VerifyConfig:
         adapter = _opt_str(table.pop("adapter", None), f"{source} adapter")
         for known_failures_key in ("known_failures", "baseline"):  # read by verify/baseline.py
             table.pop(known_failures_key, None)
+        table.pop("tests", None)  # the consumer's own pytest checks: read by verify/usertests.py
         # tables read elsewhere: the oracle's promises (verify/reference.py) and the exported functions' arguments
         # (verify/exported.py)
         for table_of_another_reader in ("reference", "functions"):

@@ -34,13 +34,14 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from verify import usertests
 from verify.binding import Binding
 from verify.checks import ALL_CHECKS, SKIPPED, CheckResult, checklist
 from verify.devices import compare_devices
@@ -102,6 +103,7 @@ class VerifyRequest:
     jobs: int | None = None  # checks run at once; None: one per core (verify.runner.default_jobs)
     known_failures: str | None = None  # a baseline file, besides the config's [verify] known_failures / baseline
     write_baseline: str | None = None  # write the build under test's failures (by cause) here
+    tests: tuple[str, ...] = ()  # --tests: the consumer's own pytest checks, besides the config's [verify] tests
 
 
 def header_for(library: Path) -> Path:
@@ -169,6 +171,9 @@ def run_verification(targets: list[Target], options: Options, names: list[str] |
     bindings = bind_targets(targets)
     if preflight is None:  # bad input stops here, before any check
         preflight = check_targets(targets, bindings, options.eog_model)
+    user_tests = usertests.names(targets[0], options)  # collected once (sets options.tests_root), run on each build
+    if user_tests:
+        names = [*(names or checklist(options.n_gpu_layers)), *user_tests]
     if console is not None:
         console.print(f"  {preflight.model_probe}", highlight=False, markup=False)
     diff = None
@@ -319,6 +324,8 @@ def _targets(request: VerifyRequest, model: Path) -> list[Target]:
         old = make_target("old", request.baseline_lib, request.baseline_header, model, request.baseline_llama_tree,
                           request.config)  # fmt: skip
         targets.insert(0, old)
+    for target in targets:
+        target.verify = with_tests_option(target.verify, request.tests)
     return targets
 
 
@@ -409,6 +416,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "besides the config's [verify] known_failures / baseline: reported as known, not failing")
     parser.add_argument("--write-baseline", metavar="FILE", help="record the failing checks of the build under test "
                         "with their causes (regressions left out), for --known-failures FILE later")  # fmt: skip
+    add_tests_argument(parser)
+
+
+def add_tests_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tests", action="append", default=[], metavar="PATH", help="the consumer's own pytest "
+                        "checks (a file or folder; repeatable), run on every build beside the checklist, as the "
+                        "config's [verify] tests are")  # fmt: skip
+
+
+def with_tests_option(verify: dict[str, Any], tests: Iterable[str]) -> dict[str, Any]:
+    """The [verify] table with --tests paths added to its `tests` (absolute: they are relative to the working
+    directory, the table's to the config's folder)."""
+    added = [str(Path(p).resolve()) for p in tests]
+    if not added:
+        return verify
+    listed = verify.get("tests") or []
+    return verify | {"tests": [*([listed] if isinstance(listed, str) else listed), *added]}
 
 
 def verify_request(args: argparse.Namespace) -> VerifyRequest:
@@ -424,7 +448,7 @@ def verify_request(args: argparse.Namespace) -> VerifyRequest:
                          assume_kv_unified=args.assume_kv_unified, json_path=args.json, junit_path=args.junit,
                          markdown_path=args.markdown, cache=getattr(args, "cache", None),
                          jobs=args.jobs, known_failures=args.known_failures,
-                         write_baseline=args.write_baseline)  # fmt: skip
+                         write_baseline=args.write_baseline, tests=tuple(args.tests or ()))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -653,7 +653,9 @@ FIRST_LIMIT = 20  # violation groups kept in a check's evidence
 
 
 def trace_file(trace_dir: Path, label: str, check: str) -> Path:
-    return trace_dir / f"{label}-{check}{TRACE_SUFFIX}"
+    # a user test's name is a pytest node id (`dir/file.py::test[param]`): one flat file name all the same
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in check)
+    return trace_dir / f"{label}-{safe}{TRACE_SUFFIX}"
 
 
 def consumer_root(library: Path) -> Path | None:

@@ -25,9 +25,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from verify.checks import ERROR, FAILED, REGISTRY, SKIPPED, CheckResult, checklist, run_check
+from verify.checks import (
+    ERROR,
+    FAILED,
+    REGISTRY,
+    SKIPPED,
+    TCACHE_OFF,
+    CheckResult,
+    checklist,
+    run_check,
+    with_tunable,
+)
 from verify.session import Options, Prepared, Session, Target, prepare
 from verify.trace import TRACE_ENV
+from verify.usertests import is_user_test
 
 # with --trace, the throughput figure would measure the tracer too
 UNTRACED_CHECKS = {"throughput": "not measured: the library runs traced (--trace), which costs time per llama.cpp "
@@ -96,11 +107,18 @@ def interpret(name: str, label: str, code: int | None, stderr: str, result_file:
     return result
 
 
+def result_stem(label: str, name: str) -> str:
+    """A file name for one check of one build: a user test's name is a node id (`dir/file.py::test[param]`)."""
+    return f"{label}-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
 def run_in_child(job: Path, name: str, label: str, timeout: float, workdir: Path,
-                 env: dict[str, str] | None = None) -> CheckResult:  # fmt: skip
-    result_file = workdir / f"{label}-{name}.json"
+                 env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()) -> CheckResult:  # fmt: skip
+    """`extra_args`: more arguments for the child (the pytest plugin's `--parametrised`)."""
+    result_file = workdir / f"{result_stem(label, name)}.json"
     result_file.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "verify.runner", "--job", str(job), "--check", name, "--result", str(result_file)]
+    cmd = [sys.executable, "-m", "verify.runner", "--job", str(job), "--check", name, "--result", str(result_file),
+           *extra_args]  # fmt: skip
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
                             env=child_env(env), start_new_session=True)  # fmt: skip
@@ -210,6 +228,8 @@ def _run_task(task: CheckTask, options: Options, workdir: Path, env: dict[str, s
 def check_env(name: str, env: dict[str, str] | None) -> dict[str, str] | None:
     """The environment a check's process gets on top of this one's: what the caller asked, plus what the check
     declares it needs (CheckSpec.environment)."""
+    if is_user_test(name):  # the heap fixture's figures are exact only with glibc's thread caches off
+        return with_tunable(dict(os.environ) | (env or {}), TCACHE_OFF)
     spec = REGISTRY.get(name)
     if spec is None or spec.environment is None:
         return env
@@ -239,7 +259,11 @@ def _write(path: Path, payload: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def child_main(job: Path, name: str, result_file: Path) -> int:
+def child_main(job: Path, name: str, result_file: Path, parametrised: bool = False) -> int:
+    if is_user_test(name):  # the consumer's own pytest test: the plugin binds its fixtures to this build
+        from verify.usertests import child_main as user_test_main
+
+        return user_test_main(job, name, result_file, parametrised)
     target, options, prepared = read_job(job)
     if name.startswith("selftest_"):
         import verify.selftest  # noqa: F401 - registers the crash/hang checks the runner's own tests use
@@ -270,8 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job", required=True, type=Path)
     parser.add_argument("--check", required=True)
     parser.add_argument("--result", required=True, type=Path)
+    parser.add_argument("--parametrised", action="store_true",
+                        help="a user test parametrised over the builds (plain pytest with the plugin's options)")
     args = parser.parse_args(argv)
-    return child_main(args.job, args.check, args.result)
+    return child_main(args.job, args.check, args.result, args.parametrised)
 
 
 if __name__ == "__main__":

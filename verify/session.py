@@ -90,6 +90,9 @@ class Options:
     jobs: int = 1
     # `--generated N`: inputs Hypothesis draws per operation for the generated_inputs check (0: not asked, skipped)
     generated: int = 0
+    # the consumer's own pytest checks (verify/usertests.py): the folder their node ids are relative to (set when
+    # they are collected, read by each test's child)
+    tests_root: str = ""
 
     def sampling(self, max_tokens: int | None = None) -> Sampling:
         return Sampling(max_tokens=self.max_tokens if max_tokens is None else max_tokens)
