@@ -47,9 +47,9 @@ from verify.checks import ALL_CHECKS, SKIPPED, CheckResult, checklist
 from verify.devices import compare_devices
 from verify.differential import REFERENCE_CHECK, run_differential
 from verify.errors import ToolError
-from verify.inputs import PathKind, check_library, existing_path
+from verify.inputs import ELF_MAGIC, LIB_REMEDY, BadInput, PathKind, existing_path
 from verify.manifest import read_manifest
-from verify.preflight import Preflight, check_model_file, check_options, check_targets, library_flag
+from verify.preflight import MODEL_REMEDY, Preflight, check_options, check_targets, library_flag
 from verify.report import (
     STATUS_STYLE,
     RunReport,
@@ -143,7 +143,11 @@ def make_target(label: str, library: str, header: str | None, model: Path, tree:
                 config_root: Path | None = None) -> Target:  # fmt: skip
     """One build to verify. `verify`/`config_root`: the [verify] table as already read (the pipeline's);
     else it is read from `config` or the consumer tree's own llama-migrate.toml."""
-    lib = check_library(library_flag(label), library).path  # an ELF this host loads, whole: before its header
+    # here only that it is there and an ELF file; its class, machine, size and exports after binding (preflight)
+    lib = existing_path(library_flag(label), library, PathKind.FILE, "build it with `migrate build`", noun="library")
+    with lib.open("rb") as handle:
+        if handle.read(4) != ELF_MAGIC:
+            raise BadInput(library_flag(label), library, "not a shared library (no ELF header)", LIB_REMEDY)
     head_flag = "--baseline-header" if label == "old" else "--header"
     head = existing_path(head_flag, header or header_for(lib), PathKind.FILE, noun="header")
     if verify is None:
@@ -313,7 +317,7 @@ def _model(request: VerifyRequest, default_model: Callable[[str | None], Path] |
         model = default_model(request.cache)
     else:
         raise UsageError("--model is required (a GGUF file)")
-    return check_model_file("--model", model)
+    return existing_path("--model", model, PathKind.FILE, MODEL_REMEDY, noun="model")  # its contents: preflight
 
 
 def _targets(request: VerifyRequest, model: Path) -> list[Target]:
