@@ -257,6 +257,23 @@ def test_run_and_gate_refuse_a_broken_adapter_and_a_text_model_before_building(
     assert snapshot(root) == before
 
 
+def test_without_a_llama_tree_the_model_is_parsed_as_gguf_instead(tmp_path: Path, tiny_model: Path) -> None:
+    """A library whose llama.cpp tree cannot be found (no manifest, no paths in it) cannot be probed: the model is
+    then read whole by the gguf reader, and a truncated one is still refused, never passed unchecked."""
+    from verify.inputs import BadInput
+    from verify.preflight import check_model
+    from verify.session import Target
+
+    libm = next(p for d in ("/lib", "/usr/lib") for p in sorted(Path(d).glob("*/libm.so.6")) + [Path(d) / "libm.so.6"]
+                if p.is_file())  # fmt: skip
+    target = Target(libm, LOCALLLM_HEADER, tiny_model, "build")
+    assert "parsed as GGUF (llama.cpp's loader not probed" in check_model([target], "--model", tiny_model).model_probe
+    truncated = tmp_path / "short.gguf"
+    truncated.write_bytes(tiny_model.read_bytes()[:100_000])
+    with pytest.raises(BadInput, match="not a readable GGUF model"):
+        check_model([target], "--model", truncated)
+
+
 def test_the_model_probe_loads_a_good_model_and_says_its_cost(library: Path, tiny_model: Path) -> None:
     """The control for the cases above, and the probe's cost (a child process loading the tiny model)."""
     from verify.modelprobe import ProbeStatus, probe_model
