@@ -175,8 +175,12 @@ def _cause_finding(cause: Any, triage: Any) -> Finding:
     checks = ", ".join(f"{n} ({cause.classifications[n]})" if n in cause.classifications else n for n in names)
     notes = [note for n in names if (note := triage.note(n))]
     evidence = cause.signature.evidence or cause.messages.get(first, "")
-    head = f"{cause.classifications.get(first, 'failed')}: " if len(names) == 1 else f"{len(names)} checks: {checks}: "
-    message = f"{head}{evidence}" + (f" [cause {cause.id}]" if len(names) > 1 or cause.signature.where else "")
+    alone = len(names) == 1 and not cause.signature.where
+    if alone:  # one check, no consumer line: `check: classification: evidence`, as for a lone failure
+        head = f"{cause.classifications.get(first, 'failed')}: "
+    else:
+        head = (f"{len(names)} checks: " if len(names) > 1 else "") + f"{checks}: "
+    message = f"{head}{evidence}" + ("" if alone else f" [cause {cause.id}]")
     if notes:
         message += "; " + "; ".join(dict.fromkeys(notes))
     return Finding(CHECK, cause.signature.where or first, message, tuple(names), cause.id)
@@ -267,13 +271,19 @@ def _speed(diff: Any, thresholds: Thresholds) -> list[Finding]:
         low, high = row.get("ci95") or (ratio, ratio)
         speeds = f"{row['old']['tokens_per_s']} → {row['new']['tokens_per_s']} tokens/s"
         loss = f"-{(1 - ratio) * 100:.0f}%, allowed -{thresholds.max_tps_regression:g}%"
-        stats = (f"; median of {row['pairs']} paired new/old ratios {ratio}, 95% CI [{low}, {high}]"
+        level = f"{row.get('confidence', 0.95) * 100:.4g}%"
+        decided = row.get("decision")
+        sequential = (f" (sequential: each look at {level} for a {decided['error_rate'] * 100:g}% error rate over "
+                      f"{decided['looks']} looks)" if decided else "")  # fmt: skip
+        stats = (f"; median of {row['pairs']} paired new/old ratios {ratio}, {level} CI [{low}, {high}]{sequential}"
                  if row.get("ci95") else "")  # fmt: skip
         if high < floor:
             found.append(Finding(SPEED, call, f"{speeds} ({loss}){stats}{_instructions(row)}"))
         elif low < floor:
+            budget = (f" after {row['pairs']} pairs (limit {decided['max_pairs']} pairs / {decided['budget_s']:g} s)"
+                      if decided else "")  # fmt: skip
             found.append(Finding(INCONCLUSIVE, call, f"{speeds} ({loss}){stats}: the interval straddles {floor:g}, "
-                                 f"too noisy to decide{_instructions(row)}"))  # fmt: skip
+                                 f"too noisy to decide{budget}{_instructions(row)}"))  # fmt: skip
     return found
 
 
@@ -381,8 +391,9 @@ def gate(request: GateRequest) -> int:
             DEFAULT_TIE_MARGIN if config.tie_margin is None else config.tie_margin,
             DEFAULT_MAX_TPS_REGRESSION if config.max_tps_regression is None else config.max_tps_regression,
         )
-        # the harness classifies greedy divergences with this margin: hand it the one the gate uses
-        config = config.with_thresholds(thresholds.tie_margin, None)
+        # the harness classifies greedy divergences with this margin, and samples tokens/s until the interval
+        # clears this floor (or its budget ends): hand it the ones the gate uses
+        config = config.with_thresholds(thresholds.tie_margin, thresholds.max_tps_regression)
         outcome = pipeline.execute(run, src, config, console, stages)
     except UsageError as exc:
         pipeline.usage_error(exc)

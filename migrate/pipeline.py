@@ -685,6 +685,9 @@ def _print_verdict(outcome: RunOutcome, report: Path, console: Console) -> None:
         print(f"NEEDS A HUMAN: {len(outcome.problems)} problem(s); first: {outcome.problems[0]}", file=sys.stderr)
     else:
         print("OK: migrated, built at both versions, every check passed on the new build", file=sys.stderr)
+    triage = getattr(outcome.verification, "triage", None)
+    if triage is not None and (triage.causes or triage.verdicts):
+        print(f"checks: {triage.headline()}", file=sys.stderr)  # e.g. 14 failing checks, 2 causes (5 known)
 
 
 # --- the command line: read here only, into a RunRequest ------------------------------------------------------

@@ -189,10 +189,13 @@ def test_compile_error_at_the_target_exits_11(gate_runs: dict[str, GateRun]) -> 
 def test_failed_and_crashed_checks_exit_12(gate_runs: dict[str, GateRun]) -> None:
     run = gate_runs["check"]
     assert run.code == 12, run.stderr[-3000:]
-    assert class_line(run, 12).startswith("  12 check fails on the new build: 2; first: parallel_isolation_queue: "
-                                          "regression: crashed: killed by signal SIGABRT")  # fmt: skip
+    # one finding per cause: the traced re-run names each failure's first contract break and the consumer's line
+    assert re.match(r"  12 check fails on the new build: 2 failing checks, 2 causes; first: custom_files/"
+                    r"localllm_capi\.cpp:\d+: parallel_isolation_queue \(regression\): \(seq-id-range\)",
+                    class_line(run, 12)), class_line(run, 12)  # fmt: skip
     findings = run.data["gate"]["classes"][0]["findings"]
-    assert [f["where"] for f in findings] == ["parallel_isolation_queue", "parallel_isolation_capacity"]
+    assert [f["checks"] for f in findings] == [["parallel_isolation_queue"], ["parallel_isolation_capacity"]]
+    assert [f["cause"].split("@")[0] for f in findings] == ["contract:seq-id-range", "contract:per-sequence-capacity"]
 
 
 def test_output_difference_beyond_the_tie_margin_exits_13(gate_runs: dict[str, GateRun]) -> None:

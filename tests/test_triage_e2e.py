@@ -152,6 +152,7 @@ def test_a_regression_is_never_excused(gate_runs: dict[str, dict[str, Any]]) -> 
     assert run["code"] == 12, run["stderr"][-3000:]
     finding = run["data"]["gate"]["classes"][0]["findings"][0]
     assert finding["checks"] == ["parallel_isolation_queue"]
+    assert finding["message"].startswith("parallel_isolation_queue (regression): (seq-id-range)")
     assert "regression is never baselined" in finding["message"]
     states = [k["state"] for k in run["data"]["verification"]["triage"]["known_failures"]]
     assert states == ["regression"]
