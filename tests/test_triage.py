@@ -163,6 +163,16 @@ def test_known_failure_that_passes_now_is_fixed_and_one_failing_otherwise_is_a_f
     assert [v.entry.check or v.entry.cause for v in result.fixed()] == ["a", "text:stops-early"]
 
 
+def test_a_baseline_from_an_untraced_run_matches_the_traced_rerun() -> None:
+    """Written from `migrate verify` (untraced: the crash), read by the gate, whose traced re-run adds the contract
+    break before the crash: the same failure, so still known."""
+    untraced = failed("q", crash())
+    traced = failed("q", crash() | contract())
+    assert signature(traced).kind == CauseKind.CONTRACT
+    for entry in (known("q", signature(untraced).id), known(cause=signature(untraced).id), known("q", "check:q")):
+        assert triage([traced], [entry], {"q": "failing on both"}).verdicts[0].state == KnownState.KNOWN, entry
+
+
 def test_a_regression_is_never_baselined_away() -> None:
     new = [failed("a", crash()), failed("b", crash())]
     cause_id = signature(new[0]).id

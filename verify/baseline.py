@@ -24,7 +24,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from verify.causes import Cause, cause_of, group, headline
+from verify.causes import Cause, cause_of, group, headline, signatures
 from verify.checks import FAILED, PASSED, CheckResult
 from verify.errors import ToolError
 
@@ -199,7 +199,7 @@ def _judge(entry: KnownFailure, by_name: dict[str, CheckResult], causes: list[Ca
            regressions: set[str]) -> KnownVerdict:  # fmt: skip
     if entry.check is not None:
         return _judge_check(entry, by_name.get(entry.check), causes, regressions)
-    failing = [(name, c) for c in causes if c.id == entry.cause for name in c.checks]
+    failing = [(name, c) for c in causes for name in c.checks if entry.cause in _ids(by_name[name])]
     if not failing:
         return KnownVerdict(entry, KnownState.FIXED, [], f"no check fails with cause {entry.cause} now")
     names = [name for name, _ in failing if name not in regressions]
@@ -220,9 +220,14 @@ def _judge_check(entry: KnownFailure, result: CheckResult | None, causes: list[C
         return KnownVerdict(entry, KnownState.REGRESSION, [name], "passed on the old build")
     cause = cause_of(causes, name)
     now = cause.id if cause else ""
-    if entry.cause is not None and entry.cause != now:
+    if entry.cause is not None and entry.cause not in _ids(result):
         return KnownVerdict(entry, KnownState.CHANGED, [name], f"was {entry.cause}, now {now}")
     return KnownVerdict(entry, KnownState.KNOWN, [name], now)
+
+
+def _ids(result: CheckResult) -> set[str]:
+    """The cause ids a failed check answers to (its cause, and the less specific names of it: verify.causes)."""
+    return {s.id for s in signatures(result)}
 
 
 # --- writing a baseline --------------------------------------------------------------------------------------------

@@ -134,9 +134,16 @@ class Cause:
 
 def signature(result: CheckResult) -> Signature:
     """The cause of one failed check, from its evidence (see the module docstring for the order)."""
+    return signatures(result)[0]
+
+
+def signatures(result: CheckResult) -> list[Signature]:
+    """Every way of naming one failed check's cause its evidence supports, most specific first, the check alone
+    last. A baseline written from an untraced run records a crash or a text shape; the gate's traced re-run adds
+    the contract break before it: either id names the same failure."""
     evidence = result.evidence or {}
-    return (_contract(evidence) or _crash(evidence) or _hang(result) or _setup(evidence) or _text(evidence)
-            or Signature(CauseKind.CHECK, result.name, None, result.message))  # fmt: skip
+    found = [_contract(evidence), _crash(evidence), _hang(result), _setup(evidence), _text(evidence)]
+    return [s for s in found if s is not None] + [Signature(CauseKind.CHECK, result.name, None, result.message)]
 
 
 def _contract(evidence: dict[str, Any]) -> Signature | None:
