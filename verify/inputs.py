@@ -9,13 +9,14 @@ It lives in `verify/` (the lowest layer, importing nothing from `migrate`) so th
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import os
 import platform
 import struct
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,8 @@ def existing_path(flag: str, value: str | os.PathLike[str] | None, kind: PathKin
         raise BadInput(flag, "" if value is None else str(value), "an empty path",
                        remedy or "give the path explicitly (an unset shell variable?)")  # fmt: skip
     path = Path(value)
+    if "\0" in str(value):  # no file system path holds one (os.stat would raise ValueError)
+        raise BadInput(flag, str(value), "contains a NUL byte", remedy)
     try:
         path.stat()
     except OSError as exc:
@@ -69,11 +72,11 @@ def existing_path(flag: str, value: str | os.PathLike[str] | None, kind: PathKin
 def _missing_reason(path: Path, exc: OSError, noun: str) -> str:
     if exc.errno == errno.ELOOP:
         return "a symlink loop"
+    if exc.errno != errno.ENOENT:  # a name too long, a file where a folder was expected, no permission
+        return _os_reason(exc)
     if path.is_symlink():
         return f"a symlink to {os.readlink(path)}, which does not exist (a dangling symlink)"
-    if exc.errno == errno.ENOENT:
-        return f"no such {noun}"
-    return _os_reason(exc)
+    return f"no such {noun}"
 
 
 def tree_links(flag: str, root: Path, skip: Iterable[str] = ()) -> None:
@@ -94,6 +97,15 @@ def tree_links(flag: str, root: Path, skip: Iterable[str] = ()) -> None:
                                        "remove or fix that link") from exc  # fmt: skip
 
 
+@contextlib.contextmanager
+def _said_as(flag: str, value: object) -> Iterator[None]:
+    """An OSError while looking at a path (a name too long, a loop) as a BadInput naming the flag."""
+    try:
+        yield
+    except OSError as exc:
+        raise BadInput(flag, str(value), _os_reason(exc), "choose another path") from exc
+
+
 # --- paths written ------------------------------------------------------------------------------------------------
 
 
@@ -102,16 +114,16 @@ def output_file(flag: str, value: str | os.PathLike[str] | None) -> Path | None:
     opened for appending (its bytes and times untouched); a new one is created and removed again."""
     if value is None:
         return None
-    if str(value).strip() == "":
-        raise BadInput(flag, str(value), "an empty path", "give the file to write")
+    if str(value).strip() == "" or "\0" in str(value):
+        raise BadInput(flag, str(value), "an empty path or one with a NUL byte", "give the file to write")
     path = Path(value)
-    if path.is_dir():
-        raise BadInput(flag, str(value), "is a folder", "give a file path inside it")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise BadInput(flag, str(value), f"its folder {parent} does not exist",
-                       "create it first or choose another path")  # fmt: skip
     try:
+        if path.is_dir():
+            raise BadInput(flag, str(value), "is a folder", "give a file path inside it")
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise BadInput(flag, str(value), f"its folder {parent} does not exist",
+                           "create it first or choose another path")  # fmt: skip
         if path.exists():
             with path.open("ab"):
                 pass
@@ -130,17 +142,19 @@ def output_dir(flag: str, value: str | os.PathLike[str] | None) -> Path | None:
     new file (a temporary one, removed at once)."""
     if value is None:
         return None
-    if str(value).strip() == "":
-        raise BadInput(flag, str(value), "an empty path", "give the folder to write")
+    if str(value).strip() == "" or "\0" in str(value):
+        raise BadInput(flag, str(value), "an empty path or one with a NUL byte", "give the folder to write")
     path = Path(value)
-    if path.exists() and not path.is_dir():
-        raise BadInput(flag, str(value), "exists and is not a folder", "give a folder")
+    with _said_as(flag, value):
+        if path.exists() and not path.is_dir():
+            raise BadInput(flag, str(value), "exists and is not a folder", "give a folder")
     existing = path
-    while not existing.exists():
-        if existing.is_symlink():
-            raise BadInput(flag, str(value), f"{existing} is a dangling symlink", "fix the link or choose another path")
-        existing = existing.parent
     try:
+        while not existing.exists():
+            if existing.is_symlink():
+                raise BadInput(flag, str(value), f"{existing} is a dangling symlink",
+                               "fix the link or choose another path")  # fmt: skip
+            existing = existing.parent
         handle, probe = tempfile.mkstemp(prefix=".llama-migrate-probe-", dir=existing)
         os.close(handle)
         os.unlink(probe)
