@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import LOCALLLM
 from verify.baseline import (
     BaselineError,
     KnownFailure,
@@ -270,3 +271,14 @@ def test_every_failure_known_passes_the_gate_and_says_so() -> None:
     assert findings == []
     assert "1 check(s) pass on the new build, 1 known failure(s) failing the same way" in gate.summary(
         findings, gate.Thresholds(), run)[0]  # fmt: skip
+
+
+def test_a_bad_known_failures_entry_is_a_usage_error_before_anything_is_built(tmp_path: Path) -> None:
+    from migrate.config import load_config
+    from migrate.pipeline import RunRequest, UsageError, known_failures
+
+    (tmp_path / "llama-migrate.toml").write_text('[verify]\nknown_failures = [{ check = "nope", reason = "x" }]\n')
+    with pytest.raises(UsageError, match="names check 'nope', which is not in the checklist"):
+        known_failures(RunRequest(src=str(tmp_path)), tmp_path, load_config(tmp_path))
+    with pytest.raises(UsageError, match="no such baseline file"):
+        known_failures(RunRequest(known_failures=str(tmp_path / "missing.json")), tmp_path, load_config(LOCALLLM))
