@@ -54,3 +54,13 @@ def test_localllm_today_next_plan_b7785_to_b10361_is_complete(tmp_path: Path) ->
     assert files[SHIM]["mode"] == "libclang" and files[SHIM]["problems"] == []  # common/chat.h found vendor/
     item = arch_review(data)
     assert (item["old"], item["new"]) == ("LLM_ARCH_UNKNOWN = 114", "LLM_ARCH_UNKNOWN = 141")
+
+
+def test_build_settings_that_reach_the_parse() -> None:
+    """Of `[build]`, what changes what a parse sees: include folders, definitions, forced includes, -D/-U/-I/-std=;
+    optimisation and warning flags (some gcc's alone) stay out of libclang's way."""
+    from migrate.rewrite.parse import build_parse_flags
+
+    flags = ("-include", "filesystem", "-O2", "-Wall", "-DFAST", "-std=gnu++17", "-fno-plt", "-isystem", "/opt/x")
+    kept = ("-I/abs/inc", "-DLEVEL=2", "-include", "filesystem", "-DFAST", "-std=gnu++17", "-isystem", "/opt/x")
+    assert build_parse_flags(("/abs/inc",), ("LEVEL=2",), flags) == kept
