@@ -74,15 +74,11 @@ def os_error_text(exc: BaseException | str) -> str:
     return str(exc)
 
 
-def exit_code_of(exc: BaseException) -> int:
-    """A ToolError may carry its command's documented code for it (`apply` refusing is 3); else bad input, 2."""
-    return int(getattr(exc, "exit_code", EXIT_USAGE))
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one sub-command. Bad input or environment (`ToolError`, or the file system refusing a path) is one line
-    on stderr and its documented code (2 unless the error says otherwise); Ctrl-C is one line and 130; anything else
-    escaping a command is a bug: one line naming the command and exit 70 (LLAMA_MIGRATE_DEBUG=1: the traceback)."""
+    on stderr and exit 2 (a command with another code for a kind of error, such as apply's 3, returns it itself);
+    Ctrl-C is one line and 130; anything else escaping a command is a bug: one line naming the command and exit 70
+    (LLAMA_MIGRATE_DEBUG=1: the traceback)."""
     global _command
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -106,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(error_line(exc, args.command), file=sys.stderr)
-        return exit_code_of(exc)
+        return EXIT_USAGE
     except Exception as exc:  # noqa: BLE001 - the last resort: a bug, said in one line instead of a traceback
         if debug:
             raise
