@@ -45,6 +45,13 @@ def cmd_api_diff(args: argparse.Namespace) -> int:
     from migrate.sources import resolve
 
     # bad input (SourceError, BuildError, ApiDiffError: ToolErrors) is one line and exit 2, from migrate.cli.main
+    from verify.inputs import PathKind, existing_path, output_file
+
+    if args.src is not None:  # "" must not silently mean "no cross reference"
+        existing_path("SRC", args.src, PathKind.ANY, "give the consumer's tree or one of its files",
+                      noun="file or directory")  # fmt: skip
+    output_file("--json", args.json)
+    output_file("--markdown", args.markdown)
     cache = getattr(args, "cache", None)
     old_tree, new_tree = resolve(args.old, cache=cache), resolve(args.new, cache=cache)
     old, new = load_surface(old_tree, cache, args.refresh), load_surface(new_tree, cache, args.refresh)

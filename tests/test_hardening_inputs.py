@@ -357,14 +357,15 @@ def test_an_unforeseen_error_is_one_line_70_and_debug_shows_it(monkeypatch: pyte
 # --- 4. an empty SRC is refused, never the current folder ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["plan", "apply", "build", "run", "gate"])
+@pytest.mark.parametrize("command", ["plan", "apply", "build", "run", "gate", "api-diff", "mutate"])
 def test_an_empty_src_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                  monkeypatch: pytest.MonkeyPatch, command: str) -> None:  # fmt: skip
     root = consumer(tmp_path)
     monkeypatch.chdir(root)  # what an unset "$SRC" would migrate
     before = snapshot(root)
     extra = {"plan": ["--no-report"], "apply": ["--force", "--no-report"], "build": ["--llama", "b5421"],
-             "run": ["--quiet"], "gate": ["--quiet"]}[command]  # fmt: skip
+             "run": ["--quiet"], "gate": ["--quiet"], "api-diff": ["--from", "b5421", "--to", "b7785"],
+             "mutate": ["--list"]}[command]  # fmt: skip
     one_line(capsys, [command, "", *extra], 2, "SRC '': an empty path")
     assert snapshot(root) == before
 
