@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from migrate.paths import cache_root
+from verify.inputs import PathKind, existing_path, output_file
 
 EXIT_OK = 0
 HINT_SUCCESSOR = re.compile(r"\buse\s+([A-Za-z_][A-Za-z0-9_]*)")
@@ -227,6 +228,7 @@ def cmd_draft(args: argparse.Namespace) -> int:
     from migrate.sources import resolve
 
     cache = getattr(args, "cache", None)
+    output_file("--out", args.out)  # before the diff, not after it
     old_tree, new_tree = resolve(args.from_version, cache=cache), resolve(args.to_version, cache=cache)
     for tree in (old_tree, new_tree):
         print(tree.summary(), file=sys.stderr)
@@ -247,7 +249,8 @@ def cmd_draft(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from migrate.rewrite.rules import load_rules, rule_files
 
-    rulesets = [load_rules(Path(p)) for p in args.files] if args.files else rule_files()
+    files = [existing_path("FILE", p, PathKind.FILE, "give a rules .yaml", noun="rules file") for p in args.files]
+    rulesets = [load_rules(path) for path in files] if files else rule_files()
     for ruleset in rulesets:
         kinds: dict[str, int] = {}
         for rule in ruleset.rules:

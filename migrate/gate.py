@@ -428,7 +428,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 def _non_negative(text: str) -> float:
     value = float(text)
-    if value < 0:
+    if not value >= 0:  # NaN too: it compares false with every threshold
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 

@@ -175,8 +175,10 @@ def check_outputs(request: PlanRequest) -> None:
 def check_apply_outputs(request: ApplyRequest) -> None:
     """`apply` also writes backups and may create a branch: both checked before the first file is written."""
     check_outputs(request.plan)
-    backups = request.backup_dir or cache_root(request.plan.cache) / "backups"
-    output_dir("--backup-dir", backups)
+    if request.backup_dir is not None:  # "" is refused, not the default
+        output_dir("--backup-dir", request.backup_dir)
+    else:
+        output_dir("--cache", cache_root(request.plan.cache) / "backups")
     if request.branch is not None:
         check_branch_name(request.branch)
 

@@ -500,6 +500,8 @@ def resolve(
     via: "auto" (cache, then the consumer's checkout if given, then npm, then the remote), "checkout",
     "npm" or "remote".
     """
+    if not str(spec).strip():  # Path("") is the current folder: an unset variable must not resolve to it
+        raise SourceError("an empty llama.cpp version: give a build tag (b7785), a commit or a llama.cpp folder")
     path = Path(spec)
     if path.is_dir():
         if not is_llama_tree(path):

@@ -466,3 +466,24 @@ def test_readme_exit_code_table_matches_the_code() -> None:
         assert documented == codes | everywhere, f"{'/'.join(names)}: README {sorted(documented)}, code {sorted(codes)}"
     registered = set(cli.build_parser()._subparsers._group_actions[0].choices)  # every command has rows
     assert registered <= {name for names in code_says for name in names}, registered
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["sources", ""], "an empty llama.cpp version"),
+    (["model", "--llama", ""], "an empty llama.cpp version"),
+    (["rules", "check", ""], "FILE '': an empty path"),
+    (["rules", "check", "/"], "FILE '/': is a folder, not a file"),
+    (["rules", "draft", "--from", "b7785", "--to", "b10361", "--out", "/proc/x/y.yaml"], "--out '/proc/x/y.yaml'"),
+    (["gate", "--max-tps-regression", "nan", "--quiet"], "argument --max-tps-regression: must be >= 0, got nan"),
+    (["api-diff", "--from", "b5421", "--to", "b7785", "--json", "/proc/x/d.json"], "--json '/proc/x/d.json'"),
+])  # fmt: skip
+def test_empty_and_unwritable_values_of_the_other_commands(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                                           says: str) -> None:  # fmt: skip
+    one_line(capsys, argv, 2, says)
+
+
+def test_an_empty_backup_dir_is_refused_not_the_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = consumer(tmp_path)
+    before = snapshot(root)
+    one_line(capsys, ["apply", str(root), "--force", "--backup-dir", "", *QUIET], 2, "--backup-dir '': an empty path")
+    assert snapshot(root) == before
