@@ -487,3 +487,22 @@ def test_an_empty_backup_dir_is_refused_not_the_default(tmp_path: Path, capsys: 
     before = snapshot(root)
     one_line(capsys, ["apply", str(root), "--force", "--backup-dir", "", *QUIET], 2, "--backup-dir '': an empty path")
     assert snapshot(root) == before
+
+
+def test_a_real_ctrl_c_is_one_line_and_130(tmp_path: Path) -> None:
+    """SIGINT to the console script while it plans (after it said which config it read): one line, exit 130."""
+    import signal
+
+    from tests.conftest import LOCALLLM
+
+    root = tmp_path / "localllm"
+    shutil.copytree(LOCALLLM, root, ignore=shutil.ignore_patterns("build*"))
+    proc = subprocess.Popen([sys.executable, "-m", "migrate", "plan", str(root), "--no-cache", "--no-report"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # "config: ...": past the imports, inside the command
+    assert first.startswith("config: "), first
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == cli.EXIT_INTERRUPTED, rest
+    assert "Traceback" not in rest and rest.strip().splitlines() == ["migrate plan: interrupted (Ctrl-C)"]
