@@ -20,7 +20,7 @@ from verify.checks import ERROR, PASSED, CheckResult
 from verify.differential import run_differential
 from verify.faults import SLOWDOWNS, plant
 from verify.session import Options, Target
-from verify.throughput import Comparison, Settings, compare, median_ci, summarise
+from verify.throughput import CALLS, Comparison, Settings, Side, _needs_more, compare, median_ci, summarise
 
 FIXTURES = {"localllm": ("custom_files/localllm_capi.h",), "localllm-next": ("custom_files/localllm_capi.h",),
             "textgen": ("src/textgen.h",)}  # fmt: skip
@@ -119,3 +119,46 @@ def test_each_fixture_against_itself_through_resident_workers(fixture: str, old_
         assert row["pairs"] == 4 and row["ci95"][0] <= row["new_over_old"] <= row["ci95"][1]
         assert row["old"]["tokens"] == row["new"]["tokens"] > 0
     print(f"{fixture}: {paired.rows['generate']['new_over_old']} {paired.rows['generate']['ci95']}")
+
+
+# --- the sequential decision (issue 26 item 4) -----------------------------------------------------------------
+
+
+def _sides(ratios: list[float]) -> tuple[Side, Side]:
+    """Two sides whose paired new/old ratios are `ratios` (same tokens per call, old calls 1 s)."""
+    old, new = Side("old"), Side("new")
+    for side in (old, new):
+        side.tokens = dict.fromkeys(CALLS, 10)
+    for i, ratio in enumerate(ratios):
+        for call in CALLS:
+            old.seconds[call].append(1.0)
+            new.seconds[call].append(1.0 / ratio)
+            for side in (old, new):
+                side.wait_seconds[call].append(0.0)
+                side.block[call].append(i % 3)
+    return old, new
+
+
+def test_a_straddling_interval_asks_for_more_pairs_until_the_budget_ends() -> None:
+    rng = random.Random(1)
+    straddling = [0.77 + rng.uniform(-0.08, 0.08) for _ in range(30)]
+    settings = Settings(floor=0.75, target_halfwidth=1.0)  # width alone never asks for more here
+    old, new = _sides(straddling)
+    assert _needs_more(old, new, settings, 30, 0.0) == list(CALLS)
+    assert _needs_more(old, new, settings, 30, settings.decide_seconds) == []  # the time budget ended
+    assert _needs_more(old, new, settings, settings.decide_max_pairs, 0.0) == []  # so did the pairs
+    assert _needs_more(old, new, Settings(target_halfwidth=1.0), 30, 0.0) == []  # no floor: no decision to make
+    clear = [0.95 + rng.uniform(-0.02, 0.02) for _ in range(30)]
+    assert _needs_more(*_sides(clear), settings, 30, 0.0) == []  # well above the floor: decided
+
+
+def test_each_look_is_taken_at_the_bonferroni_level_of_the_stated_error_rate() -> None:
+    settings = Settings(floor=0.75)
+    assert settings.looks == 1 + (settings.decide_max_pairs - settings.pairs + settings.step - 1) // settings.step
+    assert settings.confidence == pytest.approx(1 - settings.error_rate / settings.looks)
+    assert Settings().confidence == 0.95
+    old, new = _sides([0.8, 0.9, 0.85, 0.82, 0.88, 0.86] * 5)
+    row = summarise(old.timed("generate"), new.timed("generate"), 10, 10, confidence=settings.confidence)
+    plain = summarise(old.timed("generate"), new.timed("generate"), 10, 10)
+    assert row["confidence"] > plain["confidence"]
+    assert row["ci95"][0] <= plain["ci95"][0] and row["ci95"][1] >= plain["ci95"][1]  # wider, never narrower

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cffi
 
+from verify.backends import BackendsError, load_backends
 from verify.errors import ToolError
 
 LINE_MARKER = re.compile(r'^# (\d+) "(.*)"')
@@ -92,6 +93,10 @@ def load(
         lib = ffi.dlopen(str(library))
     except OSError as exc:
         raise BindingError(f"cannot load {library}: {exc}") from exc
+    try:  # a shim on prebuilt llama.cpp: its CPU backend is loaded at run time, here, before any model load
+        load_backends(library)
+    except BackendsError as exc:
+        raise BindingError(f"{library}: {exc}") from exc
     return Bindings(ffi=ffi, lib=lib, library_path=library, header=header)
 
 

@@ -78,6 +78,7 @@ def _child(library: str, tree: str, model: str) -> int:
     """In the child: bind llama.cpp's loader out of the library and load the model (CPU only)."""
     import cffi
 
+    from verify.backends import BackendsError, load_backends
     from verify.observe import ObserveError
 
     try:
@@ -85,7 +86,8 @@ def _child(library: str, tree: str, model: str) -> int:
         ffi = cffi.FFI()
         ffi.cdef(text)
         lib = ffi.dlopen(library)
-    except (ObserveError, cffi.CDefError, OSError) as exc:
+        load_backends(Path(library))  # prebuilt llama.cpp: its CPU backend is loaded at run time (verify/backends.py)
+    except (ObserveError, cffi.CDefError, OSError, BackendsError) as exc:
         print(f"cannot bind llama.cpp's loader: {exc}")
         return EXIT_CANNOT_PROBE
     load = _first(lib, missing, "llama_model_load_from_file", "llama_load_model_from_file")

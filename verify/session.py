@@ -88,6 +88,9 @@ class Options:
     eog_model: str = ""
     # checks run at once, each in its own process (verify/runner.py); the timing checks always run alone
     jobs: int = 1
+    # the gate's tokens/s floor (1 - allowed loss): throughput pairs are added while an interval straddles it
+    # (verify/throughput.py Settings); None: a fixed-precision measurement, no decision
+    tps_floor: float | None = None
     # `--generated N`: inputs Hypothesis draws per operation for the generated_inputs check (0: not asked, skipped)
     generated: int = 0
     # the consumer's own pytest checks (verify/usertests.py): the folder their node ids are relative to (set when

@@ -71,11 +71,34 @@ class Settings:
     instructions: bool = True  # count instructions per call where perf can (CPU runs only)
     callgrind: bool = False  # where perf cannot, count under valgrind's callgrind (slow: opt-in)
     instruction_calls: int = 1  # calls counted per kind (deterministic: more calls show the same count)
+    # sequential decision (the gate's): with a `floor` (1 - allowed tokens/s loss), pairs are added while a call's
+    # interval straddles it, up to `decide_max_pairs` pairs or `decide_seconds` of measuring, whichever comes first.
+    # Every look at the data is a chance to stop on a fluke, so each look's interval is taken at confidence
+    # 1 - `error_rate` / `looks` (Bonferroni over the planned looks): the chance that any look of a run excludes the
+    # true ratio, so that a regression or a pass is declared wrongly, is at most `error_rate`
+    floor: float | None = None
+    decide_max_pairs: int = 240
+    decide_seconds: float = 180.0
+    error_rate: float = 1 - CONFIDENCE
 
     @classmethod
-    def from_env(cls) -> Settings:
+    def from_env(cls, floor: float | None = None) -> Settings:
         value = os.environ.get(INSTRUCTIONS_ENV, "auto").lower()
-        return cls(instructions=value not in ("0", "off", "no", "false"), callgrind=value == "callgrind")
+        return cls(instructions=value not in ("0", "off", "no", "false"), callgrind=value == "callgrind", floor=floor)
+
+    @property
+    def looks(self) -> int:
+        """How many times the intervals may be looked at: after the first blocks, then after every added block."""
+        limit = self.decide_max_pairs if self.floor is not None else self.max_pairs
+        return 1 + max(0, -(-(limit - self.pairs) // self.step))
+
+    @property
+    def confidence(self) -> float:
+        """Each look's confidence: CONFIDENCE with one look, Bonferroni-adjusted over the looks of a decision."""
+        return 1 - self.error_rate / self.looks if self.floor is not None else CONFIDENCE
+
+    def straddles(self, low: float, high: float) -> bool:
+        return self.floor is not None and low < self.floor <= high
 
 
 # --- statistics ------------------------------------------------------------------------------------------------
@@ -89,6 +112,7 @@ def median_ci(values: list[float], seed: int = 42, resamples: int = BOOTSTRAP, c
         raise ValueError("no values")
     rng = random.Random(seed)
     n = len(values)
+    resamples = max(resamples, int(20 / (1 - confidence)))  # >= 10 resamples in each tail of a narrow interval
     groups: list[list[float]] = []
     if blocks is not None and len(set(blocks)) > 1:
         by_block: dict[int, list[float]] = {}
@@ -117,10 +141,12 @@ def paired_ratios(old_seconds: list[float], new_seconds: list[float], old_tokens
 
 
 def summarise(old_seconds: list[float], new_seconds: list[float], old_tokens: int, new_tokens: int,
-              seed: int = 42, blocks: list[int] | None = None) -> dict[str, Any]:  # fmt: skip
-    """One call's row of the comparison: per-build median tokens/s and the paired statistic."""
+              seed: int = 42, blocks: list[int] | None = None,
+              confidence: float = CONFIDENCE) -> dict[str, Any]:  # fmt: skip
+    """One call's row of the comparison: per-build median tokens/s and the paired statistic (its interval at
+    `confidence`: 95 %, or higher for a sequential decision, Settings.confidence)."""
     ratios = paired_ratios(old_seconds, new_seconds, old_tokens, new_tokens)
-    median, low, high = median_ci(ratios, seed, blocks=blocks)
+    median, low, high = median_ci(ratios, seed, confidence=confidence, blocks=blocks)
 
     def side(seconds: list[float], tokens: int) -> dict[str, Any]:
         mid = statistics.median(seconds)
@@ -130,6 +156,7 @@ def summarise(old_seconds: list[float], new_seconds: list[float], old_tokens: in
 
     row = {"old": side(old_seconds, old_tokens), "new": side(new_seconds, new_tokens),
            "new_over_old": round(median, 3), "ci95": [round(low, 3), round(high, 3)], "pairs": len(ratios),
+           "confidence": round(confidence, 5),
            "method": "median of paired new/old ratios, alternating calls, percentile bootstrap"}  # fmt: skip
     if blocks is not None and len(set(blocks)) > 1:
         by_block: dict[int, list[float]] = {}
@@ -451,20 +478,24 @@ def _one_pair(order: tuple[str, str], workers: dict[str, Worker], sides: dict[st
             side.instructions[call].append(reply["instructions"])
 
 
-def _needs_more(old: Side, new: Side, settings: Settings) -> list[str]:
-    """Calls whose interval is still wider than the target."""
-    wide = []
+def _needs_more(old: Side, new: Side, settings: Settings, done: int, seconds: float) -> list[str]:
+    """Calls to time further: an interval still wider than the target (up to `max_pairs`), or, for a decision
+    against `settings.floor`, one that straddles the floor (up to `decide_max_pairs` pairs or `decide_seconds`)."""
+    more = []
     for call in CALLS:
         ratios = paired_ratios(old.timed(call), new.timed(call), old.tokens[call], new.tokens[call])
-        median, low, high = median_ci(ratios, settings.seed, blocks=old.block[call])
-        if max(median - low, high - median) > settings.target_halfwidth * median:
-            wide.append(call)
-    return wide
+        median, low, high = median_ci(ratios, settings.seed, confidence=settings.confidence, blocks=old.block[call])
+        wide = max(median - low, high - median) > settings.target_halfwidth * median and done < settings.max_pairs
+        undecided = (settings.straddles(low, high) and done < settings.decide_max_pairs
+                     and seconds < settings.decide_seconds)  # fmt: skip
+        if wide or undecided:
+            more.append(call)
+    return more
 
 
 def compare(old: Target, new: Target, options: Options, settings: Settings | None = None) -> Comparison:
     """Time both builds call by call; the rows for the gate and each build's `throughput` result."""
-    settings = settings or Settings.from_env()
+    settings = settings or Settings.from_env(options.tps_floor)
     started = time.monotonic()
     sides = {"old": Side(old.label), "new": Side(new.label)}
     with tempfile.TemporaryDirectory(prefix="llama-migrate-throughput-") as tmp:
@@ -533,8 +564,10 @@ def _run_pairs(targets: dict[str, Target], options: Options, workdir: Path, side
              for i in range(first_blocks)]  # fmt: skip
     pending, done, block = list(CALLS), 0, 0
     prepared = {key: prepare(target) for key, target in targets.items()}
+    started = time.monotonic()
+    limit = max(settings.max_pairs, settings.decide_max_pairs if settings.floor is not None else 0)
     while pending:
-        size = sizes[block] if block < len(sizes) else min(settings.step, settings.max_pairs - done)
+        size = sizes[block] if block < len(sizes) else min(settings.step, limit - done)
         workers = _start(targets, options, workdir, sides, prepared, first=block == 0)
         if workers is None:
             return
@@ -553,9 +586,9 @@ def _run_pairs(targets: dict[str, Target], options: Options, workdir: Path, side
         done, block = done + size, block + 1
         if block < len(sizes):
             continue
-        if done >= settings.max_pairs:
+        if done >= limit:
             break
-        pending = _needs_more(sides["old"], sides["new"], settings)
+        pending = _needs_more(sides["old"], sides["new"], settings, done, time.monotonic() - started)
 
 
 def _rows(sides: dict[str, Side], settings: Settings) -> dict[str, dict[str, Any]]:
@@ -568,7 +601,11 @@ def _rows(sides: dict[str, Side], settings: Settings) -> dict[str, dict[str, Any
             rows[call] = {"old": None, "new": None, "new_over_old": None, "ci95": None, "pairs": 0, "note": why}
             continue
         rows[call] = summarise(old.timed(call)[:n], new.timed(call)[:n], old.tokens[call], new.tokens[call],
-                               settings.seed, old.block[call][:n])  # fmt: skip
+                               settings.seed, old.block[call][:n], settings.confidence)  # fmt: skip
+        if settings.floor is not None:
+            rows[call]["decision"] = {"floor": settings.floor, "error_rate": settings.error_rate,
+                                      "looks": settings.looks, "max_pairs": settings.decide_max_pairs,
+                                      "budget_s": settings.decide_seconds}  # fmt: skip
         excluded = old.contention_known() and new.contention_known()
         rows[call]["seconds"] = ("wall clock less the time the calling thread waited for a CPU (Linux schedstat)"
                                  if excluded else "wall clock")  # fmt: skip
