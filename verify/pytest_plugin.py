@@ -293,10 +293,12 @@ def outcome(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestR
 
 
 def first_line(call: pytest.CallInfo[None]) -> str:
-    """The exception as one line (`AssertionError: what the test said`), clipped."""
+    """The exception as one line, clipped: an assertion's own message alone (what the test says is wrong, first in
+    the gate's one-line summary), else `Type: message`."""
     if call.excinfo is None:
         return ""
-    text = " ".join(call.excinfo.exconly().split())
+    said = str(call.excinfo.value).split("\n")[0] if call.excinfo.errisinstance(AssertionError) else ""
+    text = " ".join((said or call.excinfo.exconly()).split())
     return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS] + "…"
 
 

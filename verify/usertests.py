@@ -93,10 +93,11 @@ def collect(tests: UserTests) -> list[str]:
 
 
 def first_complaint(output: str) -> str:
-    """The line of pytest's output that says what went wrong (an E line, else an ERROR line, else the last)."""
+    """The line of pytest's output that says what went wrong: an E line naming an error (`E   SyntaxError: ...`),
+    else the first E line, else an ERROR line, else the last line."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    for prefix in ("E ", "ERROR", "error:"):
-        found = [line for line in lines if line.startswith(prefix)]
+    errors = [line for line in lines if line.startswith("E ") and "Error" in line]
+    for found in (errors, *([line for line in lines if line.startswith(p)] for p in ("E ", "ERROR", "error:"))):
         if found:
             return found[0].removeprefix("E ").strip()
     return lines[-1] if lines else "no output"
