@@ -65,7 +65,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     check_build_inputs(args)
     # the options' [build] settings add to the consumer's config, which build() reads from SRC
     options = BuildOptions(backend=args.gpu or "cpu", cuda_arch=args.cuda_arch, cmake_args=tuple(args.cmake_arg),
-                           traced=args.traced, settings=settings_from_args(args, Path.cwd()))  # fmt: skip
+                           traced=args.traced, settings=settings_from_args(args, Path.cwd()),
+                           llama_build=args.llama_build)  # fmt: skip
     # a SourceError / BuildError (no shim, no toolchain) is bad input: one line, exit 2, from migrate.cli.main
     tree = tree_from_args(args.llama, args)
     print(f"building {args.src} against llama.cpp {tree.provided} ({options.backend}) ...", file=sys.stderr)
@@ -77,6 +78,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.log:
         Path(args.log).write_text(result.log)
     reuse = "reused" if result.llama_reused and result.llama_objects_rebuilt == 0 else "built"
+    if result.prebuilt:
+        reuse = f"prebuilt from {result.prebuilt['package']}, common {reuse}"
     print(
         f"llama.cpp libraries {reuse} ({result.llama_objects_rebuilt} objects compiled, {result.llama_seconds:.1f} s); "
         f"shim {result.shim_seconds:.1f} s",
@@ -107,6 +110,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     builder.add_argument("--cmake-arg", action="append", default=[], help="extra CMake option for llama.cpp (repeat)")
     builder.add_argument("--gpu", choices=["cuda"], help="GPU backend to build llama.cpp with")
     builder.add_argument("--cuda-arch", help="CUDA architecture(s), e.g. 90")
+    builder.add_argument("--llama-build", default="source", choices=["source", "prebuilt", "auto"],
+                         help="llama.cpp's libraries: compiled from the tree (source), a registry package's prebuilt "
+                         "libraries of the same release (prebuilt; only common is compiled), or prebuilt where there "
+                         "are some for this platform, else source (auto)")  # fmt: skip
     builder.add_argument("--traced", action="store_true", help="link the llama.cpp call tracer in (for `migrate "
                          "verify --trace/--predict`): a separate build, with debug info")  # fmt: skip
     builder.add_argument("--json", help="write the build result (library, llama.cpp, seconds, errors) here")

@@ -72,9 +72,11 @@ class RunRequest:
     build_settings: BuildSettings = field(default_factory=BuildSettings)
     known_failures: str | None = None  # a baseline file (`migrate verify --write-baseline`), over the config's
     tests: tuple[str, ...] = ()  # --tests: the consumer's own pytest checks, besides the config's [verify] tests
+    llama_build: str = "source"  # llama.cpp's libraries: source | prebuilt | auto (migrate/prebuilt.py)
 
     def build_options(self) -> BuildOptions:
-        return BuildOptions(self.gpu or "cpu", self.cuda_arch, self.cmake_args, settings=self.build_settings)
+        return BuildOptions(self.gpu or "cpu", self.cuda_arch, self.cmake_args, settings=self.build_settings,
+                            llama_build=self.llama_build)  # fmt: skip
 
     def verify_jobs(self) -> int:
         from verify.runner import default_jobs
@@ -186,6 +188,8 @@ def _build_both(outcome: RunOutcome, options: BuildOptions, cache: str | None, s
         settings = options.settings.rebased(outcome.src, src)
         result = build(src, tree, dataclasses.replace(options, settings=settings), cache=cache)
         reuse = "cached llama.cpp" if result.llama_objects_rebuilt == 0 else "llama.cpp built"
+        if result.prebuilt:  # llama and ggml from a registry package, common compiled (or cached)
+            reuse = f"prebuilt llama.cpp from {result.prebuilt['package']}, common {reuse.split()[-1]}"
         stages.say(f"build {role}: {'ok' if result.ok else 'FAILED'} ({reuse}, shim {result.shim_seconds:.1f} s)")
         outcome.builds[role] = result
         for error in result.errors[:10]:
@@ -209,6 +213,8 @@ def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu
                       jobs=jobs)  # fmt: skip
     if config.tie_margin is not None:
         options.tie_margin = config.tie_margin
+    if config.max_tps_regression is not None:  # a tokens/s threshold to decide against (sequential sampling)
+        options.tps_floor = 1 - config.max_tps_regression / 100
     report = run_verification([old, new], options, names, console=console)
     outcome.verification = report
     # failed checks become problems by cause, once the traced re-run has named their contract breaks (_triage)
@@ -463,19 +469,33 @@ def portable_paths(text: str, outcome: RunOutcome) -> str:
 
 
 def _builds_section(outcome: RunOutcome) -> str:
-    lines = ["## Builds", "", "| shim | llama.cpp requested | provided | commit | source | result | seconds |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = ["## Builds", "",
+             "| shim | llama.cpp requested | provided | commit | source | libraries | result | seconds |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for role, result in outcome.builds.items():
         tree = outcome.trees[role]
         shim = "original" if role == "from" else "migrated"
         status = "ok" if result.ok else f"FAILED ({len(result.errors)} errors)"
         lines.append(f"| {shim} | {tree.requested} | {tree.provided}{' (stand-in)' if tree.substituted else ''} | "
-                     f"`{tree.commit[:12]}` | {tree.source} | {status} | {result.seconds:.1f} |")  # fmt: skip
+                     f"`{tree.commit[:12]}` | {tree.source} | {_libraries_cell(result)} | {status} | "
+                     f"{result.seconds:.1f} |")  # fmt: skip
+    if any(result.prebuilt for result in outcome.builds.values()):
+        lines += ["", "Prebuilt libraries load their CPU backend at run time (one of the package's libggml-cpu-*.so "
+                  "variants, the best for this CPU): the harness calls `ggml_backend_load_all_from_path` on the "
+                  "package's folder in every process before the model load, which the consumer itself never does."]
     for role, result in outcome.builds.items():
         if result.errors:
             lines += ["", f"First errors against {outcome.trees[role].provided}:", "", "```"]
             lines += [str(e) for e in result.errors[:20]] + ["```"]
     return "\n".join(lines) + "\n"
+
+
+def _libraries_cell(result: BuildResult) -> str:
+    """Where llama.cpp's libraries came from: compiled from the tree, or which package's prebuilt binaries."""
+    if not result.prebuilt:
+        return "compiled from source"
+    libraries = ", ".join(str(name) for name in result.prebuilt.get("libraries", []))
+    return f"prebuilt {result.prebuilt['package']} ({libraries}); common compiled"
 
 
 def _verdict_section(outcome: RunOutcome) -> str:
@@ -702,7 +722,8 @@ def run_request(args: argparse.Namespace) -> RunRequest:
                       build_settings=settings_from_args(args, Path.cwd()),
                       checks=check_names(args.checks), predict=args.predict, quiet=args.quiet,
                       cache=args.cache, jobs=jobs_count(args.jobs),
-                      known_failures=args.known_failures, tests=tuple(args.tests or ()))  # fmt: skip
+                      known_failures=args.known_failures, tests=tuple(args.tests or ()),
+                      llama_build=args.llama_build)  # fmt: skip
 
 
 def jobs_count(value: int | None) -> int | None:
@@ -765,3 +786,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         "verify --write-baseline FILE`), besides the config's [verify] known_failures / baseline")
     parser.add_argument("--jobs", type=int, help="checks verified at once, each in its own process (default: one "
                         "per core; the throughput comparison runs alone, after the others)")  # fmt: skip
+    parser.add_argument("--llama-build", default="source", choices=["source", "prebuilt", "auto"],
+                        help="llama.cpp's libraries: compiled from the trees (source), a registry package's prebuilt "
+                        "libraries of the same release (prebuilt), or prebuilt where there are some, else source "
+                        "(auto); the report says which")  # fmt: skip
