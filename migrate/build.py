@@ -289,8 +289,9 @@ target_compile_options(shim PRIVATE $<$<COMPILE_LANGUAGE:C>:-Werror=implicit-fun
 target_link_options(shim PRIVATE -Wl,--no-undefined)
 # the consumer's include directories (its sources' folders, then [build] include_dirs) before llama.cpp's
 target_include_directories(shim PRIVATE {includes})
-# llama.cpp internals (src/: llama-vocab.h, unicode.h, ...) of this version, searched after every other directory
-target_compile_options(shim PRIVATE "-idirafter{internals}")
+# llama.cpp internals (src/: llama-vocab.h, unicode.h, ...) of this version, then the tree's root (an include spelled
+# from it, "common/chat.h", as shims built before the targets were used found it), after every other directory
+target_compile_options(shim PRIVATE "-idirafter{internals}" "-idirafter{tree}")
 target_compile_definitions(shim PRIVATE {defines})
 {flags}
 # libllama whole, so every llama_* entry point is exported for the harness to observe state with;
@@ -418,6 +419,7 @@ def shim_cmake_text(sources: list[Path], libs: LlamaLibs, name: str, settings: B
         name=name,
         includes=_cmake_list(includes),
         internals=libs.tree / "src",
+        tree=libs.tree,
         defines=" ".join(_cmake_quoted(d) for d in ("LLAMA_MIGRATE_BUILD=1", *settings.defines)),
         flags=_shim_flags(settings, sources),
         llama=llama,

@@ -105,6 +105,14 @@ def test_internals_come_after_the_consumers_own_headers(old_tree: SourceTree, tm
     assert result.ok, result.log[-3000:]
 
 
+def test_includes_spelled_from_the_tree_root_still_found(old_tree: SourceTree, tmp_path: Path) -> None:
+    """`#include "common/common.h"` (a path from llama.cpp's root) built before the targets were used; it still does."""
+    (tmp_path / "shim.cpp").write_text('#include "llama.h"\n#include "common/common.h"\n'
+                                       'extern "C" int root_probe(void) { return common_params().n_predict; }\n')
+    result = build(tmp_path, old_tree)
+    assert result.ok, result.log[-3000:]
+
+
 # --- [build]: each setting has an effect ------------------------------------------------------------------------
 
 SHIM = """\
