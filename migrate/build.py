@@ -237,7 +237,7 @@ def build_llama(tree: SourceTree, options: BuildOptions, cache: Path | None = No
         reused = stamp.is_file()
         targets = llama_targets(tree.path)
         # a cache entry configured before the targets were exported is configured again with the export only: the
-        # same compile commands, so nothing is rebuilt (see migrate/llama_targets.py)
+        # same compile commands, so only what the configure generates is compiled again (migrate/llama_targets.py)
         if not (build_dir / "build.ninja").is_file() or target_export.needs_export(build_dir, targets):
             cmd = ["cmake", "-S", str(tree.path), "-B", str(build_dir), "-G", "Ninja", *options.llama_cmake_args(),
                    *target_export.export_args(build_dir, targets)]  # fmt: skip
