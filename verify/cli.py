@@ -10,8 +10,10 @@ consumer's file:line; a failed check then names the first call that breaks the r
 differential mode) against VERSION's contract: the calls that will abort or be rejected there, before migrating.
 
 Exit codes: 0 every check on the build under test (--lib) passed or was skipped with a reason; 1 a check failed
-on it, or its CPU and GPU runs disagree (a difference that is not a near-tie); 2 bad input (a library, header or
-model that cannot be found, a C API that cannot be bound, --trace on a library built without the tracer);
+on it, or its CPU and GPU runs disagree (a difference that is not a near-tie); 2 bad input, found before any
+check runs (a library, header or model that cannot be found, a C API that cannot be bound, --trace on a library
+built without the tracer, a library this host cannot load or that does not export the functions the checklist calls
+through the header, a model llama.cpp's own loader refuses, with its reason; a bad number or output path);
 3 nothing failed but some check could not be driven by the harness (status error): not verified; 4 nothing
 failed, but --predict found calls that will abort or be rejected at that release; 5 nothing else to report, but a
 known failure passes now: remove it from the baseline.
