@@ -9,6 +9,8 @@ passes all of them. The Hypothesis machinery and the old-vs-new pairing are also
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -16,12 +18,13 @@ from typing import Any
 import pytest
 
 from migrate.build import BuildResult, build
+from migrate.paths import cache_root
 from migrate.sources import SourceTree
 from tests.conftest import LOCALLLM, LOCALLLM_HEADER
 from verify import exported
 from verify.checks import FAILED, PASSED, SKIPPED, CheckResult
 from verify.differential import run_differential
-from verify.faults import FAULTS, ORACLE_FAULTS, make_variant
+from verify.faults import FAULTS, ORACLE_FAULTS, Fault, make_variant
 from verify.generated import Budget, run_property
 from verify.reference import COMMON_ORDER, ReferenceConfig, ReferenceConfigError, common_defaults
 from verify.runner import run_checks
@@ -41,13 +44,26 @@ def run(library: Path, model: Path, names: list[str], label: str, generated: int
     return {r.name: r for r in results}
 
 
+def variant_folder(fault: Fault) -> Path:
+    """A variant's copy at a path named by what it contains (fixture files and the fault's edits): the shim cache is
+    keyed by source paths, so a later session finds the build made here instead of compiling it again."""
+    digest = hashlib.sha256(repr(fault.edits).encode())
+    for path in sorted(p for p in LOCALLLM.rglob("*") if p.is_file() and "build" not in p.parts):
+        digest.update(str(path.relative_to(LOCALLLM)).encode() + path.read_bytes())
+    folder = cache_root() / "test-variants" / f"{fault.key}-{digest.hexdigest()[:12]}" / "localllm"
+    if not (folder / "custom_files").is_dir():
+        if folder.exists():
+            shutil.rmtree(folder)
+        make_variant(LOCALLLM, folder, fault)
+    return folder
+
+
 @pytest.fixture(scope="module")
-def variants(tmp_path_factory: pytest.TempPathFactory, old_tree: SourceTree) -> dict[str, Path]:
+def variants(old_tree: SourceTree) -> dict[str, Path]:
     built: dict[str, Path] = {}
     for key in ("tokenize_ignores_parse_special", "parallel_loses_last_result", "chat_template_one_byte_short",
                 "seed_ignored"):  # fmt: skip
-        fault = ORACLE_FAULTS.get(key) or FAULTS[key]
-        result: BuildResult = build(make_variant(LOCALLLM, tmp_path_factory.mktemp(key) / "localllm", fault), old_tree)
+        result: BuildResult = build(variant_folder(ORACLE_FAULTS.get(key) or FAULTS[key]), old_tree)
         assert result.ok, [str(e) for e in result.errors] or result.log[-2000:]
         built[key] = Path(result.library)
     return built
@@ -167,15 +183,15 @@ def test_exported_functions_catch_one_byte_short(localllm_old_build: BuildResult
     new = target(variants["chat_template_one_byte_short"], tiny_model, "new")
     report = run_differential(old, new, Options(timeout=120), ["exported_functions"])
     (comparison,) = report.comparisons
-    assert comparison.old.status == PASSED
+    assert comparison.old.status == PASSED, comparison.old.message
     assert comparison.new.status == FAILED, comparison.new.message
     differences = comparison.new.evidence["differences"]
     assert differences and all("localllm_apply_chat_template" in d["call"] for d in differences)
     calls = {c["key"]: c for c in comparison.old.evidence["calls"]}
-    for d in differences:  # only results over 200 bytes differ, each one byte short
-        old_text, new_text = calls[d["call"]]["outs"]["result_out"], None
+    for d in differences:  # only results over 200 bytes differ, each one byte short (the chat templates end in \n)
+        old_text = calls[d["call"]]["outs"]["result_out"].encode()
         new_text = next(c for c in comparison.new.evidence["calls"] if c["key"] == d["call"])["outs"]["result_out"]
-        assert len(old_text) > 200 and new_text == old_text[:-1], d
+        assert len(old_text) > 200 and new_text.encode() == old_text[:-1], d
     short = [c for c in calls.values() if c["function"] == "localllm_apply_chat_template" and c["returned"] == 0
-             and len(c["outs"]["result_out"]) <= 200]  # fmt: skip
+             and len(c["outs"]["result_out"].encode()) <= 200]  # fmt: skip
     assert short and all(c["key"] not in {d["call"] for d in differences} for c in short)

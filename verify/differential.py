@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from verify.checks import ERROR, FAILED, PASSED, SKIPPED, CheckResult, checklist
+from verify.checks.oracle import EXPORTED_CHECK, judge_exported
 from verify.runner import Progress, run_builds
 from verify.session import Options, Target
 from verify.throughput import Comparison
@@ -191,6 +192,8 @@ def run_differential(old: Target, new: Target, options: Options, names: list[str
         if progress:
             progress(THROUGHPUT_CHECK, paired.old)
             progress(THROUGHPUT_CHECK, paired.new)
+    # each build recorded its exported functions' results; the new build's check fails where they differ
+    judge_exported(old_results.get(EXPORTED_CHECK), new_results.get(EXPORTED_CHECK))
     comparisons = [CheckComparison(n, classify(old_results.get(n), new_results.get(n)), old_results.get(n),
                                    new_results.get(n)) for n in names]  # fmt: skip
     greedy = compare_greedy(old_results.get(REFERENCE_CHECK), new_results.get(REFERENCE_CHECK), options.tie_margin)

@@ -10,7 +10,8 @@ memory: cleared after generate (memory), parallel sequences isolated, shared pre
 errors: prompt longer than the context, invalid input, context larger than memory (errors); a throughput figure
 (throughput); layers on the GPU (offload, GPU runs only); state across calls (state); stopping at EOG, uneven
 finishing, result order, the end of the context (stops); sampling values reaching the sampler (sampling); context
-parameters read back (context); frees releasing memory (resources).
+parameters read back (context); frees releasing memory (resources); generated inputs against llama.cpp's
+primitives and every exported function that is no operation (oracle).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 # isort: off
 from verify.checks import load, tokenize, generate, memory, parallel, errors  # noqa: F401
 from verify.checks import throughput, offload, state, stops, sampling, context, resources  # noqa: F401
+from verify.checks import oracle  # noqa: F401
 # isort: on
 from verify.checks.compare import agreement, clip, common_token_prefix, compare_results, normalise
 from verify.checks.framework import (

@@ -7,6 +7,7 @@ from typing import Any
 
 from verify.checks.compare import clip, compare_results
 from verify.checks.framework import Verdict, check, failures, takes
+from verify.checks.oracle_cases import sampled_cases
 from verify.checks.reference import references
 from verify.driver import Sampling
 from verify.prompts import PROMPT_A, PROMPT_B, REFERENCE_PROMPTS, SHARED_PREFIX
@@ -90,6 +91,9 @@ def sampling_seed(s: Session) -> Verdict:
         if varied == first:
             problems.append(f"{role} {value} instead of {getattr(seeded, role)} (seed {SEEDS[0]}) changed no "
                             f"output: {role} does not reach the sampler")  # fmt: skip
+    # the oracle: the seeded outputs are what llama.cpp's own sampler chain gives with the same values
+    evidence["reference"], found = sampled_cases(s, ctx, prompts, seeded, first)
+    problems += found
     evidence["repeat_penalty"] = _penalty_probe(s, ctx, problems)
     if all(takes(s, "generate_parallel", r) for r in ("temperature", "seed")):
         pctx = s.context(512, 4)  # what generate left in memory is state_across_calls' concern
@@ -98,6 +102,10 @@ def sampling_seed(s: Session) -> Verdict:
         problems += [f"generate_parallel failed: {r.message}" for r in runs if not r.ok]
         if runs[0].value != runs[1].value:
             problems.append(f"generate_parallel with seed {SEEDS[0]} twice: {runs[0].value} / {runs[1].value}")
+        # each slot is an independent sequence with the same seed: each prompt's result = its reference alone
+        evidence["generate_parallel_reference"], found = sampled_cases(s, pctx, prompts, seeded, runs[0].value
+                                                                       or [None] * len(prompts), "generate_parallel")
+        problems += found
     summary = f"seed {SEEDS[0]} reproduced on {len(prompts)} prompts; seed {SEEDS[1]} differs: {not problems}"
     return Verdict(not problems, evidence, failures(problems), summary)
 

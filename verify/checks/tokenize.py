@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from verify.checks.framework import Verdict, check
+from verify.checks.framework import Verdict, check, failures
+from verify.checks.oracle_cases import text_cases
 from verify.session import Session, SetupError, Skip
 
 VOCAB_VECTORS = Path("models") / "ggml-vocab-llama-spm.gguf"
@@ -46,7 +47,14 @@ def tokenize_detokenize(s: Session) -> Verdict:
     evidence = {"vectors": str(tree / VOCAB_VECTORS.with_suffix(".gguf.inp")), "cases": len(vectors),
                 "tokenize_mismatches": tok_fail[:5], "n_tokenize_mismatches": len(tok_fail),
                 "detokenize_mismatches": detok_fail[:5], "n_detokenize_mismatches": len(detok_fail)}  # fmt: skip
-    ok = not tok_fail and not detok_fail
-    message = "" if ok else f"{len(tok_fail)} tokenize and {len(detok_fail)} detokenize mismatches of {len(vectors)}"
+    # the oracle: markup, Unicode and empty texts against llama_tokenize / llama_detokenize (parse_special as the
+    # consumer's [verify.reference] promises)
+    evidence["reference"], oracle_problems = text_cases(s, model)
+    ok = not tok_fail and not detok_fail and not oracle_problems
+    parts = [f"{len(tok_fail)} tokenize and {len(detok_fail)} detokenize mismatches of {len(vectors)}"
+             ] if tok_fail or detok_fail else []  # fmt: skip
+    parts += oracle_problems[:4] + ([f"{len(oracle_problems) - 4} more against the reference"]
+                                    if len(oracle_problems) > 4 else [])  # fmt: skip
+    message = failures(parts)
     summary = f"{len(vectors) - len(tok_fail)}/{len(vectors)} tokenized, {len(vectors) - len(detok_fail)} round-trip"
     return Verdict(ok, evidence, message, summary)
