@@ -228,7 +228,7 @@ def cmd_draft(args: argparse.Namespace) -> int:
     from migrate.sources import resolve
 
     cache = getattr(args, "cache", None)
-    output_file("--out", args.out)  # before the diff, not after it
+    output_file("--out", args.out, makes_folder=True)  # before the diff, not after it (its folder is created)
     old_tree, new_tree = resolve(args.from_version, cache=cache), resolve(args.to_version, cache=cache)
     for tree in (old_tree, new_tree):
         print(tree.summary(), file=sys.stderr)

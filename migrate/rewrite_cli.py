@@ -167,7 +167,7 @@ def check_outputs(request: PlanRequest) -> None:
     if request.no_report:
         return
     if request.report:
-        output_file("--report", request.report)
+        output_file("--report", request.report, makes_folder=True)  # write_report creates its folder
     else:
         output_dir("--cache", cache_root(request.cache) / "reports")
 

@@ -100,6 +100,16 @@ def test_apply_writes_when_outputs_are_fine(tmp_path: Path, capsys: pytest.Captu
     assert (root / "a.cpp").read_text() != REWRITTEN and out.is_file()
 
 
+def test_a_report_in_a_new_folder_is_still_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The report's folder is created (as before the checks): a missing one is not refused, an impossible one is."""
+    root = consumer(tmp_path)
+    report = tmp_path / "new" / "deeper" / "report.md"
+    assert main(["plan", str(root), "--report", str(report), *QUIET]) == 0
+    assert report.is_file()
+    one_line(capsys, ["plan", str(root), "--report", "/proc/x/report.md", *QUIET], 2,
+             "--report '/proc/x/report.md': cannot be written in /proc")  # fmt: skip
+
+
 def test_apply_failing_after_writing_says_it_wrote(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """An output that fails after the rewrite was written (a full disk) is exit 5, saying the files WERE written."""

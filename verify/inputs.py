@@ -109,9 +109,11 @@ def _said_as(flag: str, value: object) -> Iterator[None]:
 # --- paths written ------------------------------------------------------------------------------------------------
 
 
-def output_file(flag: str, value: str | os.PathLike[str] | None) -> Path | None:
+def output_file(flag: str, value: str | os.PathLike[str] | None, makes_folder: bool = False) -> Path | None:
     """A file a command will write: proved writable now, before anything else is written. A file that exists is
-    opened for appending (its bytes and times untouched); a new one is created and removed again."""
+    opened for appending (its bytes and times untouched); a new one is created and removed again. `makes_folder`:
+    the command creates a missing folder for it (the markdown report does), so the nearest existing one must take
+    a new entry instead."""
     if value is None:
         return None
     if str(value).strip() == "" or "\0" in str(value):
@@ -121,6 +123,12 @@ def output_file(flag: str, value: str | os.PathLike[str] | None) -> Path | None:
         if path.is_dir():
             raise BadInput(flag, str(value), "is a folder", "give a file path inside it")
         parent = path.parent if str(path.parent) else Path(".")
+        if makes_folder and not parent.exists():
+            try:
+                output_dir(flag, parent)
+            except BadInput as exc:  # said of the path given, not of its folder
+                raise BadInput(flag, str(value), exc.problem, exc.remedy) from exc
+            return path
         if not parent.is_dir():
             raise BadInput(flag, str(value), f"its folder {parent} does not exist",
                            "create it first or choose another path")  # fmt: skip
