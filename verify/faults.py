@@ -91,8 +91,9 @@ FAULTS: dict[str, Fault] = {
             ("b5421", "b7785"),
             ((r"slots\[s\]\.seq_id = first_seq \+ s;", "slots[s].seq_id = first_seq + s / 2;"),),
             # every parallel call mixes two prompts' cells (those compared with a reference fail: the stop
-            # prompts, greedy with top_k 0); at b7785 every parallel call fails outright
-            {"b5421": (*ISOLATION, "parallel_uneven_finish", "sampling_top_k_disabled"),
+            # prompts, greedy with top_k 0, the seeded parallel outputs against llama.cpp's sampler chain); at b7785
+            # every parallel call fails outright
+            {"b5421": (*ISOLATION, "parallel_uneven_finish", "sampling_top_k_disabled", "sampling_seed"),
              "b7785": (*ISOLATION, "generate_parallel", *PARALLEL_CALLERS)},
             {"localllm-next": ((r"slots_\[s\]\.seq = first_seq \+ s;", "slots_[s].seq = first_seq + s / 2;"),)},
         ),
@@ -108,9 +109,11 @@ FAULTS: dict[str, Fault] = {
             ),
             # generate alone is wrong, generate_parallel is not: every isolation check (and, at b5421, the
             # near-capacity one, which b7785 fails anyway) compares the two, and every check comparing generate
-            # with libllama's decode fails (the stop prompts, the end of the context, greedy with top_k 0)
-            {"b5421": ("generate_matches_reference", "parallel_isolation_capacity", *ISOLATION, *GENERATE_REFERENCE),
-             "b7785": ("generate_matches_reference", *ISOLATION, *GENERATE_REFERENCE)},
+            # with libllama's decode fails (the stop prompts, the end of the context, greedy with top_k 0), and so do
+            # the seeded outputs against llama.cpp's sampler chain (sampling_seed)
+            {"b5421": ("generate_matches_reference", "parallel_isolation_capacity", *ISOLATION, *GENERATE_REFERENCE,
+                       "sampling_seed"),
+             "b7785": ("generate_matches_reference", *ISOLATION, *GENERATE_REFERENCE, "sampling_seed")},
             {"localllm-next": (
                 (r"(common_batch_add\(guard\.batch, tokens\[i\], i, \{seq\}, )i == to - 1\);", r"\1true);"),
                 (r"sample_next\(smpl\.get\(\), ctx, -1, token, err\)",
