@@ -435,7 +435,8 @@ def _link_inputs(libs: LlamaLibs) -> tuple[Path, list[Path]]:
     """libllama (linked whole) and the rest: the cached archives; or, prebuilt, the package's shared libraries (whole
     archive does nothing to them, their RUNPATH entry comes from CMake) after the archives of common."""
     if libs.prebuilt is not None:
-        return libs.prebuilt.libraries[0], [*libs.archives, *libs.prebuilt.libraries[1:]]
+        linked = libs.prebuilt.linked()
+        return linked[0], [*libs.archives, *linked[1:]]
     llama = next((a for a in libs.archives if a.name == "libllama.a"), None)
     if llama is None:
         raise BuildError(f"{libs.build_dir}: libllama.a missing; remove the folder to rebuild it")

@@ -79,7 +79,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         Path(args.log).write_text(result.log)
     reuse = "reused" if result.llama_reused and result.llama_objects_rebuilt == 0 else "built"
     if result.prebuilt:
-        reuse = f"prebuilt from {result.prebuilt['package']}, common {reuse}"
+        common = "prebuilt too" if result.prebuilt.get("common") == "prebuilt" else reuse
+        reuse = f"prebuilt from {result.prebuilt['package']}, common {common}"
     print(
         f"llama.cpp libraries {reuse} ({result.llama_objects_rebuilt} objects compiled, {result.llama_seconds:.1f} s); "
         f"shim {result.shim_seconds:.1f} s",

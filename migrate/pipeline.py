@@ -495,7 +495,8 @@ def _libraries_cell(result: BuildResult) -> str:
     if not result.prebuilt:
         return "compiled from source"
     libraries = ", ".join(str(name) for name in result.prebuilt.get("libraries", []))
-    return f"prebuilt {result.prebuilt['package']} ({libraries}); common compiled"
+    common = "" if result.prebuilt.get("common") == "prebuilt" else "; common compiled from the tree"
+    return f"prebuilt {result.prebuilt['package']} ({libraries}){common}"
 
 
 def _verdict_section(outcome: RunOutcome) -> str:

@@ -69,13 +69,21 @@ class Prebuilt:
     release: str  # the llama.cpp release its metadata names ("b7836")
     bins: Path  # the folder holding the libraries and the CPU backend variants
     libraries: tuple[Path, ...]  # what the shim links: libllama.<tag>.so, libggml.<tag>.so, libggml-base.so
+    # llama.cpp's common as a shared library, where the package ships it (libllama-common.so, b10361's): then nothing
+    # of llama.cpp is compiled at all; else common is compiled from the tree
+    common: Path | None
     backends: tuple[str, ...]  # the CPU backend variants, loaded at run time (the best for the CPU wins)
     metadata: dict[str, Any]
+
+    def linked(self) -> tuple[Path, ...]:
+        """Every shared library the shim links, libllama first."""
+        return self.libraries + ((self.common,) if self.common else ())
 
     def describe(self) -> dict[str, Any]:
         """What the manifest, the build's JSON and the report say about these libraries."""
         return {"package": f"{self.package}@{self.version}", "release": self.release, "bins": str(self.bins),
-                "libraries": [p.name for p in self.libraries], "backends": list(self.backends),
+                "libraries": [p.name for p in self.linked()], "backends": list(self.backends),
+                "common": "prebuilt" if self.common else "compiled from the tree",
                 "backends_dir": str(self.bins), "metadata": self.metadata}  # fmt: skip
 
 
@@ -136,7 +144,8 @@ def check(bins: Path, package: str, version: str, tree: SourceTree) -> Prebuilt:
     backends = tuple(sorted(p.name for p in bins.glob("libggml-cpu*.so")))
     if not backends:
         raise PrebuiltError(f"{bins}: no CPU backend (libggml-cpu*.so) in the package")
-    return Prebuilt(package, version, release, bins, libraries, backends, metadata)
+    common = next((p for p in (bins / "libllama-common.so", bins / "libcommon.so") if p.is_file()), None)
+    return Prebuilt(package, version, release, bins, libraries, common, backends, metadata)
 
 
 def _one(bins: Path, name: str) -> Path:
@@ -262,6 +271,12 @@ def build_common(tree: SourceTree, prebuilt: Prebuilt, options: BuildOptions,
     log: list[str] = [f"llama.cpp libraries: {prebuilt.package}@{prebuilt.version} (prebuilt {prebuilt.release}, "
                       f"{prebuilt.bins}); common from {tree.path}"]  # fmt: skip
     started = time.monotonic()
+    if prebuilt.common is not None:  # the package has common too: nothing to compile
+        build_dir.mkdir(parents=True, exist_ok=True)
+        log.append(f"common: {prebuilt.common.name} from the package")
+        return LlamaLibs(tree=tree.path, build_dir=build_dir, archives=[], targets_file=None,
+                         include_dirs=_includes(tree), backend=options.backend, reused=True, seconds=0.0,
+                         objects_rebuilt=0, prebuilt=prebuilt), "\n".join(log)  # fmt: skip
     with _locked(build_dir.parent / f"{build_dir.name}.lock"):
         stamp = build_dir / "llama-migrate-complete.json"
         reused = stamp.is_file()
@@ -276,32 +291,17 @@ def build_common(tree: SourceTree, prebuilt: Prebuilt, options: BuildOptions,
             log.append(str(exc))
             return None, "\n".join(log)
         stamp.write_text(json.dumps({"commit": tree.commit, "prebuilt": prebuilt.describe()}, indent=1))
-    # no imported targets (those of this folder would name libllama.a and ggml's archives, never built here): the
-    # include directories a consumer of llama and common gets, common's PUBLIC vendor/ among them where it exists
-    includes = [tree.path / d for d in ("include", "ggml/include", "common", ".", "vendor") if (tree.path / d).is_dir()]
-    libs = LlamaLibs(tree=tree.path, build_dir=build_dir, archives=archives, targets_file=None, include_dirs=includes,
+    libs = LlamaLibs(tree=tree.path, build_dir=build_dir, archives=archives, targets_file=None,
+                     include_dirs=_includes(tree),
                      backend=options.backend, reused=reused, seconds=time.monotonic() - started,
                      objects_rebuilt=compiled, prebuilt=prebuilt)  # fmt: skip
     return libs, "\n".join(log)
 
 
-# --- the shim's link -----------------------------------------------------------------------------------------
-
-SHIM_LINK = """\
-# llama.cpp's libraries prebuilt ({package}): linked as shared libraries, found at run time through the RUNPATH;
-# common (compiled from the tree) as a group
-target_link_libraries(shim PRIVATE
-  -Wl,--start-group {archives} -Wl,--end-group
-  {libraries}
-  Threads::Threads ${{CMAKE_DL_LIBS}} m)
-set_target_properties(shim PROPERTIES BUILD_RPATH "{bins}" INSTALL_RPATH "{bins}")
-"""
-
-
-def shim_link(prebuilt: Prebuilt, archives: list[Path]) -> str:
-    quoted = " ".join(f'"{p}"' for p in archives)
-    return SHIM_LINK.format(package=f"{prebuilt.package}@{prebuilt.version}", archives=quoted,
-                            libraries=" ".join(f'"{p}"' for p in prebuilt.libraries), bins=prebuilt.bins)  # fmt: skip
+def _includes(tree: SourceTree) -> list[Path]:
+    """No imported targets here (those of the configured folder would name libllama.a and ggml's archives, never
+    built): the include directories a consumer of llama and common gets, common's PUBLIC vendor/ among them."""
+    return [tree.path / d for d in ("include", "ggml/include", "common", ".", "vendor") if (tree.path / d).is_dir()]
 
 
 # --- the hook of migrate/build.py -------------------------------------------------------------------------------
