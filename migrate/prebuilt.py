@@ -182,7 +182,10 @@ def _tarball(package: str, version: str, npm_dir: Path) -> Path:
     if tarball.is_file():
         return tarball
     with tempfile.TemporaryDirectory(dir=npm_dir) as tmp:
-        proc = _run_npm(["pack", f"{package}@{version}", "--silent"], Path(tmp))
+        try:
+            proc = _run_npm(["pack", f"{package}@{version}", "--silent"], Path(tmp))
+        except ToolError as exc:  # npm missing: no package to fetch (auto builds from source)
+            raise PrebuiltError(str(exc)) from exc
         produced = list(Path(tmp).glob("*.tgz"))
         if proc.returncode != 0 or not produced:
             if "ETARGET" in proc.stderr or "E404" in proc.stderr:
