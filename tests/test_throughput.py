@@ -162,3 +162,21 @@ def test_each_look_is_taken_at_the_bonferroni_level_of_the_stated_error_rate() -
     plain = summarise(old.timed("generate"), new.timed("generate"), 10, 10)
     assert row["confidence"] > plain["confidence"]
     assert row["ci95"][0] <= plain["ci95"][0] and row["ci95"][1] >= plain["ci95"][1]  # wider, never narrower
+
+
+def test_throughput_is_measured_on_the_throughput_model_the_checks_on_the_targets_own() -> None:
+    old, new = (Target(Path(f"/x/{k}.so"), Path("/x/h.h"), Path("/x/tiny.gguf"), k) for k in ("old", "new"))
+    seen: dict[str, list[str]] = {"checks": [], "throughput": []}
+
+    def run(target: Target, options: Options, names: list[str], progress: object) -> list[CheckResult]:
+        seen["checks"].append(target.model.name)
+        return [CheckResult(n, PASSED, build=target.label) for n in names]
+
+    def measure(a: Target, b: Target, options: Options) -> Comparison:
+        seen["throughput"] += [a.model.name, b.model.name]
+        return Comparison({}, CheckResult("throughput", PASSED, build="old"), CheckResult("throughput", PASSED,
+                                                                                         build="new"))  # fmt: skip
+
+    run_differential(old, new, Options(throughput_model="/x/small.gguf"), ["generate", "throughput"], run=run,
+                     measure=measure)  # fmt: skip
+    assert seen == {"checks": ["tiny.gguf", "tiny.gguf"], "throughput": ["small.gguf", "small.gguf"]}

@@ -11,7 +11,8 @@ the median of paired new/old ratios with a bootstrap confidence interval (verify
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from verify.checks import ERROR, FAILED, PASSED, SKIPPED, CheckResult, checklist
@@ -186,7 +187,11 @@ def run_differential(old: Target, new: Target, options: Options, names: list[str
         new_results = {r.name: r for r in run(new, options, plain, progress)}
     throughput: dict[str, Any] = {}
     if THROUGHPUT_CHECK in names:
-        paired = measure(old, new, options)
+        # tokens/s with the throughput model where one is set (a model whose per-token cost dominates), the
+        # functional checks above with the targets' own
+        model = Path(options.throughput_model) if options.throughput_model else None
+        timed = [replace(t, model=model) if model else t for t in (old, new)]
+        paired = measure(*timed, options)
         old_results[THROUGHPUT_CHECK], new_results[THROUGHPUT_CHECK] = paired.old, paired.new
         throughput = paired.rows
         if progress:

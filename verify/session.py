@@ -91,6 +91,9 @@ class Options:
     # the gate's tokens/s floor (1 - allowed loss): throughput pairs are added while an interval straddles it
     # (verify/throughput.py Settings); None: a fixed-precision measurement, no decision
     tps_floor: float | None = None
+    # the GGUF the paired tokens/s comparison loads ("": each target's own model): one whose per-token cost
+    # dominates (`migrate model --size small`), so that a fixed per-decode cost of the tiny model does not decide
+    throughput_model: str = ""
     # `--generated N`: inputs Hypothesis draws per operation for the generated_inputs check (0: not asked, skipped)
     generated: int = 0
     # the consumer's own pytest checks (verify/usertests.py): the folder their node ids are relative to (set when

@@ -503,6 +503,7 @@ def compare(old: Target, new: Target, options: Options, settings: Settings | Non
     rows = _rows(sides, settings)
     instructions = _instructions({"old": old, "new": new}, options, settings, sides)
     for call, row in rows.items():
+        row["model"] = old.model.name
         if row.get("new_over_old") is not None:
             row["instructions"] = _instruction_row(instructions, call)
     results = {key: _check_result(side, rows, key) for key, side in sides.items()}
@@ -837,6 +838,16 @@ def markdown_lines(rows: dict[str, dict[str, Any]], h: str = "#") -> list[str]:
         wall_text = f"{wall['new_over_old']} {_interval(wall)}" if wall else "-"
         lines.append(f"| `{key}` | {_tps(row.get('old'))} | {_tps(row.get('new'))} | {row.get('new_over_old')} | "
                      f"{_interval(row)} | {row.get('pairs', '-')} | {wall_text} | {_instructions_cell(row)} |")
+    model = next((row.get("model") for row in rows.values() if row.get("model")), None)
+    decision = next((row.get("decision") for row in rows.values() if row.get("decision")), None)
+    if model:
+        lines += ["", f"Model: `{model}`."]
+    if decision:
+        confidence = next(row.get("confidence") for row in rows.values() if row.get("decision"))
+        lines += ["", f"Sequential decision against the floor {decision['floor']:g}: pairs were added while an "
+                  f"interval straddled it (at most {decision['max_pairs']} pairs or {decision['budget_s']:g} s); each "
+                  f"look's interval is at {confidence * 100:.4g}% (the column's \"95% CI\"), Bonferroni over "
+                  f"{decision['looks']} looks for an overall error rate of {decision['error_rate'] * 100:g}%."]
     seconds = next((row.get("seconds") for row in rows.values() if row.get("seconds")), None)
     if seconds:
         lines += ["", f"Seconds per call: {seconds}. Instructions: "
