@@ -28,7 +28,7 @@ from verify.reference import Reference, sampling_taken
 
 WORDS = ("The", "stone", "and", "the", "north", "glass", "water", "river", "light", "chair", "table", "bell")
 UNICODE = ("é", "日本", "Ω", "ß", "😀", "\n", "\t", "  ", "ਿ", "ä")
-LONG_WORDS = 700  # a prompt this many words long holds more tokens than the generated contexts (n_ctx 512)
+LONG_WORDS = 700  # a prompt this many words long (~700 tokens) outgrows a sequence and a batch of n_ctx 512
 N_CTX = 512
 
 
@@ -299,5 +299,6 @@ class Properties:
 
         run = run_property("generate_parallel", prompt_lists(4), check, self.budget)
         run.notes.append("greedy; each prompt's reference is its output alone (independent sequences); a prompt "
-                         f"of {LONG_WORDS} words cannot run in n_ctx {N_CTX}: no result expected")  # fmt: skip
+                         f"of {LONG_WORDS} words holds more tokens than a sequence or a batch of a context of "
+                         f"{N_CTX}: no result expected for it")  # fmt: skip
         return run

@@ -12,7 +12,7 @@ same library (the shim links libllama whole, so `llama_*` is exported beside the
   tree's `common/common.h` (config may fix them); generated pieces rendered as configured (default: special
   tokens not rendered); it stops at an end-of-generation token, at max_tokens, or when the context is full;
 - generate_parallel: each prompt alone, as an independent sequence (its output is what `generate` gives it);
-  a prompt that cannot run (no text, more tokens than the context holds) has no result.
+  a prompt that cannot run (no text, more tokens than one sequence holds or one batch takes) has no result.
 
 Where the consumer's API promises less the comparison is narrowed and the evidence says so: `sampled = false`
 (its sampler order or seeding is its own: sampled outputs are not compared, greedy ones are), and any fixed value.
@@ -254,8 +254,11 @@ class Reference:
             return Generation([], [], None, "prompt_empty")
         prompt_tokens = self.tokenize(model, prompt, True)
         lctx = self.obs._ctx(ctx)
-        n_ctx = int(self.obs.lib.llama_n_ctx(lctx))
-        if not prompt_tokens or len(prompt_tokens) >= n_ctx:
+        info = self.obs.context_info(lctx)
+        # one sequence's room: n_ctx_seq where the release splits the context per sequence (b7836), else n_ctx;
+        # a prompt is decoded in one batch of at most n_batch tokens (llama.cpp aborts on more at b7836)
+        n_ctx = info.get("n_ctx_seq", info["n_ctx"])
+        if not prompt_tokens or len(prompt_tokens) >= n_ctx or len(prompt_tokens) > info.get("n_batch", n_ctx):
             return Generation(prompt_tokens, [], None, "prompt_too_long" if prompt_tokens else "prompt_empty")
         vocab = self.vocab(model)
         chain = self.chain(self.effective(sampling, taken))
