@@ -24,7 +24,7 @@ from tests.conftest import LOCALLLM, LOCALLLM_HEADER
 from verify import exported
 from verify.checks import FAILED, PASSED, SKIPPED, CheckResult
 from verify.differential import run_differential
-from verify.faults import FAULTS, ORACLE_FAULTS, Fault, make_variant
+from verify.faults import FAULTS, ORACLE_FAULTS, Fault, make_variant, migrate_copy
 from verify.generated import Budget, run_property
 from verify.reference import COMMON_ORDER, ReferenceConfig, ReferenceConfigError, common_defaults
 from verify.runner import run_checks
@@ -56,6 +56,24 @@ def variant_folder(fault: Fault) -> Path:
             shutil.rmtree(folder)
         make_variant(LOCALLLM, folder, fault)
     return folder
+
+
+@pytest.fixture(scope="module")
+def migrated_build(new_tree: SourceTree) -> Path:
+    """The fixture migrated b5421 -> b7785 (default rules, no kv_unified) and built at b7836, at a path named by the
+    fixture's contents (a later session reuses the shim)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in LOCALLLM.rglob("*") if p.is_file() and "build" not in p.parts):
+        digest.update(str(path.relative_to(LOCALLLM)).encode() + path.read_bytes())
+    folder = cache_root() / "test-variants" / f"migrated-{digest.hexdigest()[:12]}" / "localllm"
+    if not (folder / "custom_files").is_dir():
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        migrate_copy(LOCALLLM, folder)
+    result = build(folder, new_tree)
+    assert result.ok, [str(e) for e in result.errors] or result.log[-2000:]
+    return Path(result.library)
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +160,20 @@ def test_unfaulted_build_passes_every_oracle(localllm_old_build: BuildResult, ti
     calls = results["exported_functions"].evidence["calls"]
     assert {c["function"] for c in calls} == {"localllm_model_load_safe", "localllm_apply_chat_template",
                                               "localllm_token_is_eog"}  # fmt: skip
+
+
+def test_migrated_build_passes_every_oracle_and_agrees_old_vs_new(localllm_old_build: BuildResult,
+                                                                  migrated_build: Path, tiny_model: Path) -> None:
+    """At b7836 too (n_ctx padded per sequence, an abort on a batch over n_batch): the reference's answers hold, and
+    the exported functions' results are the original's at b5415."""
+    old = target(Path(localllm_old_build.library), tiny_model, "old")
+    new = target(migrated_build, tiny_model, "new")
+    report = run_differential(old, new, Options(timeout=120, generated=GENERATED), ORACLE_CHECKS)
+    statuses = {c.name: (c.old.status, c.new.status) for c in report.comparisons}
+    assert statuses == dict.fromkeys(ORACLE_CHECKS, (PASSED, PASSED)), \
+        {c.name: c.new.message[:300] for c in report.comparisons}
+    exported_new = next(c.new for c in report.comparisons if c.name == "exported_functions")
+    assert exported_new.evidence["compared_with"] == "old" and exported_new.evidence["differences"] == []
 
 
 def test_generated_inputs_skip_unless_asked(localllm_old_build: BuildResult, tiny_model: Path) -> None:
