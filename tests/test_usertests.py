@@ -199,3 +199,11 @@ def test_bad_user_test_paths_and_modules_are_one_line_usage_errors(tmp_path: Pat
                     config_root=tmp_path)  # fmt: skip
     with pytest.raises(UserTestsError, match="pytest could not collect .*test_broken.py: .*SyntaxError|invalid"):
         collect(configured(broken))  # type: ignore[arg-type]
+
+
+def test_plain_pytest_without_a_model_is_a_usage_error(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "verify.pytest_plugin", "--llama-migrate-lib",
+                           str(tmp_path / "lib.so"), str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, check=False)  # fmt: skip
+    assert proc.returncode == 4, proc.stdout + proc.stderr  # pytest's usage error
+    assert "--llama-migrate-model GGUF is required" in proc.stderr

@@ -88,7 +88,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="a build under test; twice: the old build, then the new one")  # fmt: skip
     group.addoption("--llama-migrate-header", action="append", default=[], metavar="H",
                     help="its C API header (once for all builds, or once per build; default: the build manifest's)")
-    group.addoption("--llama-migrate-model", metavar="GGUF", help="the model (default: the deterministic tiny one)")
+    group.addoption("--llama-migrate-model", metavar="GGUF", help="the model (required with --llama-migrate-lib; "
+                    "`migrate model` makes the deterministic tiny one and prints its path)")
     group.addoption("--llama-migrate-config", metavar="TOML", help="consumer config with a [verify] table")
     group.addoption("--llama-migrate-timeout", type=float, default=60.0, metavar="S", help="per test and build")
     for internal in ("job", "result", "collect"):  # the runner's and `migrate`'s, not a user's
@@ -132,13 +133,13 @@ def parent_mode(config: pytest.Config) -> Parent:
 
 
 def default_model(given: str | None) -> Path:
-    if given:
-        from verify.preflight import check_model_file
+    """The model the tests load (verify/ imports nothing from migrate/, which makes the tiny one: none by default)."""
+    from verify.preflight import check_model_file
 
-        return check_model_file("--llama-migrate-model", Path(given))
-    from migrate.model import ensure_model
-
-    return ensure_model("tiny", "b5421")
+    if not given:
+        raise pytest.UsageError("llama-migrate: --llama-migrate-model GGUF is required with --llama-migrate-lib "
+                                "(`migrate model` makes the deterministic tiny model and prints its path)")  # fmt: skip
+    return check_model_file("--llama-migrate-model", Path(given))
 
 
 def mode_of(config: pytest.Config) -> Child | Parent | Collect | None:
