@@ -207,3 +207,33 @@ def test_plain_pytest_without_a_model_is_a_usage_error(tmp_path: Path) -> None:
                           cwd=tmp_path, check=False)  # fmt: skip
     assert proc.returncode == 4, proc.stdout + proc.stderr  # pytest's usage error
     assert "--llama-migrate-model GGUF is required" in proc.stderr
+
+
+LEAKING = '''
+def tokenize(lib, ffi, model, free):
+    out, n, err = ffi.new("int32_t **"), ffi.new("size_t *"), ffi.new("const char **")
+    assert lib.localllm_tokenize(model, b"hello world, a few more words", True, out, n, err) == 0
+    if free:
+        lib.localllm_free_tokens(out[0])
+
+
+def test_tokens_freed(llama_heap, llama_lib, llama_ffi, llama_model):
+    assert llama_heap.leak(lambda: tokenize(llama_lib, llama_ffi, llama_model, True)) is None
+
+
+def test_tokens_never_freed(llama_heap, llama_lib, llama_ffi, llama_model):
+    found = llama_heap.leak(lambda: tokenize(llama_lib, llama_ffi, llama_model, False))
+    assert found is None, found
+'''
+
+
+@pytest.mark.slow
+def test_a_leak_fails_the_user_test_with_the_heap_growth(localllm_old_build: BuildResult, tiny_model: Path,
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    (tmp_path / "test_leak.py").write_text(LEAKING, encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "verify.pytest_plugin", "--llama-migrate-lib",
+                           str(localllm_old_build.library), "--llama-migrate-model", str(tiny_model), "-rf",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          check=False)  # fmt: skip
+    assert "1 failed, 1 passed" in proc.stdout, proc.stdout[-3000:]
+    assert re.search(r"FAILED test_leak.py::test_tokens_never_freed\[build\] - \[build\] the heap grew", proc.stdout)
