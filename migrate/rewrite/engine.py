@@ -266,16 +266,17 @@ class Engine:
         """What a unit must name to be worth parsing: the rules' names and the API diff's (its breaks, changed
         defaults and additions), with the macros of llama.cpp's public headers that spell one."""
         headers = public_headers(self.config.llama_tree.resolve())
-        api: set[bytes] | None = set()
-        if self.api is None:
-            self.api_listed = None
-        else:
-            api = diff_names(self.api.diff)
-            if api is not None:
-                api |= added_names(self.api.diff)
-            self.api_listed = with_macros(api, headers) if api is not None else None
         rules = rule_names(self.rules, self.config.ruleset.advisories)
-        self.listed = with_macros(rules | api, headers) if api is not None else None
+        if self.api is None:  # no diff: the rules alone decide what is parsed, and no file is complete unparsed
+            self.listed, self.api_listed = with_macros(rules, headers), None
+            return
+        api = diff_names(self.api.diff)
+        if api is None:  # a listed function can be called without its name: every unit may use it
+            self.listed = self.api_listed = None
+            return
+        api |= added_names(self.api.diff)
+        self.api_listed = with_macros(api, headers)
+        self.listed = with_macros(rules | api, headers)
 
     def _names_nothing(self, units: list[Path]) -> set[Path]:
         """The units whose text (and their consumer headers') names nothing the rules or the API diff list, and
