@@ -22,7 +22,7 @@ from migrate.paths import cache_root
 from migrate.sources import SourceTree
 from tests.conftest import LOCALLLM, LOCALLLM_HEADER
 from verify import exported
-from verify.checks import FAILED, PASSED, SKIPPED, CheckResult
+from verify.checks import FAILED, PASSED, SKIPPED, CheckResult, checklist
 from verify.differential import run_differential
 from verify.faults import FAULTS, ORACLE_FAULTS, Fault, make_variant, migrate_copy
 from verify.generated import Budget, run_property
@@ -119,6 +119,11 @@ def test_shrink_budget_keeps_the_smallest_failure_found() -> None:
     run = run_property("toy", st.fixed_dictionaries({"n": st.integers(0, 10**6)}), check,
                        Budget(examples=50, shrink_calls=0))  # fmt: skip
     assert run.finding is not None and run.finding.input["n"] > 10  # the first failure found, not shrunk further
+
+
+def test_generated_inputs_join_the_checklist_when_asked() -> None:
+    assert "generated_inputs" not in checklist(0) and "exported_functions" in checklist(0)
+    assert checklist(0, 5)[-1] == "generated_inputs"
 
 
 def test_reference_config_is_checked() -> None:

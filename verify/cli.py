@@ -179,7 +179,7 @@ def run_verification(targets: list[Target], options: Options, names: list[str] |
         preflight = check_targets(targets, bindings, options.eog_model)
     user_tests = usertests.names(targets[0], options)  # collected once (sets options.tests_root), run on each build
     if user_tests:
-        names = [*(names or checklist(options.n_gpu_layers)), *user_tests]
+        names = [*(names or checklist(options.n_gpu_layers, options.generated)), *user_tests]
     if console is not None:
         console.print(f"  {preflight.model_probe}", highlight=False, markup=False)
     diff = None
@@ -195,7 +195,7 @@ def run_verification(targets: list[Target], options: Options, names: list[str] |
             from verify.differential import CheckComparison, classify
             from verify.runner import UNTRACED_CHECKS
 
-            order = list(names or checklist(options.n_gpu_layers))
+            order = list(names or checklist(options.n_gpu_layers, options.generated))
             for name in (n for n in order if n in UNTRACED_CHECKS):
                 old, new = (CheckResult(name, SKIPPED, {}, f"skipped: {UNTRACED_CHECKS[name]}", build=t.label)
                             for t in targets)  # fmt: skip
@@ -221,7 +221,7 @@ def traced_names(options: Options, names: list[str] | None) -> list[str] | None:
 
     if not options.trace_dir:
         return names
-    order = list(names or checklist(options.n_gpu_layers))
+    order = list(names or checklist(options.n_gpu_layers, options.generated))
     kept = [n for n in order if n not in UNTRACED_CHECKS]
     return kept if len(kept) != len(order) else names
 
@@ -285,7 +285,7 @@ def run_verify(request: VerifyRequest, default_model: Callable[[str | None], Pat
                       normalise=request.normalise, timeout=request.timeout, tie_margin=request.tie_margin,
                       contract=contract, eog_model=request.eog_model or "", generated=request.generated,
                       jobs=request.jobs or default_jobs())  # fmt: skip
-    count = len(names or checklist(options.n_gpu_layers))
+    count = len(names or checklist(options.n_gpu_layers, options.generated))
     console.print(f"verifying {count} checks on {', '.join(str(t.library) for t in targets)}"
                   + (f" (traced; contract {contract or 'none'})" if traced else ""))  # fmt: skip
     with contextlib.ExitStack() as stack:

@@ -177,7 +177,7 @@ def run_differential(old: Target, new: Target, options: Options, names: list[str
     or `run(target, options, names, progress)` one build after the other); then `throughput`, alone on the
     machine, as one paired comparison of the two (both resident, calls alternated): its rows are the report's
     throughput table, and each build's side of it is that build's `throughput` check."""
-    names = list(names or checklist(options.n_gpu_layers))
+    names = list(names or checklist(options.n_gpu_layers, options.generated))
     plain = [n for n in names if n != THROUGHPUT_CHECK]
     if run is None:
         both = run_builds([old, new], options, plain, progress)

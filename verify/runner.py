@@ -164,7 +164,7 @@ def run_builds(targets: list[Target], options: Options, names: list[str] | None 
     the order of `names`; `progress` sees them in that order too (builds in the order given; the timing checks
     last), whatever order the children finish in. With `options.jobs` 1, one check after the other in the order
     given."""
-    names = list(checklist(options.n_gpu_layers) if names is None else names)
+    names = list(checklist(options.n_gpu_layers, options.generated) if names is None else names)
     with tempfile.TemporaryDirectory(prefix="llama-migrate-verify-") as tmp:
         workdir = Path(tmp)
         tasks = [CheckTask(t, n, workdir / f"{t.label}-job.json") for t in targets for n in names]

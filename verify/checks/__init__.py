@@ -55,18 +55,23 @@ from verify.checks.throughput import THROUGHPUT_REPEATS, THROUGHPUT_TOKENS, _cou
 from verify.checks.tokenize import read_vectors
 
 GPU_CHECKS: tuple[str, ...] = ("gpu_offload",)
+# run when asked for (`--generated N`): a run without it would only report the check as "not asked"
+GENERATED_CHECKS: tuple[str, ...] = ("generated_inputs",)
 ALL_CHECKS: tuple[str, ...] = tuple(REGISTRY)
-# The checklist every run gets; the GPU checks join it when layers are offloaded (see `checklist`).
-CHECK_ORDER: tuple[str, ...] = tuple(n for n in REGISTRY if n not in GPU_CHECKS)
+# The checklist every run gets; the GPU checks join it when layers are offloaded, the generated inputs when asked
+# for (see `checklist`).
+CHECK_ORDER: tuple[str, ...] = tuple(n for n in REGISTRY if n not in GPU_CHECKS + GENERATED_CHECKS)
 
 
-def checklist(n_gpu_layers: int) -> tuple[str, ...]:
-    """The default checks for a run: a CPU run would only report the GPU checks as "not asked"."""
-    return CHECK_ORDER + GPU_CHECKS if n_gpu_layers else CHECK_ORDER
+def checklist(n_gpu_layers: int, generated: int = 0) -> tuple[str, ...]:
+    """The default checks for a run: a CPU run would only report the GPU checks as "not asked", a run without
+    `--generated N` the generated inputs."""
+    return CHECK_ORDER + (GPU_CHECKS if n_gpu_layers else ()) + (GENERATED_CHECKS if generated else ())
 
 
 __all__ = [
-    "ALL_CHECKS", "CHECK_ORDER", "ERROR", "FAILED", "GPU_CHECKS", "PASSED", "REGISTRY", "SKIPPED", "TCACHE_OFF",
+    "ALL_CHECKS", "CHECK_ORDER", "ERROR", "FAILED", "GENERATED_CHECKS", "GPU_CHECKS", "PASSED", "REGISTRY", "SKIPPED",
+    "TCACHE_OFF",
     "THROUGHPUT_REPEATS", "THROUGHPUT_TOKENS", "CheckFn", "CheckResult", "CheckSpec", "Environment", "References",
     "StopModel", "Verdict", "_count_generated", "agreement", "best_time", "check", "checklist", "clip",
     "common_token_prefix", "compare_results", "failures", "generated_count", "heap_in_use", "normalise",
