@@ -6,7 +6,8 @@ results (return value, success, out-parameter strings, whether a handle came bac
 in the check's evidence, and `compare` pairs the two builds' records call by call: a difference is a finding with
 the inputs.
 
-Arguments, by parameter type (config wins: `[verify.functions.NAME]` maps a parameter to its list of values):
+Arguments, by parameter type (config wins: `[verify.functions.NAME]` maps a parameter to its list of values, and
+`skip = true` leaves the function to the consumer's own check; a NAME the header lacks is listed as not called):
 - the consumer's model / context handle: the session's (loaded and created through the operations);
 - `const char *`: a length ladder (empty to 2000 bytes) with markup and Unicode; a `path` the model file;
 - `const char **` arrays sharing a count parameter: lists of strings of growing length (the arrays zipped: e.g.
@@ -97,6 +98,8 @@ class Caller:
                 left[fn.name] = "releases memory: a generated pointer would be freed twice"
             else:
                 chosen.append(fn)
+        for name in sorted(set(self.config) - set(api.functions)):
+            left[name] = f"[verify.functions.{name}] names no function of {self.s.target.header.name}"
         return chosen, left
 
     # -- argument values
