@@ -107,6 +107,8 @@ def sampling_seed(s: Session) -> Verdict:
                                                                        or [None] * len(prompts), "generate_parallel")
         problems += found
     summary = f"seed {SEEDS[0]} reproduced on {len(prompts)} prompts; seed {SEEDS[1]} differs: {not problems}"
+    if isinstance(evidence["reference"], str):  # the comparison with llama.cpp's chain narrowed: say why
+        summary += f"; {evidence['reference']}"
     return Verdict(not problems, evidence, failures(problems), summary)
 
 

@@ -57,4 +57,6 @@ def tokenize_detokenize(s: Session) -> Verdict:
                                     if len(oracle_problems) > 4 else [])  # fmt: skip
     message = failures(parts)
     summary = f"{len(vectors) - len(tok_fail)}/{len(vectors)} tokenized, {len(vectors) - len(detok_fail)} round-trip"
+    if isinstance(evidence["reference"], str):  # llama.cpp's primitives not reachable: say so beside the vectors
+        summary += f"; {evidence['reference']}"
     return Verdict(ok, evidence, message, summary)
