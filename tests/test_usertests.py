@@ -237,3 +237,22 @@ def test_a_leak_fails_the_user_test_with_the_heap_growth(localllm_old_build: Bui
                           check=False)  # fmt: skip
     assert "1 failed, 1 passed" in proc.stdout, proc.stdout[-3000:]
     assert re.search(r"FAILED test_leak.py::test_tokens_never_freed\[build\] - \[build\] the heap grew", proc.stdout)
+
+
+# seed 159 draws exactly one of the 511 mutants `--all-functions` makes: apply_chat_template's `result_out == nullptr`
+# turned into `!=`, which no built-in check reaches (the test says so if the fixture's mutants change)
+MUTANT_SEED = "159"
+
+
+@pytest.mark.slow
+def test_mutate_counts_a_mutant_killed_by_a_user_test(tmp_path: Path) -> None:
+    sample = ["mutate", str(LOCALLLM), "--all-functions", "--max", "1", "--seed", MUTANT_SEED]
+    listed = migrate_cmd(*sample, "--list")
+    assert ":localllm_apply_chat_template:" in listed.stdout, f"the sample moved: {listed.stdout}"
+    out = tmp_path / "mutate.json"
+    proc = migrate_cmd(*sample, "--checks", "generate", "--tests", str(USER_TESTS), "--json", str(out),
+                       "--out", str(tmp_path))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["killed"] == 1 and data["results"][0]["status"] == "killed"
+    assert data["kills_by_check"] == {f"{EXAMPLE}::test_chatml_template_is_applied": 1}
