@@ -119,3 +119,44 @@ def test_api_diff_cross_reference_covers_internals(tmp_path: Path, old_tree: Sou
     (use,) = xref.manual
     assert (use.symbol, use.line) == ("llama_sampler_chain.samplers", 11)
     assert not [e for e in xref.parse_errors if "file not found" in e]
+
+
+# llama_vocab_pre_type and its constants: public (include/llama.h) at b5415, in src/llama-vocab.h at b7836
+MOVED_IN = """\
+#include "llama.h"
+#include "llama-vocab.h"
+
+bool is_llama3(const llama_vocab & vocab) {
+    return vocab.get_pre_type() == LLAMA_VOCAB_PRE_TYPE_LLAMA3;
+}
+"""
+PUBLIC_ONLY = """\
+#include "llama.h"
+
+int pre_type_llama3(void) { return (int) LLAMA_VOCAB_PRE_TYPE_LLAMA3; }
+"""
+
+
+def test_a_public_declaration_moved_into_an_included_internal_header_compiles(
+        tmp_path: Path, old_tree: SourceTree, new_tree: SourceTree) -> None:  # fmt: skip
+    """Gone from llama.h, declared in src/llama-vocab.h at the target: a review where the unit includes that header,
+    still an action where it does not; the parallel plan (merged records) says the same as the sequential loop."""
+    root = consumer(tmp_path, {"a_vocab.cpp": MOVED_IN, "b_public.cpp": PUBLIC_ONLY})
+    config = EngineConfig(root, old_tree.path, RULESET, api=ApiTarget(old_tree, new_tree), jobs=0)
+    plan = build_plan(config)
+    items = {(m.file, m.kind) for m in plan.manual if m.rule == RULE_ID}
+    assert items == {("a_vocab.cpp", "review"), ("b_public.cpp", ACTION)}
+    moved = next(m for m in plan.manual if m.file == "a_vocab.cpp")
+    assert "`src/llama-vocab.h`, which this code includes" in moved.message
+    parallel = build_plan(EngineConfig(root, old_tree.path, RULESET, api=ApiTarget(old_tree, new_tree), jobs=2))
+    assert json.dumps(parallel.to_json(), sort_keys=True) == json.dumps(plan.to_json(), sort_keys=True)
+
+
+def test_api_diff_says_moved_into_an_included_internal_header(
+        tmp_path: Path, old_tree: SourceTree, new_tree: SourceTree) -> None:  # fmt: skip
+    root = consumer(tmp_path, {"a_vocab.cpp": MOVED_IN, "b_public.cpp": PUBLIC_ONLY})
+    old, new = load_surface(old_tree), load_surface(new_tree)
+    xref = cross_reference(api_diff(old, new), sorted(root.glob("*.cpp")), old_tree, set(), old_headers=old.headers,
+                           new_tree=new_tree)  # fmt: skip
+    assert [(Path(u.file).name, u.kind.value) for u in xref.review] == [("a_vocab.cpp", "moved to another header")]
+    assert [Path(u.file).name for u in xref.manual] == ["b_public.cpp"]

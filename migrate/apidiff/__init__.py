@@ -53,6 +53,7 @@ from migrate.apidiff.surface import (
     surface_fingerprint,
 )
 from migrate.apidiff.xref import (
+    MOVABLE,
     PUBLIC_PREFIXES,
     ApiUse,
     CoveredUse,
@@ -63,15 +64,16 @@ from migrate.apidiff.xref import (
     cross_reference,
     diff_internal,
     internal_includes,
+    moved_into,
     uses_in_file,
 )
 
 __all__ = [
-    "PUBLIC_PREFIXES", "SURFACE_FORMAT", "ApiDiff", "ApiDiffError", "ApiSurface", "ApiUse", "Break", "ChangeKind",
-    "ConstantChange", "CoveredUse", "CrossReference", "DeclKind", "DefaultChange", "DefaultSource", "EnumConstant",
-    "FieldChange", "FieldDefault", "FunctionChange", "FunctionDecl", "HeaderChange", "InternalDiff", "MacroChange",
-    "MacroDef", "ManualAction", "MovedDecl", "OldHeaders", "StructField", "TypeChange", "TypeDecl", "Where",
-    "candidate_headers", "clang_args", "const_dropped", "cross_reference", "diff", "diff_internal",
-    "headers_fingerprint", "internal_includes", "load_surface", "parse_surface", "qualified_name", "read_cached",
-    "surface_cache_path", "surface_fingerprint", "to_markdown", "uses_in_file",
+    "MOVABLE", "PUBLIC_PREFIXES", "SURFACE_FORMAT", "ApiDiff", "ApiDiffError", "ApiSurface", "ApiUse", "Break",
+    "ChangeKind", "ConstantChange", "CoveredUse", "CrossReference", "DeclKind", "DefaultChange", "DefaultSource",
+    "EnumConstant", "FieldChange", "FieldDefault", "FunctionChange", "FunctionDecl", "HeaderChange", "InternalDiff",
+    "MacroChange", "MacroDef", "ManualAction", "MovedDecl", "OldHeaders", "StructField", "TypeChange", "TypeDecl",
+    "Where", "candidate_headers", "clang_args", "const_dropped", "cross_reference", "diff", "diff_internal",
+    "headers_fingerprint", "internal_includes", "load_surface", "moved_into", "parse_surface", "qualified_name",
+    "read_cached", "surface_cache_path", "surface_fingerprint", "to_markdown", "uses_in_file",
 ]  # fmt: skip

@@ -14,6 +14,7 @@ as before.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import weakref
@@ -230,6 +231,9 @@ class InternalDiff:
     status: str  # "compared: 0 removed, 1 changed", or "not compared: why"
     diff: ApiDiff | None = None
     old_headers: OldHeaders | None = None  # recognises its declarations in a unit (also in a copy of the tree)
+    # what it declares at the target, named as the diff's uses name them (functions, constants, types, macros,
+    # "struct.field"): a public declaration that moved here still compiles for code that includes it
+    new_names: frozenset[str] = frozenset()
 
 
 def diff_internal(header: str, old_root: Path, new_root: Path, old_label: tuple[str, str] = ("", ""),
@@ -250,8 +254,27 @@ def diff_internal(header: str, old_root: Path, new_root: Path, old_label: tuple[
         return InternalDiff(header, f"not compared: it does not parse on its own ({error})")
     found = compare(before, after)
     changed = {kind: sum(c.get(kind, 0) for c in found.counts().values()) for kind in ("removed", "changed")}
+    names = [*(f.name for f in after.functions), *(c.name for c in after.constants), *(t.name for t in after.types),
+             *(m.name for m in after.macros), *(f.key for f in after.fields)]  # fmt: skip
     return InternalDiff(header, f"compared: {changed['removed']} removed, {changed['changed']} changed", found,
-                        OldHeaders(old_root, [header]))  # fmt: skip
+                        OldHeaders(old_root, [header]), frozenset(names))  # fmt: skip
+
+
+# What a public declaration that left the public headers may have become: declared in an internal header instead.
+MOVABLE = frozenset({ChangeKind.REMOVED, ChangeKind.CONSTANT_REMOVED, ChangeKind.TYPE_REMOVED,
+                     ChangeKind.FIELD_REMOVED, ChangeKind.MACRO_REMOVED})  # fmt: skip
+
+
+def moved_into(use: ApiUse, internals: Iterable[tuple[str, frozenset[str]]]) -> ApiUse:
+    """A use of a declaration gone from the public headers that an internal header its unit includes declares at
+    the target (`internals`: (header, what it declares there)): moved there, it still compiles."""
+    if use.kind not in MOVABLE or use.compiles:
+        return use
+    for header, names in internals:
+        if use.symbol in names:
+            return dataclasses.replace(use, kind=ChangeKind.MOVED, compiles=True,
+                                       note=f"declared at the target in `{header}`, which this code includes")
+    return use
 
 
 def _labels(tree: SourceTree | Path) -> tuple[str, str]:
@@ -525,15 +548,15 @@ def cross_reference(
         result.parse_errors += [
             f"{d.location.file}:{d.location.line}: {d.spelling}" for d in tu.diagnostics if d.severity >= ERROR_SEVERITY
         ]
-        for use in uses_in_file(diff, path, tu, tracked):
-            result.add(use, covered)
-        if new_tree is None:
-            continue
-        for header in internal_includes(tu, root):
+        included: list[InternalDiff] = []
+        for header in internal_includes(tu, root) if new_tree is not None else []:
             if header not in internal:
                 internal[header] = diff_internal(header, root, _root_of(new_tree), _labels(old_tree),
                                                  _labels(new_tree))  # fmt: skip
                 result.internal[header] = internal[header].status
+            included.append(internal[header])
+        for use in uses_in_file(diff, path, tu, tracked):
+            result.add(moved_into(use, [(i.header, i.new_names) for i in included]), covered)
         for item in internal.values():
             if item.diff is not None and item.old_headers is not None:
                 for use in uses_in_file(item.diff, path, tu, item.old_headers):

@@ -81,6 +81,9 @@ def _message(use: ApiUse, target: str) -> str:
                 "another constant — check those, nothing to do otherwise")  # fmt: skip
     if use.kind == ChangeKind.DEPRECATED:
         return f"`{use.symbol}`{via} is deprecated at {target} ({use.note}); it still compiles, with a warning"
+    if use.kind == ChangeKind.MOVED and use.compiles:  # out of the public headers, into an internal one included here
+        return (f"`{use.symbol}`{via} left llama.cpp's public headers at {target}; {use.note}: it still compiles, as "
+                "an internal of llama.cpp (no API stability) — check nothing else relied on it being public")
     if use.kind == ChangeKind.DEFAULT_CHANGED:
         return (f"`{use.symbol}` gives other defaults at {target}: {use.note}. The code compiles; where it relies on "
                 "the default it now gets the new value — assign the field if the old behaviour matters")  # fmt: skip
@@ -114,6 +117,7 @@ class ApiScan:
     # llama.cpp headers that are not public but that the consumer includes (src/unicode.h): header -> what was found
     private: dict[str, str] = field(default_factory=dict)
     extra: list[tuple[str, ApiDiff, apidiff.OldHeaders]] = field(default_factory=list)  # their diffs
+    internal_names: dict[str, frozenset[str]] = field(default_factory=dict)  # what each declares at the target
     include_actions: list[tuple[str, int, str, str | None, str | None]] = field(default_factory=list)
     checked_includes: set[tuple[str, int]] = field(default_factory=set)
 
@@ -131,16 +135,26 @@ class ApiScan:
         """Uses in `files` (the unit's own file and the consumer headers it includes), each file once; `walked`:
         their cursors as the rewrite's collector walked them (a file it did not walk is walked here)."""
         started = time.perf_counter()
+        included = [i.include.name for i in tu.get_includes() if i.include is not None] if self.internal_names else []
         for name in sorted(set(files) - self.scanned):
             self.scanned.add(name)
             self.not_scanned.pop(name, None)
             nodes = walked.get(name) if walked is not None else None
             for use in apidiff.uses_in_file(self.diff, Path(name), tu, self.tracked, nodes):
-                self.xref.add(use, self.covered)
+                self.add_public(use, included)
             for _, diff, tracked in self.extra:
                 for use in apidiff.uses_in_file(diff, Path(name), tu, tracked, nodes):
                     self.xref.add(use, self.covered)
         self.seconds += time.perf_counter() - started
+
+    def add_public(self, use: ApiUse, included: Iterable[str]) -> None:
+        """A use of the public diff, from a unit that includes the files `included`: a declaration gone from the
+        public headers that an internal header of this unit declares at the target moved there — it compiles."""
+        if use.kind in apidiff.MOVABLE and not use.compiles:
+            names = list(included)
+            internals = [(h, found) for h, found in self.internal_names.items() if any(_is_header(n, h) for n in names)]
+            use = apidiff.moved_into(use, internals)
+        self.xref.add(use, self.covered)
 
     def includes(self, tu: ci.TranslationUnit, files: Iterable[str], flags: list[str]) -> None:
         """The `#include`s in `files` that resolve into llama.cpp's tree: a header that is not public is diffed
@@ -179,6 +193,7 @@ class ApiScan:
         found = apidiff.diff_internal(inclusion.relative, inclusion.root, new_root, *labels)
         if found.diff is not None and found.old_headers is not None:
             self.extra.append((found.header, found.diff, found.old_headers))
+            self.internal_names[found.header] = found.new_names
         self.private[found.header] = found.status
 
     def internals(self) -> list[str]:
@@ -230,6 +245,12 @@ class ApiScan:
             "private_headers": dict(sorted(self.private.items())),
             "include_actions": len(self.include_actions),
         }
+
+
+def _is_header(name: str, header: str) -> bool:
+    """Is the file `name` (included by a unit) `header` (relative to a llama.cpp tree), or a copy's of it?"""
+    wanted = Path(header).parts
+    return Path(name).parts[-len(wanted) :] == wanted
 
 
 def _site(use: ApiUse, status: str, plan: Plan) -> dict[str, Any]:

@@ -254,7 +254,7 @@ def merge(engine: Engine, record: UnitRecord, plan: Plan) -> None:
                 api.scanned.add(name)
                 api.not_scanned.pop(name, None)
                 for use in main[name]:
-                    api.xref.add(use, api.covered)
+                    api.add_public(use, record.tu_files)
                 for header, _, _ in api.extra:
                     for use in extra.get((name, header), []):
                         api.xref.add(use, api.covered)
