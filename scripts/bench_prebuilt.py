@@ -45,7 +45,7 @@ def fixture_names() -> list[str]:
 
 def compare_fixture(name: str, work: Path, tree: Any, model: Path, options: Options) -> dict[str, Any]:
     started = time.monotonic()
-    copy = migrate_copy(REPO / "fixtures" / name, work / name)
+    copy = migrate_copy(REPO / "fixtures" / name, work / f"{len(list(work.iterdir()))}" / name)  # a name may repeat
     builds = {kind: build(copy, tree, BuildOptions(llama_build=kind)) for kind in KINDS}
     failed = {kind: (r.errors[:3] or [r.stage]) for kind, r in builds.items() if not r.ok}
     if failed:
@@ -59,7 +59,9 @@ def compare_fixture(name: str, work: Path, tree: Any, model: Path, options: Opti
     names = [n for n in checklist(0) if n != "throughput"]
     results = run_builds(targets, options, names)
     status = {kind: {r.name: r.status for r in results[kind]} for kind in KINDS}
-    differing = {n: [status[k][n] for k in KINDS] for n in names if status["source"][n] != status["prebuilt"][n]}
+    message = {kind: {r.name: r.message for r in results[kind]} for kind in KINDS}
+    differing = {n: [f"{status[k][n]}: {message[k][n]}"[:300] for k in KINDS] for n in names
+                 if status["source"][n] != status["prebuilt"][n]}  # fmt: skip
     reference = {k: next((r for r in results[k] if r.name == "generate_matches_reference"), None) for k in KINDS}
     greedy = compare_greedy(reference["source"], reference["prebuilt"], tie_margin=0.0)
     not_identical = [g.prompt for g in greedy if g.verdict != "identical"]

@@ -150,6 +150,9 @@ def test_a_straddling_interval_asks_for_more_pairs_until_the_budget_ends() -> No
     assert _needs_more(old, new, Settings(target_halfwidth=1.0), 30, 0.0) == []  # no floor: no decision to make
     clear = [0.95 + rng.uniform(-0.02, 0.02) for _ in range(30)]
     assert _needs_more(*_sides(clear), settings, 30, 0.0) == []  # well above the floor: decided
+    wide_but_clear = [0.95 + rng.uniform(-0.15, 0.15) for _ in range(30)]
+    assert _needs_more(*_sides(wide_but_clear), Settings(floor=0.5), 30, 0.0) == []  # decided: width is no reason
+    assert _needs_more(*_sides(wide_but_clear), Settings(), 30, 0.0) == list(CALLS)  # a measurement: it is
 
 
 def test_each_look_is_taken_at_the_bonferroni_level_of_the_stated_error_rate() -> None:

@@ -479,13 +479,15 @@ def _one_pair(order: tuple[str, str], workers: dict[str, Worker], sides: dict[st
 
 
 def _needs_more(old: Side, new: Side, settings: Settings, done: int, seconds: float) -> list[str]:
-    """Calls to time further: an interval still wider than the target (up to `max_pairs`), or, for a decision
-    against `settings.floor`, one that straddles the floor (up to `decide_max_pairs` pairs or `decide_seconds`)."""
+    """Calls to time further: without a floor, an interval still wider than the target (up to `max_pairs`); for a
+    decision against `settings.floor`, one that straddles the floor (up to `decide_max_pairs` or `decide_seconds`)."""
     more = []
     for call in CALLS:
         ratios = paired_ratios(old.timed(call), new.timed(call), old.tokens[call], new.tokens[call])
         median, low, high = median_ci(ratios, settings.seed, confidence=settings.confidence, blocks=old.block[call])
-        wide = max(median - low, high - median) > settings.target_halfwidth * median and done < settings.max_pairs
+        # a decision needs no more precision than the floor asks: width alone adds pairs only without one
+        wide = (settings.floor is None and max(median - low, high - median) > settings.target_halfwidth * median
+                and done < settings.max_pairs)  # fmt: skip
         undecided = (settings.straddles(low, high) and done < settings.decide_max_pairs
                      and seconds < settings.decide_seconds)  # fmt: skip
         if wide or undecided:
