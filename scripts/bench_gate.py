@@ -71,6 +71,7 @@ def main() -> int:
           f"{args.max_tps_regression}%, {args.runs} runs; {os.cpu_count()} CPUs", flush=True)  # fmt: skip
     for index in range(args.runs):
         out = work / f"run{index}"
+        out.mkdir(parents=True, exist_ok=True)  # --json's folder must exist (the gate checks it before running)
         command = [sys.executable, "-m", "migrate", "gate", str(src), "--quiet", "--out", str(out), "--json",
                    str(out / "gate.json"), "--max-tps-regression", args.max_tps_regression, *extra]  # fmt: skip
         started = time.monotonic()
