@@ -23,8 +23,10 @@ Exit codes (when several classes apply, the lowest number wins; the summary list
       calls that abort or are rejected under the target's run-time contract (contracts/<version>.yaml), and no
       rule the plan applied removes the cause (`--no-predict` skips the step)
   17  tokens/s inconclusive: the run was too noisy to decide whether the new build is within the threshold (the
-      confidence interval straddles 1 - threshold): not a pass, not a regression; rerun on a quieter runner or
-      with a model whose per-token cost dominates (`migrate model --size small`)
+      confidence interval still straddles 1 - threshold after pairs were added while it did, up to 240 pairs or
+      180 s; each look at a Bonferroni-adjusted level, 5 % error overall: verify/throughput.py Settings): not a
+      pass, not a regression; rerun on a quieter runner. With the bundled default model the comparison runs on
+      the small generated model, whose per-token cost dominates
   18  a known failure is fixed: a check the baseline (`[verify] known_failures`, `[verify] baseline`,
       `--known-failures FILE`) lists as failing passes on the new build: remove it from the baseline (strict, like
       pytest's xfail(strict=True))
