@@ -262,8 +262,9 @@ def _predicted(outcome: RunOutcome) -> list[Finding]:
 
 
 def _speed(diff: Any, thresholds: Thresholds) -> list[Finding]:
-    """A regression only when the whole 95 % interval of the median paired new/old ratio lies below the floor;
-    inconclusive (17) when it straddles the floor. A row without an interval (one measurement) is its own bounds."""
+    """A regression only when the whole interval (95 %, or the sequential decision's level) of the median paired
+    new/old ratio lies below the floor; inconclusive (17) when it straddles the floor. A row without an interval
+    (one measurement) is its own bounds."""
     floor = 1 - thresholds.max_tps_regression / 100
     found = []
     for call, row in diff.throughput.items():
@@ -337,9 +338,9 @@ def _passed_detail(outcome: RunOutcome | None, thresholds: Thresholds) -> str:
     known = len(triage.known_checks()) if triage is not None else 0
     known_text = f", {known} known failure(s) failing the same way" if known else ""
     measured = any(row.get("new_over_old") is not None for row in diff.throughput.values())
-    paired = any(row.get("ci95") for row in diff.throughput.values())
-    speed = (f"tokens/s within -{thresholds.max_tps_regression:g}%{' (95% CI)' if paired else ''}" if measured
-             else "tokens/s not measured")  # fmt: skip
+    levels = sorted({row.get("confidence", 0.95) for row in diff.throughput.values() if row.get("ci95")})
+    level = f" ({levels[-1] * 100:.4g}% CI)" if levels else ""  # the sequential decision's level, else 95 %
+    speed = f"tokens/s within -{thresholds.max_tps_regression:g}%{level}" if measured else "tokens/s not measured"
     return (f": {checks} check(s) pass on the new build{known_text}, greedy output identical or near-tie "
             f"(margin < {thresholds.tie_margin}), {speed}")
 
