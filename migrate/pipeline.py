@@ -125,7 +125,22 @@ KEEP_RUNS = 10  # migrated copies kept in the cache (the newest); older ones go,
 def _prune_old_runs(runs: Path) -> None:
     if runs.is_dir():
         for old in sorted(runs.iterdir(), key=lambda p: p.stat().st_mtime)[:-KEEP_RUNS]:
-            shutil.rmtree(old, ignore_errors=True)
+            if not _still_running(old):  # another run's copy in use (seen: its header deleted mid-verify)
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def _still_running(folder: Path) -> bool:
+    """A run folder (`<name>-<time>-<pid>`) whose process is alive."""
+    pid = folder.name.rpartition("-")[2]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _resolve_trees(config: ConsumerConfig, from_version: str, to_version: str, cache: str | None,
