@@ -121,8 +121,8 @@ def resolve(spelled: str, folders: list[Path]) -> Path | None:
 
 def at_target(folder: Path, old_root: Path, new_root: Path) -> Path:
     """A search folder as it is at the target: a folder of the old llama.cpp tree becomes the same folder of the
-    new one; the consumer's own folders stay."""
-    resolved = folder.resolve() if folder.exists() else folder
+    new one; the consumer's own folders stay. A folder the old tree lacks maps too (resolved as far as it exists)."""
+    resolved = folder.resolve()
     if resolved.is_relative_to(old_root):
         return new_root / resolved.relative_to(old_root)
     return folder

@@ -144,10 +144,13 @@ class ParseConfig:
         """llama.cpp's folders, after the consumer's own: its public headers, `vendor/` (what llama.cpp's `common`
         target exports with them: `common/chat.h` needs `nlohmann/json_fwd.hpp` from b7836 on), then `src/` — a
         consumer that includes an internal header (`llama-vocab.h`, `unicode.h`, as its own build puts `src/` on the
-        path) gets it from the tree of the version at hand, last, so a header of its own of the same name wins."""
+        path) gets it from the tree of the version at hand, last, so a header of its own of the same name wins.
+        Every folder is listed, also one this tree lacks (`vendor/` before b7836): the shadowing check
+        (migrate/rewrite/includes.py) maps this search order onto the target tree, where such a folder may exist and
+        hold a header found before the one found here (clang skips a missing folder silently)."""
         tree = self.llama_tree
         folders = [tree / "include", tree / "ggml" / "include", tree / "common", tree, tree / "vendor", tree / "src"]
-        return [str(folder) for folder in folders if folder == tree or folder.is_dir()]
+        return [str(folder) for folder in folders]
 
     def consumer_includes(self) -> list[str]:
         """Every consumer folder holding a header, so `#include "mine.h"` resolves without a compile database."""
