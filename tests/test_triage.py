@@ -130,6 +130,23 @@ def test_a_text_outside_its_acceptable_set_is_shaped_against_the_nearest() -> No
     assert sig.id == "text:leading-whitespace-missing"
 
 
+def test_an_oracle_row_is_shaped_like_the_other_text_pairs() -> None:
+    """sampling_seed's layout (verify/checks/oracle_cases.py rows): generate agrees with llama.cpp's sampler chain,
+    generate_parallel's outputs lack the reference's leading space: the parallel path's cause, not the check's own."""
+    def cases(*rows: tuple[str, str]) -> dict:
+        return {"chain": ["top_k", "dist"], "values": {"seed": 1234},
+                "cases": [{"prompt": "p", "reference": ref, "got": got, "stopped": "length"} for ref, got in rows]}
+
+    evidence = {"prompts": ["a", "b"], "seed_first": [" x", " y"], "reference": cases((" x", " x"), (" y", " y")),
+                "generate_parallel": [{"code": 0, "ok": True, "message": "", "results": ["x", "y"]}],
+                "generate_parallel_reference": cases((" x", "x"), (" y", "y"))}  # fmt: skip
+    causes = group([failed("sampling_seed", evidence), failed("iso", isolation(" The cat", "The cat"))])
+    assert [(c.id, c.checks) for c in causes] == [("text:leading-whitespace-missing", ["sampling_seed", "iso"])]
+    # the sampled texts differing otherwise stay the check's own cause
+    evidence["generate_parallel_reference"] = cases((" x", " the cat sat"), (" y", " y"))
+    assert signature(failed("sampling_seed", evidence)).id == "check:sampling_seed"
+
+
 def test_a_contract_break_wins_over_the_text_it_caused() -> None:
     sig = signature(failed("iso", isolation(" The cat", "The cat") | contract()))
     assert sig.kind == CauseKind.CONTRACT

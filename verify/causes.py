@@ -64,8 +64,10 @@ SHAPE_TEXT = {
 }  # fmt: skip
 
 # Pairs of evidence keys holding a reference text and the text under test (the checks' own names for them).
+# ("reference", "got"): the oracle's rows (verify/checks/oracle_cases.py), llama.cpp's own text against the
+# consumer's, e.g. sampling_seed's generate_parallel outputs against the reference sampler chain.
 TEXT_PAIRS = (("single", "parallel"), ("expected", "got"), ("reference_text", "shim_text"), ("A1", "A2"),
-              ("fresh_A", "A1"), ("fresh_B", "B"))  # fmt: skip
+              ("fresh_A", "A1"), ("fresh_B", "B"), ("reference", "got"))  # fmt: skip
 # Texts checked against a set of acceptable ones (generate_context_full: libllama's decode allows a choice of
 # endings): the path of the acceptable texts, and the paths of the texts under test.
 TEXT_CHOICES = ((("reference", "allowed"), (("generate", "text"), ("parallel", "results", 0))),)
