@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,17 @@ from tests.conftest import LOCALLLM, LOCALLLM_HEADER
 from verify import exported
 from verify.checks import FAILED, PASSED, SKIPPED, CheckResult, checklist
 from verify.differential import run_differential
+from verify.driver import Sampling
 from verify.faults import FAULTS, ORACLE_FAULTS, Fault, make_variant, migrate_copy
 from verify.generated import Budget, run_property
-from verify.reference import COMMON_ORDER, ReferenceConfig, ReferenceConfigError, common_defaults
+from verify.reference import (
+    COMMON_FIELDS,
+    COMMON_ORDER,
+    Reference,
+    ReferenceConfig,
+    ReferenceConfigError,
+    common_defaults,
+)
 from verify.runner import run_checks
 from verify.session import Options, Target
 
@@ -133,6 +142,23 @@ def test_reference_config_is_checked() -> None:
     for bad in ({"parse": True}, {"order": ["top_k", "mirostat"]}, {"fixed": {"typical": 1}}, {"sampled": "no"}):
         with pytest.raises(ReferenceConfigError):
             ReferenceConfig.from_table(bad)
+
+
+def test_a_sampled_comparison_with_an_assumed_value_is_not_judged() -> None:
+    """A chain role the API does not take and config does not fix (its value common's default, a guess) makes the
+    sampled comparison a report, not a verdict; fixing it, or greedy sampling, makes it judged again."""
+    reference = Reference.__new__(Reference)  # no library: only the config and common's defaults are read here
+    reference.defaults = {role: default for role, (_, default) in COMMON_FIELDS.items()}
+    taken = {"temperature", "top_k", "top_p", "repeat_penalty", "seed", "max_tokens"}
+    sampled = Sampling(temperature=0.7, top_k=20, top_p=0.9, seed=1234)
+    reference.config = ReferenceConfig()
+    why = reference.comparable(sampled, taken)
+    assert why.startswith("not judged: the API does not take min_p (llama.cpp common's default 0.05")
+    assert "set [verify.reference] fixed.min_p" in why and "repeat_last_n" not in why  # penalty 1: window unread
+    assert "repeat_last_n" in reference.not_judged(replace(sampled, repeat_penalty=1.5), taken)
+    assert reference.comparable(replace(sampled, temperature=0.0), taken) == ""
+    reference.config = ReferenceConfig(fixed={"min_p": 0.0})
+    assert reference.comparable(sampled, taken) == ""
 
 
 def test_common_defaults_are_read_from_the_tree(old_tree: SourceTree, new_tree: SourceTree) -> None:

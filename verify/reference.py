@@ -8,9 +8,11 @@ same library (the shim links libllama whole, so `llama_*` is exported beside the
 - detokenize: `llama_detokenize(..., remove_special, unparse_special)` as configured (default false, false);
 - generate: the prompt decoded in sequence 0, then `llama_sampler_sample` over a sampler chain built from the same
   parameters, in llama.cpp common's documented order (penalties, top-k, top-p, min-p, temperature, then the
-  seeded distribution); values the consumer's API does not take are llama.cpp common's defaults, read from the
-  tree's `common/common.h` (config may fix them); generated pieces rendered as configured (default: special
-  tokens not rendered); it stops at an end-of-generation token, at max_tokens, or when the context is full;
+  seeded distribution); values the consumer's API does not take are fixed by config (`[verify.reference.fixed]`),
+  else llama.cpp common's defaults, read from the tree's `common/common.h`: an assumed value is no knowledge of the
+  consumer's sampler, so a sampled comparison with one is reported, not judged (`not_judged`); generated pieces
+  rendered as configured (default: special tokens not rendered); it stops at an end-of-generation token, at
+  max_tokens, or when the context is full;
 - generate_parallel: each prompt alone, as an independent sequence (its output is what `generate` gives it);
   a prompt that cannot run (no text, more tokens than one sequence holds or one batch takes) has no result.
 
@@ -53,6 +55,9 @@ COMMON_FIELDS = {"temperature": ("temp", 0.8), "top_k": ("top_k", 40), "top_p": 
                  "min_p": ("min_p", 0.05), "repeat_penalty": ("penalty_repeat", 1.0),
                  "repeat_last_n": ("penalty_last_n", 64)}  # fmt: skip
 SAMPLING_ROLES = tuple(COMMON_FIELDS) + ("seed", "max_tokens")
+# the sampling roles each sampler of the chain reads
+ROLES_OF = {"penalties": ("repeat_penalty", "repeat_last_n"), "top_k": ("top_k",), "top_p": ("top_p",),
+            "min_p": ("min_p",), "temperature": ("temperature",)}  # fmt: skip
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF
 
 
@@ -236,15 +241,36 @@ class Reference:
         lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(int(values["seed"]) & 0xFFFFFFFF))
         return chain
 
+    def greedy(self, sampling: Sampling, taken: set[str]) -> bool:
+        return sampling.temperature <= 0 or ("temperature" not in taken and self.defaults["temperature"] <= 0)
+
     def comparable(self, sampling: Sampling, taken: set[str]) -> str:
-        """Why a generation with these settings cannot be compared token for token ("" when it can)."""
-        if sampling.temperature <= 0 or ("temperature" not in taken and self.defaults["temperature"] <= 0):
+        """Why a generation with these settings cannot be judged token for token ("" when it can)."""
+        if self.greedy(sampling, taken):
             return ""
         if not self.config.sampled:
             return "sampled outputs not compared: [verify.reference] sampled = false (the consumer's sampler)"
         if "seed" not in taken:
             return "sampled outputs not compared: the API takes no seed (each call draws one)"
-        return ""
+        return self.not_judged(sampling, taken)
+
+    def assumed(self, sampling: Sampling, taken: set[str]) -> list[str]:
+        """The chain's roles that the API does not take and config does not fix: their value (common's default)
+        is a guess about the consumer's sampler, not knowledge of it."""
+        roles = [role for name in self.config.order for role in ROLES_OF[name]]
+        if "repeat_last_n" in roles and self.effective(sampling, taken)["repeat_penalty"] == 1.0:
+            roles.remove("repeat_last_n")  # penalty 1 (frequency and presence 0): the window changes nothing
+        return [r for r in roles if r not in taken and r not in self.config.fixed]
+
+    def not_judged(self, sampling: Sampling, taken: set[str]) -> str:
+        """Why a sampled comparison cannot fail the consumer ("" when every role of the chain is known)."""
+        assumed = [] if self.greedy(sampling, taken) else self.assumed(sampling, taken)
+        if not assumed:
+            return ""
+        guesses = ", ".join(f"{r} (llama.cpp common's default {self.defaults[r]:g} would be assumed)" for r in assumed)
+        keys = ", ".join(f"fixed.{r}" for r in assumed)
+        return (f"not judged: the API does not take {guesses}; set [verify.reference] {keys} to the value your "
+                "sampler uses to compare")  # fmt: skip
 
     # -- generation
 

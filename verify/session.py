@@ -150,8 +150,9 @@ class Session:
         if self.observer is not None:
             # the observer speaks llama.cpp; the consumer's handles go through the driver's accessors
             self.observer.context_of = self.shim.llama_context
-            self.observer.model_of = self.shim.llama_model
+            self.observer.model_of = self.llama_model
         self._model: Any = None
+        self._llama_model: Any = None  # llama.cpp's model behind the session's model, read from one of its contexts
         self._contexts: list[Any] = []
         self._backend = False
 
@@ -188,6 +189,25 @@ class Session:
     def can_observe_context(self) -> bool:
         """llama.cpp's context is reachable behind the consumer's context handle (typed so, or an accessor)."""
         return self.shim.has("llama_context") or self.shim._handle_type("context") == "struct llama_context"
+
+    def llama_model(self, model: Any) -> Any:
+        """llama.cpp's model behind a consumer's model handle: its own accessor, else, for the session's model
+        behind an opaque handle, llama_get_model of a context made from it (Skip with the reason where neither)."""
+        try:
+            return self.shim.llama_model(model)
+        except Skip:
+            obs = self.observer
+            if model is not self._model or obs is None or not obs.has("llama_get_model") \
+                    or not self.can_observe_context():  # fmt: skip
+                raise
+        if self._llama_model is None:
+            # a context of the session's own (the model outlives it): a check's contexts stay as it made them
+            ctx = self.context(64, 1)
+            try:
+                self._llama_model = obs.lib.llama_get_model(obs.context_of(ctx))
+            finally:
+                self.release(ctx)
+        return self._llama_model
 
     def need_observer(self, *names: str) -> Observer:
         if self.observer is None:
@@ -228,6 +248,7 @@ class Session:
         if self._model is not None:
             self.shim.free_model(self._model)
             self._model = None
+            self._llama_model = None
         if self._backend:
             self.shim.backend_free()
             self._backend = False

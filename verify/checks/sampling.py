@@ -107,8 +107,12 @@ def sampling_seed(s: Session) -> Verdict:
                                                                        or [None] * len(prompts), "generate_parallel")
         problems += found
     summary = f"seed {SEEDS[0]} reproduced on {len(prompts)} prompts; seed {SEEDS[1]} differs: {not problems}"
-    if isinstance(evidence["reference"], str):  # the comparison with llama.cpp's chain narrowed: say why
-        summary += f"; {evidence['reference']}"
+    for key in ("reference", "generate_parallel_reference"):  # the comparison with llama.cpp's chain narrowed: why
+        narrowed = evidence.get(key)
+        if isinstance(narrowed, dict):
+            narrowed = narrowed.get("not_judged")
+        if isinstance(narrowed, str):
+            summary += f"; {key}: {narrowed}"
     return Verdict(not problems, evidence, failures(problems), summary)
 
 
