@@ -145,6 +145,9 @@ def test_an_oracle_row_is_shaped_like_the_other_text_pairs() -> None:
     # the sampled texts differing otherwise stay the check's own cause
     evidence["generate_parallel_reference"] = cases((" x", " the cat sat"), (" y", " y"))
     assert signature(failed("sampling_seed", evidence)).id == "check:sampling_seed"
+    # rows the check did not judge (assumed sampling values) name no cause, whatever their texts
+    evidence["generate_parallel_reference"] = cases((" x", "x"), (" y", "y")) | {"not_judged": "min_p assumed"}
+    assert signature(failed("sampling_seed", evidence)).id == "check:sampling_seed"
 
 
 def test_a_contract_break_wins_over_the_text_it_caused() -> None:

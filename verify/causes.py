@@ -246,8 +246,11 @@ def _one_piece_apart(a: str, b: str) -> bool:
 
 
 def _pairs(value: Any) -> Iterator[tuple[tuple[str, str], str, str]]:
-    """Every (reference, tested) text pair in the evidence, in its order, depth first."""
+    """Every (reference, tested) text pair in the evidence, in its order, depth first. A comparison the check did
+    not judge (`not_judged`: the reference ran with assumed values) is no evidence of a cause and is passed over."""
     if isinstance(value, dict):
+        if "not_judged" in value:
+            return
         for ref_key, test_key in TEXT_PAIRS:
             ref, tested = value.get(ref_key), value.get(test_key)
             if isinstance(ref, str) and isinstance(tested, str):
