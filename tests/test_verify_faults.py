@@ -8,6 +8,7 @@ are also built there, to show the check tells the upgrade's breakage from a defe
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,13 @@ def build_variant(src: Path, dest: Path, fault: Fault, tree: SourceTree) -> Path
     return Path(result.library)
 
 
+# the fixture's [verify] table, as `migrate verify` applies it: its [verify.reference] fixed sampling values make the
+# oracle judge sampled outputs (without them a value would be assumed and the comparison only reported)
+LOCALLLM_VERIFY = tomllib.loads((LOCALLLM / "llama-migrate.toml").read_text()).get("verify", {})
+
+
 def run(library: Path, model: Path, names: list[str], label: str) -> dict[str, CheckResult]:
-    target = Target(library, LOCALLLM_HEADER, model, label)
+    target = Target(library, LOCALLLM_HEADER, model, label, verify=LOCALLLM_VERIFY, config_root=LOCALLLM)
     return {r.name: r for r in run_checks(target, Options(timeout=60, eog_model=str(stop_model())), names)}
 
 
