@@ -49,3 +49,12 @@ def stop_model() -> Path:
     from migrate.model import ensure_model
 
     return ensure_model("tiny", "b5421", eog=True)
+
+
+def consumer(tmp_path: Path, files: dict[str, str]) -> Path:
+    """A small consumer tree under tmp_path/consumer: {relative path: text}."""
+    root = tmp_path / "consumer"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root

@@ -18,6 +18,7 @@ from migrate.rewrite.engine import EngineConfig, _cache_key, build_plan
 from migrate.rewrite.plan import ACTION, REVIEW, Plan
 from migrate.rewrite.rules import load_rules
 from migrate.sources import SourceTree
+from tests.conftest import consumer
 
 RULESET = load_rules(data_dir("rules") / "b5421-b7785.yaml")
 
@@ -39,14 +40,6 @@ bool is_server(const common_params & params) {
     return params.curr_ex == LLAMA_EXAMPLE_SERVER;
 }
 """
-
-
-def consumer(tmp_path: Path, files: dict[str, str]) -> Path:
-    root = tmp_path / "consumer"
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-    return root
 
 
 def plan_cli(root: Path, tmp_path: Path) -> tuple[int, dict, str]:

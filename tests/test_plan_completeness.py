@@ -23,6 +23,7 @@ from migrate.rewrite.prescan import Prescan
 from migrate.rewrite.rules import load_rules
 from migrate.rewrite_cli import EXIT_INCOMPLETE, EXIT_OK, exit_code
 from migrate.sources import SourceTree
+from tests.conftest import consumer
 
 RULESET = load_rules(data_dir("rules") / "b5421-b7785.yaml")
 
@@ -64,14 +65,6 @@ INTERNAL_INCLUDE = """\
 #include "llama-impl.h"
 int nothing_named(void) { return 1; }
 """
-
-
-def consumer(tmp_path: Path, files: dict[str, str]) -> Path:
-    root = tmp_path / "consumer"
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-    return root
 
 
 def make_plan(root: Path, old: SourceTree, new: SourceTree, jobs: int = 0) -> Plan:

@@ -18,6 +18,7 @@ from migrate.rewrite.engine import EngineConfig, build_plan
 from migrate.rewrite.plan import ACTION, Plan, ReadMode
 from migrate.rewrite.rules import load_rules
 from migrate.sources import SourceTree
+from tests.conftest import consumer
 
 RULESET = load_rules(data_dir("rules") / "b5421-b7785.yaml")
 
@@ -51,14 +52,6 @@ int helper(llama_context * ctx) {
     return own_unicode_helper();
 }
 """
-
-
-def consumer(tmp_path: Path, files: dict[str, str]) -> Path:
-    root = tmp_path / "consumer"
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-    return root
 
 
 def api_plan(root: Path, old: SourceTree, new: SourceTree) -> Plan:
