@@ -19,6 +19,7 @@ Exit codes: 0 done (score at or above --min-score, when given); 1 the score is b
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import shlex
@@ -62,6 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the --max sample (default 0)")
     parser.add_argument("--jobs", type=int, default=1, help="mutants built and checked at once (default 1)")
     parser.add_argument("--kinds", help=f"comma-separated operators (default all): {', '.join(mutate.KINDS)}")
+    parser.add_argument("--only", help="comma-separated mutant ids or globs over them (as --list prints): run only "
+                        "those, e.g. the survivors of an earlier run after a check was improved")
     parser.add_argument("--all-functions", action="store_true",
                         help="mutate every function of the shim, not only those the bound operations reach")
     parser.add_argument("--checks", help="comma-separated checks to run (default: the whole checklist)")
@@ -110,6 +113,10 @@ def cmd_mutate(args: argparse.Namespace) -> int:
     files = {s: str(s.relative_to(src)) for s in sources}
     flags = ParseConfig(tree.path, src).flags_for
     found = mutate.make_mutants(files, flags, functions_by_op, kinds, everything=args.all_functions)
+    if args.only:
+        found.mutants = [m for m in found.mutants if any(fnmatch.fnmatchcase(m.id, g) for g in args.only.split(","))]
+        if not found.mutants:
+            raise MutateUsage(f"--only {args.only}: no mutant of this shim matches (see --list for the ids)")
     chosen = mutate.sample(found.mutants, args.max, args.seed)
     say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     say(f"{len(found.mutants)} mutants in {sum(len(v) for v in found.reached.values())} reached functions of "

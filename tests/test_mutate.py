@@ -4,6 +4,7 @@ real run (`migrate mutate` on fixtures/textgen at b5415: three mutants, three ch
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from migrate.cli import main as migrate_main
 from migrate.config import ConfigError, load_config
 from tests.conftest import REPO
 from verify import mutate
+from verify import mutate_realistic as realistic
 from verify.clangsetup import system_args
 
 SMALL_C = b"""\
@@ -54,7 +56,7 @@ def test_every_operator_finds_its_site(small: tuple[Path, mutate.MutantSet]) -> 
     _, found = small
     assert not found.problems
     by_kind = {m.kind: m for m in found.mutants}
-    assert set(by_kind) == set(mutate.KINDS)
+    assert set(by_kind) == set(mutate.ORIGINAL_KINDS)  # the realistic families: SMALL_CPP below
     descriptions = {(m.kind, m.description) for m in found.mutants}
     assert ("comparison", "`>=` → `>`") in descriptions
     assert ("memory_call", "`llama_memory_clear(m, 1)` → `(void)0`") in descriptions
@@ -126,3 +128,120 @@ def test_a_small_real_run_on_plain_c(tmp_path: Path) -> None:
     assert all(r["nearest"] for r in survivors)
     report = next(tmp_path.glob("textgen-mutants-*.md")).read_text()
     assert "## Mutation score" in report and "### Survivors" in report
+
+
+# --- the realistic families (verify/mutate_realistic.py): a snippet in, the expected mutants out -------------------
+
+SMALL_CPP = b"""\
+namespace std {
+template <class C> struct basic_string {
+    basic_string();
+    basic_string(const C * s);
+    const C * c_str() const;
+    C & operator[](unsigned long i);
+};
+using string = basic_string<char>;
+}
+typedef int llama_pos;
+struct llama_context;
+struct llama_batch { int n_tokens; };
+struct ctx_params { int n_ctx; float temp; };
+struct sampling { float temperature; float top_p; };
+struct holder { void reset(); };
+int llama_tokenize(const char * text, int text_len, int * tokens, int n_tokens_max, bool add_special, bool parse);
+int llama_decode(llama_context * ctx, llama_batch batch);
+void llama_batch_free(llama_batch batch);
+
+static std::string g_error;
+static char * dup_cstring(const std::string & s) { return nullptr; }
+
+static void set_error(const char ** out, const std::string & msg) {
+    g_error = msg;
+    *out = g_error.c_str();
+}
+
+int api_run(llama_context * ctx, const char * text, int n_ctx, int n_threads, bool add_special, const sampling & s,
+            char ** out, const char ** err) {
+    ctx_params p;
+    p.n_ctx = n_ctx;
+    p.temp = s.temperature;
+    holder h;
+    int tokens[8];
+    int n = llama_tokenize(text, 4, tokens, 8, add_special, true);
+    llama_batch batch = {n};
+    if (llama_decode(ctx, batch) != 0) {
+        llama_batch_free(batch);
+        h.reset();
+        set_error(err, "decode failed");
+        return -1;
+    }
+    llama_batch_free(batch);
+    std::string text_out;
+    *out = dup_cstring(text_out);
+    return p.n_ctx + n_threads;
+}
+"""
+
+EXPECTED_REALISTIC = {
+    ("bool_argument", "`add_special` → `!add_special`"), ("bool_argument", "`true` → `false`"),
+    ("api_argument_swap", "`4, tokens, 8` → `8, tokens, 4`"),
+    ("field_source", "`n_ctx` → `n_threads`"), ("field_source", "`s.temperature` → `s.top_p`"),
+    ("cleanup_drop", "`llama_batch_free(batch)` → `(void)0`"), ("cleanup_drop", "`h.reset()` → `(void)0`"),
+    ("dangling_pointer", "`dup_cstring(text_out)` → `&(text_out)[0]`"), ("dangling_pointer", "`g_error` → `msg`"),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def small_cpp(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, mutate.MutantSet]:
+    path = tmp_path_factory.mktemp("small_cpp") / "small.cpp"
+    path.write_bytes(SMALL_CPP)
+    found = mutate.make_mutants({path: "small.cpp"}, lambda p: ["-x", "c++", "-std=c++17", *system_args()],
+                                {"run": "api_run"}, kinds=tuple(realistic.KINDS))  # fmt: skip
+    return path, found
+
+
+def test_each_realistic_family_makes_exactly_its_mutants(small_cpp: tuple[Path, mutate.MutantSet]) -> None:
+    _, found = small_cpp
+    assert not found.problems
+    made = [(m.kind, m.description) for m in found.mutants]
+    assert set(made) == EXPECTED_REALISTIC
+    # the two frees of `batch`: the one on the failing branch, and the other since the first releases it too
+    assert made.count(("cleanup_drop", "`llama_batch_free(batch)` → `(void)0`")) == 2
+    assert len(made) == len(EXPECTED_REALISTIC) + 1
+
+
+def test_realistic_mutants_apply_to_the_source(small_cpp: tuple[Path, mutate.MutantSet]) -> None:
+    path, found = small_cpp
+    source = path.read_bytes()
+    after = {m.description: m.apply(source) for m in found.mutants}
+    assert b"llama_tokenize(text, 8, tokens, 4, add_special, true)" in after["`4, tokens, 8` → `8, tokens, 4`"]
+    assert b"p.n_ctx = n_threads;" in after["`n_ctx` → `n_threads`"]
+    assert b"*out = msg.c_str();" in after["`g_error` → `msg`"]
+    assert b"*out = &(text_out)[0];" in after["`dup_cstring(text_out)` → `&(text_out)[0]`"]
+    assert b"llama_tokenize(text, 4, tokens, 8, !add_special, true)" in after["`add_special` → `!add_special`"]
+
+
+def test_a_free_on_the_only_path_is_not_dropped(tmp_path: Path) -> None:
+    """`cleanup_drop` is about one path: a free the whole scope runs (the only release of its object) is left."""
+    path = tmp_path / "one.cpp"
+    path.write_bytes(b"struct llama_batch { int n; };\\nvoid llama_batch_free(llama_batch b);\\n"
+                     b"int api_one(int n) {\\n    llama_batch batch = {n};\\n    if (n > 0) {\\n"
+                     b"        llama_batch other = {n};\\n        llama_batch_free(other);\\n    }\\n"
+                     b"    llama_batch_free(batch);\\n    return n;\\n}\\n")  # fmt: skip
+    found = mutate.make_mutants({path: "one.cpp"}, lambda p: ["-x", "c++", *system_args()], {"one": "api_one"},
+                                kinds=("cleanup_drop",))  # fmt: skip
+    assert found.mutants == []
+
+
+def test_the_original_operators_sample_is_unchanged_by_the_new_families(
+        small_cpp: tuple[Path, mutate.MutantSet], small: tuple[Path, mutate.MutantSet]) -> None:  # fmt: skip
+    """The seeded sample of the original seven operators is drawn as before the families existed (the figure of
+    record stays comparable); each realistic family is drawn as its own stratum."""
+    _, original = small
+    _, new = small_cpp
+    both = sorted([*original.mutants, *new.mutants], key=lambda m: (m.file, m.start, m.kind))
+    drawn = mutate.sample(both, 3, seed=1)
+    before = [original.mutants[i] for i in sorted(random.Random(1).sample(range(len(original.mutants)), 3))]
+    assert [m for m in drawn if m.kind in mutate.ORIGINAL_KINDS] == before
+    for kind in realistic.KINDS:
+        assert sum(1 for m in drawn if m.kind == kind) == min(3, sum(1 for m in new.mutants if m.kind == kind))

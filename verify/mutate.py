@@ -42,6 +42,7 @@ from typing import Any
 
 import clang.cindex as ci
 
+from verify import mutate_realistic as realistic
 from verify.checks import PASSED, CheckResult
 from verify.clangsetup import index
 from verify.errors import ToolError
@@ -58,6 +59,8 @@ KINDS: dict[str, str] = {
     "loop_exit": "break/return removed in a generation loop",
     "argument_swap": "same-type arguments swapped",
 }
+ORIGINAL_KINDS = tuple(KINDS)  # one sampling stratum: a seeded sample of them is the same as before the families below
+KINDS |= realistic.KINDS  # the realistic families (verify/mutate_realistic.py), each its own stratum
 SWAPPED = {"<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "!=", "!=": "=="}
 FUNCTION_KINDS = (K.FUNCTION_DECL, K.CXX_METHOD, K.CONSTRUCTOR, K.DESTRUCTOR, K.FUNCTION_TEMPLATE,
                   K.CONVERSION_FUNCTION)  # fmt: skip
@@ -212,6 +215,10 @@ class _Maker:
         self.out.append(Mutant(self.rel, self.function.name, line, column, kind, description, start, end,
                                replacement))  # fmt: skip
 
+    @property
+    def function_cursor(self) -> ci.Cursor:
+        return self.function.cursor
+
     def token_at(self, start: int, spelling: str) -> bool:
         """The source really has `spelling` at `start` (not a macro expansion's token)."""
         return self.source[start : start + len(spelling)].decode(errors="replace") == spelling
@@ -242,6 +249,7 @@ class _Maker:
             self.loop_exit(cursor)
         elif kind == K.VAR_DECL:
             self.var_init(cursor)
+        realistic.visit(self, cursor, parents)
         inner = [*loops, cursor] if kind in LOOP_KINDS else loops
         for child in cursor.get_children():
             self.walk(child, [*parents, cursor], inner)
@@ -436,10 +444,18 @@ def make_mutants(files: dict[Path, str], flags: Callable[[Path], list[str]], roo
 
 
 def sample(mutants: list[Mutant], n: int | None, seed: int = 0) -> list[Mutant]:
-    """`n` mutants drawn at random (seeded, so a rerun draws the same ones), in file order; all when n is None."""
-    if n is None or n >= len(mutants):
+    """Up to `n` mutants of each stratum drawn at random (seeded, so a rerun draws the same ones), in file order; all
+    when n is None. The original seven operators are one stratum, so their sample is the one drawn before the
+    realistic families existed (the figure of record stays comparable); each realistic family is a stratum."""
+    if n is None:
         return list(mutants)
-    chosen = random.Random(seed).sample(range(len(mutants)), n)
+    strata: dict[str, list[int]] = {}
+    for i, mutant in enumerate(mutants):
+        strata.setdefault("original" if mutant.kind in ORIGINAL_KINDS else mutant.kind, []).append(i)
+    chosen: list[int] = []
+    for members in strata.values():
+        drawn = range(len(members)) if n >= len(members) else random.Random(seed).sample(range(len(members)), n)
+        chosen += [members[j] for j in drawn]
     return [mutants[i] for i in sorted(chosen)]
 
 
