@@ -492,7 +492,7 @@ def infer(api: CApi, config: VerifyConfig | None = None, adapter_ops: frozenset[
             f"Found: {found_text}.\nMissing: " + "; ".join(problems) +
             (f"\nAdd to llama-migrate.toml (roles: {', '.join(sorted(ROLES))}):\n[verify]\n"
              + "\n".join(s for s in suggestions) if suggestions else "") +
-            "\nor name a Python adapter module: [verify] adapter = \"my_adapter.py\" (see README, "
+            "\nor name a Python adapter module: [verify] adapter = \"my_adapter.py\" (see docs/verification.md, "
             "\"Verifying your own C API\")."
         )  # fmt: skip
     return Binding(inf.prefix, ops, inf.notes, config.adapter)
