@@ -3,6 +3,7 @@
     migrate rules draft --from b7785 --to b10361 [--out FILE]
     migrate rules check [FILE ...]
     migrate rules steps --from b5421 --to b7825
+    migrate rules mine --from b5421 --to b7785 [--corpus OLD=NEW ...] [-o FILE]   (migrate/mine/command.py)
 
 `draft` writes a DRAFT rules file for a step from the API diff of the two trees and the headers' own
 `DEPRECATED(..., "use X instead")` hints, so the next bump starts from review, not from a blank file:
@@ -33,10 +34,10 @@ from typing import Any
 
 import yaml
 
+from migrate.exit_codes import RulesExit
 from migrate.paths import cache_root
 from verify.inputs import PathKind, existing_path, output_file
 
-EXIT_OK = 0
 HINT_SUCCESSOR = re.compile(r"\buse\s+([A-Za-z_][A-Za-z0-9_]*)")
 SIMILAR = 0.6  # difflib ratio for a same-signature successor by name
 # canonical spellings that cannot be written back as a parameter type in a generated case
@@ -243,7 +244,7 @@ def cmd_draft(args: argparse.Namespace) -> int:
     print(f"draft: {len(ruleset.rules)} rule(s), {ready} rename(s) ready, {len(ruleset.rules) - ready} manual "
           f"entr(ies) to review", file=sys.stderr)  # fmt: skip
     print(out)
-    return EXIT_OK
+    return RulesExit.OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -260,7 +261,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{ruleset.path}: {ruleset.label}: {len(ruleset.rules)} rules ("
               + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
               + f"), {len(ruleset.advisories)} advisories, {cases} test cases: ok")  # fmt: skip
-    return EXIT_OK
+    return RulesExit.OK
 
 
 def cmd_steps(args: argparse.Namespace) -> int:
@@ -270,7 +271,7 @@ def cmd_steps(args: argparse.Namespace) -> int:
     selection = select_steps(args.from_version, args.to_version, rule_files(Path(args.rules) if args.rules else None))
     for line in selection.coverage():
         print(line)
-    return EXIT_OK
+    return RulesExit.OK
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -291,4 +292,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     steps.add_argument("--from", dest="from_version", required=True)
     steps.add_argument("--to", dest="to_version", required=True)
     steps.add_argument("--rules", help="rules folder (default: the shipped rules/)")
+    from migrate.mine.command import register as register_mine
+
+    register_mine(sub)  # `migrate rules mine` (issue 23): migrate/mine/command.py
     rules.set_defaults(func=lambda args: (rules.print_help(), 2)[1])

@@ -82,7 +82,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "rule": {"id": Key("str", True), "kind": Key("str", True), "description": Key("str", True),
              "match": Key("dict", True), "fix": Key("str"), "action": Key("str"), "guidance": Key("str"),
              "opt_in": Key("bool"), "options": Key("str_list"), "tests": Key("dict"), "params": Key("dict"),
-             "handle": Key("dict")},
+             "handle": Key("dict"), "mined": Key("bool"), "provenance": Key("list")},  # mined: migrate/mine/
     "handle": {"type": Key("str", True), "init": Key("str", True)},
     "insert_advisory": {"id": Key("str", True), "message": Key("str", True)},
     "match": {"header": Key("str", True), "function": Key("str"), "field": Key("str"), "when": Key("str")},

@@ -1,0 +1,127 @@
+"""`migrate rules mine`: rules mined from the migrations llama.cpp's maintainers (and a consumer) already made.
+
+    migrate rules mine --from b5421 --to b7785 [-o FILE]
+    migrate rules mine --from b7785 --to b10361 --corpus OLD_ADDON=NEW_ADDON [--compare DIR ...]
+
+Writes a rules file (default <cache>/rules-mined/<from>-<to>.yaml, schema of rules/*.yaml, every rule `mined: true`
+with provenance), runs each rewriting rule's cases through the engine (--no-engine-check skips that), and, when a
+hand-written rules file covers exactly this step, reports each mined rule against it (confirmed, differs,
+unconfirmed, ...: precision). --compare DIR plans a consumer tree with both and compares their call rewrites as the
+set of (file, line, after-text), the memory handle inline on both sides. See docs/rules-mining.md.
+
+Exit codes: 0 done; 2 bad input (unknown build, a --corpus that is not OLD=NEW folders, an unwritable -o).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from migrate.paths import cache_root
+from verify.inputs import BadInput, PathKind, existing_path, output_file
+
+if TYPE_CHECKING:
+    from migrate.rewrite.rules import RuleSet
+    from migrate.sources import SourceTree
+
+EXIT_OK = 0
+
+
+def _corpus_folders(spec: str) -> tuple[Path, Path]:
+    old, sep, new = spec.partition("=")
+    if not sep:
+        raise BadInput("--corpus", spec, "is one folder", "give OLD=NEW: the same code at --from and at --to (e.g. "
+                       "node-llama-cpp's llama/addon of two releases)")  # fmt: skip
+    return (existing_path("--corpus", old, PathKind.DIR, noun="folder"),
+            existing_path("--corpus", new, PathKind.DIR, noun="folder"))  # fmt: skip
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from migrate.apidiff import load_surface
+    from migrate.mine import folder_corpus, mine, pairs_summary, render_file, tree_corpus
+    from migrate.rewrite.rules import RuleError, find_rules, load_rules
+    from migrate.sources import resolve
+
+    cache = getattr(args, "cache", None)
+    folders = [_corpus_folders(spec) for spec in args.corpus or []]
+    compare = [existing_path("--compare", d, PathKind.DIR, noun="folder") for d in args.compare or []]
+    output_file("-o", args.out, makes_folder=True)
+    old_tree, new_tree = resolve(args.from_version, cache=cache), resolve(args.to_version, cache=cache)
+    for tree in (old_tree, new_tree):
+        print(tree.summary(), file=sys.stderr)
+    old, new = load_surface(old_tree, cache), load_surface(new_tree, cache)
+    corpora = [tree_corpus(old_tree, new_tree)] + [folder_corpus(o, n, old_tree.provided, new_tree.provided)
+                                                   for o, n in folders]  # fmt: skip
+    result = mine(old_tree, new_tree, old, new, corpora, engine_check=not args.no_engine_check)
+    counts = result.counts()
+    comments = [f"MINED rules for llama.cpp {args.from_version} → {args.to_version} (`migrate rules mine`), from "
+                f"{old_tree.provided} → {new_tree.provided}: " + ", ".join(f"{k} {v}" for k, v in counts.items()),
+                "Every rule cites the pairs it was mined from (provenance). Review before use: docs/rules-mining.md."]
+    name = f"{args.from_version}-{args.to_version}.yaml"
+    out = Path(args.out) if args.out else cache_root(cache) / "rules-mined" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_file(result, comments), encoding="utf-8")
+    mined = load_rules(out)  # must load: a schema error here is a bug in the miner
+    for line in pairs_summary(result):
+        print(line, file=sys.stderr)
+    print("mined: " + ", ".join(f"{k} {v}" for k, v in counts.items()), file=sys.stderr)
+    try:
+        hand = find_rules(args.from_version, args.to_version)
+    except RuleError:
+        hand = None
+        print(f"precision: skipped (no hand-written rules file for {args.from_version} → {args.to_version})",
+              file=sys.stderr)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="mine-compare-") as tmp:
+        if hand is not None:
+            _report_precision(out, hand, old_tree, Path(tmp))
+        for root in compare:
+            if hand is None:
+                print(f"compare {root}: skipped (no hand-written rules for this step)", file=sys.stderr)
+                continue
+            _report_comparison(root, hand, mined, old_tree)
+    print(out)
+    return EXIT_OK
+
+
+def _report_precision(out: Path, hand: RuleSet, tree: SourceTree, folder: Path) -> None:
+    from migrate.mine.compare import Verdict, confirm
+
+    verdicts = confirm(out, hand, tree, folder)
+    for verdict in verdicts:
+        print(f"  {verdict.rule}: {verdict.verdict} ({verdict.detail})", file=sys.stderr)
+    rewriting = [v for v in verdicts if v.verdict != Verdict.PROPOSAL]
+    confirmed = sum(1 for v in rewriting if v.verdict == Verdict.CONFIRMED)
+    print(f"precision: {confirmed} of {len(rewriting)} rewriting mined rule(s) confirmed by the hand rules; "
+          f"{len(verdicts) - len(rewriting)} manual proposal(s); to review: "
+          + (", ".join(v.rule for v in rewriting if v.verdict != Verdict.CONFIRMED) or "none"),
+          file=sys.stderr)  # fmt: skip
+
+
+def _report_comparison(root: Path, hand: RuleSet, mined: RuleSet, tree: SourceTree) -> None:
+    from migrate.mine.compare import compare_on
+
+    comparison = compare_on(root, hand, mined, tree)
+    print(f"compare {comparison.line()}", file=sys.stderr)
+    for label, rows in (("hand only", comparison.hand_only), ("mined only", comparison.mined_only)):
+        for file, line, text in sorted(rows):
+            print(f"  {label}: {file}:{line}: {text}", file=sys.stderr)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """`mine` under `migrate rules` (called from the rules command's register)."""
+    from migrate.cli import add_command
+
+    mining = add_command(sub, "mine", "mine rules from llama.cpp's own (and a corpus's) migrations between two builds",
+                         __doc__, cmd_mine)  # fmt: skip
+    mining.add_argument("--from", dest="from_version", required=True, help="the step's first build, e.g. b5421")
+    mining.add_argument("--to", dest="to_version", required=True, help="the step's last build, e.g. b7785")
+    mining.add_argument("--corpus", action="append", metavar="OLD=NEW",
+                        help="more code at both ends (e.g. node-llama-cpp's llama/addon of two releases); repeatable")
+    mining.add_argument("-o", "--out", help="where to write it (default <cache>/rules-mined/<from>-<to>.yaml)")
+    mining.add_argument("--compare", action="append", metavar="DIR",
+                        help="a consumer tree to plan with the hand and the mined rules and compare; repeatable")
+    mining.add_argument("--no-engine-check", action="store_true",
+                        help="do not run the mined rules' cases through the engine (faster; rules are not demoted)")
