@@ -121,3 +121,81 @@ def frees_release_memory(s: Session) -> Verdict:
                             f"of {LEAK_WINDOW} cycles: something is not freed")  # fmt: skip
     summary = "; ".join(f"{k}: +{v['heap_growth_per_window']}" for k, v in evidence.items() if isinstance(v, dict))
     return Verdict(not problems, evidence, failures(problems), summary)
+
+
+class _AbortCallback:
+    """llama_set_abort_callback, declared here: its callback type is ggml's (ggml.h), which the observer's llama.h
+    declarations leave out; the signature is the same at b5415 and b7836."""
+
+    def __init__(self, obs: Any) -> None:
+        import cffi
+
+        self.obs = obs
+        self.ffi = cffi.FFI()
+        self.ffi.cdef("struct llama_context; typedef bool (*abort_cb)(void *);"
+                      "void llama_set_abort_callback(struct llama_context *, abort_cb, void *);")  # fmt: skip
+        try:
+            self.lib: Any = self.ffi.dlopen(str(obs.bindings.library_path))
+            self.lib.llama_set_abort_callback  # noqa: B018 - looked up now: a library without it is a skip
+        except (OSError, AttributeError) as exc:
+            raise Skip(f"llama_set_abort_callback is not exported by the library: {exc}") from exc
+        self.callback: Any = None  # kept alive while llama.cpp holds it
+
+    def _ctx(self, lctx: Any) -> Any:
+        return self.ffi.cast("struct llama_context *", int(self.obs.ffi.cast("uintptr_t", lctx)))
+
+    def set(self, lctx: Any, stop: Callable[[], bool]) -> None:
+        self.callback = self.ffi.callback("abort_cb", lambda _data: stop())
+        self.lib.llama_set_abort_callback(self._ctx(lctx), self.callback, self.ffi.NULL)
+
+    def clear(self, lctx: Any) -> None:
+        self.lib.llama_set_abort_callback(self._ctx(lctx), self.ffi.NULL, self.ffi.NULL)
+        self.callback = None
+
+
+# The calls a decode failure can reach: one sequence, one parallel prompt (its own decode fails), and parallel
+# prompts with a shared prefix (the prefix's decode fails first).
+FAILING_CALLS = ("generate", "generate_parallel, one prompt", "generate_parallel, a shared prefix")
+
+
+@check("failed_calls_release_memory", "memory", "calls whose llama_decode fails (made to, through llama.cpp's abort "
+       "callback) report the failure and leave the heap where it was", plain_heap)  # fmt: skip
+def failed_calls_release_memory(s: Session) -> Verdict:
+    """The error paths of generation: batches, result arrays and samplers freed when a decode fails, which no
+    well-formed input makes happen (a leak or a missing error there shows only when llama.cpp fails for real: out of
+    KV cells, out of memory, aborted)."""
+    if heap_in_use() is None or TCACHE_OFF not in os.environ.get("GLIBC_TUNABLES", ""):
+        raise Skip("heap figures are not exact here (no mallinfo2, or glibc's thread caches on): see "
+                   "frees_release_memory")  # fmt: skip
+    obs = s.need_observer()
+    if not s.can_observe_context():
+        raise Skip("llama.cpp's context is not reachable behind the API's context handle: the abort callback "
+                   "cannot be set")  # fmt: skip
+    faults = _AbortCallback(obs)
+    sampling = s.options.sampling(4)
+    ctx = s.context(512, 4)
+    prompts = list(SHARED_PREFIX.prompts[:2])
+    calls: dict[str, Callable[[], list[Call]]] = dict(zip(FAILING_CALLS, (
+        lambda: [s.shim.generate(ctx, PROMPT_B, sampling)],
+        lambda: [s.shim.generate_parallel(ctx, [PROMPT_B], sampling)],
+        lambda: [s.shim.generate_parallel(ctx, prompts, sampling)]), strict=True))  # fmt: skip
+    lctx = obs.context_of(ctx)
+    faults.set(lctx, lambda: True)  # every graph computation stops at its first node
+    evidence: dict[str, Any] = {"cycles": LEAK_WINDOW, "bytes_per_cycle_bar": LEAK_BYTES}
+    problems: list[str] = []
+    try:
+        for name, cycle in calls.items():
+            succeeded = [c for c in cycle() if c.ok]
+            if succeeded:
+                problems.append(f"{name}: reported success although every llama_decode failed (aborted)")
+                continue
+            growth, _ = _heap_growth(cycle)  # every call fails here: its failure is the path measured
+            evidence[name] = {"heap_growth_per_window": growth}
+            if min(growth) >= LEAK_BYTES * LEAK_WINDOW:
+                problems.append(f"{name}, failing: the heap grew {', '.join(map(str, growth))} bytes over "
+                                f"{LEAK_WINDOWS} windows of {LEAK_WINDOW} calls: what the failed call allocated is "
+                                "not freed")  # fmt: skip
+    finally:
+        faults.clear(lctx)
+    summary = "; ".join(f"{k}: +{v['heap_growth_per_window']}" for k, v in evidence.items() if isinstance(v, dict))
+    return Verdict(not problems, evidence, failures(problems), summary or "; ".join(problems))
