@@ -2,8 +2,10 @@
 
 Mutants are made from the shim's own libclang parse (no regular expressions over C++), in the functions the
 checklist can reach: the C API functions bound to its operations (verify/binding.py) and every function of the
-same file they call, directly or through the types they use. Seven operators, each the kind of slip an upgrade
-introduces:
+same file they call, directly or through the types they use. Seven original operators, each the kind of slip an
+upgrade introduces (the realistic families, a person's slips rather than operator noise, are in
+verify/mutate_realistic.py: flipped boolean and swapped same-typed arguments of llama.cpp calls, a field set from
+the wrong variable, a free removed on one path, a pointer handed out into a local):
 
 - `comparison`: a comparison operator swapped (`<` ↔ `<=`, `>` ↔ `>=`, `==` ↔ `!=`);
 - `constant`: ±1 on an integer constant;
@@ -629,11 +631,14 @@ def markdown(report: MutationReport, level: int = 2) -> str:
     lines += [f"Killed means a check that passes on the unmutated build did not pass: failed ({len(hangs)} of them "
               f"by a hang past --timeout), or — {len(unverified)} here — could not be verified (harness error or "
               "skip, which `gate` reports as exit 15).", ""]
-    lines += [f"{h}# By operator", "", "| operator | killed | survived | not compiled | equivalent |",
-              "| --- | ---: | ---: | ---: | ---: |"]
-    for kind, row in report.by_kind().items():
-        lines.append(f"| {kind} ({KINDS[kind]}) | {row[KILLED]} | {row[SURVIVED]} | {row[NOT_COMPILED]} | "
-                     f"{row[EQUIVALENT] + row[IDENTICAL]} |")  # fmt: skip
+    lines += [f"{h}# By operator family", "", "| operator | score | killed | survived | not compiled | equivalent |",
+              "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for kind, row in sorted(report.by_kind().items(), key=lambda kv: (kv[0] not in ORIGINAL_KINDS, kv[0])):
+        scored = row[KILLED] + row[SURVIVED]
+        score = f"{100 * row[KILLED] / scored:.1f} %" if scored else "n/a"
+        family = "" if kind in ORIGINAL_KINDS else " — realistic"
+        lines.append(f"| {kind} ({KINDS[kind]}{family}) | {score} | {row[KILLED]} | {row[SURVIVED]} | "
+                     f"{row[NOT_COMPILED]} | {row[EQUIVALENT] + row[IDENTICAL]} |")  # fmt: skip
     lines += ["", f"{h}# Kills by check", "", "| check | mutants killed |", "| --- | ---: |"]
     lines += [f"| `{name}` | {n} |" for name, n in report.kills_by_check().items()]
     survivors = [r for r in report.results if r.status == SURVIVED]
