@@ -60,6 +60,8 @@ PARALLEL_CALLERS = ("state_across_calls", "parallel_uneven_finish", "parallel_re
 REPEATED_GENERATE = ("generate_stops_at_eog", "sampling_top_k_disabled", "sampling_seed")
 # the blind-spot checks that compare generate's text with libllama's own greedy decode
 GENERATE_REFERENCE = ("generate_stops_at_eog", "generate_context_full", "sampling_top_k_disabled")
+# the checks that call generate on the same prompt more than once, each output also against llama.cpp's sampler chain
+SAME_TWICE = ("generate_repeatable", "generate_aba")
 
 
 FAULTS: dict[str, Fault] = {
@@ -110,10 +112,11 @@ FAULTS: dict[str, Fault] = {
             # generate alone is wrong, generate_parallel is not: every isolation check (and, at b5421, the
             # near-capacity one, which b7785 fails anyway) compares the two, and every check comparing generate
             # with libllama's decode fails (the stop prompts, the end of the context, greedy with top_k 0), and so do
-            # the seeded outputs against llama.cpp's sampler chain (sampling_seed)
+            # the seeded outputs against llama.cpp's sampler chain (sampling_seed), and the same wrong text each time
+            # is compared with the reference too (generate_repeatable, generate_aba)
             {"b5421": ("generate_matches_reference", "parallel_isolation_capacity", *ISOLATION, *GENERATE_REFERENCE,
-                       "sampling_seed"),
-             "b7785": ("generate_matches_reference", *ISOLATION, *GENERATE_REFERENCE, "sampling_seed")},
+                       "sampling_seed", *SAME_TWICE),
+             "b7785": ("generate_matches_reference", *ISOLATION, *GENERATE_REFERENCE, "sampling_seed", *SAME_TWICE)},
             {"localllm-next": (
                 (r"(common_batch_add\(guard\.batch, tokens\[i\], i, \{seq\}, )i == to - 1\);", r"\1true);"),
                 (r"sample_next\(smpl\.get\(\), ctx, -1, token, err\)",

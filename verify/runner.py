@@ -36,6 +36,7 @@ from verify.checks import (
     run_check,
     with_tunable,
 )
+from verify.checks.subcases import SUBCASES, SubcaseOutcome, merge, run_subcase, subcase_name
 from verify.session import Options, Prepared, Session, Target, prepare
 from verify.trace import TRACE_ENV
 from verify.usertests import is_user_test
@@ -112,10 +113,46 @@ def result_stem(label: str, name: str) -> str:
     return f"{label}-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+@dataclass(frozen=True)
+class ChildEnd:
+    """How a check's child ended: its exit status (None: killed at the timeout), stderr, the result file it was
+    to write, the seconds it ran."""
+
+    code: int | None
+    stderr: str
+    result_file: Path
+    seconds: float
+
+    @property
+    def reached_verdict(self) -> bool:
+        """The child wrote its check's result and was not killed at the timeout."""
+        return self.code is not None and self.result_file.is_file() and self.result_file.stat().st_size > 0
+
+
 def run_in_child(job: Path, name: str, label: str, timeout: float, workdir: Path,
                  env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()) -> CheckResult:  # fmt: skip
     """`extra_args`: more arguments for the child (the pytest plugin's `--parametrised`)."""
-    result_file = workdir / f"{result_stem(label, name)}.json"
+    end = _spawn(job, name, label, timeout, workdir, env, extra_args)
+    return interpret(name, label, end.code, end.stderr, end.result_file, end.seconds, timeout)
+
+
+def run_subcases(job: Path, name: str, label: str, timeout: float, workdir: Path,
+                 env: dict[str, str] | None = None) -> CheckResult:  # fmt: skip
+    """A sub-case check (verify/checks/subcases.py): each part in a child of its own, one after the other, so that
+    a crash in one part leaves what the others measured; one result of them all."""
+    outcomes = []
+    for key in SUBCASES[name].keys:
+        part = subcase_name(name, key)
+        end = _spawn(job, name, label, timeout, workdir, env, ("--subcase", key), part)
+        result = interpret(part, label, end.code, end.stderr, end.result_file, end.seconds, timeout)
+        outcomes.append(SubcaseOutcome(key, result, end.reached_verdict))
+    return merge(name, outcomes)
+
+
+def _spawn(job: Path, name: str, label: str, timeout: float, workdir: Path, env: dict[str, str] | None,
+           extra_args: tuple[str, ...], shown: str | None = None) -> ChildEnd:  # fmt: skip
+    """Run check `name` in a child (`shown`: the name its result file goes by, a part's for a sub-case)."""
+    result_file = workdir / f"{result_stem(label, shown or name)}.json"
     result_file.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "verify.runner", "--job", str(job), "--check", name, "--result", str(result_file),
            *extra_args]  # fmt: skip
@@ -129,7 +166,7 @@ def run_in_child(job: Path, name: str, label: str, timeout: float, workdir: Path
         os.killpg(proc.pid, signal.SIGKILL)  # its own session: the child and anything it started
         _, stderr = proc.communicate()
         code = None
-    return interpret(name, label, code, stderr or "", result_file, time.monotonic() - started, timeout)
+    return ChildEnd(code, stderr or "", result_file, time.monotonic() - started)
 
 
 def default_jobs() -> int:
@@ -220,8 +257,10 @@ def _report(task: CheckTask, result: CheckResult, progress: Progress | None) -> 
 def _run_task(task: CheckTask, options: Options, workdir: Path, env: dict[str, str] | None) -> CheckResult:
     if options.trace_dir and task.name in UNTRACED_CHECKS:
         return CheckResult(task.name, SKIPPED, {}, f"skipped: {UNTRACED_CHECKS[task.name]}", build=task.target.label)
-    if options.trace_dir:
+    if options.trace_dir:  # a sub-case check's parts share its one child there: a trace is one process's calls
         return _run_traced(task.job, task.name, task.target, options, workdir, env)
+    if task.name in SUBCASES:
+        return run_subcases(task.job, task.name, task.target.label, options.timeout, workdir, check_env(task.name, env))
     return run_in_child(task.job, task.name, task.target.label, options.timeout, workdir, check_env(task.name, env))
 
 
@@ -259,7 +298,7 @@ def _write(path: Path, payload: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def child_main(job: Path, name: str, result_file: Path, parametrised: bool = False) -> int:
+def child_main(job: Path, name: str, result_file: Path, parametrised: bool = False, subcase: str | None = None) -> int:
     if is_user_test(name):  # the consumer's own pytest test: the plugin binds its fixtures to this build
         from verify.usertests import child_main as user_test_main
 
@@ -278,7 +317,7 @@ def child_main(job: Path, name: str, result_file: Path, parametrised: bool = Fal
         _write(result_file, {"result": result.to_json(), "closed": True})
         return 0
     try:
-        result = run_check(name, session)
+        result = run_check(name, session) if subcase is None else run_subcase(name, subcase, session)
     except Exception as exc:  # noqa: BLE001 - an exception in harness code: an error (never a pass, never the
         # consumer's failure; a crash of the library kills the child instead and is a failure)
         result = CheckResult(name, ERROR, {"exception": traceback.format_exc(limit=6)},
@@ -296,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--result", required=True, type=Path)
     parser.add_argument("--parametrised", action="store_true",
                         help="a user test parametrised over the builds (plain pytest with the plugin's options)")
+    parser.add_argument("--subcase", help="one part of a sub-case check (verify/checks/subcases.py)")
     args = parser.parse_args(argv)
-    return child_main(args.job, args.check, args.result, args.parametrised)
+    return child_main(args.job, args.check, args.result, args.parametrised, args.subcase)
 
 
 if __name__ == "__main__":

@@ -81,14 +81,18 @@ def check(name: str, group: str, title: str, environment: Environment | None = N
 
 def run_check(name: str, session: Session) -> CheckResult:
     """Run one registered check in this process (the runner calls this inside the child)."""
-    spec = REGISTRY[name]
+    return run_fn(name, REGISTRY[name].fn, session)
+
+
+def run_fn(name: str, fn: CheckFn, session: Session) -> CheckResult:
+    """`fn` run as the check `name` (a registered check, or one part of a sub-case check: verify/checks/subcases.py)."""
     started = time.monotonic()
     try:
         # every check loads the model with the layers asked for: without a GPU it would silently run on the CPU
         reason = gpu.missing_gpu(session.target.library, session.options.n_gpu_layers)
         if reason:
             raise Skip(reason)
-        verdict = spec.fn(session)
+        verdict = fn(session)
         status = PASSED if verdict.ok else FAILED
         result = CheckResult(name, status, verdict.evidence, verdict.message, summary=verdict.summary)
     except Skip as exc:

@@ -7,6 +7,7 @@ from typing import Any
 
 from verify.checks.compare import agreement, clip, common_token_prefix, normalise
 from verify.checks.framework import CheckFn, Verdict, check, failures
+from verify.checks.subcases import subcase_check
 from verify.observe import PERF
 from verify.prompts import CAPACITY_N_CTX, CAPACITY_N_SEQ_MAX, PARALLEL_SETS, PROMPT_LONG, capacity_prompts
 from verify.session import Session
@@ -96,41 +97,52 @@ SHARED_PREFIX_TEXT = PROMPT_LONG.strip()
 SHARED_SUFFIXES = (" the moon rose over the hills", " a dog barked twice at the gate", " they lit a small fire")
 
 
-@check("shared_prefix_effective", "memory", "shared-prefix optimisation: prefix evaluated once (perf counters), "
-       "with 4 sequences, with 2, and with one prompt the other's beginning")  # fmt: skip
-def shared_prefix_effective(s: Session) -> Verdict:
+# the parts of shared_prefix_effective, each in its own process: (n_seq_max, prompt set). The prefix is measured with a
+# sequence to spare (more sequences than prompts) as well as with the prompts filling every sequence, so that a
+# consumer that aborts on the second (a slot's sequence id reaching n_seq_max) still has its prefix reuse measured
+# on the first. 2 sequences is the smallest context where a prefix can be shared; in the nested sets one prompt is
+# the other's beginning, so all of it but its last token is the prefix.
+PREFIX_PARTS: dict[str, tuple[int, str]] = {
+    "n_seq_max=4": (4, "three"), "nested,n_seq_max=3": (3, "nested"),
+    "n_seq_max=2": (2, "two"), "nested": (2, "nested"),
+}  # fmt: skip
+
+
+def prefix_prompts(kind: str) -> list[str]:
+    three = [SHARED_PREFIX_TEXT + suffix for suffix in SHARED_SUFFIXES]
+    return {"three": three, "two": three[:2], "nested": [three[0], three[0] + SHARED_SUFFIXES[1]]}[kind]
+
+
+@subcase_check("shared_prefix_effective", "memory",
+               "shared-prefix optimisation: prefix evaluated once (perf counters), 3 prompts on 4 sequences, 2 on 2, "
+               "one prompt the other's beginning on 3 and on 2; each part in its own process",
+               tuple(PREFIX_PARTS), "the prefix reuse")  # fmt: skip
+def shared_prefix_effective(s: Session, part: str) -> Verdict:
     obs = s.need_observer(*PERF)
-    all_prompts = [SHARED_PREFIX_TEXT + suffix for suffix in SHARED_SUFFIXES]
-    evidence: dict[str, Any] = {}
-    problems: list[str] = []
-    summaries = []
-    # (n_seq_max, prompts): 2 sequences is the smallest context where a prefix can be shared; in the third set one
-    # prompt is the other's beginning, so all of it but its last token is the prefix
-    nested = [all_prompts[0], all_prompts[0] + SHARED_SUFFIXES[1]]
-    for key, n_seq_max, prompts in (("n_seq_max=4", 4, all_prompts), ("n_seq_max=2", 2, all_prompts[:2]),
-                                    ("nested", 2, nested)):  # fmt: skip
-        token_lists = [s.tokens(p) for p in prompts]
-        # each sequence needs one token of its own to sample from: at most all but the shortest prompt's last token
-        prefix = min(common_token_prefix(token_lists), min(len(t) for t in token_lists) - 1)
-        shared_cost = prefix + sum(len(t) - prefix for t in token_lists)
-        unshared_cost = sum(len(t) for t in token_lists)
-        ctx = s.context(512, n_seq_max)
-        obs.reset_perf(ctx)
-        call = s.shim.generate_parallel(ctx, prompts, s.options.sampling(1))  # one token each: no generation decodes
-        perf = obs.perf(ctx)
-        s.release(ctx)
-        evaluated = int(perf["n_p_eval"]) + int(perf["n_eval"])  # n_eval reads 1 when none: an upper bound
-        evidence[key] = {"prompt_tokens": [len(t) for t in token_lists], "shared_prefix_tokens": prefix,
-                         "expected_with_sharing": shared_cost, "without_sharing": unshared_cost, "perf": perf,
-                         "evaluated": evaluated, **call.evidence()}  # fmt: skip
-        if not call.ok:
-            problems.append(f"{key}: generate_parallel failed: {call.message}")
-        if evaluated >= unshared_cost:
-            problems.append(f"{key}: {evaluated} prompt tokens evaluated: all prompts in full ({unshared_cost})")
-        elif evaluated > shared_cost + 1:
-            # every token of the common prefix once, then each prompt's own tokens: a prefix token evaluated again
-            # per sequence (a prefix cut short) is work the optimisation exists to save
-            problems.append(f"{key}: {evaluated} prompt tokens evaluated, {shared_cost} with the {prefix}-token prefix "
-                            f"evaluated once (+1 for the counters' rounding)")  # fmt: skip
-        summaries.append(f"{key}: {evaluated} evaluated (shared {shared_cost}, unshared {unshared_cost})")
-    return Verdict(not problems, evidence, failures(problems), "; ".join(summaries))
+    n_seq_max, kind = PREFIX_PARTS[part]
+    prompts = prefix_prompts(kind)
+    token_lists = [s.tokens(p) for p in prompts]
+    # each sequence needs one token of its own to sample from: at most all but the shortest prompt's last token
+    prefix = min(common_token_prefix(token_lists), min(len(t) for t in token_lists) - 1)
+    shared_cost = prefix + sum(len(t) - prefix for t in token_lists)
+    unshared_cost = sum(len(t) for t in token_lists)
+    ctx = s.context(512, n_seq_max)
+    obs.reset_perf(ctx)
+    call = s.shim.generate_parallel(ctx, prompts, s.options.sampling(1))  # one token each: no generation decodes
+    perf = obs.perf(ctx)
+    s.release(ctx)
+    evaluated = int(perf["n_p_eval"]) + int(perf["n_eval"])  # n_eval reads 1 when none: an upper bound
+    evidence = {"n_seq_max": n_seq_max, "spare_sequences": n_seq_max - len(prompts),
+                "prompt_tokens": [len(t) for t in token_lists], "shared_prefix_tokens": prefix,
+                "expected_with_sharing": shared_cost, "without_sharing": unshared_cost, "perf": perf,
+                "evaluated": evaluated, **call.evidence()}  # fmt: skip
+    problems = [] if call.ok else [f"generate_parallel failed: {call.message}"]
+    if evaluated >= unshared_cost:
+        problems.append(f"{evaluated} prompt tokens evaluated: all prompts in full ({unshared_cost})")
+    elif evaluated > shared_cost + 1:
+        # every token of the common prefix once, then each prompt's own tokens: a prefix token evaluated again
+        # per sequence (a prefix cut short) is work the optimisation exists to save
+        problems.append(f"{evaluated} prompt tokens evaluated, {shared_cost} with the {prefix}-token prefix "
+                        f"evaluated once (+1 for the counters' rounding)")  # fmt: skip
+    summary = f"{evaluated} evaluated (shared {shared_cost}, unshared {unshared_cost})"
+    return Verdict(not problems, evidence, failures(problems), summary)
