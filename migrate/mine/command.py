@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from migrate.exit_codes import RulesExit
 from migrate.paths import cache_root
 from verify.inputs import BadInput, PathKind, existing_path, output_file
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from migrate.rewrite.rules import RuleSet
     from migrate.sources import SourceTree
 
-EXIT_OK = 0
+
 
 
 def _corpus_folders(spec: str) -> tuple[Path, Path]:
@@ -83,7 +84,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
                 continue
             _report_comparison(root, hand, mined, old_tree)
     print(out)
-    return EXIT_OK
+    return RulesExit.OK
 
 
 def _report_precision(out: Path, hand: RuleSet, tree: SourceTree, folder: Path) -> None:

@@ -237,9 +237,14 @@ class Side:
         """The function `name` at this side: in the same file (its n-th definition of that name), else the only
         definition of that name anywhere in the corpus."""
         for root in self.roots:
-            same = [f for f in self.functions(root / relative) if f.name == name]
+            here = self.functions(root / relative)
+            same = [f for f in here if f.name == name]
             if same:
                 return same[min(occurrence, len(same) - 1)]
+            # a function renamed with a prefix at B (common/: cpu_get_num_math → common_cpu_get_num_math)
+            prefixed = [f for f in here if f.name.endswith("_" + name)]
+            if len(prefixed) == 1:
+                return prefixed[0]
         short = name.split("::")[-1].encode()
         matches = []
         for path in self.files():
@@ -281,16 +286,22 @@ def mapped_span(opcodes: Opcodes, start: int, end: int) -> tuple[int, int] | Non
 
 
 def _call_in(b: list[str], span: tuple[int, int]) -> tuple[int, int] | None:
-    """The call `name ( ... )` starting at the first identifier of the span that is followed by `(`, closing within
-    or just after the span (a wider after-call ends later)."""
+    """The call at B that the span holds: of the calls `name ( ... )` starting in it, the one closing where the span
+    ends (the old call's `)` is usually aligned), else the first closing at or after that, else the first."""
+    calls = []
     for index in range(span[0], span[1] + 1):
-        if index + 1 < len(b) and b[index + 1] == "(" and (b[index][:1].isalpha() or b[index][:1] == "_"):
+        named = b[index][:1].isalpha() or b[index][:1] == "_"
+        if index + 1 < len(b) and b[index + 1] == "(" and named and b[index] not in NOT_A_FUNCTION:
             depth = 0
             for close in range(index + 1, len(b)):
                 depth += {"(": 1, ")": -1}.get(b[close], 0)
                 if depth == 0:
-                    return index, close
-            return None
+                    calls.append((index, close))
+                    break
+    for wanted in (lambda c: c[1] == span[1], lambda c: c[1] >= span[1], lambda c: True):
+        chosen = next((c for c in calls if wanted(c)), None)
+        if chosen is not None:
+            return chosen
     return None
 
 

@@ -18,7 +18,18 @@ from typing import Any
 
 from migrate.apidiff import FunctionDecl
 from migrate.mine.corpus import Pair, render
-from migrate.mine.unify import KEYWORDS, Fix, FixKind, Generalisation, Shape, apply_fix, fix_for, reproduces, shown
+from migrate.mine.unify import (
+    KEYWORDS,
+    Fix,
+    FixKind,
+    Generalisation,
+    Shape,
+    apply_fix,
+    fix_for,
+    most_general,
+    reproduces,
+    shown,
+)
 
 UNSPELLABLE = re.compile(r"\(unnamed|\(anonymous|\blambda\b|<.*\(.*\).*>")
 MAX_CASES = 4  # invalid cases per rule (distinct old call texts); every pair stays in the provenance
@@ -177,8 +188,10 @@ def _manual_rule(base: dict[str, Any], gen: Generalisation, decl: FunctionDecl, 
         depends = sorted({n for _, t, names in gen.context if t == template for n in names})
         lines.append(f"{shown(template)} ({count} use(s): {cited}" + (f"; depends on {', '.join(depends)}"
                                                                         if depends else "") + ")")  # fmt: skip
+    common = most_general([t for t, _ in gen.shapes]) if len(gen.shapes) > 1 else ""
     guidance = (f"{decl.name} changed at {to_version}; {why}. llama.cpp's own code (or the corpus) wrote: "
-                + "; ".join(lines) + ". Rewrite this call the same way, choosing what fits here.")  # fmt: skip
+                + "; ".join(lines) + (f". What they share (? where they differ): {common}" if common else "")
+                + ". Rewrite this call the same way, choosing what fits here.")  # fmt: skip
     data = {"id": base["id"], "kind": "manual_call",
             "description": f"MINED (manual): {decl.name}: {why}." + (f" Demoted: {demoted}." if demoted else ""),
             "match": base["match"], "guidance": guidance, "mined": True, "provenance": base["provenance"]}  # fmt: skip

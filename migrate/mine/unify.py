@@ -178,6 +178,7 @@ def generalise(api: str, pairs: list[Pair], known: Known) -> Generalisation:
             continue
         result.used.append(pair)
         free.append(template)
+    free = _majority_callee(result, free)
     counts = Counter(free)
     result.shapes = counts.most_common()
     if len(counts) == 1 and dropped(free[0], api, known):
@@ -190,6 +191,28 @@ def generalise(api: str, pairs: list[Pair], known: Known) -> Generalisation:
         result.shape = Shape.CONTEXT
         result.shapes = Counter(t for _, t, _ in result.context).most_common()
     return result
+
+
+def _majority_callee(result: Generalisation, free: list[Template]) -> list[Template]:
+    """The templates calling the function most pairs call, when that is more than half of them; the pairs that call
+    another function are moved to `excluded`: there the maintainers changed what the code does (mtmd-cli's /clear
+    went from removing all but BOS to clearing the memory), which is not the API's migration."""
+    callees = Counter(t[0] for t in free)
+    if len(callees) < 2:
+        return free
+    callee, count = callees.most_common(1)[0]
+    if count * 2 <= len(free):
+        return free  # no majority: every shape stays, a conflict
+    kept_pairs, kept = [], []
+    for pair, template in zip(result.used, free, strict=True):
+        if template[0] == callee:
+            kept_pairs.append(pair)
+            kept.append(template)
+        else:
+            result.excluded.append(Excluded(pair, f"the maintainers called {template[0]} here instead of {callee} "
+                                                  f"(as {count} other use(s) do): a change of behaviour"))  # fmt: skip
+    result.used = kept_pairs
+    return kept
 
 
 def handle_template() -> Template:

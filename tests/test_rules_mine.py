@@ -1,0 +1,247 @@
+"""`migrate rules mine` (issue 23): anti-unification of real before/after pairs, the pairing of two versions of a
+function, and one mining run on the cached llama.cpp trees (b5415 → b7836) whose rules load with the schema and
+whose cases the real engine reproduces."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from migrate.mine.corpus import Pair, PairFate, Side, Use, functions_in, pair_uses, split_args
+from migrate.mine.unify import (
+    FixKind,
+    Known,
+    Shape,
+    fix_for,
+    free_names,
+    generalise,
+    reproduces,
+    shown,
+    template_of,
+)
+from migrate.rewrite.tokens import tokenize
+
+# The new API as far as these pairs need it (b7836's llama.h and common.h declare these).
+KNOWN = Known(
+    names={"llama_memory_seq_rm", "llama_memory_clear", "llama_get_memory", "llama_memory_seq_cp",
+           "common_cpu_get_num_math", "llama_sampler_init_penalties", "llama_vocab_n_tokens"},
+    members=set(),
+    functions_at_b={"llama_memory_seq_rm", "llama_memory_clear", "llama_get_memory", "llama_memory_seq_cp",
+                    "common_cpu_get_num_math", "llama_sampler_init_penalties", "llama_vocab_n_tokens"},
+    functions_at_a={"llama_kv_self_seq_rm", "llama_kv_self_clear", "llama_kv_self_seq_cp", "cpu_get_num_math",
+                    "llama_sampler_init_penalties", "llama_vocab_n_tokens", "common_log_set_colors"},
+    arity_at_a={"llama_kv_self_seq_rm": 4, "llama_kv_self_clear": 1, "cpu_get_num_math": 0,
+                "llama_sampler_init_penalties": 4, "common_log_set_colors": 2, "llama_kv_self_seq_cp": 5},
+    arity_at_b={"llama_memory_seq_rm": 4, "llama_memory_clear": 2, "common_cpu_get_num_math": 0,
+                "llama_sampler_init_penalties": 5, "common_log_set_colors": 2, "llama_memory_seq_cp": 5},
+)  # fmt: skip
+
+
+def _tokens(code: str) -> tuple[str, ...]:
+    return tuple(t.name for t in tokenize(code.encode()))
+
+
+def _pair(before: str, after: str, line: int = 1) -> Pair:
+    """A paired use as corpus.py makes it, from the call texts of a real migration."""
+    tokens = tokenize(before.encode())
+    close = len(tokens) - 1
+    use = Use(tokens[0].name, Path("a.cpp"), line, "main", before, split_args(tokens, 1, close))
+    return Pair(use, PairFate.PAIRED, _tokens(after), after, Path("b.cpp"), line)
+
+
+# --- anti-unification -------------------------------------------------------------------------------------------
+
+
+def test_holes_are_whole_arguments_in_order() -> None:
+    # examples/lookahead/lookahead.cpp:448 at b5415 → :439 at b7836 (handle `mem` inlined)
+    pair = _pair("llama_kv_self_seq_rm (ctx, seq_id_best, -1, -1)",
+                 "llama_memory_seq_rm(llama_get_memory(ctx), seq_id_best, -1, -1)")  # fmt: skip
+    template = template_of(pair.use.args, pair.after or ())
+    assert shown(template) == "llama_memory_seq_rm(llama_get_memory($0), $1, $2, $3)"
+
+
+def test_an_argument_inside_a_longer_one_is_not_a_hole() -> None:
+    # `ctx` is argument 0, but `ctx.lctx` in the after-call is not that argument
+    pair = _pair("llama_kv_self_clear(ctx)", "llama_memory_clear(llama_get_memory(ctx.lctx), true)")
+    assert shown(template_of(pair.use.args, pair.after or ())) == "llama_memory_clear(llama_get_memory(ctx.lctx), true)"
+
+
+def test_pairs_with_one_shape_make_a_memory_call_rule_that_reproduces_them() -> None:
+    pairs = [
+        _pair("llama_kv_self_seq_rm(ctx, 0, n_past, -1)", "llama_memory_seq_rm(llama_get_memory(ctx), 0, n_past, -1)"),
+        _pair("llama_kv_self_seq_rm(ctx_tgt, s_keep, n_past_tgt, -1)",
+              "llama_memory_seq_rm(llama_get_memory(ctx_tgt), s_keep, n_past_tgt, -1)"),
+    ]  # fmt: skip
+    gen = generalise("llama_kv_self_seq_rm", pairs, KNOWN)
+    assert gen.shape == Shape.RULE and len(gen.used) == 2
+    fix = fix_for(gen.template or (), 4)
+    assert (fix.kind, fix.text) == (FixKind.MEMORY_CALL, "llama_memory_seq_rm({mem}, {rest})")
+    assert all(reproduces(fix, p) for p in pairs)
+
+
+def test_a_rename_without_arguments_is_a_call_rewrite() -> None:
+    # node-llama-cpp's addon.cpp:51 (3.15.1) → :73 (3.20.0)
+    gen = generalise("cpu_get_num_math", [_pair("cpu_get_num_math()", "common_cpu_get_num_math()")], KNOWN)
+    fix = fix_for(gen.template or (), 0)
+    assert gen.shape == Shape.RULE
+    assert (fix.kind, fix.text) == (FixKind.CALL_REWRITE, "common_cpu_get_num_math()")
+
+
+def test_two_shapes_for_one_api_conflict() -> None:
+    # tools/perplexity passes true, tools/llama-bench false (b7836)
+    pairs = [_pair("llama_kv_self_clear(ctx)", "llama_memory_clear(llama_get_memory(ctx), true)"),
+             _pair("llama_kv_self_clear(ctx)", "llama_memory_clear(llama_get_memory(ctx), true)"),
+             _pair("llama_kv_self_clear(ctx)", "llama_memory_clear(llama_get_memory(ctx), false)")]  # fmt: skip
+    gen = generalise("llama_kv_self_clear", pairs, KNOWN)
+    assert gen.shape == Shape.CONFLICT
+    assert [(shown(t), n) for t, n in gen.shapes] == [("llama_memory_clear(llama_get_memory($0), true)", 2),
+                                                      ("llama_memory_clear(llama_get_memory($0), false)", 1)]
+
+
+def test_a_value_of_the_surrounding_code_makes_a_proposal_not_a_rule() -> None:
+    # node-llama-cpp's AddonSampler.cpp: the new leading argument reads `model->vocab`
+    pair = _pair("llama_sampler_init_penalties(repeatPenaltyMaxTokens, repeatPenalty, freq, presence)",
+                 "llama_sampler_init_penalties(llama_vocab_n_tokens(model->vocab), repeatPenaltyMaxTokens, "
+                 "repeatPenalty, freq, presence)")  # fmt: skip
+    gen = generalise("llama_sampler_init_penalties", [pair], KNOWN)
+    assert gen.shape == Shape.CONTEXT
+    assert gen.context[0][2] == ["model", "vocab"]  # the addon's own object and member
+    assert shown(gen.shapes[0][0]) == "llama_sampler_init_penalties(llama_vocab_n_tokens(model->vocab), $0, $1, $2, $3)"
+
+
+def test_a_renamed_variable_is_context_dependent() -> None:
+    # common/speculative.cpp:176: `ctx` became `ctx_dft` in the same function
+    pair = _pair("llama_kv_self_clear(ctx)", "llama_memory_clear(llama_get_memory(ctx_dft), false)")
+    assert generalise("llama_kv_self_clear", [pair], KNOWN).shape == Shape.CONTEXT
+
+
+def test_dropping_an_argument_the_new_function_still_takes_is_not_a_rule() -> None:
+    # common/arg.cpp: every pair passed `true`, which is no reason to drop what another caller passes
+    pair = _pair("common_log_set_colors(common_log_main(), true)",
+                 "common_log_set_colors(common_log_main(), LOG_COLORS_ENABLED)")  # fmt: skip
+    known = Known(KNOWN.names | {"LOG_COLORS_ENABLED", "common_log_set_colors", "common_log_main"}, set(),
+                  KNOWN.functions_at_b | {"common_log_set_colors"}, KNOWN.functions_at_a, KNOWN.arity_at_a,
+                  KNOWN.arity_at_b)  # fmt: skip
+    assert generalise("common_log_set_colors", [pair], known).shape == Shape.DROPS
+
+
+def test_a_call_the_old_code_already_made_is_not_a_pair() -> None:
+    # a diff that lines a removed call up with another existing call (examples/retrieval at b5415 → b7836)
+    pair = _pair("llama_kv_self_clear(ctx)", "llama_vocab_n_tokens(ctx)")
+    gen = generalise("llama_kv_self_clear", [pair], KNOWN)
+    assert gen.shape == Shape.NONE and "declared before" in gen.excluded[0].reason
+
+
+def test_free_names_objects_and_members() -> None:
+    template = template_of(((("ctx",)),), _tokens("g(llama_get_memory(ctx), slot.id)"))
+    assert free_names(template, KNOWN.names, {"id"}) == ["g", "slot"]
+
+
+# --- pairing two versions of a function --------------------------------------------------------------------------
+
+OLD = """\
+struct server_context {
+    void update(llama_context * ctx, int n_keep, int n_discard) {
+        llama_kv_self_seq_rm (ctx, 0, n_keep, n_keep + n_discard);
+        const bool first = llama_kv_self_seq_pos_max(ctx, 0) == 0;
+        llama_kv_self_seq_cp(ctx, 0, 1, -1, -1);
+    }
+};
+AddonContext::AddonContext(int a) : n(a), m{a} {
+    llama_kv_self_clear(ctx);
+}
+"""
+NEW = """\
+struct server_context {
+    void update(llama_context * ctx, int n_keep, int n_discard) {
+        auto * mem = llama_get_memory(ctx);
+        llama_memory_seq_rm(mem, 0, n_keep, n_keep + n_discard);
+        const bool first = llama_memory_seq_pos_max(mem, 0) == -1;
+        llama_kv_self_seq_cp(ctx, 0, 1, -1, -1);
+    }
+};
+AddonContext::AddonContext(int a) : n(a), m{a} {
+}
+"""
+
+
+def test_functions_are_found_with_their_qualified_names(tmp_path: Path) -> None:
+    source = tmp_path / "a.cpp"
+    source.write_text(OLD + "void f() { auto g = [](int x) { return x; }; if (g(1)) { } }\n")
+    assert [(f.name, f.line) for f in functions_in(source)] == [("update", 2), ("AddonContext::AddonContext", 8),
+                                                                 ("f", 11)]
+
+
+def test_pairs_inline_the_hoisted_handle_and_flag_changed_surroundings(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "s.cpp").write_text(OLD)
+    (tmp_path / "b" / "s.cpp").write_text(NEW)
+    apis = {"llama_kv_self_seq_rm", "llama_kv_self_seq_pos_max", "llama_kv_self_seq_cp", "llama_kv_self_clear"}
+    pairs = {p.use.api: p for p in pair_uses(Side([tmp_path / "a"]), Side([tmp_path / "b"]), apis)}
+    rm = pairs["llama_kv_self_seq_rm"]
+    assert rm.fate == PairFate.PAIRED and rm.b_line == 4
+    assert rm.after_text == "llama_memory_seq_rm(llama_get_memory(ctx), 0, n_keep, n_keep + n_discard)"
+    assert rm.inlined == ("mem = llama_get_memory ( ctx )",) and not rm.surroundings
+    assert "== 0" in pairs["llama_kv_self_seq_pos_max"].surroundings  # `== 0` became `== -1`
+    assert pairs["llama_kv_self_seq_cp"].fate == PairFate.UNCHANGED
+    assert pairs["llama_kv_self_clear"].fate == PairFate.REMOVED
+
+
+# --- the cached trees ---------------------------------------------------------------------------------------------
+
+
+def _trees():  # type: ignore[no-untyped-def]
+    from migrate.sources import SourceError, resolve
+
+    try:
+        return resolve("b5421", via="auto"), resolve("b7785", via="auto")
+    except SourceError as exc:
+        pytest.skip(f"llama.cpp trees b5421/b7785 not available here: {exc}")
+
+
+def test_mining_llama_cpp_b5421_to_b7785(tmp_path: Path) -> None:
+    """Real trees, real libclang: the kv_self memory rules come out as memory_call rules the engine reproduces."""
+    from migrate.apidiff import load_surface
+    from migrate.mine import mine, render_file, tree_corpus
+    from migrate.rewrite.rules import load_rules
+
+    old_tree, new_tree = _trees()
+    result = mine(old_tree, new_tree, load_surface(old_tree), load_surface(new_tree),
+                  [tree_corpus(old_tree, new_tree)])  # fmt: skip
+    path = tmp_path / "mined.yaml"
+    path.write_text(render_file(result, []))
+    ruleset = load_rules(path)  # the schema of rules/*.yaml
+    by_function = {r.match.function: r for r in ruleset.rules}
+    for name in ("seq_rm", "seq_cp", "seq_keep", "seq_pos_max"):
+        rule = by_function[f"llama_kv_self_{name}"]
+        assert (rule.kind, rule.fix) == ("memory_call", f"llama_memory_{name}({{mem}}, {{rest}})"), rule
+        assert rule.invalid, rule.id
+    assert by_function["llama_kv_self_clear"].kind == "manual_call"  # true in tools/, false in llama-bench
+    assert not [r for r in result.rules if r.demoted], [r.demoted for r in result.rules if r.demoted]
+    for rule in result.rules:
+        assert rule.data["mined"] is True
+        assert all(p["at_from"].startswith("b5415:") for p in rule.data["provenance"])
+
+
+def test_a_corpus_that_is_one_folder_is_bad_input(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "migrate", "rules", "mine", "--from", "b5421", "--to", "b7785",
+                           "--corpus", str(tmp_path)], capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "give OLD=NEW" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_call_of_another_function_by_a_minority_is_left_out_not_a_conflict() -> None:
+    # tools/mtmd/mtmd-cli.cpp's /clear: seq_rm(ctx.lctx, 0, 1, -1) became llama_memory_clear(..., true) at b7836
+    # (it now clears everything), while the other uses kept llama_memory_seq_rm
+    pairs = [
+        _pair("llama_kv_self_seq_rm(ctx, 0, n_past, -1)", "llama_memory_seq_rm(llama_get_memory(ctx), 0, n_past, -1)"),
+        _pair("llama_kv_self_seq_rm(ctx, i, -1, -1)", "llama_memory_seq_rm(llama_get_memory(ctx), i, -1, -1)"),
+        _pair("llama_kv_self_seq_rm(ctx.lctx, 0, 1, -1)", "llama_memory_clear(llama_get_memory(ctx.lctx), true)"),
+    ]  # fmt: skip
+    gen = generalise("llama_kv_self_seq_rm", pairs, KNOWN)
+    assert gen.shape == Shape.RULE and len(gen.used) == 2
+    assert "called llama_memory_clear here instead" in gen.excluded[0].reason
