@@ -58,3 +58,84 @@ def consumer(tmp_path: Path, files: dict[str, str]) -> Path:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
     return root
+
+
+# --- test tiers ----------------------------------------------------------------------------------------------------
+# Every test gets one marker, decided from the fixtures it requests (their whole closure: `item.fixturenames`):
+#   unit  — no llama.cpp tree; `scripts/test.sh --fast` runs these with an empty cache and no way to fetch one,
+#           so a test that needs a tree and is not listed here fails there instead of passing slowly;
+#   tree  — llama.cpp sources (parses, API diffs, plans), no build;
+#   build — builds a shim or llama.cpp, or loads a model.
+# Fixtures of test modules are named here too: a fixture's tier is what its body does, which its name cannot say.
+TREE_FIXTURES = frozenset({
+    "old_tree", "new_tree",  # this file
+    "llama_tree",  # test_model: the cached tree's vocabulary
+    "drafted",  # test_rules_draft: the API diff of two cached trees
+    "migrated_localllm",  # test_rewrite: a plan and apply against the b5415 tree
+    "next_migrated", "migrated_fixture",  # test_verify_consumers, test_verify_faults: migrate_copy plans
+})  # fmt: skip
+BUILD_FIXTURES = frozenset({
+    "localllm_old_build", "tiny_model", "eog_model",  # this file
+    "migrated_build", "variants",  # test_oracle: shims built at b7836 / b5415
+    "textgen_old",  # test_verify_consumers
+    "builds",  # test_trace: traced builds
+    "gate_runs", "pipeline_runs",  # test_gate, test_triage_e2e, test_usertests: whole `migrate run`/`gate` runs
+})  # fmt: skip
+# Tests that reach a tree or a build without such a fixture (a command run end to end, a `resolve` in the body),
+# by node id prefix (a module, or a module::test). Found by running the unit tier with an empty cache.
+TREE_TESTS = (
+    "tests/test_binding.py::test_run_on_a_tree_with_two_candidate_headers_asks_for_header_without_a_traceback",
+    "tests/test_binding.py::test_verify_command_stops_before_any_check_when_the_header_cannot_be_bound",
+    *(f"tests/test_hardening.py::test_{name}" for name in (
+        "apply_says_which_kind_of_name_only_edit_it_refuses", "code_newer_than_from_is_reported_with_its_evidence",
+        "decode_advisory_names_the_error_calls_it_saw", "decode_cases_follow_a_less_than_zero_check",
+        "decode_cases_leave_out_codes_an_earlier_retry_took", "decode_check_that_already_tells_codes_apart_is_left",
+        "decode_switch_goes_where_every_nonzero_code_can_arrive",
+        "default_report_goes_to_the_cache_and_its_path_is_printed",
+        "files_read_by_name_only_make_the_plan_incomplete", "no_command_prints_a_traceback_on_bad_input")),
+    *(f"tests/test_hardening_inputs.py::test_{name}" for name in (
+        "a_real_ctrl_c_is_one_line_and_130", "a_report_in_a_new_folder_is_still_written",
+        "apply_failing_after_writing_says_it_wrote", "apply_writes_when_outputs_are_fine",
+        "ctrl_c_during_apply_is_one_line_130_and_all_or_nothing",
+        "run_and_gate_refuse_a_broken_adapter_and_a_text_model_before_building")),
+    "tests/test_plan_apidiff.py",
+    "tests/test_plan_completeness.py::test_plan_cli_exit_codes_and_summary",
+    "tests/test_plan_today.py::test_localllm_today_next_plan_b7785_to_b10361_is_complete",
+    "tests/test_plan_today.py::test_localllm_today_plan_is_complete_and_cross_references_its_internal",
+    "tests/test_rewrite.py::test_empty_tree_and_missing_path", "tests/test_rewrite.py::test_non_utf8_file_is_refused",
+    "tests/test_rules_draft.py::test_cli_rules_draft_writes_a_loadable_file",
+    # the second step's cases parse against the b7836 tree's headers; the first step's need no tree
+    *(f"tests/test_rules_steps.py::test_{name}[b7785-b10361" for name in (
+        "invalid_case_is_rewritten", "valid_case_is_left_alone", "advisory_flags_its_code", "advisory_stays_quiet")),
+    "tests/test_rules_steps.py::test_advisory_conditions_on_an_argument",
+    *(f"tests/test_sources.py::test_{name}" for name in (
+        "cli_sources_prints_path_and_stand_in", "damaged_cache_entry_is_an_error_naming_the_fix",
+        "exact_bundle_is_not_a_stand_in", "npm_stand_in_is_said_and_recorded", "stand_in_table")),
+    *(f"tests/test_steps.py::test_{name}" for name in (
+        "b5421_to_b10361_plans_both_steps_on_each_others_output",
+        "b5421_to_b7825_plans_with_the_first_steps_rules_and_says_what_is_not_covered",
+        "b5421_to_b7825_with_every_shipped_file_runs_the_next_step_partially",
+        "b5500_to_b7785_plans_with_the_b5421_rules", "cli_plan_b5421_to_b7825")),
+)  # fmt: skip
+BUILD_TESTS = (
+    "tests/test_mutate.py::test_a_small_real_run_on_plain_c",
+    "tests/test_pipeline.py::test_run_on_the_bundled_fixture",
+    "tests/test_prune_runs.py::test_the_small_throughput_model_only_where_a_threshold_decides",  # makes the model
+    "tests/test_usertests.py::test_mutate_counts_a_mutant_killed_by_a_user_test",
+    "tests/test_verify_consumers.py::test_other_api_shapes_pass_the_checklist_at_both_versions",
+)
+TIERS = ("unit", "tree", "build")
+
+
+def tier(nodeid: str, fixturenames: set[str]) -> str:
+    """The tier of one test: the heaviest of what its fixtures and the explicit lists say."""
+    if fixturenames & BUILD_FIXTURES or nodeid.startswith(BUILD_TESTS):
+        return "build"
+    if fixturenames & TREE_FIXTURES or nodeid.startswith(TREE_TESTS):
+        return "tree"
+    return "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(tier(item.nodeid, set(getattr(item, "fixturenames", ()))))
