@@ -32,7 +32,7 @@ from migrate.prebuilt import Prebuilt
 from migrate.sources import SourceTree
 from migrate.tree import consumer_files
 from verify.errors import ToolError
-from verify.manifest import BuildManifest
+from verify.manifest import BuildManifest, read_manifest
 
 # Flags that keep the llama.cpp build to the libraries a shim links; static + PIC so they link into a .so.
 BASE_CMAKE_ARGS: tuple[str, ...] = (
@@ -65,6 +65,9 @@ class BuildOptions:
     # the shim's llama.cpp calls wrapped by verify/tracer/tracer.c (verify --trace): a separate shim build, -g;
     # llama.cpp's own libraries are the same (not part of key())
     traced: bool = False
+    # sanitizers the shim's own sources are compiled with (verify --sanitize address,undefined): a separate shim build,
+    # -g; llama.cpp's libraries are the same (not part of key())
+    sanitize: tuple[str, ...] = ()
     # what the consumer's build adds to the shim ([build] and the matching options); not part of key(): llama.cpp's
     # libraries do not depend on it
     settings: BuildSettings = field(default_factory=BuildSettings)
@@ -307,6 +310,7 @@ if(OpenMP_CXX_FOUND)
 endif()
 {cuda}
 {traced}
+{sanitize}
 """
 
 # A traced shim (`migrate build --traced`): the tracer compiled against the tree's own llama.h, every llama.cpp call
@@ -320,6 +324,33 @@ target_compile_options(shim PRIVATE -g -fno-optimize-sibling-calls)
 target_link_options(shim PRIVATE {wraps})
 """
 
+# A sanitized shim (`migrate build --sanitize address,undefined`): the consumer's sources compiled and the shim linked
+# with the sanitizers (the runtime libraries become the shim's dependencies; verify preloads them, verify/sanitize.py);
+# frame pointers and debug info so that a report resolves to the consumer's file:line. llama.cpp's archives are linked
+# as they were built: a report inside them is told apart by its frames.
+SHIM_SANITIZE_CMAKE = """\
+target_compile_options(shim PRIVATE {flags} -fno-omit-frame-pointer -g)
+target_link_options(shim PRIVATE {flags})
+"""
+SANITIZERS = ("address", "undefined")
+
+
+def sanitize_flag(kinds: tuple[str, ...]) -> str:
+    """`-fsanitize=address,undefined` for the kinds asked for (an unknown kind is the caller's BuildError)."""
+    unknown = [k for k in kinds if k not in SANITIZERS]
+    if unknown:
+        raise BuildError(f"--sanitize {','.join(kinds)}: unknown sanitizer(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(SANITIZERS)}")  # fmt: skip
+    return f"-fsanitize={','.join(kinds)}"
+
+
+def _shim_sanitize(kinds: tuple[str, ...]) -> str:
+    if not kinds:
+        return ""
+    flag = sanitize_flag(kinds)
+    return SHIM_SANITIZE_CMAKE.format(flags=flag)
+
+
 def _shim_cuda(libs: LlamaLibs) -> str:
     if libs.backend != "cuda":
         return ""
@@ -332,9 +363,13 @@ def _cmake_list(paths: list[Path] | list[str]) -> str:
     return " ".join(f'"{p}"' for p in paths)
 
 
-def shim_build_dir(sources: list[Path], libs: LlamaLibs, cache: Path | None, traced: bool = False) -> Path:
+def shim_build_dir(sources: list[Path], libs: LlamaLibs, cache: Path | None, traced: bool = False,
+                   sanitize: tuple[str, ...] = ()) -> Path:  # fmt: skip
+    """A folder per (sources, llama.cpp build), and per variant: a traced or sanitized shim never replaces the plain
+    one (each keeps its own objects, and its own library beside its own manifest)."""
     digest = hashlib.sha256(json.dumps([str(s) for s in sources] + [str(libs.build_dir)]).encode()).hexdigest()[:12]
-    return cache_root(cache) / "shim" / f"{libs.build_dir.name}-{digest}{'-traced' if traced else ''}"
+    variant = ("-traced" if traced else "") + (f"-san-{'-'.join(sanitize)}" if sanitize else "")
+    return cache_root(cache) / "shim" / f"{libs.build_dir.name}-{digest}{variant}"
 
 
 def _shim_traced(libs: LlamaLibs) -> str:
@@ -405,7 +440,8 @@ def _shim_flags(settings: BuildSettings, sources: list[Path]) -> str:
             f"{_cmake_quoted(shlex.join(settings.flags))})")  # fmt: skip
 
 
-def shim_cmake_text(sources: list[Path], libs: LlamaLibs, name: str, settings: BuildSettings, traced: bool) -> str:
+def shim_cmake_text(sources: list[Path], libs: LlamaLibs, name: str, settings: BuildSettings, traced: bool,
+                    sanitize: tuple[str, ...] = ()) -> str:  # fmt: skip
     """The shim's CMakeLists.txt: the consumer's sources as a target linked to llama.cpp's targets (SHIM_CMAKE)."""
     llama, others = _link_inputs(libs)
     includes = sorted({s.parent for s in sources}) + [Path(d) for d in settings.include_dirs] + libs.include_dirs
@@ -428,6 +464,7 @@ def shim_cmake_text(sources: list[Path], libs: LlamaLibs, name: str, settings: B
         targets=" ".join(t for t in targets if t.rpartition("::")[2] in ("llama", "common", "llama-common")),
         cuda=_shim_cuda(libs),
         traced=_shim_traced(libs) if traced else "",
+        sanitize=_shim_sanitize(sanitize),
     )
 
 
@@ -450,15 +487,17 @@ def build_shim(
     settings: BuildSettings | None = None,
     cache: Path | None = None,
     traced: bool = False,
+    sanitize: tuple[str, ...] = (),
 ) -> tuple[Path | None, str, float]:
-    """Compile and link the shim (`traced`: with the call tracer, see SHIM_TRACED_CMAKE; `settings`: what the
-    consumer's build adds); returns (library path or None, log, seconds)."""
+    """Compile and link the shim (`traced`: with the call tracer, see SHIM_TRACED_CMAKE; `sanitize`: with these
+    sanitizers, see SHIM_SANITIZE_CMAKE; `settings`: what the consumer's build adds); returns (library path or None,
+    log, seconds)."""
     started = time.monotonic()
     prune_stale_shims(cache)
-    build_dir = shim_build_dir(sources, libs, cache, traced)
+    build_dir = shim_build_dir(sources, libs, cache, traced, sanitize)
     build_dir.mkdir(parents=True, exist_ok=True)
     (build_dir / SOURCES_RECORD).write_text(json.dumps([str(s) for s in sources]))
-    text = shim_cmake_text(sources, libs, name, settings or BuildSettings(), traced)
+    text = shim_cmake_text(sources, libs, name, settings or BuildSettings(), traced, sanitize)
     project = build_dir / "project"
     project.mkdir(exist_ok=True)
     cmake_file = project / "CMakeLists.txt"
@@ -512,7 +551,7 @@ def _write_manifest(library: Path, src: Path, tree: SourceTree, options: BuildOp
         sources=[str(s) for s in sources], consumer_root=str(root.resolve()),
         header=str(header) if header else None,
         options={"backend": options.backend, "cmake_args": list(options.cmake_args), "traced": options.traced,
-                 "llama_build": "prebuilt" if prebuilt else "source"},
+                 "sanitize": list(options.sanitize), "llama_build": "prebuilt" if prebuilt else "source"},
         prebuilt=prebuilt.describe() if prebuilt else None,
         build=options.settings.to_json(),
     ).write()
@@ -553,11 +592,11 @@ def build(
             errors=parse_errors(llama_log), stage="llama",
         )  # fmt: skip
     library, shim_log, shim_seconds = build_shim(shim_sources, libs, name=name, settings=options.settings, cache=cache,
-                                                 traced=options.traced)  # fmt: skip
+                                                 traced=options.traced, sanitize=options.sanitize)  # fmt: skip
     if library is not None:
         _write_manifest(library, src, tree, options, shim_sources, header, libs.prebuilt)
     log = llama_log + "\n" + shim_log
-    log_path = shim_build_dir(shim_sources, libs, cache, options.traced) / "build.log"
+    log_path = shim_build_dir(shim_sources, libs, cache, options.traced, options.sanitize) / "build.log"
     log_path.write_text(log)
     return BuildResult(
         ok=library is not None, library=str(library) if library else None, sources=[str(s) for s in shim_sources],
@@ -568,3 +607,38 @@ def build(
         llama_build="prebuilt" if libs.prebuilt else "source",
         prebuilt=libs.prebuilt.describe() if libs.prebuilt else None,
     )  # fmt: skip
+
+
+def sanitized_build(library: Path, sanitize: tuple[str, ...], cache: Path | None = None) -> BuildResult:
+    """`library` (a build `migrate build` made) built again with these sanitizers, from what its manifest recorded:
+    the same sources, llama.cpp tree, backend and options (llama.cpp's libraries from the same cache entry), in a
+    shim folder of its own. A library without a manifest is a BuildError naming what to do instead."""
+    from migrate.sources import resolve
+
+    manifest = read_manifest(library)
+    if manifest is None or not manifest.sources or not manifest.llama_tree:
+        raise BuildError(f"--sanitize: {library} has no build manifest to rebuild it from (built outside `migrate "
+                         "build`?): build it with `migrate build SRC --llama VERSION --sanitize address,undefined` and "
+                         "pass that library")  # fmt: skip
+    sanitize_flag(sanitize)  # an unknown kind: the caller's error, before anything is built
+    tree = resolve(manifest.llama_requested or manifest.llama_version or manifest.llama_tree, cache=cache)
+    if tree.path.resolve() != Path(manifest.llama_tree).resolve():  # the manifest's own tree, wherever it came from
+        tree = resolve(manifest.llama_tree, cache=cache)
+    root = Path(manifest.consumer_root) if manifest.consumer_root else Path(manifest.sources[0]).parent
+    recorded = manifest.options
+    options = BuildOptions(backend=recorded.get("backend", "cpu"), cmake_args=tuple(recorded.get("cmake_args", ())),
+                           settings=_recorded_settings(manifest.build, root),
+                           llama_build=recorded.get("llama_build", "source"), sanitize=sanitize)  # fmt: skip
+    header = Path(manifest.header) if manifest.header else None
+    return build(root, tree, options, sources=[Path(s) for s in manifest.sources], cache=cache, header=header)
+
+
+def _recorded_settings(recorded: dict[str, object], root: Path) -> BuildSettings:
+    """What the command line added to the consumer's [build] when the library was built (build() reads the config
+    again: its flags, which would otherwise repeat, are taken off the front of the recorded ones)."""
+    values = {k: tuple(v) for k, v in recorded.items() if k != "environment" and isinstance(v, list)}
+    settings = BuildSettings(**values)
+    config = consumer_build_settings(root)
+    if settings.flags[: len(config.flags)] == config.flags:
+        settings = replace(settings, flags=settings.flags[len(config.flags) :])
+    return settings

@@ -62,11 +62,13 @@ def check_build_inputs(args: argparse.Namespace) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from verify.cli import sanitize_kinds
+
     check_build_inputs(args)
     # the options' [build] settings add to the consumer's config, which build() reads from SRC
     options = BuildOptions(backend=args.gpu or "cpu", cuda_arch=args.cuda_arch, cmake_args=tuple(args.cmake_arg),
                            traced=args.traced, settings=settings_from_args(args, Path.cwd()),
-                           llama_build=args.llama_build)  # fmt: skip
+                           llama_build=args.llama_build, sanitize=sanitize_kinds(args.sanitize))  # fmt: skip
     # a SourceError / BuildError (no shim, no toolchain) is bad input: one line, exit 2, from migrate.cli.main
     tree = tree_from_args(args.llama, args)
     print(f"building {args.src} against llama.cpp {tree.provided} ({options.backend}) ...", file=sys.stderr)
@@ -117,6 +119,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          "are some for this platform, else source (auto)")  # fmt: skip
     builder.add_argument("--traced", action="store_true", help="link the llama.cpp call tracer in (for `migrate "
                          "verify --trace/--predict`): a separate build, with debug info")  # fmt: skip
+    builder.add_argument("--sanitize", metavar="KINDS", help="compile the shim with these sanitizers (address,"
+                         "undefined) for `migrate verify --sanitize`: a separate build, with debug info; llama.cpp's "
+                         "libraries as they are")  # fmt: skip
     builder.add_argument("--json", help="write the build result (library, llama.cpp, seconds, errors) here")
     builder.add_argument("--log", help="write the full compiler log here")
     add_build_arguments(builder)

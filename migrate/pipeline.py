@@ -73,10 +73,13 @@ class RunRequest:
     known_failures: str | None = None  # a baseline file (`migrate verify --write-baseline`), over the config's
     tests: tuple[str, ...] = ()  # --tests: the consumer's own pytest checks, besides the config's [verify] tests
     llama_build: str = "source"  # llama.cpp's libraries: source | prebuilt | auto (migrate/prebuilt.py)
+    # --sanitize address,undefined: both shims built with the sanitizers, the checklist run under them
+    # (verify/sanitize.py); the traced builds of predict/explain stay plain
+    sanitize: tuple[str, ...] = ()
 
     def build_options(self) -> BuildOptions:
         return BuildOptions(self.gpu or "cpu", self.cuda_arch, self.cmake_args, settings=self.build_settings,
-                            llama_build=self.llama_build)  # fmt: skip
+                            llama_build=self.llama_build, sanitize=self.sanitize)  # fmt: skip
 
     def verify_jobs(self) -> int:
         from verify.runner import default_jobs
@@ -229,7 +232,7 @@ def _throughput_model(config: ConsumerConfig, names: list[str] | None, cache: st
 def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu_layers: int,
                  console: Console | None, names: list[str] | None = None,
                  eog_model: Path | None = None, jobs: int = 1,
-                 throughput_model: Path | None = None) -> None:  # fmt: skip
+                 throughput_model: Path | None = None, sanitize: tuple[str, ...] = ()) -> None:  # fmt: skip
     from verify.cli import make_target, run_verification
     from verify.differential import not_verified_on_new, nothing_verified
     from verify.session import Options
@@ -239,7 +242,7 @@ def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu
     new = make_target("new", outcome.builds["to"].library, _header(outcome, outcome.migrated), model,
                       outcome.trees["to"].path, verify=config.verify, config_root=outcome.migrated)  # fmt: skip
     options = Options(n_gpu_layers=n_gpu_layers, normalise=config.normalise, eog_model=str(eog_model or ""),
-                      jobs=jobs)  # fmt: skip
+                      jobs=jobs, sanitize=list(sanitize))  # fmt: skip
     if config.tie_margin is not None:
         options.tie_margin = config.tie_margin
     if config.max_tps_regression is not None:  # a tokens/s threshold to decide against (sequential sampling)
@@ -303,7 +306,7 @@ def _traced_build(outcome: RunOutcome, role: str, options: BuildOptions, cache: 
     tree = outcome.trees[role]
     src = outcome.src if role == "from" else outcome.migrated
     stages.say(f"build: {'original' if role == 'from' else 'migrated'} shim traced against {tree.provided} ...")
-    result = build(src, tree, dataclasses.replace(options, traced=True), cache=cache)
+    result = build(src, tree, dataclasses.replace(options, traced=True, sanitize=()), cache=cache)
     if not result.ok:
         where = f" (log {result.log_path})" if result.log_path else ""
         outcome.problems.append(f"the traced build at {tree.provided} failed{where}: "
@@ -664,6 +667,8 @@ def execute(request: RunRequest, src: Path, config: ConsumerConfig, console: Con
             _plan_and_apply(outcome, config, cache, stages)
         with timed("build"):
             options = request.build_options()
+            if options.sanitize and _sanitizers_unavailable(options.sanitize):  # every check skips, saying why
+                options = dataclasses.replace(options, sanitize=())
             _build_both(outcome, options, cache, stages)
         if outcome.builds["from"].ok and request.predict:
             with timed("model"):
@@ -684,7 +689,7 @@ def execute(request: RunRequest, src: Path, config: ConsumerConfig, console: Con
             stages.say(f"verify: old build vs new build on {model.name} ...")
             with timed("verify"):
                 _verify_both(outcome, config, model, request.n_gpu_layers, None if request.quiet else console, names,
-                             stop_model, request.verify_jobs(), timing_model)  # fmt: skip
+                             stop_model, request.verify_jobs(), timing_model, request.sanitize)  # fmt: skip
             with timed("explain"):
                 _explain_failures(outcome, model, options, cache, stages)
             _triage(outcome)
@@ -756,7 +761,7 @@ def run_request(args: argparse.Namespace) -> RunRequest:
                       checks=check_names(args.checks), predict=args.predict, quiet=args.quiet,
                       cache=args.cache, jobs=jobs_count(args.jobs),
                       known_failures=args.known_failures, tests=tuple(args.tests or ()),
-                      llama_build=args.llama_build)  # fmt: skip
+                      llama_build=args.llama_build, sanitize=sanitizer_names(getattr(args, "sanitize", None)))
 
 
 def jobs_count(value: int | None) -> int | None:
@@ -764,6 +769,22 @@ def jobs_count(value: int | None) -> int | None:
     if value is not None and value < 1:
         raise UsageError(f"--jobs {value}: give at least 1 (checks verified at once)")
     return value
+
+
+def sanitizer_names(spec: str | None) -> tuple[str, ...]:
+    """`--sanitize address,undefined` as names (() when not given); an unknown one is a usage error."""
+    from verify.sanitize import SANITIZERS
+
+    try:
+        return comma_names(spec, SANITIZERS, "sanitizer(s)", UsageError) or ()
+    except UsageError as exc:
+        raise UsageError(f"--sanitize {spec}: {exc}") from exc
+
+
+def _sanitizers_unavailable(kinds: tuple[str, ...]) -> str:
+    from verify.sanitize import unavailable
+
+    return unavailable(kinds)
 
 
 def check_names(spec: str | None) -> tuple[str, ...] | None:
@@ -792,7 +813,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of `migrate run`, which `migrate gate` takes too."""
-    from verify.cli import add_tests_argument
+    from verify.cli import add_sanitize_argument, add_tests_argument
 
     parser.add_argument("src", nargs="?", help="consumer source tree (default: the bundled fixtures/localllm)")
     parser.add_argument("--from", dest="from_version", default=DEFAULT_FROM, help="llama.cpp release migrated from")
@@ -812,6 +833,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add_build_arguments(parser)
     parser.add_argument("--checks", metavar="A,B", help="verify only these checks (default: the whole checklist)")
     add_tests_argument(parser)
+    add_sanitize_argument(parser)
     parser.add_argument("--no-predict", dest="predict", action="store_false", help="skip the predict step (the "
                         "original built traced, its calls replayed against the target's run-time contract)")
     parser.add_argument("--quiet", action="store_true", help="no progress output (CI logs)")

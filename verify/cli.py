@@ -48,7 +48,7 @@ from verify.binding import Binding
 from verify.checks import ALL_CHECKS, SKIPPED, CheckResult, checklist
 from verify.devices import compare_devices
 from verify.differential import REFERENCE_CHECK, run_differential
-from verify.errors import ToolError
+from verify.errors import ToolError, comma_names
 from verify.inputs import ELF_MAGIC, LIB_REMEDY, BadInput, PathKind, existing_path
 from verify.manifest import read_manifest
 from verify.preflight import MODEL_REMEDY, Preflight, check_options, check_targets, library_flag
@@ -106,6 +106,7 @@ class VerifyRequest:
     known_failures: str | None = None  # a baseline file, besides the config's [verify] known_failures / baseline
     write_baseline: str | None = None  # write the build under test's failures (by cause) here
     tests: tuple[str, ...] = ()  # --tests: the consumer's own pytest checks, besides the config's [verify] tests
+    sanitize: tuple[str, ...] = ()  # --sanitize address,undefined: the libraries are sanitized builds (sanitize.py)
 
 
 def header_for(library: Path) -> Path:
@@ -236,6 +237,20 @@ def require_traced(targets: list[Target]) -> None:
                              "SRC --llama VERSION --traced` (a separate build) for --trace / --predict")  # fmt: skip
 
 
+def require_sanitized(targets: list[Target], kinds: tuple[str, ...]) -> None:
+    """--sanitize needs libraries built with those sanitizers (`migrate verify` builds them itself); where the
+    sanitizers cannot run here, every check is skipped with the reason instead (verify/sanitize.py)."""
+    from verify.sanitize import is_sanitized, unavailable
+
+    if not kinds or unavailable(kinds):
+        return
+    for target in targets:
+        if not set(kinds) <= set(is_sanitized(target.library)):
+            raise UsageError(f"{target.library} was built without -fsanitize={','.join(kinds)}: rebuild it with "
+                             f"`migrate build SRC --llama VERSION --sanitize {','.join(kinds)}` (a separate build), "
+                             "or run `migrate verify --sanitize`, which does")  # fmt: skip
+
+
 def own_contract(target: Target) -> str | None:
     """The contract of the release a library was built against (its manifest), when there is one."""
     from verify.contract import find_contract
@@ -278,13 +293,14 @@ def run_verify(request: VerifyRequest, default_model: Callable[[str | None], Pat
         known = _known(request, targets[-1])
         traced = bool(request.trace or request.predict)
         contract = _contract(request, targets) if traced else None
+        require_sanitized(targets, request.sanitize)
     except ToolError as exc:
         print(f"migrate verify: {exc}", file=sys.stderr)
         return EXIT_USAGE
     options = Options(n_gpu_layers=request.n_gpu_layers, n_threads=request.threads, max_tokens=request.max_tokens,
                       normalise=request.normalise, timeout=request.timeout, tie_margin=request.tie_margin,
                       contract=contract, eog_model=request.eog_model or "", generated=request.generated,
-                      jobs=request.jobs or default_jobs())  # fmt: skip
+                      jobs=request.jobs or default_jobs(), sanitize=list(request.sanitize))  # fmt: skip
     count = len(names or checklist(options.n_gpu_layers, options.generated))
     console.print(f"verifying {count} checks on {', '.join(str(t.library) for t in targets)}"
                   + (f" (traced; contract {contract or 'none'})" if traced else ""))  # fmt: skip
@@ -423,6 +439,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--write-baseline", metavar="FILE", help="record the failing checks of the build under test "
                         "with their causes (regressions left out), for --known-failures FILE later")  # fmt: skip
     add_tests_argument(parser)
+    add_sanitize_argument(parser)
+
+
+def add_sanitize_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sanitize", metavar="KINDS", help="run the checklist on the shim built with these "
+                        "sanitizers (address,undefined: ASan with its leak check, UBSan), each check's child with the "
+                        "runtime preloaded; a report in the consumer's code fails the check with its kind and "
+                        "file:line (docs/sanitizers.md)")  # fmt: skip
+
+
+def sanitize_kinds(spec: str | None) -> tuple[str, ...]:
+    """`--sanitize a,b` as sanitizer names (() when not given); an unknown one is a UsageError."""
+    from verify.sanitize import SANITIZERS
+
+    try:
+        return comma_names(spec, SANITIZERS, "sanitizer(s)", UsageError) or ()
+    except UsageError as exc:
+        raise UsageError(f"--sanitize {spec}: {exc}") from exc
 
 
 def add_tests_argument(parser: argparse.ArgumentParser) -> None:
@@ -454,7 +488,8 @@ def verify_request(args: argparse.Namespace) -> VerifyRequest:
                          assume_kv_unified=args.assume_kv_unified, json_path=args.json, junit_path=args.junit,
                          markdown_path=args.markdown, cache=getattr(args, "cache", None),
                          jobs=args.jobs, known_failures=args.known_failures,
-                         write_baseline=args.write_baseline, tests=tuple(args.tests or ()))  # fmt: skip
+                         write_baseline=args.write_baseline, tests=tuple(args.tests or ()),
+                         sanitize=sanitize_kinds(getattr(args, "sanitize", None)))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from verify.sanitize import load_env
+
 PROBE_FUNCTIONS = ("llama_backend_init", "llama_model_default_params", "llama_model_load_from_file",
                    "llama_load_model_from_file", "llama_model_free", "llama_free_model")  # fmt: skip
 EXIT_LOADED, EXIT_REFUSED, EXIT_CANNOT_PROBE = 0, 1, 3
@@ -45,7 +47,9 @@ def probe_model(model: Path, library: Path, tree: Path, timeout: float = 120.0) 
     started = time.monotonic()
     cmd = [sys.executable, "-m", "verify.modelprobe", str(library), str(tree), str(model)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout)
+        # a sanitized library loads only with its runtime preloaded (verify/sanitize.py)
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout,
+                              env=load_env(library))  # fmt: skip
     except subprocess.TimeoutExpired:
         return ProbeResult(ProbeStatus.REFUSED, f"llama.cpp did not finish loading it in {timeout:g} s",
                            time.monotonic() - started)  # fmt: skip

@@ -99,6 +99,9 @@ class Options:
     # the consumer's own pytest checks (verify/usertests.py): the folder their node ids are relative to (set when
     # they are collected, read by each test's child)
     tests_root: str = ""
+    # `--sanitize address,undefined`: the library is a sanitized build; each check's child preloads the runtime and
+    # its sanitizer reports become findings (verify/sanitize.py)
+    sanitize: list[str] = field(default_factory=list)
 
     def sampling(self, max_tokens: int | None = None) -> Sampling:
         return Sampling(max_tokens=self.max_tokens if max_tokens is None else max_tokens)
