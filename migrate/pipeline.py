@@ -32,11 +32,14 @@ from migrate.build import BuildOptions, BuildResult, build
 from migrate.build_settings import BuildSettings, add_build_arguments, settings_from_args
 from migrate.config import DEFAULT_FROM, DEFAULT_TO, ConsumerConfig, load_config
 from migrate.paths import cache_root, data_dir
+from migrate.reuse import Inputs, Reused, ReusedStage, check_inputs, clean, lookup, store
+from migrate.reuse import enabled as reuse_enabled
 from migrate.sources import SourceTree, resolve
 from verify.errors import ToolError, comma_names
 
 EXIT_OK, EXIT_NEEDS_HUMAN, EXIT_USAGE = 0, 1, 2
 DEFAULT_SRC = data_dir("fixtures") / "localllm"
+PLAIN_RUN_PAIRS = 30  # throughput pairs of a plain run (no tokens/s threshold): the comparison's first blocks
 COPY_IGNORE = shutil.ignore_patterns(".git", "build", "build-*", "__pycache__")
 
 
@@ -72,6 +75,7 @@ class RunRequest:
     build_settings: BuildSettings = field(default_factory=BuildSettings)
     known_failures: str | None = None  # a baseline file (`migrate verify --write-baseline`), over the config's
     tests: tuple[str, ...] = ()  # --tests: the consumer's own pytest checks, besides the config's [verify] tests
+    reuse: bool = True  # --no-reuse: recompute the old build's checks and the prediction even when inputs match
     llama_build: str = "source"  # llama.cpp's libraries: source | prebuilt | auto (migrate/prebuilt.py)
     # --sanitize address,undefined: both shims built with the sanitizers, the checklist run under them
     # (verify/sanitize.py); the traced builds of predict/explain stay plain
@@ -99,6 +103,10 @@ class RunOutcome:
     builds: dict[str, BuildResult] = field(default_factory=dict)
     verification: Any = None  # verify.report.RunReport
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # results served again because every input they depend on is unchanged (migrate/reuse.py), and whether to look
+    reused: list[Reused] = field(default_factory=list)
+    reuse: bool = False
+    cache: str | None = None
     problems: list[str] = field(default_factory=list)  # why a human is needed, one line each
     header: str | None = None  # the C API header, relative to the tree (config), else found
     prediction: Any = None  # verify.contract.Prediction: the original's traced calls against the target's contract
@@ -247,9 +255,18 @@ def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu
         options.tie_margin = config.tie_margin
     if config.max_tps_regression is not None:  # a tokens/s threshold to decide against (sequential sampling)
         options.tps_floor = 1 - config.max_tps_regression / 100
+    else:  # nothing is decided on tokens/s: the first blocks of pairs report it, no pairs added for precision
+        options.tps_max_pairs = PLAIN_RUN_PAIRS
     if throughput_model is not None:
         options.throughput_model = str(throughput_model)
-    report = run_verification([old, new], options, names, console=console)
+    inputs = check_inputs(ReusedStage.OLD_CHECKS, old, options, names, outcome.trees["from"].commit)
+    reused_old = _served(outcome, inputs)
+    if reused_old is not None and console is not None:
+        console.print(f"  {outcome.reused[-1].line()}", highlight=False, markup=False)
+    report = run_verification([old, new], options, names, console=console, reused_old=reused_old)
+    if reused_old is None:  # the throughput pair is a measurement of now: never kept
+        kept = [c.old for c in report.differential.comparisons if c.old is not None and c.name != "throughput"]
+        _keep(outcome, inputs, {r.name: r for r in kept}, kept)
     outcome.verification = report
     # failed checks become problems by cause, once the traced re-run has named their contract breaks (_triage)
     new_results = nothing_verified(report.differential.comparisons)
@@ -263,6 +280,32 @@ def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu
     for devices in report.devices:
         if devices.failed and devices.build == "new":
             outcome.problems.append(f"CPU and GPU disagree on the new build: {devices.message}")
+
+
+def _served(outcome: RunOutcome, inputs: Inputs) -> Any:
+    """A stage's results from the reuse store when every input is unchanged (noted for the report), else None."""
+    found = lookup(outcome.cache, inputs) if outcome.reuse else None
+    if found is None:
+        return None
+    value, reused = found
+    outcome.reused.append(reused)
+    return value
+
+
+def _keep(outcome: RunOutcome, inputs: Inputs, value: Any, results: list[Any]) -> None:
+    """A stage's results into the reuse store, when they are clean (migrate/reuse.py `clean`)."""
+    if outcome.reuse and results and clean(results):
+        store(outcome.cache, inputs, value, outcome.migrated.parent.name, len(results))
+
+
+def _reused_section(outcome: RunOutcome) -> str:
+    if not outcome.reused:
+        return ""
+    lines = ["## Reused results", "", "Served from the reuse store (`<cache>/reuse`) because every input they depend "
+             "on is byte-identical (libraries, header, consumer tree, models, llama.cpp commit, checks code, "
+             "options, machine); `--no-reuse` recomputes them. Throughput is always measured now.", ""]  # fmt: skip
+    lines += [f"- {r.line()}" for r in outcome.reused]
+    return "\n".join(lines) + "\n"
 
 
 def _triage(outcome: RunOutcome) -> None:
@@ -344,10 +387,18 @@ def _predict(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu_lay
                           jobs=jobs)  # fmt: skip
     if config.tie_margin is not None:
         run_options.tie_margin = config.tie_margin
-    stages.say(f"predict: the original's calls against the {contract.version} contract ...")
-    report = run_verification([target], run_options, names)
     assume = Assume(kv_unified=True) if _applied(outcome, "kv-unified") else Assume()
-    prediction = make_prediction(report, "old", contract.version, assume)
+    inputs = check_inputs(ReusedStage.PREDICTION, target, run_options, names, outcome.trees["from"].commit,
+                          {"contract": contract.version, "assume": assume.to_json()})  # fmt: skip
+    prediction = _served(outcome, inputs)
+    if prediction is not None:
+        stages.say(f"predict: {outcome.reused[-1].line()}")
+    else:
+        stages.say(f"predict: the original's calls against the {contract.version} contract ...")
+        report = run_verification([target], run_options, names)
+        prediction = make_prediction(report, "old", contract.version, assume)
+        if not prediction.errors:  # a trace that could not be read is not kept
+            _keep(outcome, inputs, prediction, report.results["old"])
     outcome.prediction = prediction
     stages.say(f"predict: {len(prediction.breaks())} run-time break(s) at {contract.version}, "
                f"{len(prediction.remedied)} remedied by the plan ({prediction.calls} calls traced)")  # fmt: skip
@@ -414,7 +465,7 @@ def _report(outcome: RunOutcome, out: Path, name: str, verdict: str | None = Non
     from migrate.report import render_report
     from verify.report import markdown_section
 
-    sections = [_builds_section(outcome), outcome.xref_markdown]
+    sections = [_builds_section(outcome), _reused_section(outcome), outcome.xref_markdown]
     if outcome.verification is not None:
         sections.append(markdown_section(outcome.verification))
     elif outcome.prediction is not None:  # the migrated copy did not build: the prediction still stands
@@ -565,6 +616,7 @@ def _write_json(outcome: RunOutcome, path: Path, exit_code: int | None = None,
         "verification": outcome.verification.to_json() if outcome.verification else None,
         "prediction": outcome.prediction.to_json() if outcome.prediction is not None else None,
         "stage_seconds": outcome.stage_seconds,
+        "reused": [r.to_json() for r in outcome.reused],
         "problems": outcome.problems,
         "exit_code": outcome.exit_code() if exit_code is None else exit_code,
         **(extra or {}),
@@ -661,6 +713,7 @@ def execute(request: RunRequest, src: Path, config: ConsumerConfig, console: Con
     migrated = work / src.name
     shutil.copytree(src, migrated, ignore=COPY_IGNORE)
     outcome = RunOutcome(src=src, migrated=migrated, trees=trees, header=config.header, known_failures=known)
+    outcome.reuse, outcome.cache = request.reuse and reuse_enabled(), cache
     timed = _timer(outcome)
     try:
         with timed("plan+apply"):
@@ -760,7 +813,7 @@ def run_request(args: argparse.Namespace) -> RunRequest:
                       build_settings=settings_from_args(args, Path.cwd()),
                       checks=check_names(args.checks), predict=args.predict, quiet=args.quiet,
                       cache=args.cache, jobs=jobs_count(args.jobs),
-                      known_failures=args.known_failures, tests=tuple(args.tests or ()),
+                      known_failures=args.known_failures, tests=tuple(args.tests or ()), reuse=args.reuse,
                       llama_build=args.llama_build, sanitize=sanitizer_names(getattr(args, "sanitize", None)))
 
 
@@ -837,6 +890,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-predict", dest="predict", action="store_false", help="skip the predict step (the "
                         "original built traced, its calls replayed against the target's run-time contract)")
     parser.add_argument("--quiet", action="store_true", help="no progress output (CI logs)")
+    parser.add_argument("--no-reuse", dest="reuse", action="store_false", help="recompute the old build's checks "
+                        "and the prediction even when every input they depend on is unchanged (default: served "
+                        "from <cache>/reuse and said so in the report)")  # fmt: skip
     parser.add_argument("--known-failures", metavar="FILE", help="a baseline of known failures (written by `migrate "
                         "verify --write-baseline FILE`), besides the config's [verify] known_failures / baseline")
     parser.add_argument("--jobs", type=int, help="checks verified at once, each in its own process (default: one "

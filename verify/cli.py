@@ -165,7 +165,8 @@ def bind_targets(targets: list[Target]) -> dict[str, Binding]:
 
 
 def run_verification(targets: list[Target], options: Options, names: list[str] | None = None,
-                     console: Console | None = None, preflight: Preflight | None = None) -> RunReport:  # fmt: skip
+                     console: Console | None = None, preflight: Preflight | None = None,
+                     reused_old: dict[str, CheckResult] | None = None) -> RunReport:  # fmt: skip
     """One build (its checklist) or two (old, new: differential). Prints progress when a console is given.
     `preflight`: the libraries and models already checked (verify.preflight); None checks them here."""
     started = time.monotonic()
@@ -191,7 +192,7 @@ def run_verification(targets: list[Target], options: Options, names: list[str] |
 
             diff = DifferentialReport(targets[0], targets[1], [], [], {})
         else:
-            diff = run_differential(targets[0], targets[1], options, untraced, progress)
+            diff = run_differential(targets[0], targets[1], options, untraced, progress, reused_old=reused_old)
         if untraced != names and untraced is not None:  # traced: the throughput pair is not measured
             from verify.differential import CheckComparison, classify
             from verify.runner import UNTRACED_CHECKS

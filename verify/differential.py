@@ -172,14 +172,17 @@ class DifferentialReport:
 def run_differential(old: Target, new: Target, options: Options, names: list[str] | None = None,
                      progress: Progress | None = None, run: Callable[..., list[CheckResult]] | None = None,
                      measure: Callable[[Target, Target, Options], Comparison] = compare_paired,
-                     ) -> DifferentialReport:  # fmt: skip
+                     reused_old: dict[str, CheckResult] | None = None) -> DifferentialReport:  # fmt: skip
     """Every named check on both builds (each in its own child; both builds' checks share `options.jobs` workers,
     or `run(target, options, names, progress)` one build after the other); then `throughput`, alone on the
     machine, as one paired comparison of the two (both resident, calls alternated): its rows are the report's
     throughput table, and each build's side of it is that build's `throughput` check."""
     names = list(names or checklist(options.n_gpu_layers, options.generated))
     plain = [n for n in names if n != THROUGHPUT_CHECK]
-    if run is None:
+    if reused_old is not None and set(plain) <= set(reused_old):  # served from the reuse store (migrate/reuse.py)
+        old_results = {n: reused_old[n] for n in plain}
+        new_results = {r.name: r for r in run_builds([new], options, plain, progress)[new.label]}
+    elif run is None:
         both = run_builds([old, new], options, plain, progress)
         old_results, new_results = ({r.name: r for r in both[t.label]} for t in (old, new))
     else:

@@ -94,6 +94,10 @@ class Options:
     # the GGUF the paired tokens/s comparison loads ("": each target's own model): one whose per-token cost
     # dominates (`migrate model --size small`), so that a fixed per-decode cost of the tiny model does not decide
     throughput_model: str = ""
+    # the most paired calls the comparison takes for precision alone (no floor to decide against); 0: the
+    # comparison's own default (verify/throughput.py Settings.max_pairs). A plain `migrate run` only reports tokens/s
+    # and takes the first blocks of pairs; the gate's decision (tps_floor) is not bounded by it
+    tps_max_pairs: int = 0
     # `--generated N`: inputs Hypothesis draws per operation for the generated_inputs check (0: not asked, skipped)
     generated: int = 0
     # the consumer's own pytest checks (verify/usertests.py): the folder their node ids are relative to (set when

@@ -39,7 +39,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -498,6 +498,8 @@ def _needs_more(old: Side, new: Side, settings: Settings, done: int, seconds: fl
 def compare(old: Target, new: Target, options: Options, settings: Settings | None = None) -> Comparison:
     """Time both builds call by call; the rows for the gate and each build's `throughput` result."""
     settings = settings or Settings.from_env(options.tps_floor)
+    if options.tps_max_pairs and settings.floor is None:  # a report, not a decision: precision bounded by the caller
+        settings = replace(settings, max_pairs=max(settings.pairs, options.tps_max_pairs))
     started = time.monotonic()
     sides = {"old": Side(old.label), "new": Side(new.label)}
     with tempfile.TemporaryDirectory(prefix="llama-migrate-throughput-") as tmp:
