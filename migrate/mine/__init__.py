@@ -71,6 +71,7 @@ class MineResult:
     fates: Counter[str] = field(default_factory=Counter)
     apis_with_uses: int = 0
     apis_changed: int = 0
+    unmined: dict[str, Counter[str]] = field(default_factory=dict)  # APIs with uses but no rule: why, per use
 
     def data(self) -> dict[str, Any]:
         return {"migration": {"from": self.from_version, "to": self.to_version},
@@ -125,12 +126,15 @@ def mine(old_tree: SourceTree, new_tree: SourceTree, old: ApiSurface, new: ApiSu
         return next((c for c in (corpus.cite(path) for corpus in corpora) if c), str(path))
 
     rules = []
+    unmined: dict[str, Counter[str]] = {}
     for api in sorted(by_api):
         gen = generalise(api, [p for p, _ in by_api[api]], facts)
         rule = build_rule(gen, apis[api], cite, known_old, new_tree.provided)
         if rule is not None:
             rules.append(rule)
-    result = MineResult(old_tree.requested, new_tree.requested, rules, fates, len(by_api), len(apis))
+        else:
+            unmined[api] = Counter(e.category for e in gen.excluded)
+    result = MineResult(old_tree.requested, new_tree.requested, rules, fates, len(by_api), len(apis), unmined)
     if engine_check:
         check_with_engine(result, old_tree)
     return result
@@ -198,6 +202,8 @@ def pairs_summary(result: MineResult) -> list[str]:
         lines.append(f"{rule.data['id']}: {rule.data['kind']} ({len(gen.used)} pair(s) mined, {len(gen.context)} "
                      f"context-dependent, {len(gen.excluded)} not used, {len(gen.unchanged)} unchanged): {what}"
                      + (f" [demoted: {rule.demoted}]" if rule.demoted else ""))  # fmt: skip
+    for api, reasons in sorted(result.unmined.items()):
+        lines.append(f"no rule for {api}: " + ", ".join(f"{n} {why}" for why, n in reasons.most_common()))
     return lines
 
 

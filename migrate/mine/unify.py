@@ -40,8 +40,12 @@ class Shape(StrEnum):
 
 @dataclass(frozen=True)
 class Excluded:
+    """A pair no rule was mined from: its category (a PairFate, or why the after-call was not taken) and the
+    reason as the provenance says it."""
+
     pair: Pair
     reason: str
+    category: str = ""
 
 
 @dataclass
@@ -158,16 +162,16 @@ def generalise(api: str, pairs: list[Pair], known: Known) -> Generalisation:
             result.unchanged.append(pair)
             continue
         if pair.fate != PairFate.PAIRED or pair.after is None:
-            result.excluded.append(Excluded(pair, str(pair.fate)))
+            result.excluded.append(Excluded(pair, str(pair.fate), str(pair.fate)))
             continue
         callee = pair.after[0]
         if callee not in known.functions_at_b:
             result.excluded.append(Excluded(pair, f"{callee} is not a function of the new API (the diff lined up "
-                                                  "other code)"))  # fmt: skip
+                                                  "other code)", "after_not_api"))  # fmt: skip
             continue
         if callee != api and callee in known.functions_at_a:
             result.excluded.append(Excluded(pair, f"{callee} was declared before the bump too (the diff lined up "
-                                                  "another call)"))  # fmt: skip
+                                                  "another call)", "after_existed"))  # fmt: skip
             continue
         template = template_of(pair.use.args, pair.after)
         names = free_names(template, known.names, known.members)
@@ -210,7 +214,8 @@ def _majority_callee(result: Generalisation, free: list[Template]) -> list[Templ
             kept.append(template)
         else:
             result.excluded.append(Excluded(pair, f"the maintainers called {template[0]} here instead of {callee} "
-                                                  f"(as {count} other use(s) do): a change of behaviour"))  # fmt: skip
+                                                  f"(as {count} other use(s) do): a change of behaviour",
+                                            "other_function"))  # fmt: skip
     result.used = kept_pairs
     return kept
 
