@@ -383,13 +383,29 @@ def _shim_traced(libs: LlamaLibs) -> str:
 SOURCES_RECORD = "sources.json"
 
 
+def _recorded_sources(record: Path) -> list[str] | None:
+    """The sources a shim folder was built from; None when there is no record or it cannot be read (another run
+    writing it, seen here as an empty file): such a folder is kept."""
+    try:
+        return json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_record(record: Path, sources: list[Path]) -> None:
+    """Written whole, then renamed: a concurrent run's prune never reads it half-written."""
+    tmp = record.with_name(f"{record.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps([str(s) for s in sources]))
+    tmp.replace(record)
+
+
 def prune_stale_shims(cache: Path | None = None) -> list[Path]:
     """Remove shim build folders whose sources are all gone (temporary copies: tests, `migrate run`), so the cache
     does not grow by a shim build per copy; folders whose sources still exist are kept and reused."""
     removed = []
     for folder in sorted((cache_root(cache) / "shim").glob("*/")):
-        record = folder / SOURCES_RECORD
-        if record.is_file() and not any(Path(s).exists() for s in json.loads(record.read_text())):
+        sources = _recorded_sources(folder / SOURCES_RECORD)
+        if sources is not None and not any(Path(s).exists() for s in sources):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
@@ -496,7 +512,7 @@ def build_shim(
     prune_stale_shims(cache)
     build_dir = shim_build_dir(sources, libs, cache, traced, sanitize)
     build_dir.mkdir(parents=True, exist_ok=True)
-    (build_dir / SOURCES_RECORD).write_text(json.dumps([str(s) for s in sources]))
+    _write_record(build_dir / SOURCES_RECORD, sources)
     text = shim_cmake_text(sources, libs, name, settings or BuildSettings(), traced, sanitize)
     project = build_dir / "project"
     project.mkdir(exist_ok=True)

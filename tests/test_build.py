@@ -120,6 +120,8 @@ def test_shim_builds_of_vanished_copies_are_pruned(tmp_path: Path) -> None:
         (cache / "shim" / name).mkdir(parents=True)
         (cache / "shim" / name / SOURCES_RECORD).write_text(json.dumps(sources))
     (cache / "shim" / "unrecorded").mkdir()  # no record: not ours to judge, kept
+    (cache / "shim" / "being-written").mkdir()  # another run's record, truncated and not yet written: kept
+    (cache / "shim" / "being-written" / SOURCES_RECORD).write_text("")
     removed = prune_stale_shims(cache)
     assert [p.name for p in removed] == ["gone"]
-    assert sorted(p.name for p in (cache / "shim").iterdir()) == ["kept", "unrecorded"]
+    assert sorted(p.name for p in (cache / "shim").iterdir()) == ["being-written", "kept", "unrecorded"]
