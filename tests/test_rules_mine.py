@@ -170,9 +170,11 @@ AddonContext::AddonContext(int a) : n(a), m{a} {
 
 def test_functions_are_found_with_their_qualified_names(tmp_path: Path) -> None:
     source = tmp_path / "a.cpp"
-    source.write_text(OLD + "void f() { auto g = [](int x) { return x; }; if (g(1)) { } }\n")
+    source.write_text(OLD + "void f() { auto g = [](int x) { return x; }; if (g(1)) { } }\n"
+                      "AddonModel::AddonModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonModel>(info) {\n"
+                      "}\n")  # fmt: skip
     assert [(f.name, f.line) for f in functions_in(source)] == [("update", 2), ("AddonContext::AddonContext", 8),
-                                                                 ("f", 11)]
+                                                                 ("f", 11), ("AddonModel::AddonModel", 12)]
 
 
 def test_pairs_inline_the_hoisted_handle_and_flag_changed_surroundings(tmp_path: Path) -> None:

@@ -114,6 +114,9 @@ def _matching(tokens: list[Token], index: int, opener: str, closer: str, step: i
 def _name_before(tokens: list[Token], open_paren: int) -> tuple[str, int] | None:
     """The (qualified) name written before `(` at open_paren, and the index of its first token."""
     index = open_paren - 1
+    if index >= 0 and tokens[index].name == ">":  # template arguments: `Napi::ObjectWrap<AddonContext>(info)`
+        opened = _matching(tokens, index, ">", "<", -1)
+        index = opened - 1 if opened is not None else index
     if index < 0 or tokens[index].kind != "ident" or tokens[index].name in NOT_A_FUNCTION:
         return None
     parts = [tokens[index].name]
