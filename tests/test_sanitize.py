@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from migrate.build import BuildOptions, build, shim_build_dir
+from migrate.build import BuildOptions, BuildResult, build
 from migrate.paths import cache_root
 from migrate.sources import SourceTree
 from tests.conftest import LOCALLLM, LOCALLLM_HEADER
 from verify import sanitize
 from verify.checks import FAILED, PASSED, SKIPPED, CheckResult
 from verify.faults import FAULTS, Fault, make_variant
+from verify.manifest import read_manifest
 from verify.runner import MALLOC_PERTURB, check_env, child_env, run_checks
 from verify.sanitize import ConsumerSources, FindingKind, parse_report
 from verify.session import Options, Target
@@ -116,21 +117,17 @@ def test_planted_leak_is_found_at_exit_with_the_shims_file(old_tree: SourceTree,
 
 @needs_runtime
 @pytest.mark.slow
-def test_unplanted_fixture_passes_under_the_sanitizers(old_tree: SourceTree, tiny_model: Path) -> None:
+def test_unplanted_fixture_passes_under_the_sanitizers(old_tree: SourceTree, tiny_model: Path,
+                                                       localllm_old_build: BuildResult) -> None:  # fmt: skip
     library = sanitized_build(LOCALLLM, old_tree)
-    plain = shim_build_dir([LOCALLLM / SHIM], _libs(old_tree), None)
-    assert "-san-" in library.parent.parent.name and library.parent.parent != plain  # its own build, not the plain one
+    plain = Path(localllm_old_build.library)  # built before: the sanitized build went to a folder of its own
+    assert plain.is_file() and library.parent.parent.name == plain.parent.parent.name + "-san-address-undefined"
+    assert (read_manifest(library).options["sanitize"], read_manifest(plain).options["sanitize"]) == (SANITIZERS, [])
     results = run(library, LOCALLLM, tiny_model, SANITIZED_CHECKS)
     assert {n: r.status for n, r in results.items()} == dict.fromkeys(SANITIZED_CHECKS, PASSED), \
         {n: r.message[:400] for n, r in results.items()}
     for result in results.values():  # what the sanitizers saw that is not the fixture's is said, and is no failure
         assert result.evidence["sanitizer"]["findings"] == []
-
-
-def _libs(tree: SourceTree):  # noqa: ANN202 - the cached llama.cpp libraries' folder, as the shim's key uses it
-    from migrate.build import LlamaLibs, llama_build_dir
-
-    return LlamaLibs(tree.path, llama_build_dir(tree, BuildOptions()), [], None, [], "cpu", True, 0.0, 0)
 
 
 def test_a_sanitizer_that_cannot_run_skips_every_check(tmp_path: Path) -> None:
