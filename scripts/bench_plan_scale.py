@@ -15,6 +15,11 @@ the llama.cpp trees and the API surfaces from the user cache (as the issue's fig
 
 ast-grep is the one-pass `scan` of bench_plan.py (one `name($$$)` rule per old-API function name), median of
 `--reps`. Figures are wall-clock seconds with the 1-minute load average beside them.
+
+`--cold-only` (issue 26's figure): ast-grep, the sequential reference with EVERY unit parsed (the units that name
+nothing listed too, as before they were skipped: `Engine._names_nothing` returns no unit in that process), and the
+cold plan; the cold plan's JSON compared with that reference except the files it lists as naming nothing
+(scripts/compare_plan_json.py).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import bench_plan  # noqa: E402
+import compare_plan_json  # noqa: E402
 
 from migrate.paths import cache_root  # noqa: E402
 
@@ -52,8 +58,15 @@ def cache_for(work: Path, name: str) -> Path:
     return folder
 
 
-def plan(root: Path, cache: Path, out: Path, env: dict[str, str] | None = None) -> tuple[float, float, dict]:
-    command = [sys.executable, "-m", "migrate", "--cache", str(cache), "plan", str(root), "--no-diff", "--no-report",
+# `python -m migrate` with no unit skipped for naming nothing: the reference the skip is checked against
+PARSE_ALL = ("import sys; import migrate.rewrite.engine as engine; engine.Engine._names_nothing = lambda self, units: "
+             "set(); from migrate.cli import main; sys.exit(main())")  # fmt: skip
+
+
+def plan(root: Path, cache: Path, out: Path, env: dict[str, str] | None = None,
+         parse_all: bool = False) -> tuple[float, float, dict]:  # fmt: skip
+    start = ["-c", PARSE_ALL] if parse_all else ["-m", "migrate"]
+    command = [sys.executable, *start, "--cache", str(cache), "plan", str(root), "--no-diff", "--no-report",
                "--json", str(out)]  # fmt: skip
     started = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=os.environ | (env or {}))
@@ -72,7 +85,11 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3, help="ast-grep runs (median)")
     parser.add_argument("--jobs", help="LLAMA_MIGRATE_PLAN_JOBS for the scaled runs (default: one per CPU)")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--cold-only", action="store_true", help="ast-grep, the every-unit-parsed sequential "
+                        "reference and the cold plan only (see above)")  # fmt: skip
     args = parser.parse_args()
+    if args.cold_only:
+        return cold_only(args)
     work = Path(tempfile.mkdtemp(prefix="bench-plan-scale-"))
     env = {"LLAMA_MIGRATE_PLAN_JOBS": args.jobs} if args.jobs else {}
     rows: list[tuple[str, float, float, str]] = []
@@ -114,6 +131,49 @@ def main() -> int:
         print("| --- | ---: | ---: | ---: | --- |")
         for label, seconds, load, note in rows:
             print(f"| {label} | {seconds:.2f} | {seconds / grep_s:.0f}× | {load:.1f} | {note} |")
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def except_names_nothing(reference: dict, cold: dict, caches: tuple[Path, Path]) -> str:
+    """The cold plan against the every-unit-parsed reference, except the files it lists as naming nothing (the
+    two runs' cache folders, where their llama.cpp trees lie, stand for each other)."""
+    text = json.dumps(reference).replace(str(caches[0]), str(caches[1]))
+    before, nothing = compare_plan_json.aligned(json.loads(text), cold)
+    listed = ", ".join(nothing) or "none"
+    if compare_plan_json.serialise(before) == compare_plan_json.serialise(cold):
+        return f"identical except the {len(nothing)} file(s) listed as naming nothing ({listed})"
+    return f"DIFFERENT beyond the {len(nothing)} file(s) listed as naming nothing ({listed})"
+
+
+def cold_only(args: argparse.Namespace) -> int:
+    work = Path(tempfile.mkdtemp(prefix="bench-plan-scale-"))
+    env = {"LLAMA_MIGRATE_PLAN_JOBS": args.jobs} if args.jobs else {}
+    try:
+        root = bench_plan.copy_tree(work)
+        names = bench_plan.old_api_functions()
+        files = [str(p.relative_to(root)) for p in bench_plan.consumer_files(root)]
+        print(f"{len(files)} C/C++ files; {os.cpu_count()} CPUs; started {time.strftime('%H:%M:%S')}, load "
+              f"{os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+        scans = [bench_plan.ast_grep_one_pass(root, files, names) for _ in range(args.reps)]
+        grep_s = statistics.median(s for s, _ in scans)
+        print(f"ast-grep scan, {len(names)} rules, median of {args.reps}: {grep_s:.2f} s ({len(scans[0][1])} sites), "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+        ref_cache = cache_for(work, "reference")
+        ref_s, ref_load, reference = plan(root, ref_cache, work / "reference.json", {"LLAMA_MIGRATE_PLAN_JOBS": "0"},
+                                          parse_all=True)  # fmt: skip
+        print(f"sequential reference, every unit parsed: {ref_s:.2f} s ({ref_s / grep_s:.0f}x), load {ref_load:.1f}",
+              flush=True)  # fmt: skip
+        cold_cache = cache_for(work, "scaled")
+        cold_s, cold_load, cold = plan(root, cold_cache, work / "cold.json", env)
+        print(f"cold plan (empty plan, per-unit and preamble caches): {cold_s:.2f} s = {cold_s / grep_s:.1f}x "
+              f"ast-grep, load {cold_load:.1f}; {except_names_nothing(reference, cold, (ref_cache, cold_cache))}",
+              flush=True)  # fmt: skip
+        print(f"ended {time.strftime('%H:%M:%S')}, load {os.getloadavg()[0]:.1f}")
     finally:
         if args.keep:
             print(f"kept {work}")
