@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from migrate.paths import cache_root
+from verify.releases import RELEASES
+
+# the release whose tree gives the generated models their vocabulary (verify/data/releases.yaml)
+MODEL_VOCABULARY = RELEASES.model_vocabulary
 
 if TYPE_CHECKING:  # numpy and gguf cost ~0.3 s to import: only the functions that write or read a model load them
     import numpy as np
@@ -310,7 +314,7 @@ def model_path(models_dir: Path, vocab_gguf: Path, size: ModelSize, seed: int, e
 
 
 def ensure_model(
-    size: str = "tiny", llama: str = "b5421", seed: int = 42, cache: str | os.PathLike[str] | None = None,
+    size: str = "tiny", llama: str = MODEL_VOCABULARY, seed: int = 42, cache: str | os.PathLike[str] | None = None,
     eog: bool = False,
 ) -> Path:
     """The cached model for (size, seed, the vocabulary in llama.cpp `llama`), written first if missing.
