@@ -245,3 +245,32 @@ def test_the_original_operators_sample_is_unchanged_by_the_new_families(
     assert [m for m in drawn if m.kind in mutate.ORIGINAL_KINDS] == before
     for kind in realistic.KINDS:
         assert sum(1 for m in drawn if m.kind == kind) == min(3, sum(1 for m in new.mutants if m.kind == kind))
+
+
+# one mutant of each realistic family in the localllm fixture, and a check that kills it
+ONE_PER_FAMILY = {
+    "bool_argument": "custom_files/localllm_capi.cpp:localllm_generate:705:*:bool_argument:false",
+    "api_argument_swap": "custom_files/localllm_capi.cpp:localllm_generate:657:*:api_argument_swap:*",
+    "field_source": "custom_files/localllm_capi.cpp:localllm_generate_parallel:921:*:field_source:first_seq",
+    "cleanup_drop": "custom_files/localllm_capi.cpp:localllm_generate:663:*:cleanup_drop:*",
+    "dangling_pointer": "custom_files/localllm_capi.cpp:localllm_generate:715:*:dangling_pointer:*",
+}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_real_run_kills_one_mutant_of_each_realistic_family(tmp_path: Path) -> None:
+    """Built and checked for real (b5415, the shim rebuilt per mutant): a logits flag flipped, a batch sized by the
+    wrong argument, every parallel slot's prompt index set from first_seq, the failure path's batch free dropped,
+    the result pointing into a local string — each is caught (the dropped free only by
+    failed_calls_release_memory)."""
+    out = tmp_path / "mutants.json"
+    code = migrate_main(["mutate", str(REPO / "fixtures" / "localllm"), "--only", ",".join(ONE_PER_FAMILY.values()),
+                         "--checks", "generate,generate_parallel,failed_calls_release_memory", "--timeout", "120",
+                         "--json", str(out),
+                         "--out", str(tmp_path), "--quiet"])  # fmt: skip
+    assert code == 0
+    data = json.loads(out.read_text())
+    by_kind = {r["mutant"]["kind"]: r for r in data["results"]}
+    assert set(by_kind) == set(ONE_PER_FAMILY), data["results"]
+    assert all(r["status"] == mutate.KILLED for r in by_kind.values()), {k: r["status"] for k, r in by_kind.items()}
+    assert by_kind["cleanup_drop"]["check"] == "failed_calls_release_memory"

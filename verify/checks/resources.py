@@ -1,4 +1,4 @@
-"""memory: repeated calls leave the heap where it was (results, contexts and models freed)."""
+"""memory: repeated calls leave the heap where it was (results, contexts and models freed), failing ones too."""
 
 from __future__ import annotations
 
