@@ -133,7 +133,7 @@ def mine(old_tree: SourceTree, new_tree: SourceTree, old: ApiSurface, new: ApiSu
         if rule is not None:
             rules.append(rule)
         else:
-            unmined[api] = Counter(e.category for e in gen.excluded)
+            unmined[api] = Counter(str(e.category) for e in gen.excluded)
     result = MineResult(old_tree.requested, new_tree.requested, rules, fates, len(by_api), len(apis), unmined)
     if engine_check:
         check_with_engine(result, old_tree)

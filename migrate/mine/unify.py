@@ -38,14 +38,24 @@ class Shape(StrEnum):
     NONE = "none"  # no usable pair
 
 
+class Unused(StrEnum):
+    """Why a use gave no pair to generalise: its fate at B, or why its after-call was not taken."""
+
+    REMOVED = str(PairFate.REMOVED)
+    NO_FUNCTION_AT_B = str(PairFate.NO_FILE)
+    UNALIGNED = str(PairFate.UNALIGNED)
+    AFTER_NOT_API = "after_not_api"  # the after-call is not a function of the new API
+    AFTER_EXISTED = "after_existed"  # the after-call's function was declared before the bump too
+    OTHER_FUNCTION = "other_function"  # a minority of the pairs call another function: a change of behaviour
+
+
 @dataclass(frozen=True)
 class Excluded:
-    """A pair no rule was mined from: its category (a PairFate, or why the after-call was not taken) and the
-    reason as the provenance says it."""
+    """A pair no rule was mined from: why (typed) and the reason as the provenance says it."""
 
     pair: Pair
     reason: str
-    category: str = ""
+    category: Unused
 
 
 @dataclass
@@ -162,16 +172,16 @@ def generalise(api: str, pairs: list[Pair], known: Known) -> Generalisation:
             result.unchanged.append(pair)
             continue
         if pair.fate != PairFate.PAIRED or pair.after is None:
-            result.excluded.append(Excluded(pair, str(pair.fate), str(pair.fate)))
+            result.excluded.append(Excluded(pair, str(pair.fate), Unused(str(pair.fate))))
             continue
         callee = pair.after[0]
         if callee not in known.functions_at_b:
             result.excluded.append(Excluded(pair, f"{callee} is not a function of the new API (the diff lined up "
-                                                  "other code)", "after_not_api"))  # fmt: skip
+                                                  "other code)", Unused.AFTER_NOT_API))  # fmt: skip
             continue
         if callee != api and callee in known.functions_at_a:
             result.excluded.append(Excluded(pair, f"{callee} was declared before the bump too (the diff lined up "
-                                                  "another call)", "after_existed"))  # fmt: skip
+                                                  "another call)", Unused.AFTER_EXISTED))  # fmt: skip
             continue
         template = template_of(pair.use.args, pair.after)
         names = free_names(template, known.names, known.members)
@@ -215,7 +225,7 @@ def _majority_callee(result: Generalisation, free: list[Template]) -> list[Templ
         else:
             result.excluded.append(Excluded(pair, f"the maintainers called {template[0]} here instead of {callee} "
                                                   f"(as {count} other use(s) do): a change of behaviour",
-                                            "other_function"))  # fmt: skip
+                                            Unused.OTHER_FUNCTION))  # fmt: skip
     result.used = kept_pairs
     return kept
 
