@@ -13,10 +13,9 @@ from pathlib import Path
 
 from migrate.build import SOURCE_SUFFIXES, BuildOptions, build
 from migrate.build_settings import add_build_arguments, settings_from_args
+from migrate.exit_codes import BuildExit
 from migrate.sources import DEFAULT_REMOTE, SourceTree, resolve
 from verify.inputs import BadInput, PathKind, existing_path, output_file
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,12 +35,34 @@ def tree_from_args(spec: str, args: argparse.Namespace) -> SourceTree:
 
 def cmd_sources(args: argparse.Namespace) -> int:
     """Bad input (a SourceError) is one line and exit 2, printed by migrate.cli.main like every command's."""
+    if args.list or args.probe:
+        return _list_bundles(args)
+    if not args.tag:
+        raise BadInput("TAG", None, "missing", "give a build tag (b7785), a commit or a llama.cpp directory; or --list")
     output_file("--json", args.json)
     tree = tree_from_args(args.tag, args)
     if args.json:
         Path(args.json).write_text(json.dumps(tree.describe(), indent=2) + "\n")
     print(tree.path)
-    return EXIT_OK
+    return BuildExit.OK
+
+
+def _list_bundles(args: argparse.Namespace) -> int:
+    """`migrate sources --list [--probe]`: every node-llama-cpp version and the llama.cpp release it bundles; --probe
+    reads every version not read yet (one tarball each, deleted again) instead of the bisection a request does."""
+    from migrate.sources import NpmCatalogue, SourceCache
+
+    if args.tag:
+        raise BadInput("TAG", args.tag, "given with --list", "leave the tag out to list the bundles")
+    catalogue = NpmCatalogue(SourceCache(args.cache))
+    failed = catalogue.probe_all() if args.probe else []
+    listing = catalogue.listing()
+    for version, release in listing:
+        print(f"node-llama-cpp@{version}\t{release or 'not read (--probe reads it)'}")
+    read = [r for _, r in listing if r]
+    print(f"{len(listing)} version(s), {len(read)} read, {len(set(read))} distinct llama.cpp release(s)"
+          + (f"; not readable now: {', '.join(failed)}" if failed else ""), file=sys.stderr)  # fmt: skip
+    return BuildExit.OK
 
 
 def check_build_inputs(args: argparse.Namespace) -> None:
@@ -94,14 +115,18 @@ def cmd_build(args: argparse.Namespace) -> int:
             print(error, file=sys.stderr)
         if not result.errors:
             print(result.log[-3000:], file=sys.stderr)
-        return EXIT_FAILED
+        return BuildExit.FAILED
     print(result.library)
-    return EXIT_OK
+    return BuildExit.OK
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     sources = subparsers.add_parser("sources", help="resolve a llama.cpp build tag or commit to a cached source tree")
-    sources.add_argument("tag", help="build tag (b7785), commit hash, or a llama.cpp directory")
+    sources.add_argument("tag", nargs="?", help="build tag (b7785), commit hash, or a llama.cpp directory")
+    sources.add_argument("--list", action="store_true",
+                         help="list every node-llama-cpp version and the llama.cpp release it bundles (issue 23)")
+    sources.add_argument("--probe", action="store_true",
+                         help="read every version not read yet, then list (a download per version; implies --list)")
     sources.add_argument("--json", help="write requested/provided/commit/source/path here")
     add_source_arguments(sources)
     sources.set_defaults(func=cmd_sources)

@@ -335,6 +335,26 @@ class NpmCatalogue:
         self.save()
         return release
 
+    # --- every version (`migrate sources --list [--probe]`) ------------------------------------------------------
+
+    def probe_all(self) -> list[str]:
+        """Read the release of every candidate version not read yet — each one, not a bisection — so every
+        bundled release is known (issue 23: each is usable as a tree and as a corpus). Tarballs downloaded only for
+        this are deleted again. Returns the versions that could not be read now (offline, say)."""
+        failed = []
+        try:
+            for version in self.versions(fresh=True):
+                if self.release_of(version) is None and version not in self.data["unusable"]:
+                    failed.append(version)
+        finally:
+            self._tidy(None)
+        return failed
+
+    def listing(self) -> list[tuple[str, str | None]]:
+        """Every candidate version, oldest first, with the release it bundles (None: not read yet)."""
+        versions = self.versions()
+        return [(v, self.data["releases"].get(v)) for v in versions]
+
     # --- a request -------------------------------------------------------------------------------------------
 
     def find(self, requested: str) -> Bundle | None:

@@ -247,3 +247,30 @@ def test_a_call_of_another_function_by_a_minority_is_left_out_not_a_conflict() -
     gen = generalise("llama_kv_self_seq_rm", pairs, KNOWN)
     assert gen.shape == Shape.RULE and len(gen.used) == 2
     assert "called llama_memory_clear here instead" in gen.excluded[0].reason
+
+
+# --- every bundled release (`migrate sources --list --probe`) --------------------------------------------------
+
+
+def test_probe_reads_every_version_not_a_bisection(tmp_path: Path) -> None:
+    from migrate.sources import SourceCache
+    from tests.test_sources import RELEASES, FakeRegistry
+
+    registry = FakeRegistry(SourceCache(tmp_path), RELEASES, extra=("2.8.0",))
+    catalogue = registry.catalogue()
+    assert catalogue.probe_all() == []
+    assert sorted(registry.fetched) == sorted(RELEASES)  # each of the 42 stable versions once, 2.x left out
+    assert catalogue.listing() == sorted(RELEASES.items(), key=lambda item: [int(p) for p in item[0].split(".")])
+    assert list((tmp_path / "npm").glob("*.tgz")) == []  # tarballs read only for their release are deleted
+    again = FakeRegistry(SourceCache(tmp_path), RELEASES)
+    assert again.catalogue().probe_all() == [] and again.fetched == []  # the cached map answers it
+
+
+def test_list_without_probe_reads_nothing(tmp_path: Path) -> None:
+    from migrate.sources import SourceCache
+    from tests.test_sources import RELEASES, FakeRegistry
+
+    registry = FakeRegistry(SourceCache(tmp_path), RELEASES)
+    listing = registry.catalogue().listing()
+    assert registry.fetched == [] and len(listing) == len(RELEASES)
+    assert {release for _, release in listing} == {None}
