@@ -82,6 +82,9 @@ def test_a_crash_in_one_part_leaves_the_others_measurement(toy: str) -> None:
     assert result.message == ("spare: figure 3 > 2; full: crashed: killed by signal SIGABRT "
                               "(shim.cpp:12: GGML_ASSERT(seq_id < n_seq_max) failed)")  # fmt: skip
     assert result.evidence["spare"]["figure"] == 3 and result.evidence["full"]["signal"] == "SIGABRT"
+    # the crash at the top too, as a one-process check shows it: the triage groups the check by it
+    assert result.evidence["signal"] == "SIGABRT" and result.evidence["ended_part"] == "full"
+    assert "GGML_ASSERT" in result.evidence["stderr_tail"]
     assert result.seconds == 1.5 and result.build == "old"
 
 
@@ -89,6 +92,10 @@ def test_a_crash_fails_the_check_even_where_the_other_part_holds(toy: str) -> No
     result = merge(toy, [measured("spare", True), crashed("full")])
     assert result.status == FAILED and "could not measure" not in result.message
     assert result.message.startswith("full: crashed")
+    from verify.causes import CauseKind, group
+
+    (cause,) = group([result])  # grouped by its crash, as before the parts had processes of their own
+    assert cause.signature.kind == CauseKind.CRASH and "GGML_ASSERT(seq_id < n_seq_max)" in cause.id
 
 
 def test_no_part_measured_says_so(toy: str) -> None:

@@ -58,6 +58,8 @@ class SubcaseOutcome:
 
 
 SUBCASES: dict[str, Subcases] = {}
+# how a process that ended early is described (verify/runner.py interpret): a crash, a hang, a crash while freeing
+PROCESS_END = ("exit", "signal", "stderr_tail", "timeout_s", "exit_after_check")
 
 
 def subcase_name(name: str, key: str) -> str:
@@ -125,6 +127,12 @@ def merge(name: str, outcomes: list[SubcaseOutcome]) -> CheckResult:
     # "message" of its own, such as a call's)
     evidence = {o.key: o.result.evidence | {"part_status": str(o.result.status), "part_message": o.result.message}
                 for o in outcomes}  # fmt: skip
+    # the first part that ended early, described at the top as a one-process check's crash is: the triage groups the
+    # check by it (verify/causes.py), and a known failure recorded before the parts had processes still matches
+    ended = next((o for o in outcomes if any(k in o.result.evidence for k in PROCESS_END)), None)
+    if ended is not None:
+        evidence |= {k: ended.result.evidence[k] for k in PROCESS_END if k in ended.result.evidence}
+        evidence["ended_part"] = ended.key
     problems = [_problem(o) for o in outcomes if o.result.status == FAILED]
     not_measured = _not_measured(parts, outcomes)
     if not_measured:
