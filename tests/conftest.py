@@ -108,6 +108,7 @@ TREE_TESTS = (
     *(f"tests/test_rules_steps.py::test_{name}[b7785-b10361" for name in (
         "invalid_case_is_rewritten", "valid_case_is_left_alone", "advisory_flags_its_code", "advisory_stays_quiet")),
     "tests/test_rules_steps.py::test_advisory_conditions_on_an_argument",
+    "tests/test_rules_mine.py::test_mining_llama_cpp_b5421_to_b7785",  # skips, not fails, without the trees
     *(f"tests/test_sources.py::test_{name}" for name in (
         "cli_sources_prints_path_and_stand_in", "damaged_cache_entry_is_an_error_naming_the_fix",
         "exact_bundle_is_not_a_stand_in", "npm_stand_in_is_said_and_recorded", "stand_in_table")),
@@ -119,6 +120,7 @@ TREE_TESTS = (
 )  # fmt: skip
 BUILD_TESTS = (
     "tests/test_mutate.py::test_a_small_real_run_on_plain_c",
+    "tests/test_mutate.py::test_a_real_run_kills_one_mutant_of_each_realistic_family",
     "tests/test_pipeline.py::test_run_on_the_bundled_fixture",
     "tests/test_prune_runs.py::test_the_small_throughput_model_only_where_a_threshold_decides",  # makes the model
     "tests/test_usertests.py::test_mutate_counts_a_mutant_killed_by_a_user_test",
