@@ -7,6 +7,11 @@ package's prebuilt libraries of that release (`--llama-build prebuilt`). The who
 and every greedy output is token-identical (libllama's argmax traces of `generate_matches_reference`).
 
     .venv/bin/python scripts/bench_prebuilt.py [--fixtures localllm,textgen] [--jobs 2] [--json out.json]
+    .venv/bin/python scripts/bench_prebuilt.py --fixtures localllm-today-next --repeat CHECK --times 20
+
+`--repeat CHECK --times N`: one check N times on each build of each fixture (both builds' runs alternating), its
+statuses and failure messages counted per build: a check that fails on one build only once cannot say whether the
+builds differ or the check flakes; N runs on both can.
 
 Exit 0 when every fixture that built and could be bound is equivalent, 1 otherwise (a fixture that does not build,
 or has no header to bind, is listed with why).
@@ -76,11 +81,34 @@ def compare_fixture(name: str, work: Path, tree: Any, model: Path, options: Opti
             "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
 
 
+def repeat_check(name: str, work: Path, tree: Any, model: Path, options: Options, check: str,
+                 times: int) -> dict[str, Any]:  # fmt: skip
+    """`check` `times` times on the source and the prebuilt build of one migrated fixture: statuses per build."""
+    started = time.monotonic()
+    copy = migrate_copy(REPO / "fixtures" / name, work / f"{len(list(work.iterdir()))}" / name)
+    builds = {kind: build(copy, tree, BuildOptions(llama_build=kind)) for kind in KINDS}
+    if not all(r.ok for r in builds.values()):
+        return {"fixture": name, "check": check, "verdict": "not built"}
+    targets = [make_target(kind, str(builds[kind].library), None, model, None) for kind in KINDS]
+    counts: dict[str, dict[str, int]] = {kind: {} for kind in KINDS}
+    failures: dict[str, list[str]] = {kind: [] for kind in KINDS}
+    for _ in range(times):
+        for kind, results in run_builds(targets, options, [check]).items():
+            result = results[0]
+            counts[kind][result.status] = counts[kind].get(result.status, 0) + 1
+            if result.status != "passed":
+                failures[kind].append(f"{result.status}: {result.message}"[:400])
+    return {"fixture": name, "check": check, "times": times, "statuses": counts, "not_passed": failures,
+            "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fixtures", help="comma-separated fixture names (default: every folder under fixtures/)")
     parser.add_argument("--jobs", type=int, default=2, help="checks at once (default 2)")
     parser.add_argument("--json", help="write the per-fixture results here")
+    parser.add_argument("--repeat", metavar="CHECK", help="only this check, --times times on each build")
+    parser.add_argument("--times", type=int, default=20, help="runs of --repeat's check per build (default 20)")
     args = parser.parse_args(argv)
     names = args.fixtures.split(",") if args.fixtures else fixture_names()
     tree = resolve("b7785")
@@ -89,9 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-prebuilt-") as tmp:
         for name in names:
+            if args.repeat:
+                print(json.dumps(repeat_check(name, Path(tmp), tree, model, options, args.repeat, args.times)),
+                      flush=True)  # fmt: skip
+                continue
             row = compare_fixture(name, Path(tmp), tree, model, options)
             rows.append(row)
             print(json.dumps(row), flush=True)
+    if args.repeat:
+        return 0
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     print("\n| fixture | verdict | checks | statuses differing | greedy prompts identical | seconds |")
