@@ -274,3 +274,20 @@ def test_list_without_probe_reads_nothing(tmp_path: Path) -> None:
     listing = registry.catalogue().listing()
     assert registry.fetched == [] and len(listing) == len(RELEASES)
     assert {release for _, release in listing} == {None}
+
+
+def test_a_moved_file_is_found_by_its_likeness(tmp_path: Path) -> None:
+    # tools/main/main.cpp (b5415) became tools/completion/completion.cpp (b7836); other programs have a main too
+    body = "    int n_keep = 4, n_discard = 8, n_past = 32, ga_i = 0;\n    common_params params; prompt(params);\n"
+    old = tmp_path / "a" / "main"
+    new_home, other = tmp_path / "b" / "completion", tmp_path / "b" / "bench"
+    for folder in (old, new_home, other):
+        folder.mkdir(parents=True)
+    (old / "main.cpp").write_text("int main(llama_context * ctx) {\n" + body
+                                  + "    llama_kv_self_seq_rm(ctx, 0, n_keep, n_keep + n_discard);\n}\n")  # fmt: skip
+    (new_home / "completion.cpp").write_text("int main(llama_context * ctx) {\n" + body
+                                             + "    llama_memory_seq_rm(llama_get_memory(ctx), 0, n_keep, "
+                                               "n_keep + n_discard);\n}\n")  # fmt: skip
+    (other / "bench.cpp").write_text("int main(int argc, char ** argv) {\n    return run_bench(argc, argv);\n}\n")
+    pairs = pair_uses(Side([tmp_path / "a"]), Side([tmp_path / "b"]), {"llama_kv_self_seq_rm"})
+    assert [(p.fate, p.b_file and p.b_file.name) for p in pairs] == [(PairFate.PAIRED, "completion.cpp")]

@@ -134,6 +134,8 @@ def mine(old_tree: SourceTree, new_tree: SourceTree, old: ApiSurface, new: ApiSu
             rules.append(rule)
         else:
             unmined[api] = Counter(str(e.category) for e in gen.excluded)
+            if gen.unchanged:  # only unchanged uses: nothing to mine (the call still compiles the same)
+                unmined[api]["unchanged"] = len(gen.unchanged)
     result = MineResult(old_tree.requested, new_tree.requested, rules, fates, len(by_api), len(apis), unmined)
     if engine_check:
         check_with_engine(result, old_tree)

@@ -236,10 +236,13 @@ class Side:
             self._functions[path] = functions_in(path) if path.is_file() else []
         return self._functions[path]
 
-    def find(self, relative: Path, name: str, occurrence: int) -> Function | None:
+    def find(self, relative: Path, name: str, occurrence: int, old_file: Path | None = None) -> Function | None:
         """The function `name` at this side: in the same file (its n-th definition of that name), else the only
-        definition of that name anywhere in the corpus."""
+        definition of that name anywhere in the corpus, else — when the file itself is gone — the definition in the
+        file most like the old one (tools/main/main.cpp became tools/completion/completion.cpp)."""
+        exists = False
         for root in self.roots:
+            exists = exists or (root / relative).is_file()
             here = self.functions(root / relative)
             same = [f for f in here if f.name == name]
             if same:
@@ -253,7 +256,30 @@ class Side:
         for path in self.files():
             if short in path.read_bytes():
                 matches += [f for f in self.functions(path) if f.name == name]
-        return matches[0] if len(matches) == 1 else None
+        if len(matches) == 1:
+            return matches[0]
+        if exists or old_file is None or not matches:
+            return None
+        return _most_alike(old_file, matches)
+
+
+MOVED_FILE_SIMILARITY = 0.5  # identifier-set Jaccard index a moved file must reach with the old one
+
+
+def _identifiers(path: Path) -> set[str]:
+    return {t.name for t in tokenize(path.read_bytes()) if t.kind == "ident"}
+
+
+def _most_alike(old_file: Path, candidates: list[Function]) -> Function | None:
+    """The candidate whose file shares the most identifiers with the old file, if it shares enough (a renamed file
+    keeps most of its names; another program's `main` does not)."""
+    old = _identifiers(old_file)
+    scored = []
+    for function in candidates:
+        new = _identifiers(function.file)
+        scored.append((len(old & new) / max(1, len(old | new)), function))
+    best = max(scored, key=lambda item: item[0])
+    return best[1] if best[0] >= MOVED_FILE_SIMILARITY else None
 
 
 def _relative(path: Path, roots: list[Path]) -> Path:
@@ -358,7 +384,7 @@ def pair_uses(a_side: Side, b_side: Side, apis: set[str]) -> list[Pair]:
             uses = uses_in(function, apis, data)
             if not uses:
                 continue
-            b_function = b_side.find(_relative(path, a_side.roots), function.name, occurrence)
+            b_function = b_side.find(_relative(path, a_side.roots), function.name, occurrence, path)
             if b_function is None:
                 pairs += [Pair(use, PairFate.NO_FILE) for use in uses]
                 continue
