@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from verify import sanitize
 from verify.checks import FAILED, PASSED, SKIPPED, CheckResult
 from verify.faults import FAULTS, Fault, make_variant
 from verify.manifest import read_manifest
-from verify.runner import MALLOC_PERTURB, check_env, child_env, run_checks
+from verify.perturb import PERTURB_BYTE, is_perturb_preload, perturb_library
+from verify.runner import check_env, child_env, run_checks
 from verify.sanitize import ConsumerSources, FindingKind, parse_report
 from verify.session import Options, Target
 
@@ -250,11 +252,44 @@ def test_judge_fails_on_the_consumers_finding_and_not_on_others(tmp_path: Path) 
     assert error.status == "error" and "not the consumer's" in error.message
 
 
-# --- MALLOC_PERTURB_ on every check ----------------------------------------------------------------------------------
+# --- freed memory filled in every check's process -----------------------------------------------------------------
+
+DANGLING_C = r"""
+#include <stdlib.h>
+#include <string.h>
+/* the text is freed, and its pointer returned anyway */
+const char *dangling(void) {
+    char *text = strdup("yesterday's text, long enough to span well past glibc's own free-list words");
+    free(text);
+    return text;
+}
+"""
 
 
-def test_every_check_process_gets_malloc_perturb_but_the_heap_figures() -> None:
-    assert child_env(check_env("tokenize_detokenize", None))["MALLOC_PERTURB_"] == MALLOC_PERTURB
-    assert child_env(check_env("generate", {"X": "1"}))["MALLOC_PERTURB_"] == MALLOC_PERTURB
-    # frees_release_memory reads glibc's heap figures: filling every freed model buffer made it 6x slower
-    assert child_env(check_env("frees_release_memory", None))["MALLOC_PERTURB_"] == "0"
+def read_dangling(library: Path, env: dict[str, str] | None) -> bytes:
+    """What a child process reads through the dangling pointer, with `env` on top of this environment."""
+    import subprocess
+    import sys
+
+    code = (f"import ctypes; f = ctypes.CDLL({str(library)!r}).dangling; f.restype = ctypes.c_void_p; "
+            "import sys; sys.stdout.buffer.write(ctypes.string_at(f(), 64))")  # fmt: skip
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, env=child_env(env), check=True).stdout
+
+
+def test_a_dangling_pointer_reads_the_fill_in_every_check_but_the_heap_and_timing_ones(tmp_path: Path) -> None:
+    if perturb_library() is None:
+        pytest.skip("no C compiler to build the preload (MALLOC_PERTURB_ is set instead)")
+    (tmp_path / "dangling.c").write_text(DANGLING_C)
+    library = tmp_path / "libdangling.so"
+    subprocess.run(["cc", "-O0", "-shared", "-fPIC", "-o", str(library), str(tmp_path / "dangling.c")], check=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MALLOC_PERTURB_", raising=False)
+        filled = read_dangling(library, check_env("tokenize_detokenize", None))
+        # past glibc's free-list words (the first 16 bytes), every byte is the fill
+        assert filled[16:] == bytes([PERTURB_BYTE]) * 48, filled
+        for plain in ("frees_release_memory", "throughput"):  # the plain allocator: heap figures, timing
+            env = check_env(plain, None) or {}
+            assert not any(is_perturb_preload(p) for p in child_env(env).get("LD_PRELOAD", "").split(":"))
+        # where MALLOC_PERTURB_ is set already (the user, migrate mutate), it is left to glibc
+        patch.setenv("MALLOC_PERTURB_", "7")
+        assert "LD_PRELOAD" not in (check_env("generate", None) or {})

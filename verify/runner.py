@@ -37,6 +37,7 @@ from verify.checks import (
     with_tunable,
 )
 from verify.checks.subcases import SUBCASES, SubcaseOutcome, merge, run_subcase, subcase_name
+from verify.perturb import with_perturb
 from verify.sanitize import SANITIZED_ENV, keep_loaded
 from verify.session import Options, Prepared, Session, Target, prepare
 from verify.trace import TRACE_ENV
@@ -79,14 +80,8 @@ def describe_exit(code: int) -> str:
     return f"exited with status {code}"
 
 
-# glibc fills fresh and freed heap chunks with this byte in every check's process (unless the caller set its own, or
-# the check asks for 0: frees_release_memory, whose heap figures are exact only without it, see plain_heap): a
-# dangling pointer then reads garbage instead of yesterday's text, and the check comparing it fails
-MALLOC_PERTURB = "165"
-
-
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {"MALLOC_PERTURB_": MALLOC_PERTURB} | dict(os.environ) | (extra or {})
+    env = dict(os.environ) | (extra or {})
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
     return env
 
@@ -277,13 +272,15 @@ def _run_task(task: CheckTask, options: Options, workdir: Path, env: dict[str, s
 
 def check_env(name: str, env: dict[str, str] | None) -> dict[str, str] | None:
     """The environment a check's process gets on top of this one's: what the caller asked, plus what the check
-    declares it needs (CheckSpec.environment)."""
+    declares it needs (CheckSpec.environment); and freed memory filled (verify/perturb.py) in every check but the
+    timing ones (ALONE_CHECKS: what they time is the library's cost only) and those that ask for the plain allocator
+    (MALLOC_PERTURB_=0: the heap-figure checks, see plain_heap), so that a dangling pointer reads garbage."""
     if is_user_test(name):  # the heap fixture's figures are exact only with glibc's thread caches off
-        return with_tunable(dict(os.environ) | (env or {}), TCACHE_OFF)
+        return with_perturb(with_tunable(dict(os.environ) | (env or {}), TCACHE_OFF))
     spec = REGISTRY.get(name)
-    if spec is None or spec.environment is None:
-        return env
-    return spec.environment(dict(os.environ) | (env or {}))
+    if spec is not None and spec.environment is not None:
+        env = spec.environment(dict(os.environ) | (env or {}))
+    return env if name in ALONE_CHECKS else with_perturb(env)
 
 
 def _run_traced(job: Path, name: str, target: Target, options: Options, workdir: Path,

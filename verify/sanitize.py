@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from verify.perturb import is_perturb_preload
+
 # the runtime each sanitizer needs, as the compiler names it (`cc -print-file-name=libasan.so`)
 RUNTIME_LIBS = {"address": "libasan.so", "undefined": "libubsan.so"}
 SANITIZERS = tuple(RUNTIME_LIBS)
@@ -41,6 +43,8 @@ SANITIZED_ENV = "LLAMA_MIGRATE_SANITIZED"
 FRAMES_KEPT = 8
 REPORT_LINES_KEPT = 40
 
+HEAP_FIGURES = ("not measured: its heap figures are glibc's mallinfo2, and under AddressSanitizer the allocator is the "
+                "sanitizer's; LeakSanitizer reports what the consumer does not free instead (every check, at its exit)")
 # Checks whose figure the sanitizer itself would decide: not run under it, with the reason.
 NOT_SANITIZED = {
     "throughput": "not measured: the shim runs instrumented (--sanitize), which costs time per call; measure "
@@ -48,9 +52,8 @@ NOT_SANITIZED = {
     "error_out_of_memory": "not run: AddressSanitizer's allocator ends the process on an allocation it cannot make "
                            "instead of failing it (operator new never throws std::bad_alloc under it), and a "
                            "graceful failure is what this check asks for; run it on a plain build",
-    "frees_release_memory": "not measured: its heap figures are glibc's mallinfo2, and under AddressSanitizer the "
-                            "allocator is the sanitizer's; LeakSanitizer reports what the consumer does not free "
-                            "instead (every check, at its exit)",
+    "frees_release_memory": HEAP_FIGURES,
+    "failed_calls_release_memory": HEAP_FIGURES,
 }  # fmt: skip
 
 # LeakSanitizer's suppressions for the interpreter's own allocations, matched against a leak's allocation stack.
@@ -76,9 +79,11 @@ leak:_PyObject_New
 leak:PyType_GenericAlloc
 leak:_PyObject_GC_Resize
 leak:PyThread_allocate_lock
+leak:list_resize
 # numpy's module state (the reference checks import it): its ufunc tables and string allocator
 leak:PyUFunc_FromFuncAndData
 leak:NpyString_new_allocator
+leak:PyDataMem_UserNEW
 # the dynamic loader's own records of the libraries loaded (the shim, cffi's backend)
 leak:_dl_map_object
 leak:_dl_new_object
@@ -251,8 +256,10 @@ def sanitizer_env(runtime: Runtime, log_stem: Path | None, suppressions: Path | 
     glibc's malloc debug library left out, it would take malloc from the sanitizer), reports to `log_stem.<pid>`
     (None: to stderr, with leak detection off: a probe that only loads), the interpreter's leaks suppressed."""
     preload = [str(p) for p in runtime.libraries]
+    # glibc's malloc debug library and the free() that fills freed blocks (verify/perturb.py) left out: the
+    # sanitizer's allocator takes malloc and free, and poisons what is freed itself
     preload += [p for p in base.get("LD_PRELOAD", "").split(":") if p and "libc_malloc_debug" not in p
-                and p not in preload]  # fmt: skip
+                and not is_perturb_preload(p) and p not in preload]  # fmt: skip
     common = [f"exitcode={SANITIZER_EXIT}", "symbolize=1"] + ([f"log_path={log_stem}"] if log_stem else [])
     asan = [*common, f"detect_leaks={1 if log_stem else 0}", "detect_stack_use_after_return=1",
             "halt_on_error=1", "print_summary=1"]  # fmt: skip
@@ -339,9 +346,8 @@ UBSAN_LINE = re.compile(r"^(?P<file>[^\s:][^:]*):(?P<line>\d+):(?:\d+:)? runtime
 ACCESS = re.compile(r"^(?P<access>(?:READ|WRITE) of size \d+) at ")
 FRAME = re.compile(r"^\s*#\d+ 0x[0-9a-fA-F]+ (?:in (?P<fn>.+?) )?(?P<loc>\S+)$")
 LOCATION = re.compile(r"^(?P<file>.+?):(?P<line>\d+)(?::\d+)?$")
-# what a report says besides its first stack (where the memory was freed, allocated): not the access's frames
-SECTION_BREAK = re.compile(r"^(?:freed by thread|previously allocated by thread|allocated by thread|\S.* is located |"
-                           r"Address 0x|SUMMARY:|Shadow bytes|HINT:|==\d+==)")  # fmt: skip
+# lines between a report's first line and its stack (the access: `WRITE of size 8 at ...`)
+STACK_LOOKAHEAD = 3
 # the runtime's own frames at the top of a stack (the allocator, the interceptors): not where the program was
 RUNTIME_FILE = re.compile(r"libsanitizer|compiler-rt|/asan_|/lsan_|/ubsan_|/sanitizer_common")
 
@@ -360,17 +366,14 @@ def parse_frame(text: str) -> Frame | None:
 
 
 def _stack(lines: list[str], start: int) -> list[Frame]:
-    """The frames from `start` on, up to the end of this stack (an empty line or another section)."""
+    """The stack that starts within a few lines of `start` (after an access line), up to its first other line."""
     frames: list[Frame] = []
-    for text in lines[start:]:
+    for offset, text in enumerate(lines[start:]):
         frame = parse_frame(text)
-        if frame is None:
-            if frames or SECTION_BREAK.match(text.strip()) or not text.strip():
-                if frames:
-                    break
-                continue
-            continue
-        frames.append(frame)
+        if frame is not None:
+            frames.append(frame)
+        elif frames or offset >= STACK_LOOKAHEAD:  # the stack ended, or this report has none of its own
+            break
     return frames
 
 
