@@ -315,10 +315,13 @@ endif()
 
 # A traced shim (`migrate build --traced`): the tracer compiled against the tree's own llama.h, every llama.cpp call
 # it knows wrapped at link time (GNU ld --wrap: only references from the shim's and common's objects; the harness
-# binds the real functions through the dynamic symbol table), and debug info to resolve callers to file:line.
+# binds the real functions through the dynamic symbol table), and debug info to resolve callers to file:line. Which
+# calls are wrapped is data (verify/data/releases.yaml): build_shim writes their wrappers to tracer_wraps.h beside this
+# CMakeLists.txt (only when they change, so that ninja recompiles the tracer then and only then).
 SHIM_TRACED_CMAKE = """\
 target_sources(shim PRIVATE "{tracer}")
-set_source_files_properties("{tracer}" PROPERTIES COMPILE_DEFINITIONS "{tracer_defines}")
+set_source_files_properties("{tracer}" PROPERTIES COMPILE_DEFINITIONS "{tracer_defines}"
+                            INCLUDE_DIRECTORIES "${{CMAKE_CURRENT_SOURCE_DIR}}")
 # -g: callers resolve to file:line; no sibling calls: a call in tail position keeps its own return address
 target_compile_options(shim PRIVATE -g -fno-optimize-sibling-calls)
 target_link_options(shim PRIVATE {wraps})
@@ -370,6 +373,15 @@ def shim_build_dir(sources: list[Path], libs: LlamaLibs, cache: Path | None, tra
     digest = hashlib.sha256(json.dumps([str(s) for s in sources] + [str(libs.build_dir)]).encode()).hexdigest()[:12]
     variant = ("-traced" if traced else "") + (f"-san-{'-'.join(sanitize)}" if sanitize else "")
     return cache_root(cache) / "shim" / f"{libs.build_dir.name}-{digest}{variant}"
+
+
+def _write_tracer_wraps(project: Path) -> None:
+    """The traced shim's wrappers (verify/trace.py tracer_wraps_header), rewritten only when they changed."""
+    from verify.trace import TRACER_WRAPS, tracer_wraps_header
+
+    header, text = project / TRACER_WRAPS, tracer_wraps_header()
+    if not header.is_file() or header.read_text() != text:
+        header.write_text(text)
 
 
 def _shim_traced(libs: LlamaLibs) -> str:
@@ -519,6 +531,8 @@ def build_shim(
     cmake_file = project / "CMakeLists.txt"
     if not cmake_file.is_file() or cmake_file.read_text() != text:
         cmake_file.write_text(text)
+    if traced:
+        _write_tracer_wraps(project)
     log: list[str] = []
     out = build_dir / "out"
     if not (out / "build.ninja").is_file() or cmake_file.stat().st_mtime > (out / "build.ninja").stat().st_mtime:

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from migrate.cli import EXIT_USAGE, error_line
-from migrate.model import MODEL_SIZES, ensure_model
+from migrate.model import MODEL_SIZES, MODEL_VOCABULARY, ensure_model
 from verify.inputs import int_at_least
 
 EXIT_OK = 0  # 2, bad input, is every command's (migrate.cli.EXIT_USAGE)
@@ -26,7 +26,8 @@ def register(subparsers: Any) -> None:
                         help="the stop variant: greedy decoding reaches end-of-generation within a few tokens on some "
                         "prompts (the checklist's stop, uneven-finish and refill checks run on it)")
     parser.add_argument(
-        "--llama", default="b5421", help="llama.cpp build, commit or tree whose vocabulary to use (default b5421)"
+        "--llama", default=MODEL_VOCABULARY,
+        help=f"llama.cpp build, commit or tree whose vocabulary to use (default {MODEL_VOCABULARY})"
     )
     parser.set_defaults(func=run_model)
 

@@ -106,7 +106,7 @@ def cmd_mutate(args: argparse.Namespace) -> int:
     sources = find_shim_sources(src)
     header = src / (args.header or config.header) if (args.header or config.header) else find_header(src, sources)
     model = Path(args.model) if args.model else config.model_path(args.cache)
-    eog = Path(args.eog_model) if args.eog_model else ensure_model("tiny", "b5421", cache=args.cache, eog=True)
+    eog = Path(args.eog_model) if args.eog_model else ensure_model("tiny", cache=args.cache, eog=True)
     target = Target(Path("unbuilt"), header, model, "mutant", tree.path, dict(config.verify), src)
     binding = bind(target)
     functions_by_op = {op: ob.function.name for op, ob in binding.ops.items()}

@@ -14,7 +14,7 @@ from verify import cli as verify_cli
 def default_model(cache: str | None) -> Path:
     from migrate.model import ensure_model
 
-    return ensure_model("tiny", "b5421", cache=cache)
+    return ensure_model("tiny", cache=cache)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -22,7 +22,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not request.eog_model:
         from migrate.model import ensure_model
 
-        eog_model = str(ensure_model("tiny", "b5421", cache=request.cache, eog=True))
+        eog_model = str(ensure_model("tiny", cache=request.cache, eog=True))
         request = dataclasses.replace(request, eog_model=eog_model)
     if request.sanitize:
         request = with_sanitized_libraries(request)

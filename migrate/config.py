@@ -62,7 +62,7 @@ class ConsumerConfig:
             return path
         from migrate.model import ensure_model
 
-        return ensure_model("tiny", "b5421", cache=cache)
+        return ensure_model("tiny", cache=cache)
 
     def with_thresholds(self, tie_margin: float | None, max_tps_regression: float | None) -> ConsumerConfig:
         """Command-line thresholds (None: not given) over the config's."""

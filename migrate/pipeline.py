@@ -234,7 +234,7 @@ def _throughput_model(config: ConsumerConfig, names: list[str] | None, cache: st
         return None
     from migrate.model import ensure_model
 
-    return ensure_model("small", "b5421", cache=cache)
+    return ensure_model("small", cache=cache)
 
 
 def _verify_both(outcome: RunOutcome, config: ConsumerConfig, model: Path, n_gpu_layers: int,
@@ -728,7 +728,7 @@ def execute(request: RunRequest, src: Path, config: ConsumerConfig, console: Con
                 from migrate.model import ensure_model
 
                 model = config.model_path(cache)
-                stop_model = ensure_model("tiny", "b5421", cache=cache, eog=True)
+                stop_model = ensure_model("tiny", cache=cache, eog=True)
             with timed("predict"):  # needs only the original: runs even when the migrated copy does not build
                 _predict(outcome, config, model, request.n_gpu_layers, options, cache, stages, names, stop_model,
                          request.verify_jobs())  # fmt: skip
@@ -737,7 +737,7 @@ def execute(request: RunRequest, src: Path, config: ConsumerConfig, console: Con
                 model = config.model_path(cache)
                 from migrate.model import ensure_model
 
-                stop_model = ensure_model("tiny", "b5421", cache=cache, eog=True)  # the stop checks' model
+                stop_model = ensure_model("tiny", cache=cache, eog=True)  # the stop checks' model
                 timing_model = _throughput_model(config, names, cache)
             stages.say(f"verify: old build vs new build on {model.name} ...")
             with timed("verify"):

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from verify.errors import ToolError
+from verify.releases import RELEASES
 from verify.trace import MEMORY_OPS, Event, Trace, events, read_trace, resolve
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -140,8 +141,8 @@ EVENT_ARGS: dict[str, set[str]] = {
     "decode": {"seq", "pos", "batch"},
     "encode": {"seq", "pos", "batch"},
 }  # fmt: skip
-DEFAULT_FN = {"context": "llama_init_from_model", "free": "llama_free", "decode": "llama_decode",
-              "encode": "llama_encode", **{op: f"llama_memory_{op}" for op in MEMORY_OPS}}  # fmt: skip
+# the function a synthetic call names when its case gives none: the newest release's (verify/data/releases.yaml)
+DEFAULT_FN = {op: RELEASES.default_function(op) for op in ("context", "free", "decode", "encode", *MEMORY_OPS)}
 RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
 
 

@@ -10,6 +10,9 @@ Memory queries, by release:
   must stay below `n_seq_max` there, or llama.cpp aborts (GGML_ASSERT), so only those are queried;
 - b5415: `llama_kv_cache_view_*` gives every cell's position and sequences (the fullest picture); failing that,
   `llama_kv_self_seq_pos_max` (0 for an empty sequence, so ambiguous) with `llama_kv_self_n_tokens`.
+
+The names (what it calls by purpose, the memory queries and clears in the order tried, the context facts) are data:
+verify/data/releases.yaml (verify/releases.py), so that a release which renames one is an edit there.
 """
 
 from __future__ import annotations
@@ -25,22 +28,23 @@ import cffi
 
 from verify.bindings import BindingError, Bindings, preprocess_header
 from verify.manifest import is_llama_tree, read_manifest
+from verify.releases import RELEASES, MemoryClear, MemoryQuery
 
-# What the harness calls in libllama, by purpose; each is looked up in the header and in the library.
-MEMORY_NEW = ("llama_get_memory", "llama_memory_seq_pos_min", "llama_memory_seq_pos_max", "llama_memory_clear")
-MEMORY_VIEW = ("llama_kv_cache_view_init", "llama_kv_cache_view_update", "llama_kv_cache_view_free")
-MEMORY_OLD = ("llama_kv_self_seq_pos_max", "llama_kv_self_n_tokens", "llama_kv_self_clear")
-PERF = ("llama_perf_context", "llama_perf_context_reset", "llama_synchronize")
-DECODE = (
-    "llama_get_model", "llama_model_get_vocab", "llama_vocab_n_tokens", "llama_vocab_is_eog", "llama_batch_init",
-    "llama_batch_free", "llama_decode", "llama_get_logits_ith", "llama_token_to_piece",
-)  # fmt: skip
-CONTEXT_INFO = ("llama_n_ctx", "llama_n_seq_max", "llama_n_batch", "llama_n_ctx_seq", "llama_max_parallel_sequences")
+# What the harness calls in libllama, by purpose (releases.yaml `observer.groups`); each is looked up in the header
+# and in the library.
+MEMORY_NEW = RELEASES.group("memory_new")
+MEMORY_VIEW = RELEASES.group("memory_view")
+MEMORY_OLD = RELEASES.group("memory_old")
+PERF = RELEASES.group("perf")
+DECODE = RELEASES.group("decode")
+CONTEXT_INFO = RELEASES.group("context_info")
 # the context parameters read back besides n_ctx (threads, micro-batch): declared at b5415 and b7836 alike
-CONTEXT_PARAMS = ("llama_n_threads", "llama_n_threads_batch", "llama_n_ubatch")
+CONTEXT_PARAMS = RELEASES.group("context_params")
 # the model facts a consumer API may report itself (BOS, EOS; n_vocab is in DECODE)
-MODEL_FACTS = ("llama_vocab_bos", "llama_vocab_eos")
+MODEL_FACTS = RELEASES.group("model_facts")
 WANTED = MEMORY_NEW + MEMORY_VIEW + MEMORY_OLD + PERF + DECODE + CONTEXT_INFO + CONTEXT_PARAMS + MODEL_FACTS
+CONTEXT_POINTER = f"{RELEASES.types['context']} *"
+CACHE_VIEW_POINTER = f"{RELEASES.types['cache_view']} *"
 
 IDENT = re.compile(r"\b(struct|enum|union)?\s*\b([A-Za-z_]\w*)")
 SOURCE_PATH = re.compile(rb"(/[\x21-\x7e]+?)/src/llama(?:-[a-z0-9-]+)?\.cpp\x00")
@@ -276,7 +280,7 @@ class Observer:
 
     def _ctx(self, handle: Any) -> Any:
         """The llama_context behind a consumer's context handle (already one: as it is)."""
-        if self.ffi.typeof(handle) is self.ffi.typeof("struct llama_context *"):
+        if self.ffi.typeof(handle) is self.ffi.typeof(CONTEXT_POINTER):
             return handle
         return self.context_of(handle)
 
@@ -299,10 +303,10 @@ class Observer:
     def context_info(self, ctx: Any) -> dict[str, int]:
         ctx = self._ctx(ctx)
         info: dict[str, int] = {}
-        for name in CONTEXT_INFO:
-            if name in self.available:
-                fn = getattr(self.lib, name)
-                info[name.removeprefix("llama_")] = int(fn() if name == "llama_max_parallel_sequences" else fn(ctx))
+        for fact in RELEASES.context_info:
+            if fact.fn in self.available:
+                fn = getattr(self.lib, fact.fn)
+                info[fact.key] = int(fn() if fact.global_ else fn(ctx))
         return info
 
     def per_sequence_capacity(self, ctx: Any) -> int:
@@ -313,43 +317,44 @@ class Observer:
 
     # -- memory
 
+    def memory_query(self) -> MemoryQuery | None:
+        """The first way of reading the memory (releases.yaml `observer.memory_queries`) the library has."""
+        return next((q for q in RELEASES.memory_queries if self.has(*q.needs)), None)
+
     def memory_api(self) -> str | None:
-        if self.has(*MEMORY_NEW[:3]):
-            return "llama_memory_seq_pos_min/max"
-        if self.has(*MEMORY_VIEW):
-            return "llama_kv_cache_view"
-        if self.has("llama_kv_self_seq_pos_max", "llama_kv_self_n_tokens"):
-            return "llama_kv_self_seq_pos_max"
-        return None
+        query = self.memory_query()
+        return query.label if query is not None else None
 
     def memory(self, ctx: Any, n_seqs: int) -> MemorySnapshot:
         ctx = self._ctx(ctx)
-        api = self.memory_api()
-        if api is None:
-            raise ObserveError("no memory query API: " + self.why_not(*MEMORY_NEW[:3], *MEMORY_VIEW))
-        if api == "llama_memory_seq_pos_min/max":
-            return self._memory_new(ctx, n_seqs)
-        if api == "llama_kv_cache_view":
-            return self._memory_view(ctx, n_seqs)
-        return self._memory_old(ctx, n_seqs)
+        query = self.memory_query()
+        if query is None:  # named: every way but the last resort
+            tried = [n for q in RELEASES.memory_queries[:-1] for n in q.needs]
+            raise ObserveError("no memory query API: " + self.why_not(*tried))
+        fns = {role: getattr(self.lib, name) for role, name in query.fns.items()}
+        if query.kind == "positions":
+            return self._memory_new(ctx, n_seqs, query, fns)
+        if query.kind == "cell_view":
+            return self._memory_view(ctx, n_seqs, query, fns)
+        return self._memory_old(ctx, n_seqs, query, fns)
 
-    def _memory_new(self, ctx: Any, n_seqs: int) -> MemorySnapshot:
-        mem = self.lib.llama_get_memory(ctx)
+    def _memory_new(self, ctx: Any, n_seqs: int, query: MemoryQuery, fns: dict[str, Any]) -> MemorySnapshot:
+        mem = fns["memory"](ctx)
         # ids at or above n_seq_max abort inside llama.cpp (without kv_unified): never ask for them
         limit = min(n_seqs, int(self.lib.llama_n_seq_max(ctx)))
         seqs: dict[int, SeqState] = {}
         for seq in range(limit):
-            lo, hi = int(self.lib.llama_memory_seq_pos_min(mem, seq)), int(self.lib.llama_memory_seq_pos_max(mem, seq))
+            lo, hi = int(fns["pos_min"](mem, seq)), int(fns["pos_max"](mem, seq))
             seqs[seq] = SeqState(seq, empty=hi < 0, pos_min=lo if hi >= 0 else None, pos_max=hi if hi >= 0 else None)
         notes = [f"sequences >= n_seq_max ({limit}) not queried: llama.cpp asserts on them"] if limit < n_seqs else []
-        return MemorySnapshot("llama_memory_seq_pos_min/max", seqs, None, notes)
+        return MemorySnapshot(query.label, seqs, None, notes)
 
-    def _memory_view(self, ctx: Any, n_seqs: int) -> MemorySnapshot:
+    def _memory_view(self, ctx: Any, n_seqs: int, query: MemoryQuery, fns: dict[str, Any]) -> MemorySnapshot:
         per_cell = max(n_seqs, 8)
-        view = self.ffi.new("struct llama_kv_cache_view *")
-        view[0] = self.lib.llama_kv_cache_view_init(ctx, per_cell)
+        view = self.ffi.new(CACHE_VIEW_POINTER)
+        view[0] = fns["init"](ctx, per_cell)
         try:
-            self.lib.llama_kv_cache_view_update(ctx, view)
+            fns["update"](ctx, view)
             positions: dict[int, list[int]] = {}
             for i in range(view.n_cells):
                 pos = int(view.cells[i].pos)
@@ -359,29 +364,34 @@ class Observer:
                         positions.setdefault(seq, []).append(pos)
             total = int(view.token_count)
         finally:
-            self.lib.llama_kv_cache_view_free(view)
+            fns["free"](view)
         seqs = {s: SeqState(s, empty=True, n_cells=0) for s in range(n_seqs)}
         for seq, pos in positions.items():
             seqs[seq] = SeqState(seq, empty=False, pos_min=min(pos), pos_max=max(pos), n_cells=len(pos))
-        return MemorySnapshot("llama_kv_cache_view", dict(sorted(seqs.items())), total)
+        return MemorySnapshot(query.label, dict(sorted(seqs.items())), total)
 
-    def _memory_old(self, ctx: Any, n_seqs: int) -> MemorySnapshot:
-        total = int(self.lib.llama_kv_self_n_tokens(ctx))
+    def _memory_old(self, ctx: Any, n_seqs: int, query: MemoryQuery, fns: dict[str, Any]) -> MemorySnapshot:
+        total = int(fns["n_tokens"](ctx))
         seqs = {}
         for seq in range(n_seqs):
-            hi = int(self.lib.llama_kv_self_seq_pos_max(ctx, seq))
+            hi = int(fns["pos_max"](ctx, seq))
             seqs[seq] = SeqState(seq, empty=total == 0, pos_max=hi)
-        note = "llama_kv_self_seq_pos_max returns 0 for an empty sequence: emptiness known only for the whole cache"
-        return MemorySnapshot("llama_kv_self_seq_pos_max", seqs, total, [note])
+        return MemorySnapshot(query.label, seqs, total, [query.note] if query.note else [])
 
     def clear_memory(self, ctx: Any) -> None:
         ctx = self._ctx(ctx)
-        if self.has("llama_get_memory", "llama_memory_clear"):
-            self.lib.llama_memory_clear(self.lib.llama_get_memory(ctx), True)
-        elif self.has("llama_kv_self_clear"):
-            self.lib.llama_kv_self_clear(ctx)
+        way = self._memory_clear()
+        if way is None:
+            raise ObserveError("no way to clear memory: " + self.why_not(*(c.clear for c in RELEASES.memory_clear)))
+        clear = getattr(self.lib, way.clear)
+        if way.memory is not None:  # the memory module's clear, buffers zeroed as the context's clear did
+            clear(getattr(self.lib, way.memory)(ctx), True)
         else:
-            raise ObserveError("no way to clear memory: " + self.why_not("llama_memory_clear", "llama_kv_self_clear"))
+            clear(ctx)
+
+    def _memory_clear(self) -> MemoryClear | None:
+        """The first way of clearing the memory (releases.yaml `observer.memory_clear`) the library has."""
+        return next((c for c in RELEASES.memory_clear if self.has(c.clear, *([c.memory] if c.memory else []))), None)
 
     # -- perf counters
 
@@ -419,7 +429,7 @@ class Observer:
                 batch.seq_id[i][0] = 0
                 batch.logits[i] = i == len(tokens) - 1
             batch.n_tokens = len(tokens)
-            return int(self.lib.llama_decode(ctx, batch))
+            return int(getattr(self.lib, RELEASES.calls["decode"])(ctx, batch))
         finally:
             self.lib.llama_batch_free(batch)
 
@@ -427,9 +437,9 @@ class Observer:
         ctx = self._ctx(ctx)
         import numpy as np  # here, not at the top: most checks never decode, and numpy costs a child 0.2 s
 
-        ptr = self.lib.llama_get_logits_ith(ctx, -1)
+        ptr = getattr(self.lib, RELEASES.calls["logits"])(ctx, -1)
         if ptr == self.ffi.NULL:
-            raise ObserveError("llama_get_logits_ith returned NULL")
+            raise ObserveError(f"{RELEASES.calls['logits']} returned NULL")
         return np.frombuffer(self.ffi.buffer(ptr, n_vocab * 4), dtype=np.float32).copy()
 
     def greedy_trace(self, ctx: Any, prompt_tokens: list[int], max_tokens: int) -> Trace:
@@ -444,7 +454,7 @@ class Observer:
         self.clear_memory(ctx)
         ret = self._decode(ctx, prompt_tokens, 0)
         if ret != 0:
-            raise ObserveError(f"llama_decode of the prompt returned {ret}")
+            raise ObserveError(f"{RELEASES.calls['decode']} of the prompt returned {ret}")
         steps: list[TraceStep] = []
         pos, stopped = len(prompt_tokens), "max_tokens"
         while len(steps) < max_tokens:
@@ -462,7 +472,7 @@ class Observer:
                 break
             ret = self._decode(ctx, [token], pos)
             if ret != 0:
-                raise ObserveError(f"llama_decode of generated token at position {pos} returned {ret}")
+                raise ObserveError(f"{RELEASES.calls['decode']} of generated token at position {pos} returned {ret}")
             pos += 1
         self.clear_memory(ctx)
         return Trace(list(prompt_tokens), steps, stopped)

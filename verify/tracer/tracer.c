@@ -15,6 +15,10 @@
  * Compiled against the llama.cpp tree's own llama.h (llama_context_params differs between releases); the
  * builder defines TRACE_WRAP_<function> for each function the tree declares, and TRACE_HAS_KV_UNIFIED,
  * TRACE_HAS_FLASH_ATTN_TYPE, TRACE_HAS_N_CTX_SEQ for what its llama.h has.
+ *
+ * Which functions are wrapped is data: the builder writes tracer_wraps.h beside the shim's CMakeLists.txt from
+ * verify/data/releases.yaml (`traced`, verify/trace.py tracer_wraps_header), one WRAP_* line per function, each
+ * under its TRACE_WRAP_<function>; this file has the wrapper for each kind of call.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -252,28 +256,20 @@ static void rec_context_ret(unsigned long i, struct llama_context * ctx) {
         return ctx;                                                                                        \
     }
 
-#ifdef TRACE_WRAP_llama_init_from_model
-WRAP_CONTEXT_CREATE(llama_init_from_model)
-#endif
-#ifdef TRACE_WRAP_llama_new_context_with_model
-WRAP_CONTEXT_CREATE(llama_new_context_with_model)
-#endif
-
-#ifdef TRACE_WRAP_llama_free
-void __real_llama_free(struct llama_context * ctx);
-HIDDEN void __wrap_llama_free(struct llama_context * ctx) {
-    if (!tracing()) {
-        __real_llama_free(ctx);
-        return;
+#define WRAP_FREE(NAME)                                                                                    \
+    void __real_##NAME(struct llama_context * ctx);                                                        \
+    HIDDEN void __wrap_##NAME(struct llama_context * ctx) {                                                \
+        if (!tracing()) {                                                                                  \
+            __real_##NAME(ctx);                                                                            \
+            return;                                                                                        \
+        }                                                                                                  \
+        rec_t r = {0};                                                                                     \
+        unsigned long i = rec_begin(&r, #NAME, __builtin_return_address(0));                               \
+        rec_ptr(&r, "ctx", ctx);                                                                           \
+        rec_end(&r);                                                                                       \
+        __real_##NAME(ctx);                                                                                \
+        rec_ret_void(i);                                                                                   \
     }
-    rec_t r = {0};
-    unsigned long i = rec_begin(&r, "llama_free", __builtin_return_address(0));
-    rec_ptr(&r, "ctx", ctx);
-    rec_end(&r);
-    __real_llama_free(ctx);
-    rec_ret_void(i);
-}
-#endif
 
 /* ---- batches --------------------------------------------------------------------------------------------- */
 
@@ -331,12 +327,6 @@ static void rec_batch(rec_t * r, const struct llama_batch * b) {
         return ret;                                                                                        \
     }
 
-#ifdef TRACE_WRAP_llama_decode
-WRAP_BATCH_CALL(llama_decode)
-#endif
-#ifdef TRACE_WRAP_llama_encode
-WRAP_BATCH_CALL(llama_encode)
-#endif
 
 /* ---- memory / sequences ---------------------------------------------------------------------------------- */
 /* HANDLE: struct llama_context * (llama_kv_self_*, llama_kv_cache_*) or llama_memory_t (llama_memory_*);
@@ -421,6 +411,10 @@ WRAP_BATCH_CALL(llama_encode)
         rec_ret_void(i);                                                                                   \
     }
 
+/* seq_add shifts positions by a llama_pos delta, seq_div divides them by an int */
+#define WRAP_SEQ_ADD(NAME, HANDLE, KEY) WRAP_SEQ_SHIFT(NAME, HANDLE, KEY, llama_pos, "delta")
+#define WRAP_SEQ_DIV(NAME, HANDLE, KEY) WRAP_SEQ_SHIFT(NAME, HANDLE, KEY, int, "d")
+
 #define WRAP_SEQ_POS(NAME, HANDLE, KEY)                                                                    \
     llama_pos __real_##NAME(HANDLE h, llama_seq_id seq);                                                   \
     HIDDEN llama_pos __wrap_##NAME(HANDLE h, llama_seq_id seq) {                                           \
@@ -437,112 +431,51 @@ WRAP_BATCH_CALL(llama_encode)
         return ret;                                                                                        \
     }
 
+/* b7785: the context's memory module */
+#define WRAP_GET_MEMORY(NAME)                                                                              \
+    llama_memory_t __real_##NAME(const struct llama_context * ctx);                                        \
+    HIDDEN llama_memory_t __wrap_##NAME(const struct llama_context * ctx) {                                \
+        if (!tracing()) {                                                                                  \
+            return __real_##NAME(ctx);                                                                     \
+        }                                                                                                  \
+        rec_t r = {0};                                                                                     \
+        unsigned long i = rec_begin(&r, #NAME, __builtin_return_address(0));                               \
+        rec_ptr(&r, "ctx", ctx);                                                                           \
+        rec_end(&r);                                                                                       \
+        llama_memory_t mem = __real_##NAME(ctx);                                                           \
+        rec_t ret = {0};                                                                                   \
+        rec_printf(&ret, "{\"i\":%lu,\"ev\":\"ret\"", i);                                                   \
+        rec_ptr(&ret, "mem", mem);                                                                         \
+        rec_end(&ret);                                                                                     \
+        return mem;                                                                                        \
+    }
+
+#define WRAP_MEMORY_CLEAR(NAME)                                                                            \
+    void __real_##NAME(llama_memory_t mem, bool data);                                                     \
+    HIDDEN void __wrap_##NAME(llama_memory_t mem, bool data) {                                             \
+        if (!tracing()) {                                                                                  \
+            __real_##NAME(mem, data);                                                                      \
+            return;                                                                                        \
+        }                                                                                                  \
+        rec_t r = {0};                                                                                     \
+        unsigned long i = rec_begin(&r, #NAME, __builtin_return_address(0));                               \
+        rec_ptr(&r, "mem", mem);                                                                           \
+        rec_printf(&r, ",\"data\":%s", data ? "true" : "false");                                           \
+        rec_end(&r);                                                                                       \
+        __real_##NAME(mem, data);                                                                          \
+        rec_ret_void(i);                                                                                   \
+    }
+
+/* a memory call's handle and how it is recorded, by the handle releases.yaml names: the context (b5421 and before:
+   llama_kv_self_*, llama_kv_cache_*) or the context's memory module (b7785: llama_memory_*) */
+#define TRACE_HANDLE_context struct llama_context *
+#define TRACE_KEY_context "ctx"
+#define TRACE_HANDLE_memory llama_memory_t
+#define TRACE_KEY_memory "mem"
+
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 
-/* b5421 and before: the context's KV cache */
-#ifdef TRACE_WRAP_llama_kv_self_clear
-WRAP_CLEAR(llama_kv_self_clear, struct llama_context *, "ctx")
-#endif
-#ifdef TRACE_WRAP_llama_kv_self_seq_rm
-WRAP_SEQ_RM(llama_kv_self_seq_rm, struct llama_context *, "ctx")
-#endif
-#ifdef TRACE_WRAP_llama_kv_self_seq_cp
-WRAP_SEQ_CP(llama_kv_self_seq_cp, struct llama_context *, "ctx")
-#endif
-#ifdef TRACE_WRAP_llama_kv_self_seq_keep
-WRAP_SEQ_KEEP(llama_kv_self_seq_keep, struct llama_context *, "ctx")
-#endif
-#ifdef TRACE_WRAP_llama_kv_self_seq_add
-WRAP_SEQ_SHIFT(llama_kv_self_seq_add, struct llama_context *, "ctx", llama_pos, "delta")
-#endif
-#ifdef TRACE_WRAP_llama_kv_self_seq_div
-WRAP_SEQ_SHIFT(llama_kv_self_seq_div, struct llama_context *, "ctx", int, "d")
-#endif
-#ifdef TRACE_WRAP_llama_kv_self_seq_pos_min
-WRAP_SEQ_POS(llama_kv_self_seq_pos_min, struct llama_context *, "ctx")
-#endif
-#ifdef TRACE_WRAP_llama_kv_self_seq_pos_max
-WRAP_SEQ_POS(llama_kv_self_seq_pos_max, struct llama_context *, "ctx")
-#endif
-/* the deprecated llama_kv_cache_* names of the same calls */
-#ifdef TRACE_WRAP_llama_kv_cache_clear
-WRAP_CLEAR(llama_kv_cache_clear, struct llama_context *, "ctx")
-#endif
-#ifdef TRACE_WRAP_llama_kv_cache_seq_rm
-WRAP_SEQ_RM(llama_kv_cache_seq_rm, struct llama_context *, "ctx")
-#endif
-#ifdef TRACE_WRAP_llama_kv_cache_seq_cp
-WRAP_SEQ_CP(llama_kv_cache_seq_cp, struct llama_context *, "ctx")
-#endif
-#ifdef TRACE_WRAP_llama_kv_cache_seq_keep
-WRAP_SEQ_KEEP(llama_kv_cache_seq_keep, struct llama_context *, "ctx")
-#endif
-#ifdef TRACE_WRAP_llama_kv_cache_seq_add
-WRAP_SEQ_SHIFT(llama_kv_cache_seq_add, struct llama_context *, "ctx", llama_pos, "delta")
-#endif
-#ifdef TRACE_WRAP_llama_kv_cache_seq_div
-WRAP_SEQ_SHIFT(llama_kv_cache_seq_div, struct llama_context *, "ctx", int, "d")
-#endif
-#ifdef TRACE_WRAP_llama_kv_cache_seq_pos_max
-WRAP_SEQ_POS(llama_kv_cache_seq_pos_max, struct llama_context *, "ctx")
-#endif
-
-/* b7785: the context's memory module */
-#ifdef TRACE_WRAP_llama_get_memory
-llama_memory_t __real_llama_get_memory(const struct llama_context * ctx);
-HIDDEN llama_memory_t __wrap_llama_get_memory(const struct llama_context * ctx) {
-    if (!tracing()) {
-        return __real_llama_get_memory(ctx);
-    }
-    rec_t r = {0};
-    unsigned long i = rec_begin(&r, "llama_get_memory", __builtin_return_address(0));
-    rec_ptr(&r, "ctx", ctx);
-    rec_end(&r);
-    llama_memory_t mem = __real_llama_get_memory(ctx);
-    rec_t ret = {0};
-    rec_printf(&ret, "{\"i\":%lu,\"ev\":\"ret\"", i);
-    rec_ptr(&ret, "mem", mem);
-    rec_end(&ret);
-    return mem;
-}
-#endif
-#ifdef TRACE_WRAP_llama_memory_clear
-void __real_llama_memory_clear(llama_memory_t mem, bool data);
-HIDDEN void __wrap_llama_memory_clear(llama_memory_t mem, bool data) {
-    if (!tracing()) {
-        __real_llama_memory_clear(mem, data);
-        return;
-    }
-    rec_t r = {0};
-    unsigned long i = rec_begin(&r, "llama_memory_clear", __builtin_return_address(0));
-    rec_ptr(&r, "mem", mem);
-    rec_printf(&r, ",\"data\":%s", data ? "true" : "false");
-    rec_end(&r);
-    __real_llama_memory_clear(mem, data);
-    rec_ret_void(i);
-}
-#endif
-#ifdef TRACE_WRAP_llama_memory_seq_rm
-WRAP_SEQ_RM(llama_memory_seq_rm, llama_memory_t, "mem")
-#endif
-#ifdef TRACE_WRAP_llama_memory_seq_cp
-WRAP_SEQ_CP(llama_memory_seq_cp, llama_memory_t, "mem")
-#endif
-#ifdef TRACE_WRAP_llama_memory_seq_keep
-WRAP_SEQ_KEEP(llama_memory_seq_keep, llama_memory_t, "mem")
-#endif
-#ifdef TRACE_WRAP_llama_memory_seq_add
-WRAP_SEQ_SHIFT(llama_memory_seq_add, llama_memory_t, "mem", llama_pos, "delta")
-#endif
-#ifdef TRACE_WRAP_llama_memory_seq_div
-WRAP_SEQ_SHIFT(llama_memory_seq_div, llama_memory_t, "mem", int, "d")
-#endif
-#ifdef TRACE_WRAP_llama_memory_seq_pos_min
-WRAP_SEQ_POS(llama_memory_seq_pos_min, llama_memory_t, "mem")
-#endif
-#ifdef TRACE_WRAP_llama_memory_seq_pos_max
-WRAP_SEQ_POS(llama_memory_seq_pos_max, llama_memory_t, "mem")
-#endif
+#include "tracer_wraps.h"
 
 #pragma GCC diagnostic pop
