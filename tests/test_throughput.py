@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import verify.throughput as throughput
 from migrate import gate
 from migrate.build import build
 from migrate.sources import SourceTree
@@ -153,6 +154,22 @@ def test_a_straddling_interval_asks_for_more_pairs_until_the_budget_ends() -> No
     wide_but_clear = [0.95 + rng.uniform(-0.15, 0.15) for _ in range(30)]
     assert _needs_more(*_sides(wide_but_clear), Settings(floor=0.5), 30, 0.0) == []  # decided: width is no reason
     assert _needs_more(*_sides(wide_but_clear), Settings(), 30, 0.0) == list(CALLS)  # a measurement: it is
+
+
+def test_the_budget_counts_measuring_not_waiting_for_a_cpu() -> None:
+    """On a loaded host a call's wall time is mostly queueing: the decision's budget counts the call's own time."""
+    rng = random.Random(2)
+    old, new = _sides([0.77 + rng.uniform(-0.08, 0.08) for _ in range(30)])
+    for side in (old, new):
+        for call in CALLS:  # each call waited 9 s for a CPU on top of its own time
+            side.seconds[call] = [s + 9.0 for s in side.seconds[call]]
+            side.wait_seconds[call] = [9.0] * len(side.seconds[call])
+    measured = throughput.measured_seconds({"old": old, "new": new})
+    own = sum(sum(side.timed(call)) for side in (old, new) for call in CALLS)
+    assert measured == pytest.approx(own) and measured < 30 * len(CALLS) * 2 * 2  # not the 10 s of wall per call
+    settings = Settings(floor=0.75, target_halfwidth=1.0)
+    assert measured < settings.decide_seconds  # so the straddling interval still gets more pairs
+    assert _needs_more(old, new, settings, 30, measured) == list(CALLS)
 
 
 def test_each_look_is_taken_at_the_bonferroni_level_of_the_stated_error_rate() -> None:
