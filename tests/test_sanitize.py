@@ -293,3 +293,30 @@ def test_a_dangling_pointer_reads_the_fill_in_every_check_but_the_heap_and_timin
         # where MALLOC_PERTURB_ is set already (the user, migrate mutate), it is left to glibc
         patch.setenv("MALLOC_PERTURB_", "7")
         assert "LD_PRELOAD" not in (check_env("generate", None) or {})
+
+
+# --- the command lines ---------------------------------------------------------------------------------------------
+
+
+def test_sanitize_option_reaches_the_build_and_the_checks() -> None:
+    """`migrate run --sanitize` passes through to both builds and the verification; `migrate verify --sanitize`
+    too; an unknown sanitizer is a usage error naming the known ones."""
+    import argparse
+
+    from migrate.pipeline import UsageError, add_run_arguments, run_request
+    from verify.cli import UsageError as VerifyUsageError
+    from verify.cli import add_arguments, verify_request
+
+    run_parser = argparse.ArgumentParser()
+    add_run_arguments(run_parser)
+    run_parser.add_argument("--cache")
+    request = run_request(run_parser.parse_args(["--sanitize", "address,undefined"]))
+    assert request.sanitize == ("address", "undefined") and request.build_options().sanitize == request.sanitize
+    assert run_request(run_parser.parse_args([])).build_options().sanitize == ()
+    with pytest.raises(UsageError, match="known: address, undefined"):
+        run_request(run_parser.parse_args(["--sanitize", "thread"]))
+    verify_parser = argparse.ArgumentParser()
+    add_arguments(verify_parser)
+    assert verify_request(verify_parser.parse_args(["--lib", "x.so", "--sanitize", "address"])).sanitize == ("address",)
+    with pytest.raises(VerifyUsageError, match="--sanitize memory"):
+        verify_request(verify_parser.parse_args(["--lib", "x.so", "--sanitize", "memory"]))
