@@ -119,6 +119,12 @@ def _invalid_cases(s: Session, model: Any, ctx: Any) -> tuple[dict[str, InvalidC
     return cases, not_applicable
 
 
+def readable(message: str) -> bool:
+    """An error message is text: valid UTF-8 (the driver decodes with replacement characters) and printable. A pointer
+    into a freed buffer reads glibc's free-list pointers and MALLOC_PERTURB_'s fill bytes instead."""
+    return "\ufffd" not in message and all(c.isprintable() or c in "\n\t" for c in message)
+
+
 @check("error_invalid_input", "errors", "invalid input (NULLs, zero prompts, bad token ids, max_tokens <= 0, empty)")
 def error_invalid_input(s: Session) -> Verdict:
     model = s.model()
@@ -133,6 +139,9 @@ def error_invalid_input(s: Session) -> Verdict:
             problems.append(f"{name}: accepted (code {call.code})")
         elif not call.message:
             problems.append(f"{name}: error code {call.code} without a message")
+        elif not readable(call.message):
+            problems.append(f"{name}: the error message is not text ({call.message[:60]!r}): it points into freed or "
+                            "uninitialised memory (e.g. a temporary string's buffer)")  # fmt: skip
     after = s.shim.generate(ctx, PROMPT_B, s.options.sampling())
     refused = sum(1 for v in evidence.values() if not v["ok"])
     evidence["generate_after"] = after.evidence() | {"text": after.value}
