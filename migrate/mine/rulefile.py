@@ -29,6 +29,7 @@ from migrate.mine.unify import (
     most_general,
     reproduces,
     shown,
+    template_of,
 )
 
 UNSPELLABLE = re.compile(r"\(unnamed|\(anonymous|\blambda\b|<.*\(.*\).*>")
@@ -202,6 +203,4 @@ def _manual_rule(base: dict[str, Any], gen: Generalisation, decl: FunctionDecl, 
 
 
 def _template_equal(pair: Pair, template: tuple[Any, ...]) -> bool:
-    from migrate.mine.unify import template_of
-
     return pair.after is not None and template_of(pair.use.args, pair.after) == template
