@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
+from migrate.exit_codes import ExitCode
 from verify.errors import ToolError
 
 # Modules that contribute sub-commands, in help order; every one is required (an import error is a bug).
@@ -36,7 +37,7 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: {message} (see `{self.prog} --help`)", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+        sys.exit(ExitCode.USAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,9 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EXIT_USAGE = 2  # bad input or environment: every command's documented code for it
-EXIT_INTERNAL = 70  # a bug in the toolkit (BSD's EX_SOFTWARE): never the consumer's failure, never bad input
-EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, what shells report for an interrupted command
 DEBUG_ENV = "LLAMA_MIGRATE_DEBUG"  # set to 1: errors escape with their traceback (for the toolkit's developers)
 _command = ""  # the running sub-command, for error lines printed below it (see error_line)
 
@@ -86,10 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(error_line(f"unrecognized arguments: {' '.join(unknown)} (see `migrate {_command} --help`)"),
               file=sys.stderr)  # fmt: skip
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if not getattr(args, "func", None):
         parser.print_help()
-        return EXIT_USAGE
+        return ExitCode.USAGE
     debug = bool(os.environ.get(DEBUG_ENV))
     try:
         return int(args.func(args))
@@ -97,18 +95,18 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(error_line("interrupted (Ctrl-C)"), file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     except (ToolError, OSError) as exc:
         if debug:
             raise
         print(error_line(exc, args.command), file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except Exception as exc:  # noqa: BLE001 - the last resort: a bug, said in one line instead of a traceback
         if debug:
             raise
         print(error_line(f"internal error, a bug in llama-migrate ({type(exc).__name__}: {os_error_text(exc)}); "
                          f"set {DEBUG_ENV}=1 for the traceback and report it", args.command), file=sys.stderr)
-        return EXIT_INTERNAL
+        return ExitCode.INTERNAL
 
 
 if __name__ == "__main__":

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 from migrate.apidiff import ApiDiff, ApiSurface, CrossReference, cross_reference, diff, load_surface, to_markdown
-
-EXIT_OK, EXIT_MANUAL, EXIT_USAGE = 0, 1, 2
+from migrate.exit_codes import ApiDiffExit
 
 
 def _summary(result: ApiDiff, old: ApiSurface, new: ApiSurface) -> str:
@@ -71,7 +70,7 @@ def cmd_api_diff(args: argparse.Namespace) -> int:
     if args.markdown:
         base = Path(args.src) if args.src and Path(args.src).is_dir() else None
         Path(args.markdown).write_text(to_markdown(result, xref, base))
-    return EXIT_MANUAL if xref is not None and xref.manual else EXIT_OK
+    return ApiDiffExit.MANUAL if xref is not None and xref.manual else ApiDiffExit.OK
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -6,11 +6,10 @@ import argparse
 import sys
 from typing import Any
 
-from migrate.cli import EXIT_USAGE, error_line
+from migrate.cli import error_line
+from migrate.exit_codes import ExitCode, ModelExit
 from migrate.model import MODEL_SIZES, MODEL_VOCABULARY, ensure_model
 from verify.inputs import int_at_least
-
-EXIT_OK = 0  # 2, bad input, is every command's (migrate.cli.EXIT_USAGE)
 
 
 def register(subparsers: Any) -> None:
@@ -40,6 +39,6 @@ def run_model(args: argparse.Namespace) -> int:
                             eog=args.eog)
     except (FileNotFoundError, ValueError) as exc:  # a SourceError goes to migrate.cli.main: same line, exit 2
         print(error_line(exc, "model"), file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     print(path)
-    return EXIT_OK
+    return ModelExit.OK

@@ -32,6 +32,7 @@ from typing import Any
 
 from migrate.build import build, find_shim_sources
 from migrate.config import DEFAULT_FROM, load_config
+from migrate.exit_codes import MutateExit
 from migrate.model import ensure_model
 from migrate.paths import cache_root
 from migrate.sources import resolve
@@ -44,7 +45,6 @@ from verify.inputs import output_file
 from verify.runner import run_checks
 from verify.session import Options, Target, bind
 
-EXIT_OK, EXIT_BELOW_MIN_SCORE = 0, 1  # 2, bad input, is every command's (migrate.cli)
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -124,7 +124,7 @@ def cmd_mutate(args: argparse.Namespace) -> int:
     if args.list:
         for m in chosen:
             print(f"{m.location()}\t{m.kind}\t{m.description}\t{m.id}")
-        return EXIT_OK
+        return MutateExit.OK
 
     # the unmutated shim: its checks are the ones a mutant can fail
     baseline_build = build(src, tree, cache=args.cache)
@@ -217,5 +217,5 @@ def _finish(args: argparse.Namespace, src: Path, report: mutate.MutationReport, 
         f"did not compile, {report.count(mutate.IDENTICAL) + report.count(mutate.EQUIVALENT)} equivalent) "
         f"in {report.seconds:.0f} s")  # fmt: skip
     if args.min_score is not None and (score is None or 100 * score < args.min_score):
-        return EXIT_BELOW_MIN_SCORE
-    return EXIT_OK
+        return MutateExit.BELOW_MIN_SCORE
+    return MutateExit.OK

@@ -46,14 +46,22 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from migrate import pipeline
-from migrate.pipeline import EXIT_OK, EXIT_USAGE, RunOutcome, RunRequest, Stages, UsageError
+from migrate.exit_codes import ExitCode, GateExit
+from migrate.pipeline import RunOutcome, RunRequest, Stages, UsageError
 from verify.differential import not_verified_on_new, nothing_verified
+from verify.outcomes import CheckStatus, GreedyVerdict
 from verify.session import Options
+
+if TYPE_CHECKING:
+    from verify.baseline import Triage
+    from verify.causes import Cause
+    from verify.devices import DeviceComparison
+    from verify.differential import DifferentialReport
 
 DEFAULT_TIE_MARGIN = Options().tie_margin  # the harness's own default, so `run` and `gate` agree on near-ties
 DEFAULT_MAX_TPS_REGRESSION = 25.0  # percent
@@ -62,19 +70,19 @@ SUMMARY_WIDTH = 160
 
 @dataclass(frozen=True)
 class FailureClass:
-    code: int
+    code: GateExit
     title: str
 
 
-MANUAL = FailureClass(10, "manual action required")
-COMPILE = FailureClass(11, "compile error")
-CHECK = FailureClass(12, "check fails on the new build")
-OUTPUT = FailureClass(13, "output difference (not a near-tie)")
-SPEED = FailureClass(14, "tokens/s regression")
-UNVERIFIED = FailureClass(15, "not verified: checks skipped or not driven on the new build")
-PREDICTED = FailureClass(16, "predicted run-time break at the target")
-INCONCLUSIVE = FailureClass(17, "tokens/s inconclusive (too noisy to decide)")
-FIXED = FailureClass(18, "known failure fixed: remove it from the baseline")
+MANUAL = FailureClass(GateExit.MANUAL, "manual action required")
+COMPILE = FailureClass(GateExit.COMPILE, "compile error")
+CHECK = FailureClass(GateExit.CHECK, "check fails on the new build")
+OUTPUT = FailureClass(GateExit.OUTPUT, "output difference (not a near-tie)")
+SPEED = FailureClass(GateExit.SPEED, "tokens/s regression")
+UNVERIFIED = FailureClass(GateExit.UNVERIFIED, "not verified: checks skipped or not driven on the new build")
+PREDICTED = FailureClass(GateExit.PREDICTED, "predicted run-time break at the target")
+INCONCLUSIVE = FailureClass(GateExit.INCONCLUSIVE, "tokens/s inconclusive (too noisy to decide)")
+FIXED = FailureClass(GateExit.FIXED, "known failure fixed: remove it from the baseline")
 CLASSES = (MANUAL, COMPILE, CHECK, OUTPUT, SPEED, UNVERIFIED, PREDICTED, INCONCLUSIVE, FIXED)
 
 
@@ -112,12 +120,12 @@ class Thresholds:
 def classify(outcome: RunOutcome, thresholds: Thresholds) -> list[Finding]:
     """Every reason a human is needed, from the run's structured results (not its problem strings)."""
     findings = _manual(outcome) + _compile(outcome)
-    diff = getattr(outcome.verification, "differential", None)
-    if diff is not None:
-        triage = getattr(outcome.verification, "triage", None)
+    verification = outcome.verification
+    if verification is not None and verification.differential is not None:
+        diff, triage = verification.differential, verification.triage
         findings += _checks(diff, triage) + _outputs(diff, thresholds) + _speed(diff, thresholds) + _unverified(diff)
         findings += _fixed(triage)
-    findings += _devices(getattr(outcome.verification, "devices", []), thresholds)
+    findings += _devices(verification.devices if verification is not None else [], thresholds)
     findings += _predicted(outcome)
     if outcome.problems and not findings:
         # the run saw something this gate has no class for: never let that pass silently
@@ -125,8 +133,8 @@ def classify(outcome: RunOutcome, thresholds: Thresholds) -> list[Finding]:
     return findings
 
 
-def exit_code(findings: list[Finding]) -> int:
-    return min((f.kind.code for f in findings), default=EXIT_OK)
+def exit_code(findings: list[Finding]) -> GateExit:
+    return min((f.kind.code for f in findings), default=GateExit.OK)
 
 
 def _relative(path: str, outcome: RunOutcome) -> str:
@@ -159,16 +167,16 @@ def _compile(outcome: RunOutcome) -> list[Finding]:
     return found
 
 
-def _checks(diff: Any, triage: Any = None) -> list[Finding]:
+def _checks(diff: DifferentialReport, triage: Triage | None = None) -> list[Finding]:
     """One finding per cause of the new build's failures that is not a known failure (verify/causes.py); without a
     triage (a run that made none), one per failed check."""
     if triage is None:
         return [Finding(CHECK, c.name, f"{c.classification}: {c.new.message}", (c.name,))
-                for c in diff.comparisons if c.new is not None and c.new.status == "failed"]  # fmt: skip
+                for c in diff.comparisons if c.new is not None and c.new.status == CheckStatus.FAILED]  # fmt: skip
     return [_cause_finding(cause, triage) for cause in triage.open_causes()]
 
 
-def _cause_finding(cause: Any, triage: Any) -> Finding:
+def _cause_finding(cause: Cause, triage: Triage) -> Finding:
     """`where`: the consumer's line when the cause has one, else its first check; the message names every check
     with its classification, the evidence, and what the baseline says of them."""
     known = triage.known_checks()
@@ -179,7 +187,7 @@ def _cause_finding(cause: Any, triage: Any) -> Finding:
     evidence = cause.signature.evidence or cause.messages.get(first, "")
     alone = len(names) == 1 and not cause.signature.where
     if alone:  # one check, no consumer line: `check: classification: evidence`, as for a lone failure
-        head = f"{cause.classifications.get(first, 'failed')}: "
+        head = f"{cause.classifications.get(first, CheckStatus.FAILED)}: "
     else:
         head = (f"{len(names)} checks: " if len(names) > 1 else "") + f"{checks}: "
     message = f"{head}{evidence}" + ("" if alone else f" [cause {cause.id}]")
@@ -188,7 +196,7 @@ def _cause_finding(cause: Any, triage: Any) -> Finding:
     return Finding(CHECK, cause.signature.where or first, message, tuple(names), cause.id)
 
 
-def _fixed(triage: Any) -> list[Finding]:
+def _fixed(triage: Triage | None) -> list[Finding]:
     """A known failure that passes now: strict, so the baseline cannot hide a future regression of that check."""
     if triage is None:
         return []
@@ -203,19 +211,19 @@ def _token(step: dict[str, Any]) -> str:
     return f"{step['token']} {step.get('piece', '')!r} (margin {step.get('margin', 0):.3g})"
 
 
-def _outputs(diff: Any, thresholds: Thresholds) -> list[Finding]:
+def _outputs(diff: DifferentialReport, thresholds: Thresholds) -> list[Finding]:
     found = []
     for g in diff.greedy:
-        if g.verdict == "divergence":
+        if g.verdict == GreedyVerdict.DIVERGENCE:
             found.append(Finding(OUTPUT, f"prompt {g.prompt!r} step {g.first_difference}",
                                  f"old {_token(g.old)} vs new {_token(g.new)}; tie margin "
                                  f"{thresholds.tie_margin}"))  # fmt: skip
-        elif g.verdict == "not comparable" and "tokenize" in g.note:
+        elif g.verdict == GreedyVerdict.NOT_COMPARABLE and g.tokenized_differently:
             found.append(Finding(OUTPUT, f"prompt {g.prompt!r}", g.note))
     return found
 
 
-def _devices(comparisons: list[Any], thresholds: Thresholds) -> list[Finding]:
+def _devices(comparisons: list[DeviceComparison], thresholds: Thresholds) -> list[Finding]:
     """The new build's CPU and GPU parting for real (the old build's pair is the baseline's business)."""
     found = []
     for c in comparisons:
@@ -225,13 +233,13 @@ def _devices(comparisons: list[Any], thresholds: Thresholds) -> list[Finding]:
             found.append(Finding(OUTPUT, "CPU vs GPU (new build)", c.message))
         for g in c.parted:
             detail = (f"CPU {_token(g.old)} vs GPU {_token(g.new)}; tie margin {thresholds.tie_margin}"
-                      if g.verdict == "divergence" else g.note)  # fmt: skip
+                      if g.verdict == GreedyVerdict.DIVERGENCE else g.note)  # fmt: skip
             found.append(Finding(OUTPUT, f"CPU vs GPU (new build), prompt {g.prompt!r} step {g.first_difference}",
                                  detail))  # fmt: skip
     return found
 
 
-def _unverified(diff: Any) -> list[Finding]:
+def _unverified(diff: DifferentialReport) -> list[Finding]:
     """A gate that passed with no check run would vouch for nothing (e.g. --n-gpu-layers where there is no GPU)."""
     new = nothing_verified(diff.comparisons)
     if new:
@@ -241,7 +249,8 @@ def _unverified(diff: Any) -> list[Finding]:
     found = [Finding(UNVERIFIED, c.name, f"{c.classification}: {c.new.status}: {c.new.message}")
              for c in not_verified_on_new(diff.comparisons)]  # fmt: skip
     found += [Finding(UNVERIFIED, f"prompt {g.prompt!r}", f"greedy output not compared: {g.note}")
-              for g in diff.greedy if g.verdict == "not comparable" and "tokenize" not in g.note]  # fmt: skip
+              for g in diff.greedy
+              if g.verdict == GreedyVerdict.NOT_COMPARABLE and not g.tokenized_differently]  # fmt: skip
     return found
 
 
@@ -249,7 +258,7 @@ def _predicted(outcome: RunOutcome) -> list[Finding]:
     """Calls of the original that the target's run-time contract says will abort or be rejected (the predict step)."""
     from verify.contract import CONSEQUENCES
 
-    prediction = getattr(outcome, "prediction", None)
+    prediction = outcome.prediction
     if prediction is None:
         return []
     found = []
@@ -261,7 +270,7 @@ def _predicted(outcome: RunOutcome) -> list[Finding]:
     return found
 
 
-def _speed(diff: Any, thresholds: Thresholds) -> list[Finding]:
+def _speed(diff: DifferentialReport, thresholds: Thresholds) -> list[Finding]:
     """A regression only when the whole interval (95 %, or the sequential decision's level) of the median paired
     new/old ratio lies below the floor; inconclusive (17) when it straddles the floor. A row without an interval
     (one measurement) is its own bounds."""
@@ -312,7 +321,7 @@ def by_class(findings: list[Finding]) -> list[tuple[FailureClass, list[Finding]]
 def summary(findings: list[Finding], thresholds: Thresholds, outcome: RunOutcome | None = None) -> list[str]:
     """The one-screen why: a verdict line, then one line per class found with its count and first example."""
     code = exit_code(findings)
-    if code == EXIT_OK:
+    if code == GateExit.OK:
         return [f"GATE PASSED (exit 0): nothing needs a human{_passed_detail(outcome, thresholds)}"]
     groups = by_class(findings)
     lines = [f"GATE FAILED (exit {code}: {groups[0][0].title}); {len(groups)} class(es) found:"]
@@ -330,11 +339,12 @@ def _count(kind: FailureClass, items: list[Finding]) -> str:
 
 
 def _passed_detail(outcome: RunOutcome | None, thresholds: Thresholds) -> str:
-    diff = getattr(getattr(outcome, "verification", None), "differential", None)
-    if diff is None:
+    verification = outcome.verification if outcome is not None else None
+    diff = verification.differential if verification is not None else None
+    if verification is None or diff is None:
         return ""
-    checks = sum(1 for c in diff.comparisons if c.new is not None and c.new.status == "passed")
-    triage = getattr(outcome.verification, "triage", None)
+    checks = sum(1 for c in diff.comparisons if c.new is not None and c.new.status == CheckStatus.PASSED)
+    triage = verification.triage
     known = len(triage.known_checks()) if triage is not None else 0
     known_text = f", {known} known failure(s) failing the same way" if known else ""
     measured = any(row.get("new_over_old") is not None for row in diff.throughput.values())
@@ -345,7 +355,8 @@ def _passed_detail(outcome: RunOutcome | None, thresholds: Thresholds) -> str:
             f"(margin < {thresholds.tie_margin}), {speed}")
 
 
-def markdown_section(findings: list[Finding], thresholds: Thresholds, per_class: int = 10, triage: Any = None) -> str:
+def markdown_section(findings: list[Finding], thresholds: Thresholds, per_class: int = 10,
+                     triage: Triage | None = None) -> str:  # fmt: skip
     """The report's verdict in gate mode: every class found, with up to `per_class` findings each; then the failures
     by cause and the known failures (`triage`, verify.baseline.Triage), when the checks ran."""
     from verify.report import triage_lines
@@ -354,7 +365,7 @@ def markdown_section(findings: list[Finding], thresholds: Thresholds, per_class:
     lines = ["## Verdict (gate)", "", f"Exit code **{code}**; thresholds: tie margin {thresholds.tie_margin}, "
              f"tokens/s regression allowed {thresholds.max_tps_regression:g}%.", ""]  # fmt: skip
     causes = triage_lines(triage) if triage is not None else []
-    if code == EXIT_OK:
+    if code == GateExit.OK:
         return "\n".join(lines + ["Nothing needs a human."] + ([""] + causes if causes else [])) + "\n"
     lines += ["| exit code | class | count | first |", "| ---: | --- | ---: | --- |"]
     groups = by_class(findings)
@@ -400,10 +411,10 @@ def gate(request: GateRequest) -> int:
         outcome = pipeline.execute(run, src, config, console, stages)
     except UsageError as exc:
         pipeline.usage_error(exc)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     findings = classify(outcome, thresholds)
     code = exit_code(findings)
-    triage = getattr(outcome.verification, "triage", None)
+    triage = outcome.verification.triage if outcome.verification is not None else None
     report = pipeline.write_outputs(outcome, run, markdown_section(findings, thresholds, triage=triage), code,
                                     {"gate": to_json(findings, thresholds)})  # fmt: skip
     print(report)
@@ -425,7 +436,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
         request = gate_request(args)
     except UsageError as exc:
         pipeline.usage_error(exc)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     return gate(request)
 
 

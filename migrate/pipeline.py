@@ -24,20 +24,27 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from migrate.build import BuildOptions, BuildResult, build
 from migrate.build_settings import BuildSettings, add_build_arguments, settings_from_args
 from migrate.config import DEFAULT_FROM, DEFAULT_TO, ConsumerConfig, load_config
+from migrate.exit_codes import ExitCode, RunExit
 from migrate.paths import cache_root, data_dir
 from migrate.reuse import Inputs, Reused, ReusedStage, check_inputs, clean, lookup, store
 from migrate.reuse import enabled as reuse_enabled
 from migrate.sources import SourceTree, resolve
 from verify.errors import ToolError, comma_names
+from verify.outcomes import CheckStatus
 
-EXIT_OK, EXIT_NEEDS_HUMAN, EXIT_USAGE = 0, 1, 2
+if TYPE_CHECKING:  # the stages import these when they run: `migrate --help` stays quick
+    from migrate.rewrite.plan import Plan
+    from verify.baseline import KnownFailure
+    from verify.contract import Contract, Prediction
+    from verify.report import RunReport
+
 DEFAULT_SRC = data_dir("fixtures") / "localllm"
 PLAIN_RUN_PAIRS = 30  # throughput pairs of a plain run (no tokens/s threshold): the comparison's first blocks
 COPY_IGNORE = shutil.ignore_patterns(".git", "build", "build-*", "__pycache__")
@@ -98,10 +105,10 @@ class RunOutcome:
     src: Path
     migrated: Path
     trees: dict[str, SourceTree]
-    plan: Any = None
+    plan: Plan | None = None
     xref_markdown: str = ""
     builds: dict[str, BuildResult] = field(default_factory=dict)
-    verification: Any = None  # verify.report.RunReport
+    verification: RunReport | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
     # results served again because every input they depend on is unchanged (migrate/reuse.py), and whether to look
     reused: list[Reused] = field(default_factory=list)
@@ -109,11 +116,11 @@ class RunOutcome:
     cache: str | None = None
     problems: list[str] = field(default_factory=list)  # why a human is needed, one line each
     header: str | None = None  # the C API header, relative to the tree (config), else found
-    prediction: Any = None  # verify.contract.Prediction: the original's traced calls against the target's contract
-    known_failures: list[Any] = field(default_factory=list)  # verify.baseline.KnownFailure: the consumer's baseline
+    prediction: Prediction | None = None  # the original's traced calls against the target's contract
+    known_failures: list[KnownFailure] = field(default_factory=list)  # the consumer's baseline
 
     def exit_code(self) -> int:
-        return EXIT_NEEDS_HUMAN if self.problems else EXIT_OK
+        return RunExit.NEEDS_HUMAN if self.problems else RunExit.OK
 
 
 class Stages:
@@ -169,6 +176,7 @@ def _plan_and_apply(outcome: RunOutcome, config: ConsumerConfig, cache: str | No
     from migrate.rewrite.apicheck import RULE_ID as API_RULE
     from migrate.rewrite.apply import apply_plan
     from migrate.rewrite.parse import CompileDatabase, build_parse_flags
+    from migrate.rewrite.plan import ReadMode
     from migrate.rewrite.steps import StepInputs, plan_steps
 
     tree_from, tree_to = outcome.trees["from"], outcome.trees["to"]
@@ -197,7 +205,7 @@ def _plan_and_apply(outcome: RunOutcome, config: ConsumerConfig, cache: str | No
     # an incomplete plan is a problem too: files read by name only were not checked against the API diff, and
     # code that uses declarations the --from tree lacks was probably migrated from the wrong version
     for report in plan.file_reports:
-        if report.mode == "tree-sitter":
+        if report.mode == ReadMode.TREE_SITTER:
             outcome.problems.append(f"plan incomplete: {plan.relative(report.path)} read by name only "
                                     f"({report.reason}); not checked against the API diff")  # fmt: skip
     for item in plan.newer_than_from:
@@ -325,7 +333,7 @@ def _triage(outcome: RunOutcome) -> None:
                                 f"baseline ({verdict.entry.source})")  # fmt: skip
 
 
-def known_failures(request: RunRequest, src: Path, config: ConsumerConfig) -> list[Any]:
+def known_failures(request: RunRequest, src: Path, config: ConsumerConfig) -> list[KnownFailure]:
     """The consumer's known failures: `[verify] known_failures`, `[verify] baseline`, `--known-failures FILE`."""
     from verify.baseline import load_known
     from verify.checks import ALL_CHECKS
@@ -336,7 +344,7 @@ def known_failures(request: RunRequest, src: Path, config: ConsumerConfig) -> li
         raise UsageError(str(exc)) from exc
 
 
-def _target_contract(outcome: RunOutcome) -> Any:
+def _target_contract(outcome: RunOutcome) -> Contract | None:
     from verify.contract import find_contract
 
     tree = outcome.trees["to"]
@@ -415,8 +423,8 @@ def _explain_failures(outcome: RunOutcome, model: Path, options: BuildOptions, c
     from verify.runner import run_checks
     from verify.session import Target
 
-    diff = getattr(outcome.verification, "differential", None)
-    failed = [c for c in diff.comparisons if c.new is not None and c.new.status == "failed"] if diff else []
+    diff = outcome.verification.differential if outcome.verification is not None else None
+    failed = [c for c in diff.comparisons if c.new is not None and c.new.status == CheckStatus.FAILED] if diff else []
     contract = _target_contract(outcome)
     if not failed or contract is None:
         return
@@ -586,7 +594,7 @@ def _libraries_cell(result: BuildResult) -> str:
 
 def _verdict_section(outcome: RunOutcome) -> str:
     lines = ["## Verdict", ""]
-    triage = getattr(outcome.verification, "triage", None)
+    triage = outcome.verification.triage if outcome.verification is not None else None
     if not outcome.problems:
         known = " (or is a known failure, failing the same way)" if triage is not None and triage.causes else ""
         lines.append(f"Nothing needs a human: migrated, built, and every check passed on the new build{known}.")
@@ -632,7 +640,7 @@ def run(request: RunRequest) -> int:
         outcome = execute(request, src, config, console, stages)
     except UsageError as exc:
         usage_error(exc)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     report = write_outputs(outcome, request)
     _print_verdict(outcome, report, console)
     return outcome.exit_code()
@@ -796,7 +804,7 @@ def _print_verdict(outcome: RunOutcome, report: Path, console: Console) -> None:
         print(f"NEEDS A HUMAN: {len(outcome.problems)} problem(s); first: {outcome.problems[0]}", file=sys.stderr)
     else:
         print("OK: migrated, built at both versions, every check passed on the new build", file=sys.stderr)
-    triage = getattr(outcome.verification, "triage", None)
+    triage = outcome.verification.triage if outcome.verification is not None else None
     if triage is not None and (triage.causes or triage.verdicts):
         print(f"checks: {triage.headline()}", file=sys.stderr)  # e.g. 14 failing checks, 2 causes (5 known)
 
@@ -852,7 +860,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         request = run_request(args)
     except UsageError as exc:
         usage_error(exc)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     return run(request)
 
 

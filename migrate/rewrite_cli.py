@@ -49,12 +49,11 @@ from typing import Any
 
 from migrate.commands import add_source_arguments
 from migrate.config import DEFAULT_FROM, DEFAULT_TO, ConsumerConfig, load_config
+from migrate.exit_codes import PlanExit
 from migrate.paths import cache_root
 from migrate.sources import DEFAULT_REMOTE, SourceError, SourceTree, resolve
 from verify.errors import ToolError
 from verify.inputs import BadInput, PathKind, existing_path, output_dir, output_file, tree_links
-
-EXIT_OK, EXIT_MANUAL, EXIT_USAGE, EXIT_REFUSED, EXIT_INCOMPLETE, EXIT_WRITTEN_NO_OUTPUT = 0, 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True)
@@ -289,8 +288,10 @@ def api_lines(plan: Any) -> list[str]:
     if not summary:
         return ["API diff: not computed (see the report); uses of changed API no rule covers are not listed"]
     uses = summary.get("uses") or {}
-    parsed = sum(1 for r in plan.file_reports if r.mode == "libclang")
-    by_name = sum(1 for r in plan.file_reports if r.mode == "tree-sitter")
+    from migrate.rewrite.plan import ReadMode
+
+    parsed = sum(1 for r in plan.file_reports if r.mode == ReadMode.LIBCLANG)
+    by_name = sum(1 for r in plan.file_reports if r.mode == ReadMode.TREE_SITTER)
     line = (f"API diff {summary['from']} -> {summary['to']}: {uses.get('covered', 0)} use(s) covered by rules, "
             f"{uses.get('manual', 0)} manual, {uses.get('review', 0)} to review")  # fmt: skip
     if summary.get("include_actions"):
@@ -320,10 +321,10 @@ def exit_code(plan: Any) -> int:
     """1 manual actions; 4 nothing manual found, but the plan is incomplete: files read by name only, or names the
     --from tree does not declare (the code looks newer than --from); else 0."""
     if plan.actions:
-        return EXIT_MANUAL
+        return PlanExit.MANUAL
     if any(r.mode.incomplete for r in plan.file_reports) or getattr(plan, "newer_than_from", None):
-        return EXIT_INCOMPLETE
-    return EXIT_OK
+        return PlanExit.INCOMPLETE
+    return PlanExit.OK
 
 
 def _write_outputs(plan: Any, request: PlanRequest, mode: str) -> None:
@@ -367,7 +368,7 @@ def plan_and_apply(request: ApplyRequest) -> int:
                             cache=request.plan.cache, backup_root=backups)  # fmt: skip
     except ApplyRefused as exc:
         print(error_line(f"refused: {exc}", "apply"), file=sys.stderr)
-        return EXIT_REFUSED
+        return PlanExit.REFUSED
     if result.written:
         print(f"wrote {len(result.written)} file(s); originals in {result.backup_dir}", file=sys.stderr)
     else:
@@ -379,7 +380,7 @@ def plan_and_apply(request: ApplyRequest) -> int:
     except (OSError, ToolError) as exc:  # checked writable before; the disk filled or the path went meanwhile
         written = f"{len(result.written)} file(s) WERE written (originals in {result.backup_dir})"
         print(error_line(f"{written}, but an output could not be: {exc}", "apply"), file=sys.stderr)
-        return EXIT_WRITTEN_NO_OUTPUT
+        return PlanExit.WRITTEN_NO_OUTPUT
     return exit_code(plan)
 
 

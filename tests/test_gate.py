@@ -255,8 +255,9 @@ def outcome(classes: set[int], problems: list[str] | None = None) -> RunOutcome:
              "generate_parallel": {"old": None, "new": None, "new_over_old": None}}
     if 14 in classes:
         speed["generate"] = {"old": {"tokens_per_s": 1000.0}, "new": {"tokens_per_s": 500.0}, "new_over_old": 0.5}
+    # the fields of verify.report.RunReport the gate reads (no triage: a run whose failures were not triaged)
     verification = None if 11 in classes else SimpleNamespace(differential=SimpleNamespace(
-        comparisons=comparisons, greedy=greedy, throughput=speed))
+        comparisons=comparisons, greedy=greedy, throughput=speed), triage=None, devices=[])
     trees = {"from": SimpleNamespace(provided="b5415"), "to": SimpleNamespace(provided="b7836")}
     return RunOutcome(src=root, migrated=Path("/cache/runs/x/consumer"), trees=trees, plan=plan, builds=builds,
                       verification=verification, problems=problems or [])  # fmt: skip
@@ -309,7 +310,8 @@ def test_all_skipped_is_unverified_some_skipped_is_not() -> None:
 def test_tokenization_difference_is_an_output_difference_missing_traces_are_not_verified() -> None:
     run = outcome(set())
     run.verification.differential.greedy += [
-        GreedyComparison("C", "not comparable", 0, note="the builds tokenize the prompt differently"),
+        GreedyComparison("C", "not comparable", 0, note="the builds tokenize the prompt differently",
+                         tokenized_differently=True),
         GreedyComparison("*", "not comparable", 0, note="no greedy traces: setup failed"),
     ]
     findings = gate.classify(run, gate.Thresholds())

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from migrate.build import BuildResult
-from migrate.cli import EXIT_INTERNAL, main
+from migrate.cli import main
+from migrate.exit_codes import ExitCode
 from tests.test_hardening_inputs import LOCALLLM_HEADER, REWRITTEN, readme_exit_codes, snapshot
 
 # CI: this seed and count; LLAMA_MIGRATE_FUZZ_SEED / _CASES explore further by hand (a finding becomes a fixed test)
@@ -167,7 +168,7 @@ def test_generated_bad_inputs_never_crash_and_never_touch_the_tree(tmp_path: Pat
         problems = []
         if "Traceback" in err:
             problems.append("a traceback")
-        if code == EXIT_INTERNAL:
+        if code == ExitCode.INTERNAL:
             problems.append(f"internal error: {lines[-1:]}")
         elif code not in allowed:
             problems.append(f"exit {code} is not documented for {case.command} ({sorted(allowed)})")

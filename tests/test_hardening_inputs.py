@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from migrate import cli, rewrite_cli
+from migrate import cli, gate, rewrite_cli
 from migrate.build import BuildResult
 from migrate.cli import main
+from migrate.exit_codes import ExitCode
 from tests.conftest import LOCALLLM_HEADER, REPO
 
 PRELUDE = '#include "llama.h"\n'
@@ -357,7 +358,7 @@ def test_an_unforeseen_error_is_one_line_70_and_debug_shows_it(monkeypatch: pyte
         raise ZeroDivisionError("a bug")
 
     monkeypatch.setattr(rewrite_cli, "plan_only", bug)
-    one_line(capsys, ["plan", str(REPO)], cli.EXIT_INTERNAL, "internal error, a bug in llama-migrate "
+    one_line(capsys, ["plan", str(REPO)], ExitCode.INTERNAL, "internal error, a bug in llama-migrate "
              "(ZeroDivisionError: a bug); set LLAMA_MIGRATE_DEBUG=1")  # fmt: skip
     monkeypatch.setenv(cli.DEBUG_ENV, "1")
     with pytest.raises(ZeroDivisionError):
@@ -434,13 +435,23 @@ def test_the_console_script_prints_one_line_for_usage_errors(tmp_path: Path) -> 
         assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith(f"migrate {argv[0]}: ")
 
 
-# --- README's exit-code table is the code's ----------------------------------------------------------------------
+# --- the documented exit-code table is the code's ------------------------------------------------------------------
+
+TABLE_HEAD = "| command | code | meaning |"
+
+
+def exit_code_table() -> str:
+    """The documentation page that holds the exit-code table: README.md, else the one page of docs/ with it."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    holding = [page for page in pages if TABLE_HEAD in page.read_text(encoding="utf-8")]
+    assert len(holding) == 1, f"the exit-code table should be on one page, found on {holding}"
+    return holding[0].read_text(encoding="utf-8")
 
 
 def readme_exit_codes() -> dict[str, set[int]]:
-    """{command: codes} from README's table (`| command | code | meaning |`); "every command" rows under "*"."""
-    text = (REPO / "README.md").read_text()
-    table = text[text.index("| command | code | meaning |") :].split("\n\n", 1)[0].splitlines()[2:]
+    """{command: codes} from the table (`| command | code | meaning |`); "every command" rows under "*"."""
+    text = exit_code_table()
+    table = text[text.index(TABLE_HEAD) :].split("\n\n", 1)[0].splitlines()[2:]
     codes: dict[str, set[int]] = {}
     for row in table:
         label, code = (cell.strip() for cell in row.strip("|").split("|")[:2])
@@ -449,31 +460,40 @@ def readme_exit_codes() -> dict[str, set[int]]:
     return codes
 
 
-def constants(module: object) -> set[int]:
-    return {value for name, value in vars(module).items() if name.startswith("EXIT_") and isinstance(value, int)}
-
-
 def test_readme_exit_code_table_matches_the_code() -> None:
-    from migrate import commands, commands_apidiff, commands_model, commands_mutate, commands_rules, gate, pipeline
-    from verify import cli as verify_cli
+    """Each command family's codes are its enum's (migrate/exit_codes.py, verify/outcomes.py), plus every
+    command's `ExitCode`; the gate's are its failure classes'."""
+    from migrate.exit_codes import (
+        ApiDiffExit,
+        BuildExit,
+        ExitCode,
+        GateExit,
+        ModelExit,
+        MutateExit,
+        PlanExit,
+        RulesExit,
+        RunExit,
+        VerifyExit,
+    )
 
-    everywhere = {cli.EXIT_USAGE, cli.EXIT_INTERNAL, cli.EXIT_INTERRUPTED}
-    code_says = {
-        ("plan", "apply"): constants(rewrite_cli),
-        ("verify",): constants(verify_cli),
-        ("run",): constants(pipeline),
-        ("gate",): {gate.EXIT_OK, gate.EXIT_USAGE} | {kind.code for kind in gate.CLASSES},
-        ("sources", "build"): constants(commands),
-        ("api-diff",): constants(commands_apidiff),
-        ("model",): constants(commands_model),
-        ("rules",): constants(commands_rules),
-        ("mutate",): constants(commands_mutate),
+    everywhere = set(ExitCode)
+    code_says: dict[tuple[str, ...], set[int]] = {
+        ("plan", "apply"): set(PlanExit),
+        ("verify",): set(VerifyExit),
+        ("run",): set(RunExit),
+        ("gate",): set(GateExit),
+        ("sources", "build"): set(BuildExit),
+        ("api-diff",): set(ApiDiffExit),
+        ("model",): set(ModelExit),
+        ("rules",): set(RulesExit),
+        ("mutate",): set(MutateExit),
     }
-    readme = readme_exit_codes()
-    assert readme["*"] == everywhere
+    assert {GateExit.OK} | {kind.code for kind in gate.CLASSES} == set(GateExit)  # a class per code, a code per class
+    documented = readme_exit_codes()
+    assert documented["*"] == everywhere
     for names, codes in code_says.items():
-        documented = set().union(*(readme.get(name, set()) for name in names)) | readme["*"]
-        assert documented == codes | everywhere, f"{'/'.join(names)}: README {sorted(documented)}, code {sorted(codes)}"
+        found = set().union(*(documented.get(name, set()) for name in names)) | documented["*"]
+        assert found == codes | everywhere, f"{'/'.join(names)}: documented {sorted(found)}, code {sorted(codes)}"
     registered = set(cli.build_parser()._subparsers._group_actions[0].choices)  # every command has rows
     assert registered <= {name for names in code_says for name in names}, registered
 
@@ -514,5 +534,5 @@ def test_a_real_ctrl_c_is_one_line_and_130(tmp_path: Path) -> None:
     assert first.startswith("config: "), first
     proc.send_signal(signal.SIGINT)
     rest = proc.stderr.read()
-    assert proc.wait(timeout=120) == cli.EXIT_INTERRUPTED, rest
+    assert proc.wait(timeout=120) == ExitCode.INTERRUPTED, rest
     assert "Traceback" not in rest and rest.strip().splitlines() == ["migrate plan: interrupted (Ctrl-C)"]

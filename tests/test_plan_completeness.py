@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from migrate.cli import main
+from migrate.exit_codes import PlanExit
 from migrate.paths import data_dir
 from migrate.rewrite import engine as engine_module
 from migrate.rewrite.apicheck import ApiTarget
@@ -21,7 +22,7 @@ from migrate.rewrite.engine import EngineConfig, build_plan
 from migrate.rewrite.plan import Plan, ReadMode
 from migrate.rewrite.prescan import Prescan
 from migrate.rewrite.rules import load_rules
-from migrate.rewrite_cli import EXIT_INCOMPLETE, EXIT_OK, exit_code
+from migrate.rewrite_cli import exit_code
 from migrate.sources import SourceTree
 from tests.conftest import consumer
 
@@ -98,7 +99,7 @@ def test_a_glue_file_naming_nothing_is_not_parsed_and_the_plan_is_complete(
     assert parsed_units == ["shim.cpp"]  # r_glue.cpp never reached libclang
     glue = next(r for r in plan.file_reports if r.path == "r_glue.cpp")
     assert glue.reason.startswith("not parsed:") and "name nothing" in glue.reason
-    assert exit_code(plan) == EXIT_OK
+    assert exit_code(plan) == PlanExit.OK
     assert "r_glue.cpp" not in plan.api_summary["not_scanned"]
     assert plan.to_json()["files"][0]["mode"] == "names-nothing"  # the plan JSON holds the enum's value
 
@@ -111,7 +112,7 @@ def test_an_unparsable_file_naming_nothing_listed_is_complete(
     report = next(r for r in plan.file_reports if r.path == "r_comment.cpp")
     assert report.mode == ReadMode.NAMES_NOTHING
     assert "names nothing the API diff lists" in report.reason and "'R.h' file not found" in report.reason
-    assert exit_code(plan) == EXIT_OK
+    assert exit_code(plan) == PlanExit.OK
     assert not any("r_comment.cpp" in d for d in plan.decisions)  # no "matched by name" decision
 
 
@@ -120,7 +121,7 @@ def test_an_unparsable_file_that_names_a_listed_function_stays_incomplete(
     root = consumer(tmp_path, {"shim.h": SHIM_H, "shim.cpp": SHIM_CPP, "r_glue.cpp": R_GLUE, "r_uses.cpp": R_USES})
     plan = make_plan(root, old_tree, new_tree)
     assert modes(plan)["r_uses.cpp"] == ReadMode.TREE_SITTER and modes(plan)["r_glue.cpp"] == ReadMode.NAMES_NOTHING
-    assert exit_code(plan) == EXIT_INCOMPLETE
+    assert exit_code(plan) == PlanExit.INCOMPLETE
     assert "r_uses.cpp" in plan.api_summary["not_scanned"]
 
 

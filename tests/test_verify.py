@@ -116,6 +116,9 @@ def test_greedy_comparison_tells_near_tie_from_divergence() -> None:
     assert real.verdict == "divergence"
     shorter = compare_trace("p", _trace([5, 6], [1, 1]), _trace([5, 6, 7], [1, 1, 1]), 0.05)
     assert shorter.first_difference == 2 and shorter.old["token"] is None
+    retokenized = compare_trace("p", _trace([5], [1]), {**_trace([5], [1]), "prompt_tokens": [1, 3]}, 0.05)
+    assert retokenized.verdict == "not comparable" and retokenized.tokenized_differently  # typed, for the gate
+    assert "tokenized_differently" not in retokenized.to_json() and not real.tokenized_differently
 
 
 def test_classification_across_builds() -> None:

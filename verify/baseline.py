@@ -20,30 +20,21 @@ import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from verify.causes import Cause, cause_of, group, headline, signatures
 from verify.checks import FAILED, PASSED, CheckResult
 from verify.errors import ToolError
+from verify.outcomes import Classification, KnownState
 
 FORMAT = "llama-migrate known failures"
 FORMAT_VERSION = 1
 ENTRY_KEYS = {"check", "cause", "reason"}
-REGRESSION = "regression"  # verify.differential's classification of passed-on-old, failed-on-new
 
 
 class BaselineError(ToolError):
     """A known-failures entry or file that cannot be used: the message names it and what is expected."""
-
-
-class KnownState(Enum):
-    KNOWN = "known"  # still fails the same way: does not fail the gate
-    FIXED = "fixed"  # passes now: remove it from the baseline (the gate says so)
-    CHANGED = "fails differently"  # a finding
-    REGRESSION = "regression"  # passed on the old build: never baselined away
-    NOT_RUN = "not run"  # not run or not verified on the new build
 
 
 @dataclass(frozen=True)
@@ -184,13 +175,13 @@ def load_known(verify_table: dict[str, Any], root: Path | None, extra: str | Non
 
 
 def triage(new: list[CheckResult], known: list[KnownFailure],
-           classifications: dict[str, str] | None = None) -> Triage:  # fmt: skip
+           classifications: dict[str, Classification] | None = None) -> Triage:  # fmt: skip
     """The new build's results (in check order) grouped by cause, and each known failure judged against them.
     `classifications`: check -> old/new classification (differential runs); a regression is never known."""
     causes = group(new, classifications)
     by_name = {r.name: r for r in new}
     result = Triage(sum(1 for r in new if r.status == FAILED), causes)
-    regressions = {n for n, c in (classifications or {}).items() if c == REGRESSION}
+    regressions = {n for n, c in (classifications or {}).items() if c == Classification.REGRESSION}
     for entry in known:
         result.verdicts.append(_judge(entry, by_name, causes, regressions))
     return result
@@ -213,7 +204,7 @@ def _judge_check(entry: KnownFailure, result: CheckResult | None, causes: list[C
                  regressions: set[str]) -> KnownVerdict:  # fmt: skip
     name = entry.check or ""
     if result is None or result.status not in (PASSED, FAILED):
-        why = "not run" if result is None else f"{result.status}: {result.message}"
+        why = KnownState.NOT_RUN.value if result is None else f"{result.status}: {result.message}"
         return KnownVerdict(entry, KnownState.NOT_RUN, [], why)
     if result.status == PASSED:
         return KnownVerdict(entry, KnownState.FIXED, [name], "passes on the new build")
@@ -234,12 +225,12 @@ def _ids(result: CheckResult) -> set[str]:
 # --- writing a baseline --------------------------------------------------------------------------------------------
 
 
-def baseline_entries(result: Triage, classifications: dict[str, str] | None = None) -> list[dict[str, str]]:
+def baseline_entries(result: Triage, classifications: dict[str, Classification] | None = None) -> list[dict[str, str]]:
     """The failures a baseline records: each failing check with its cause, except regressions (never known)."""
     entries = []
     for cause in result.causes:
         for name in cause.checks:
-            if (classifications or {}).get(name) == REGRESSION:
+            if (classifications or {}).get(name) == Classification.REGRESSION:
                 continue
             message = " ".join(cause.messages.get(name, "").split())[:300]
             entries.append({"check": name, "cause": cause.id, "reason": f"failing when the baseline was written "

@@ -27,6 +27,7 @@ from enum import Enum
 from typing import Any
 
 from verify.checks import FAILED, CheckResult
+from verify.outcomes import Classification
 
 
 class CauseKind(Enum):
@@ -108,7 +109,7 @@ class Signature:
 class Cause:
     signature: Signature
     checks: list[str] = field(default_factory=list)
-    classifications: dict[str, str] = field(default_factory=dict)  # check -> old/new classification, when known
+    classifications: dict[str, Classification] = field(default_factory=dict)  # check -> old/new, when known
     messages: dict[str, str] = field(default_factory=dict)  # check -> its failure message
 
     @property
@@ -297,7 +298,7 @@ def first_text_difference(evidence: dict[str, Any]) -> TextDifference | None:
 # --- grouping --------------------------------------------------------------------------------------------------------
 
 
-def group(results: Iterable[CheckResult], classifications: dict[str, str] | None = None) -> list[Cause]:
+def group(results: Iterable[CheckResult], classifications: dict[str, Classification] | None = None) -> list[Cause]:
     """The failed results as causes, in the order of their first check; each cause lists its checks."""
     causes: dict[str, Cause] = {}
     for result in results:

@@ -51,6 +51,7 @@ from verify.differential import REFERENCE_CHECK, run_differential
 from verify.errors import ToolError, comma_names
 from verify.inputs import ELF_MAGIC, LIB_REMEDY, BadInput, PathKind, existing_path
 from verify.manifest import read_manifest
+from verify.outcomes import ExitCode, VerifyExit
 from verify.preflight import MODEL_REMEDY, Preflight, check_options, check_targets, library_flag
 from verify.report import (
     STATUS_STYLE,
@@ -64,8 +65,6 @@ from verify.report import (
 from verify.runner import default_jobs, run_checks
 from verify.session import Options, Target, bind
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_VERIFIED, EXIT_PREDICTED = 0, 1, 2, 3, 4
-EXIT_KNOWN_FIXED = 5  # a known failure passes now: the baseline is out of date
 CONFIG_FILE = "llama-migrate.toml"
 
 
@@ -283,10 +282,10 @@ def run_verify(request: VerifyRequest, default_model: Callable[[str | None], Pat
     if unknown:
         print(f"migrate verify: --checks: unknown check(s) {', '.join(unknown)}; known: {', '.join(ALL_CHECKS)}",
               file=sys.stderr)  # one line, as every bad input (a console would wrap it)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if request.jobs is not None and request.jobs < 1:
         print(f"migrate verify: --jobs {request.jobs}: give at least 1 (checks run at once)", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
         check_options(request)
         targets = _targets(request, _model(request, default_model))
@@ -297,7 +296,7 @@ def run_verify(request: VerifyRequest, default_model: Callable[[str | None], Pat
         require_sanitized(targets, request.sanitize)
     except ToolError as exc:
         print(f"migrate verify: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     options = Options(n_gpu_layers=request.n_gpu_layers, n_threads=request.threads, max_tokens=request.max_tokens,
                       normalise=request.normalise, timeout=request.timeout, tie_margin=request.tie_margin,
                       contract=contract, eog_model=request.eog_model or "", generated=request.generated,
@@ -379,23 +378,23 @@ def _exit_code(report: RunReport, console: Console) -> int:
     devices_failed = any(d.failed for d in report.devices if d.build == report.under_test.label)
     known = report.triage.known_checks() if report.triage is not None else set()
     if any(r.name not in known for r in report.failed()) or devices_failed:
-        return EXIT_FAILED
+        return VerifyExit.FAILED
     if report.prediction is not None and report.prediction.breaks():
         first = report.prediction.breaks()[0]
         console.print(f"PREDICTED RUN-TIME BREAK at {report.prediction.contract}: {len(report.prediction.breaks())} "
                       f"place(s); first: {first.line()}", highlight=False, markup=False)  # fmt: skip
-        return EXIT_PREDICTED
+        return VerifyExit.PREDICTED
     if report.errors():
         console.print(f"NOT VERIFIED: {len(report.errors())} check(s) the harness could not drive (error); "
                       f"first: {report.errors()[0].name}: {report.errors()[0].message}")  # fmt: skip
-        return EXIT_NOT_VERIFIED
+        return VerifyExit.NOT_VERIFIED
     fixed = report.triage.fixed() if report.triage is not None else []
     if fixed:
         console.print(f"KNOWN FAILURE FIXED: {len(fixed)} baseline entr{'y' if len(fixed) == 1 else 'ies'} no longer "
                       f"fail; first: {fixed[0].entry.label()}: remove it from {fixed[0].entry.source}",
                       highlight=False, markup=False)  # fmt: skip
-        return EXIT_KNOWN_FIXED
-    return EXIT_OK
+        return VerifyExit.KNOWN_FIXED
+    return VerifyExit.OK
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -501,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_verify(verify_request(parser.parse_args(argv)))
     except ToolError as exc:  # `migrate verify` gets the same from migrate.cli.main
         print(f"migrate verify: {' '.join(str(exc).split())}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
 
 
 if __name__ == "__main__":

@@ -22,15 +22,19 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from verify.errors import ToolError
+from verify.outcomes import CheckStatus
 from verify.releases import RELEASES
 from verify.trace import MEMORY_OPS, Event, Trace, events, read_trace, resolve
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+if TYPE_CHECKING:
+    from verify.checks import CheckResult
+
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 # a checkout keeps contracts/ beside the packages; the wheel ships them under migrate/_data (pyproject)
 CONTRACT_DIRS = (_PACKAGE_ROOT / "contracts", _PACKAGE_ROOT / "migrate" / "_data" / "contracts")
@@ -676,7 +680,7 @@ def first_break(violations: list[Violation]) -> Violation | None:
     return next((v for v in violations if v.consequence in BREAKS), None)
 
 
-def annotate(result: Any, path: Path, library: Path, contract: Contract | None) -> None:
+def annotate(result: CheckResult, path: Path, library: Path, contract: Contract | None) -> None:
     """A traced check's result gets what its trace showed: calls made (and the one the process died in), and,
     against `contract`, the violations; a failed check's message names the first break seen before the failure
     (JSON evidence, JUnit message and report all carry it)."""
@@ -687,7 +691,7 @@ def annotate(result: Any, path: Path, library: Path, contract: Contract | None) 
         return
     died = trace.last_unreturned
     info: dict[str, Any] = {"file": str(path), "calls": len(trace.calls)}
-    if died is not None and result.status == "failed":
+    if died is not None and result.status == CheckStatus.FAILED:
         info["died_in"] = {"call": died.fn, "where": died.where, "args": died.args}
     result.evidence["trace"] = info
     if contract is None:
@@ -701,7 +705,7 @@ def annotate(result: Any, path: Path, library: Path, contract: Contract | None) 
         "first_break": first.to_json() if first else None,
         "violations": [g.to_json() for g in group(violations)[:FIRST_LIMIT]],
     }
-    if first is not None and result.status == "failed":
+    if first is not None and result.status == CheckStatus.FAILED:
         result.message = f"{result.message} {break_note(contract.version, first)}".strip()
 
 

@@ -13,21 +13,22 @@ Without a GPU (or with n_gpu_layers 0) there is nothing to compare: the comparis
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from verify.checks import FAILED, SKIPPED, CheckResult
 from verify.differential import REFERENCE_CHECK, GreedyComparison, Sides, compare_greedy
 from verify.gpu import GPU_ENV
+from verify.outcomes import DeviceStatus, GreedyVerdict
 from verify.runner import run_checks
 from verify.session import Options, Target
 
 # What the CPU side's child process gets on top of the parent's environment.
 HIDE_GPUS = {"CUDA_VISIBLE_DEVICES": "", GPU_ENV: "none"}
-COMPARED, SKIPPED_COMPARISON, NOT_COMPARED = "compared", "skipped", "not compared"
+COMPARED, SKIPPED_COMPARISON, NOT_COMPARED = DeviceStatus.COMPARED, DeviceStatus.SKIPPED, DeviceStatus.NOT_COMPARED
 DEVICES = Sides(pair="CPU and GPU", plural="CPU and GPU", second="the GPU")
 # greedy verdicts that are a finding: a confident difference, or a prompt the two sides cannot be compared on
-PARTED = ("divergence", "not comparable")
+PARTED = (GreedyVerdict.DIVERGENCE, GreedyVerdict.NOT_COMPARABLE)
 
 
 @dataclass
@@ -35,12 +36,12 @@ class DeviceComparison:
     """One build's greedy prompts on its CPU and on its GPU (`old` fields of the greedy rows are the CPU)."""
 
     build: str
-    status: str  # compared | skipped | not compared
+    status: DeviceStatus
     message: str
     greedy: list[GreedyComparison] = field(default_factory=list)
     cpu: CheckResult | None = None
 
-    def verdicts(self) -> dict[str, int]:
+    def verdicts(self) -> dict[GreedyVerdict, int]:
         return _count(self.greedy)
 
     @property
@@ -56,7 +57,7 @@ class DeviceComparison:
     def to_json(self) -> dict[str, Any]:
         return {"build": self.build, "status": self.status, "message": self.message, "failed": self.failed,
                 "verdicts": self.verdicts(),
-                "greedy": [asdict(g) for g in self.greedy],
+                "greedy": [g.to_json() for g in self.greedy],
                 "cpu": self.cpu.to_json() if self.cpu else None}  # fmt: skip
 
 
@@ -90,8 +91,8 @@ def compare_devices(target: Target, gpu_result: CheckResult | None, options: Opt
     return DeviceComparison(target.label, COMPARED, f"{len(greedy)} prompts: {counts}", greedy, cpu)
 
 
-def _count(greedy: list[GreedyComparison]) -> dict[str, int]:
-    counts: dict[str, int] = {}
+def _count(greedy: list[GreedyComparison]) -> dict[GreedyVerdict, int]:
+    counts: dict[GreedyVerdict, int] = {}
     for g in greedy:
         counts[g.verdict] = counts.get(g.verdict, 0) + 1
     return counts

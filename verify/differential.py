@@ -17,6 +17,7 @@ from typing import Any
 
 from verify.checks import ERROR, FAILED, PASSED, SKIPPED, CheckResult, checklist
 from verify.checks.oracle import EXPORTED_CHECK, judge_exported
+from verify.outcomes import NOT_VERIFIED, Classification, GreedyVerdict
 from verify.runner import Progress, run_builds
 from verify.session import Options, Target
 from verify.throughput import Comparison
@@ -25,24 +26,31 @@ from verify.throughput import compare as compare_paired
 REFERENCE_CHECK = "generate_matches_reference"
 THROUGHPUT_CHECK = "throughput"
 
-BOTH_PASS, REGRESSION, FIXED, BOTH_FAIL = "passes on both", "regression", "fixed", "failing on both"
-# passed on the old build, not verified on the new one (skipped there, or the harness could not drive it): a
-# finding, since the migration removed evidence the old build gave
-LOST = "passed on old, not verified on new"
-NOT_VERIFIED = (SKIPPED, ERROR)
+# the classifications by their short names (verify/outcomes.py Classification says what each means)
+BOTH_PASS, REGRESSION, FIXED, BOTH_FAIL = (Classification.BOTH_PASS, Classification.REGRESSION, Classification.FIXED,
+                                           Classification.BOTH_FAIL)  # fmt: skip
+LOST = Classification.LOST
+# (both, old only, new only) for a status that is not a verdict on the consumer
+HARNESS_ERROR_ON = (Classification.HARNESS_ERROR_ON_BOTH, Classification.HARNESS_ERROR_ON_OLD,
+                    Classification.HARNESS_ERROR_ON_NEW)  # fmt: skip
+SKIPPED_ON = (Classification.SKIPPED_ON_BOTH, Classification.SKIPPED_ON_OLD, Classification.SKIPPED_ON_NEW)
 
 
-def classify(old: CheckResult | None, new: CheckResult | None) -> str:
+def _where(old: CheckResult, new: CheckResult, status: str, named: tuple[Classification, ...]) -> Classification:
+    """Of (both, old, new): which builds have `status`, the other's being a verdict or the same."""
+    both, on_old, on_new = named
+    return both if old.status == new.status else (on_old if old.status == status else on_new)
+
+
+def classify(old: CheckResult | None, new: CheckResult | None) -> Classification:
     if old is None or new is None:
-        return f"not run on {'old' if old is None else 'new'} build"
+        return Classification.NOT_RUN_ON_OLD if old is None else Classification.NOT_RUN_ON_NEW
     if old.status == PASSED and new.status in NOT_VERIFIED:
         return LOST
     if ERROR in (old.status, new.status):  # the harness's problem: never a regression nor "failing on both"
-        where = "both" if old.status == new.status else ("old" if old.status == ERROR else "new")
-        return f"harness error on {where}"
+        return _where(old, new, ERROR, HARNESS_ERROR_ON)
     if SKIPPED in (old.status, new.status):
-        where = "both" if old.status == new.status else ("old" if old.status == SKIPPED else "new")
-        return f"skipped on {where}"
+        return _where(old, new, SKIPPED, SKIPPED_ON)
     return {
         (PASSED, PASSED): BOTH_PASS,
         (PASSED, FAILED): REGRESSION,
@@ -54,9 +62,12 @@ def classify(old: CheckResult | None, new: CheckResult | None) -> str:
 @dataclass
 class CheckComparison:
     name: str
-    classification: str
+    classification: Classification
     old: CheckResult | None
     new: CheckResult | None
+
+    def __post_init__(self) -> None:
+        self.classification = Classification(self.classification)  # given as its word, typed
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "classification": self.classification,
@@ -69,12 +80,21 @@ class GreedyComparison:
     """One prompt's greedy decode on both builds."""
 
     prompt: str
-    verdict: str  # identical | near-tie | divergence | not comparable
+    verdict: GreedyVerdict
     steps_compared: int
     first_difference: int | None = None
     old: dict[str, Any] = field(default_factory=dict)  # token, runner_up, margin at the first differing step
     new: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    # not comparable because the sides tokenize the prompt differently (an output difference for the gate, where a
+    # missing trace is "not verified"); kept out of the JSON, whose `note` says it in words
+    tokenized_differently: bool = False
+
+    def __post_init__(self) -> None:
+        self.verdict = GreedyVerdict(self.verdict)  # given as its word, typed
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "tokenized_differently"}
 
 
 @dataclass(frozen=True)
@@ -99,17 +119,18 @@ def _step(trace: dict[str, Any], k: int) -> dict[str, Any]:
 def compare_trace(prompt: str, old: dict[str, Any], new: dict[str, Any], tie_margin: float,
                   sides: Sides = BUILDS) -> GreedyComparison:  # fmt: skip
     if old["prompt_tokens"] != new["prompt_tokens"]:
-        return GreedyComparison(prompt, "not comparable", 0, note=f"{sides.plural} tokenize the prompt differently")
+        return GreedyComparison(prompt, GreedyVerdict.NOT_COMPARABLE, 0,
+                                note=f"{sides.plural} tokenize the prompt differently", tokenized_differently=True)
     a, b = old["tokens"], new["tokens"]
     n = min(len(a), len(b))
     k = next((i for i in range(n) if a[i] != b[i]), None)
     if k is None and len(a) == len(b):
-        return GreedyComparison(prompt, "identical", n)
+        return GreedyComparison(prompt, GreedyVerdict.IDENTICAL, n)
     k = n if k is None else k
     old_step, new_step = _step(old, k), _step(new, k)
     margins = [m for m in (old_step.get("margin"), new_step.get("margin")) if m is not None]
     near_tie = bool(margins) and min(margins) < tie_margin
-    verdict = "near-tie" if near_tie else "divergence"
+    verdict = GreedyVerdict.NEAR_TIE if near_tie else GreedyVerdict.DIVERGENCE
     note = (f"top-2 margin {min(margins):.4g} < {tie_margin}: numerical near-tie, not a behaviour change"
             if near_tie else f"{sides.pair} were sure of different tokens: a real difference")  # fmt: skip
     return GreedyComparison(prompt, verdict, n, k, old_step, new_step, note)
@@ -124,12 +145,12 @@ def compare_greedy(old: CheckResult | None, new: CheckResult | None, tie_margin:
     found = []
     for prompt in old_traces:
         if prompt not in new_traces:
-            found.append(GreedyComparison(prompt, "not comparable", 0, note=f"no trace on {sides.second}"))
+            found.append(GreedyComparison(prompt, GreedyVerdict.NOT_COMPARABLE, 0, note=f"no trace on {sides.second}"))
             continue
         found.append(compare_trace(prompt, old_traces[prompt], new_traces[prompt], tie_margin, sides))
     if not old_traces or not new_traces:
         reason = old.message if not old_traces else new.message
-        found.append(GreedyComparison("*", "not comparable", 0, note=f"no greedy traces: {reason}"))
+        found.append(GreedyComparison("*", GreedyVerdict.NOT_COMPARABLE, 0, note=f"no greedy traces: {reason}"))
     return found
 
 
@@ -154,8 +175,8 @@ class DifferentialReport:
     greedy: list[GreedyComparison]
     throughput: dict[str, Any]
 
-    def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
+    def counts(self) -> dict[Classification, int]:
+        counts: dict[Classification, int] = {}
         for c in self.comparisons:
             counts[c.classification] = counts.get(c.classification, 0) + 1
         return counts
@@ -165,7 +186,7 @@ class DifferentialReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"old": self.old.to_json(), "new": self.new.to_json(), "counts": self.counts(),
-                "checks": [c.to_json() for c in self.comparisons], "greedy": [asdict(g) for g in self.greedy],
+                "checks": [c.to_json() for c in self.comparisons], "greedy": [g.to_json() for g in self.greedy],
                 "throughput": self.throughput}  # fmt: skip
 
 

@@ -48,6 +48,7 @@ from verify import mutate_realistic as realistic
 from verify.checks import PASSED, CheckResult
 from verify.clangsetup import index
 from verify.errors import ToolError
+from verify.outcomes import CheckStatus, MutantStatus
 from verify.runner import run_checks
 from verify.session import Options, Target
 
@@ -519,7 +520,10 @@ def nearest_check(mutant: Mutant, line_text: str, operations: list[str]) -> str:
 
 # --- running ------------------------------------------------------------------------------------------------------
 
-KILLED, SURVIVED, NOT_COMPILED, EQUIVALENT, IDENTICAL = "killed", "survived", "not_compiled", "equivalent", "identical"
+# the statuses by their short names (verify/outcomes.py MutantStatus)
+KILLED, SURVIVED, NOT_COMPILED, EQUIVALENT, IDENTICAL = (MutantStatus.KILLED, MutantStatus.SURVIVED,
+                                                         MutantStatus.NOT_COMPILED, MutantStatus.EQUIVALENT,
+                                                         MutantStatus.IDENTICAL)  # fmt: skip
 
 
 @dataclass
@@ -538,14 +542,18 @@ BuildFn = Callable[[Path], BuildOutcome]
 @dataclass
 class MutantResult:
     mutant: Mutant
-    status: str  # killed | survived | not_compiled | equivalent | identical
+    status: MutantStatus
     check: str | None = None  # the check that killed it
-    check_status: str | None = None  # that check's status (failed; error or skipped: not verified)
+    check_status: CheckStatus | None = None  # that check's status (failed; error or skipped: not verified)
     message: str = ""
     nearest: str | None = None  # survivors: the check nearest to the changed code
     reason: str = ""  # equivalent: the consumer's reason
     seconds: float = 0.0
     checks_run: int = 0
+
+    def __post_init__(self) -> None:  # read back from a previous run's JSON as words
+        self.status = MutantStatus(self.status)
+        self.check_status = None if self.check_status is None else CheckStatus(self.check_status)
 
     def to_json(self) -> dict[str, Any]:
         return {"mutant": self.mutant.to_json(), **{k: v for k, v in asdict(self).items() if k != "mutant"}}
@@ -566,7 +574,7 @@ class MutationReport:
     seed: int = 0
     notes: list[str] = field(default_factory=list)
 
-    def count(self, status: str) -> int:
+    def count(self, status: MutantStatus) -> int:
         return sum(1 for r in self.results if r.status == status)
 
     @property
@@ -601,7 +609,7 @@ class MutationReport:
         return {
             "consumer": self.consumer, "llama": self.llama, "command": self.command, "seconds": round(self.seconds, 1),
             "generated": self.generated, "sampled": self.sampled, "seed": self.seed, "run": len(self.results),
-            "killed": self.count(KILLED), "survived": self.count(SURVIVED), "not_compiled": self.count(NOT_COMPILED),
+            KILLED: self.count(KILLED), SURVIVED: self.count(SURVIVED), NOT_COMPILED: self.count(NOT_COMPILED),
             "equivalent_marked": self.count(EQUIVALENT), "equivalent_identical": self.count(IDENTICAL),
             "compiled": self.compiled, "scored": self.scored, "score": self.score,
             "kills_by_check": self.kills_by_check(), "by_kind": self.by_kind(),
@@ -626,7 +634,7 @@ def markdown(report: MutationReport, level: int = 2) -> str:
               f"| equivalent: library byte-identical | {report.count(IDENTICAL)} |",
               f"| equivalent: marked in the config | {report.count(EQUIVALENT)} |",
               f"| killed | {report.count(KILLED)} |", f"| survived | {report.count(SURVIVED)} |", ""]  # fmt: skip
-    unverified = [r for r in report.results if r.status == KILLED and r.check_status != "failed"]
+    unverified = [r for r in report.results if r.status == KILLED and r.check_status != CheckStatus.FAILED]
     hangs = [r for r in report.results if r.status == KILLED and r.message.startswith("hang")]
     lines += [f"Killed means a check that passes on the unmutated build did not pass: failed ({len(hangs)} of them "
               f"by a hang past --timeout), or — {len(unverified)} here — could not be verified (harness error or "

@@ -20,13 +20,14 @@ from verify.baseline import KnownFailure, KnownState, Triage, triage
 from verify.binding import Binding
 from verify.checks import ERROR, FAILED, PASSED, REGISTRY, SKIPPED, CheckResult
 from verify.devices import SKIPPED_COMPARISON, DeviceComparison
-from verify.differential import BOTH_FAIL, REGRESSION, DifferentialReport, GreedyComparison
+from verify.differential import BOTH_FAIL, BOTH_PASS, FIXED, REGRESSION, DifferentialReport, GreedyComparison
+from verify.outcomes import CheckStatus, Classification
 from verify.session import Options, Target
 from verify.throughput import console_line as throughput_line
 from verify.throughput import markdown_lines as throughput_markdown
 
 STATUS_STYLE = {PASSED: "green", FAILED: "bold red", ERROR: "magenta", SKIPPED: "yellow"}
-CLASS_STYLE = {REGRESSION: "bold red", BOTH_FAIL: "red", "fixed": "cyan", "passes on both": "green"}
+CLASS_STYLE = {REGRESSION: "bold red", BOTH_FAIL: "red", FIXED: "cyan", BOTH_PASS: "green"}
 MESSAGE_WIDTH = 160
 
 
@@ -57,7 +58,7 @@ class RunReport:
         label = label or self.under_test.label
         return [r for r in self.results.get(label, []) if r.status == ERROR]
 
-    def counts(self, label: str) -> dict[str, int]:
+    def counts(self, label: str) -> dict[CheckStatus, int]:
         counts = {PASSED: 0, FAILED: 0, ERROR: 0, SKIPPED: 0}
         for r in self.results.get(label, []):
             counts[r.status] += 1
@@ -80,7 +81,7 @@ class RunReport:
             "triage": self.triage.to_json() if self.triage is not None else None,
         }
 
-    def classifications(self) -> dict[str, str] | None:
+    def classifications(self) -> dict[str, Classification] | None:
         """check -> old/new classification (differential runs), else None."""
         return {c.name: c.classification for c in self.differential.comparisons} if self.differential else None
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from migrate.paths import cache_root
-from migrate.rewrite.edits import NOTE_UNDECLARED, Edit
-from migrate.rewrite.plan import Plan
+from migrate.rewrite.edits import Edit
+from migrate.rewrite.plan import Plan, ReadMode
 from verify.errors import ToolError
 
 TEMP_SUFFIX = ".llama-migrate.tmp"
@@ -106,12 +106,12 @@ def syntactic_refusal(plan: Plan) -> str:
     """Why edits were matched by name only, case by case, each with its own remedy: a file libclang could not parse
     (an include path is missing), a name the --from tree does not declare (no include path helps: the code is
     probably newer than --from), a macro body never expanded here."""
-    unparsed = {r.path: r.reason for r in plan.file_reports if r.mode == "tree-sitter"}
+    unparsed = {r.path: r.reason for r in plan.file_reports if r.mode == ReadMode.TREE_SITTER}
     cases: dict[str, list[Edit]] = {"unparsed": [], "undeclared": [], "macro": []}
     for edit in plan.syntactic_edits:
         if plan.relative(edit.file) in unparsed:
             cases["unparsed"].append(edit)
-        elif edit.note.startswith(NOTE_UNDECLARED):
+        elif edit.undeclared:
             cases["undeclared"].append(edit)
         else:
             cases["macro"].append(edit)

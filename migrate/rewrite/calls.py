@@ -22,6 +22,7 @@ class CallJob:
     values: dict[str, str]
     confidence: str
     note: str
+    undeclared: bool = False  # a name the --from tree does not declare (Edit.undeclared)
 
 
 def compose_calls(jobs: list[CallJob], option_values: Callable[[Rule], dict[str, str]]) -> list[Edit]:
@@ -42,7 +43,8 @@ def compose_calls(jobs: list[CallJob], option_values: Callable[[Rule], dict[str,
         inner = [e for e in same_file if start <= e.start and e.end <= end]
         absorbed = tuple(rule for e in inner for rule in e.rules)
         produced = [e for e in produced if e not in inner]
-        produced.append(job.source.make_edit(start, end, replacement, job.rule.id, job.confidence, job.note, absorbed))
+        produced.append(job.source.make_edit(start, end, replacement, job.rule.id, job.confidence, job.note, absorbed,
+                                             job.undeclared))  # fmt: skip
     return produced
 
 

@@ -43,6 +43,9 @@ class Edit:
     confidence: str = SEMANTIC
     note: str = ""  # why this form was chosen (e.g. "inline: ctx is reassigned in this function")
     absorbed: tuple[str, ...] = ()  # rules of calls nested inside this one, rewritten as part of it
+    # matched by name because the --from tree does not declare the name (its `note` says so to the reader; apply's
+    # refusal of syntactic edits gives this case its own remedy)
+    undeclared: bool = False
 
     @property
     def rules(self) -> tuple[str, ...]:
@@ -130,9 +133,10 @@ class SourceFile:
         return end
 
     def make_edit(self, start: int, end: int, replacement: str, rule: str, confidence: str = SEMANTIC,
-                  note: str = "", absorbed: tuple[str, ...] = ()) -> Edit:  # fmt: skip
+                  note: str = "", absorbed: tuple[str, ...] = (), undeclared: bool = False) -> Edit:  # fmt: skip
         before = self.text(start, end)
-        return Edit(self.path, start, end, replacement, rule, self.line_of(start), before, confidence, note, absorbed)
+        return Edit(self.path, start, end, replacement, rule, self.line_of(start), before, confidence, note, absorbed,
+                    undeclared)  # fmt: skip
 
 
 def check_overlaps(edits: list[Edit]) -> list[Edit]:

@@ -558,7 +558,7 @@ class Engine:
             span = self._span(problem.file, offset)
             if template_call(rule) and span is not None and span.args:
                 jobs.append(CallJob(source, span, rule, inline_values(rule, source.text(*span.args[0])), SYNTACTIC,
-                                    NOTE_UNDECLARED))  # fmt: skip
+                                    NOTE_UNDECLARED, undeclared=True))  # fmt: skip
             else:
                 self.manual(plan, problem.file, offset, rule, rule.guidance or rule.description)
         self.edits += compose_calls(jobs, self._fix_values)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate.rewrite.edits import Edit, SourceFile
-from migrate.rewrite.plan import Advisory, FileReport, ManualItem, Plan, trees_used
+from migrate.rewrite.plan import Advisory, FileReport, ManualItem, Plan, ReadMode, trees_used
 from migrate.rewrite.rules import RuleError, RuleSet, build_number, rule_files
 from migrate.sources import SourceError, SourceTree
 
@@ -330,7 +330,7 @@ class ChainPlan(Plan):
         self.advisories += [dataclasses.replace(a, message=f"({label}) {a.message}") for a in sub.advisories]
         for report in sub.file_reports:
             known = reports.get(report.path)
-            if known is None or (report.mode == "tree-sitter" and known.mode != "tree-sitter"):
+            if known is None or (report.mode == ReadMode.TREE_SITTER and known.mode != ReadMode.TREE_SITTER):
                 reports[report.path] = report
         self.decisions += [f"({label}) {d}" for d in sub.decisions]
         self.options.update(sub.options)

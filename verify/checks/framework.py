@@ -14,22 +14,25 @@ from typing import Any
 
 from verify import gpu
 from verify.driver import DriverError
+from verify.outcomes import CheckStatus
 from verify.session import Session, SetupError, Skip
 
-# passed: ran and held; failed: the consumer misbehaved; error: the harness could not drive it (no binding, an
-# argument it could not build, an exception in harness code); skipped: could not run here (with the reason).
-PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"
+# the statuses by their short names (verify/outcomes.py CheckStatus says what each means)
+PASSED, FAILED, ERROR, SKIPPED = CheckStatus.PASSED, CheckStatus.FAILED, CheckStatus.ERROR, CheckStatus.SKIPPED
 
 
 @dataclass
 class CheckResult:
     name: str
-    status: str  # passed | failed | error | skipped
+    status: CheckStatus
     evidence: dict[str, Any] = field(default_factory=dict)
     message: str = ""
     seconds: float = 0.0
     build: str = ""
     summary: str = ""  # one line of the key values seen, for tables
+
+    def __post_init__(self) -> None:
+        self.status = CheckStatus(self.status)  # read back from a child's JSON as its word
 
     @property
     def passed(self) -> bool:
