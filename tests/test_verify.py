@@ -1,5 +1,6 @@
 """The verification harness itself: declarations from each llama.h, crash isolation, comparisons, outputs, CLI,
-and the whole checklist on the fixture built at b5415 (every check passes, within the 60 s budget)."""
+and the whole checklist on the fixture built at b5415 (every check passes; its time is a benchmark:
+scripts/bench_checklist.py)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,6 @@ from verify.prompts import grow_to_tokens
 from verify.report import RunReport, junit_xml, markdown_section
 from verify.runner import interpret, run_checks
 from verify.session import Options, Target
-
-CHECKLIST_BUDGET_S = 60.0
 
 # --- declarations -------------------------------------------------------------------------------------------------
 
@@ -213,14 +212,13 @@ def test_runner_isolates_aborts_segfaults_hangs_and_exceptions(old_target: Targe
                if n not in ("selftest_skip", "selftest_pass", "selftest_raise"))  # fmt: skip
 
 
-def test_whole_checklist_passes_at_b5415_within_budget(old_target: Target) -> None:
+def test_whole_checklist_passes_at_b5415(old_target: Target) -> None:
     report = run_verification([old_target], Options(eog_model=str(stop_model())))
     results = report.results["old"]
     assert [r.name for r in results] == list(CHECK_ORDER)
     failed = {r.name: r.message for r in results if r.status != PASSED}
     assert not failed, failed
     print(f"\nwhole checklist on the tiny model at b5415: {report.seconds:.1f} s for {len(results)} checks")
-    assert report.seconds <= CHECKLIST_BUDGET_S
     by_name = {r.name: r for r in results}
     # the observations really came from llama.cpp: the b5415 cache view and perf counters
     memory = by_name["memory_cleared"].evidence
