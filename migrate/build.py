@@ -33,6 +33,7 @@ from migrate.sources import SourceTree
 from migrate.tree import consumer_files
 from verify.errors import ToolError
 from verify.manifest import BuildManifest, read_manifest
+from verify.sanitize import SANITIZERS
 
 # Flags that keep the llama.cpp build to the libraries a shim links; static + PIC so they link into a .so.
 BASE_CMAKE_ARGS: tuple[str, ...] = (
@@ -335,7 +336,6 @@ SHIM_SANITIZE_CMAKE = """\
 target_compile_options(shim PRIVATE {flags} -fno-omit-frame-pointer -g)
 target_link_options(shim PRIVATE {flags})
 """
-SANITIZERS = ("address", "undefined")
 
 
 def sanitize_flag(kinds: tuple[str, ...]) -> str:
