@@ -82,7 +82,8 @@ BUILD_FIXTURES = frozenset({
     "gate_runs", "pipeline_runs",  # test_gate, test_triage_e2e, test_usertests: whole `migrate run`/`gate` runs
 })  # fmt: skip
 # Tests that reach a tree or a build without such a fixture (a command run end to end, a `resolve` in the body),
-# by node id prefix (a module, or a module::test). Found by running the unit tier with an empty cache.
+# by node id prefix (a module, or a module::test). Found by running the unit tier with an empty cache, and the tree
+# tier with the cache's sources only and cmake/ninja replaced by commands that fail (docs/testing.md).
 TREE_TESTS = (
     "tests/test_binding.py::test_run_on_a_tree_with_two_candidate_headers_asks_for_header_without_a_traceback",
     "tests/test_binding.py::test_verify_command_stops_before_any_check_when_the_header_cannot_be_bound",
@@ -119,6 +120,16 @@ TREE_TESTS = (
         "b5500_to_b7785_plans_with_the_b5421_rules", "cli_plan_b5421_to_b7825")),
 )  # fmt: skip
 BUILD_TESTS = (
+    "tests/test_build.py::test_unchanged_fixture_fails_at_target_only_on_old_api",
+    "tests/test_build.py::test_failed_build_is_a_result_with_file_line_errors",
+    *(f"tests/test_build_consumer.py::test_{name}" for name in (
+        "today_fixture_builds_at_b5421_with_its_config_alone", "today_fixture_needs_its_build_flags",
+        "today_next_builds_at_b7785_with_vendor_and_internals", "common_targets_usage_requirements_are_exported",
+        "shim_including_common_chat_builds_at_b7836", "internals_come_after_the_consumers_own_headers",
+        "includes_spelled_from_the_tree_root_still_found", "every_build_setting_applied_and_recorded",
+        "each_build_setting_has_an_effect", "command_line_settings_add_to_the_config",
+        "environment_cxxflags_still_honoured")),
+    "tests/test_prebuilt.py::test_auto_builds_from_source_where_no_package_exists",
     "tests/test_mutate.py::test_a_small_real_run_on_plain_c",
     "tests/test_mutate.py::test_a_real_run_kills_one_mutant_of_each_realistic_family",
     "tests/test_pipeline.py::test_run_on_the_bundled_fixture",
