@@ -37,7 +37,7 @@ def cmd_sources(args: argparse.Namespace) -> int:
     """Bad input (a SourceError) is one line and exit 2, printed by migrate.cli.main like every command's."""
     if args.list or args.probe:
         return _list_bundles(args)
-    if not args.tag:
+    if args.tag is None:  # an empty TAG is resolve's to name: "an empty llama.cpp version"
         raise BadInput("TAG", None, "missing", "give a build tag (b7785), a commit or a llama.cpp directory; or --list")
     output_file("--json", args.json)
     tree = tree_from_args(args.tag, args)
