@@ -107,7 +107,3 @@ def main(argv: list[str] | None = None) -> int:
         print(error_line(f"internal error, a bug in llama-migrate ({type(exc).__name__}: {os_error_text(exc)}); "
                          f"set {DEBUG_ENV}=1 for the traceback and report it", args.command), file=sys.stderr)
         return ExitCode.INTERNAL
-
-
-if __name__ == "__main__":
-    sys.exit(main())
