@@ -94,17 +94,36 @@ def settings_from_table(table: Any, root: Path, source: str) -> BuildSettings:
     return _resolved(values, root, source)
 
 
-def settings_from_args(args: argparse.Namespace, root: Path) -> BuildSettings:
+@dataclass(frozen=True)
+class BuildOptionsGiven:
+    """The `--build-*` options as given on a command line (each repeatable), before they are split and resolved."""
+
+    flags: tuple[str, ...] = ()  # --build-flag texts, each split as a shell would
+    include_dirs: tuple[str, ...] = ()
+    defines: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    link_libraries: tuple[str, ...] = ()
+
+
+def settings_from_options(given: BuildOptionsGiven, root: Path) -> BuildSettings:
     """The `migrate build` options (relative paths resolved against the current directory, as a shell user means
     them); `--build-flags "-include filesystem"` is split as a shell would."""
     values = {
-        "flags": tuple(part for text in getattr(args, "build_flag", None) or [] for part in shlex.split(text)),
-        "include_dirs": tuple(str(Path(p).resolve()) for p in getattr(args, "build_include", None) or []),
-        "defines": tuple(getattr(args, "build_define", None) or []),
-        "sources": tuple(str(Path(p).resolve()) for p in getattr(args, "build_source", None) or []),
-        "link_libraries": tuple(getattr(args, "build_link", None) or []),
+        "flags": tuple(part for text in given.flags for part in shlex.split(text)),
+        "include_dirs": tuple(str(Path(p).resolve()) for p in given.include_dirs),
+        "defines": given.defines,
+        "sources": tuple(str(Path(p).resolve()) for p in given.sources),
+        "link_libraries": given.link_libraries,
     }
     return _resolved(values, root, "command line")
+
+
+def settings_from_args(args: argparse.Namespace, root: Path) -> BuildSettings:
+    """Until `migrate run` moves to migrate/cli/ (migrate.cli.arguments.build_settings replaces it)."""
+    return settings_from_options(BuildOptionsGiven(
+        tuple(getattr(args, "build_flag", None) or []), tuple(getattr(args, "build_include", None) or []),
+        tuple(getattr(args, "build_define", None) or []), tuple(getattr(args, "build_source", None) or []),
+        tuple(getattr(args, "build_link", None) or [])), root)  # fmt: skip
 
 
 def _resolved(values: dict[str, tuple[str, ...]], root: Path, source: str) -> BuildSettings:

@@ -176,12 +176,12 @@ def test_build_refuses_before_cmake_when_cublas_is_missing(tmp_path: Path, monke
 
 def test_cli_build_reports_missing_cublas_as_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    from migrate import commands
     from migrate.cli import main
+    from migrate.cli import sources as sources_command
 
     machine(monkeypatch, fake_toolkit(tmp_path / "cuda"), None)
     tree = SourceTree(tmp_path / "llama.cpp", "b5421", "b5415", "0" * 40, f"path:{tmp_path}")
-    monkeypatch.setattr(commands, "tree_from_args", lambda spec, args: tree)
+    monkeypatch.setattr(sources_command, "resolve_tree", lambda spec, source, cache: tree)
     out = tmp_path / "out.json"
     code = main(["--cache", str(tmp_path / "cache"), "build", str(LOCALLLM), "--llama", "b5421", "--gpu", "cuda",
                  "--cuda-arch", "90", "--json", str(out)])  # fmt: skip
