@@ -5,7 +5,6 @@ The surfaces come from the JSON cache after the first run (a cold parse costs a 
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -27,7 +26,7 @@ from migrate.apidiff import (
     surface_cache_path,
     to_markdown,
 )
-from migrate.commands_apidiff import register
+from migrate.cli import build_parser
 from migrate.sources import SourceTree
 
 KV_SELF = ["clear", "seq_rm", "seq_cp", "seq_keep", "seq_add", "seq_div", "seq_pos_max", "defrag", "update",
@@ -295,8 +294,7 @@ def test_markdown_report(api: ApiDiff, shim_xref: CrossReference) -> None:
 
 
 def test_cli_api_diff(shim_xref: CrossReference, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser(prog="migrate")
-    register(parser.add_subparsers())
+    parser = build_parser()
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "shim.cpp").write_text(SHIM)
     out = tmp_path / "api.json"

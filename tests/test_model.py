@@ -3,7 +3,6 @@ llama.cpp tree already in the cache and are skipped where there is none."""
 
 from __future__ import annotations
 
-import argparse
 import re
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
 from migrate import model
-from migrate.commands_model import register
+from migrate.cli import build_parser
 from migrate.model import MODEL_SIZES, VOCAB_FILE, ensure_model, model_size, tensor_specs, write_model
 from migrate.sources import SourceCache, SourceError, npm_stand_in
 
@@ -204,16 +203,11 @@ def test_large_sizes_are_f16_with_f32_norms() -> None:
 
 
 def test_cli_prints_the_path(tiny_model: Path, llama_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--cache")
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["--cache", str(tiny_model.parent.parent), "model", "--llama", str(llama_tree)])
+    args = build_parser().parse_args(["--cache", str(tiny_model.parent.parent), "model", "--llama", str(llama_tree)])
     assert args.func(args) == 0
     assert capsys.readouterr().out.strip() == str(tiny_model)
 
 
 def test_cli_rejects_unknown_size() -> None:
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
     with pytest.raises(SystemExit):
-        parser.parse_args(["model", "--size", "huge"])
+        build_parser().parse_args(["model", "--size", "huge"])

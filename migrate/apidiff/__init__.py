@@ -8,7 +8,7 @@ uses any of it. One module per job:
   became `&` is one), including headers removed or renamed, declarations moved to another header, macros and
   defaults; each change with file:line on both sides, each break with whether code naming it still compiles;
 - `xref`: the consumer's files parsed against the OLD tree, every use resolved to its declaration;
-- `markdown`: the report section. The command line is migrate/commands_apidiff.py.
+- `markdown`: the report section. The command line is migrate/cli/api_diff.py.
 
 Not covered: global variables, C++ member functions of the `common/` structs and of llama.cpp's internal classes.
 llama.cpp internals a consumer includes (`src/llama-vocab.h`) are diffed header by header (`diff_internal`) and

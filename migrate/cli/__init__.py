@@ -17,8 +17,8 @@ from migrate.exit_codes import ExitCode
 from verify.errors import ToolError
 
 # Modules that contribute sub-commands, in help order; every one is required (an import error is a bug).
-COMMAND_MODULES = ("migrate.cli.sources", "migrate.cli.build", "migrate.commands_model", "migrate.rewrite_cli",
-                   "migrate.commands_apidiff", "migrate.commands_verify", "migrate.pipeline", "migrate.gate",
+COMMAND_MODULES = ("migrate.cli.sources", "migrate.cli.build", "migrate.cli.model", "migrate.rewrite_cli",
+                   "migrate.cli.api_diff", "migrate.commands_verify", "migrate.pipeline", "migrate.gate",
                    "migrate.commands_rules", "migrate.commands_mutate")  # fmt: skip
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from dataclasses import dataclass
 
 from migrate.cli import error_line
 from migrate.exit_codes import ExitCode, ModelExit
@@ -12,7 +12,18 @@ from migrate.model import MODEL_SIZES, MODEL_VOCABULARY, ensure_model
 from verify.inputs import int_at_least
 
 
-def register(subparsers: Any) -> None:
+@dataclass(frozen=True)
+class ModelRequest:
+    """What one `migrate model` was asked to do."""
+
+    size: str = "tiny"  # a key of MODEL_SIZES
+    seed: int = 42
+    eog: bool = False  # the stop variant
+    llama: str = MODEL_VOCABULARY  # the llama.cpp build, commit or tree whose vocabulary is used
+    cache: str | None = None
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "model",
         help="write (or find) a seeded llama-architecture test model and print its path",
@@ -28,15 +39,23 @@ def register(subparsers: Any) -> None:
         "--llama", default=MODEL_VOCABULARY,
         help=f"llama.cpp build, commit or tree whose vocabulary to use (default {MODEL_VOCABULARY})"
     )
-    parser.set_defaults(func=run_model)
+    parser.set_defaults(func=command)
 
 
-def run_model(args: argparse.Namespace) -> int:
+def request_of(args: argparse.Namespace) -> ModelRequest:
+    return ModelRequest(size=args.size, seed=args.seed, eog=args.eog, llama=args.llama, cache=args.cache)
+
+
+def command(args: argparse.Namespace) -> int:
+    return run_model(request_of(args))
+
+
+def run_model(request: ModelRequest) -> int:
     """0 the model's path printed; 2 bad input (no such llama.cpp build, no vocabulary in its tree)."""
-    int_at_least("--seed", args.seed, 0, "the weight seed is a non-negative integer, e.g. --seed 42")
+    int_at_least("--seed", request.seed, 0, "the weight seed is a non-negative integer, e.g. --seed 42")
     try:
-        path = ensure_model(args.size, llama=args.llama, seed=args.seed, cache=getattr(args, "cache", None),
-                            eog=args.eog)
+        path = ensure_model(request.size, llama=request.llama, seed=request.seed, cache=request.cache,
+                            eog=request.eog)  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:  # a SourceError goes to migrate.cli.main: same line, exit 2
         print(error_line(exc, "model"), file=sys.stderr)
         return ExitCode.USAGE
