@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from migrate.apidiff import diff, load_surface
-from migrate.commands_rules import draft, render
 from migrate.rewrite.apicheck import RULE_ID as API_RULE
 from migrate.rewrite.apicheck import ApiTarget
 from migrate.rewrite.engine import EngineConfig, build_plan
 from migrate.rewrite.rules import RuleSet, load_rules
 from migrate.rewrite.steps import StepInputs, plan_steps
+from migrate.rulefiles import draft, render
 from migrate.sources import resolve
 from tests.conftest import REPO
 from tests.test_rules import run_case

@@ -14,9 +14,9 @@ Exit codes: 0 done; 2 bad input (unknown build, a --corpus that is not OLD=NEW f
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +29,17 @@ if TYPE_CHECKING:
     from migrate.sources import SourceTree
 
 
+@dataclass(frozen=True)
+class MineRequest:
+    """What one `migrate rules mine` was asked to do."""
+
+    from_version: str
+    to_version: str
+    corpus: tuple[str, ...] = ()  # OLD=NEW folder pairs, as given
+    out: str | None = None  # None: <cache>/rules-mined/<from>-<to>.yaml
+    compare: tuple[str, ...] = ()  # consumer trees to plan with the hand and the mined rules
+    engine_check: bool = True  # run the mined rules' cases through the engine
+    cache: str | None = None
 
 
 def _corpus_folders(spec: str) -> tuple[Path, Path]:
@@ -40,29 +51,29 @@ def _corpus_folders(spec: str) -> tuple[Path, Path]:
             existing_path("--corpus", new, PathKind.DIR, noun="folder"))  # fmt: skip
 
 
-def cmd_mine(args: argparse.Namespace) -> int:
+def mine_rules(request: MineRequest) -> int:
     from migrate.apidiff import load_surface
     from migrate.mine import folder_corpus, mine, pairs_summary, render_file, tree_corpus
     from migrate.rewrite.rules import RuleError, find_rules, load_rules
     from migrate.sources import resolve
 
-    cache = getattr(args, "cache", None)
-    folders = [_corpus_folders(spec) for spec in args.corpus or []]
-    compare = [existing_path("--compare", d, PathKind.DIR, noun="folder") for d in args.compare or []]
-    output_file("-o", args.out, makes_folder=True)
-    old_tree, new_tree = resolve(args.from_version, cache=cache), resolve(args.to_version, cache=cache)
+    cache = request.cache
+    folders = [_corpus_folders(spec) for spec in request.corpus]
+    compare = [existing_path("--compare", d, PathKind.DIR, noun="folder") for d in request.compare]
+    output_file("-o", request.out, makes_folder=True)
+    old_tree, new_tree = resolve(request.from_version, cache=cache), resolve(request.to_version, cache=cache)
     for tree in (old_tree, new_tree):
         print(tree.summary(), file=sys.stderr)
     old, new = load_surface(old_tree, cache), load_surface(new_tree, cache)
     corpora = [tree_corpus(old_tree, new_tree)] + [folder_corpus(o, n, old_tree.provided, new_tree.provided)
                                                    for o, n in folders]  # fmt: skip
-    result = mine(old_tree, new_tree, old, new, corpora, engine_check=not args.no_engine_check)
+    result = mine(old_tree, new_tree, old, new, corpora, engine_check=request.engine_check)
     counts = result.counts()
-    comments = [f"MINED rules for llama.cpp {args.from_version} → {args.to_version} (`migrate rules mine`), from "
+    comments = [f"MINED rules for llama.cpp {request.from_version} → {request.to_version} (`migrate rules mine`), from "
                 f"{old_tree.provided} → {new_tree.provided}: " + ", ".join(f"{k} {v}" for k, v in counts.items()),
                 "Every rule cites the pairs it was mined from (provenance). Review before use: docs/rules-mining.md."]
-    name = f"{args.from_version}-{args.to_version}.yaml"
-    out = Path(args.out) if args.out else cache_root(cache) / "rules-mined" / name
+    name = f"{request.from_version}-{request.to_version}.yaml"
+    out = Path(request.out) if request.out else cache_root(cache) / "rules-mined" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_file(result, comments), encoding="utf-8")
     mined = load_rules(out)  # must load: a schema error here is a bug in the miner
@@ -70,10 +81,10 @@ def cmd_mine(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     print("mined: " + ", ".join(f"{k} {v}" for k, v in counts.items()), file=sys.stderr)
     try:
-        hand = find_rules(args.from_version, args.to_version)
+        hand = find_rules(request.from_version, request.to_version)
     except RuleError:
         hand = None
-        print(f"precision: skipped (no hand-written rules file for {args.from_version} → {args.to_version})",
+        print(f"precision: skipped (no hand-written rules file for {request.from_version} → {request.to_version})",
               file=sys.stderr)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="mine-compare-") as tmp:
         if hand is not None:
@@ -109,20 +120,3 @@ def _report_comparison(root: Path, hand: RuleSet, mined: RuleSet, tree: SourceTr
     for label, rows in (("hand only", comparison.hand_only), ("mined only", comparison.mined_only)):
         for file, line, text in sorted(rows):
             print(f"  {label}: {file}:{line}: {text}", file=sys.stderr)
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """`mine` under `migrate rules` (called from the rules command's register)."""
-    from migrate.cli import add_command
-
-    mining = add_command(sub, "mine", "mine rules from llama.cpp's own (and a corpus's) migrations between two builds",
-                         __doc__, cmd_mine)  # fmt: skip
-    mining.add_argument("--from", dest="from_version", required=True, help="the step's first build, e.g. b5421")
-    mining.add_argument("--to", dest="to_version", required=True, help="the step's last build, e.g. b7785")
-    mining.add_argument("--corpus", action="append", metavar="OLD=NEW",
-                        help="more code at both ends (e.g. node-llama-cpp's llama/addon of two releases); repeatable")
-    mining.add_argument("-o", "--out", help="where to write it (default <cache>/rules-mined/<from>-<to>.yaml)")
-    mining.add_argument("--compare", action="append", metavar="DIR",
-                        help="a consumer tree to plan with the hand and the mined rules and compare; repeatable")
-    mining.add_argument("--no-engine-check", action="store_true",
-                        help="do not run the mined rules' cases through the engine (faster; rules are not demoted)")

@@ -24,7 +24,6 @@ Exit codes: 0 done; 2 bad input (unknown build, a tree that does not parse, a ma
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import re
 import sys
@@ -37,6 +36,33 @@ import yaml
 from migrate.exit_codes import RulesExit
 from migrate.paths import cache_root
 from verify.inputs import PathKind, existing_path, output_file
+
+
+@dataclass(frozen=True)
+class DraftRequest:
+    """`migrate rules draft`: the step's two builds and where the draft goes (None: <cache>/rules-drafts/)."""
+
+    from_version: str
+    to_version: str
+    out: str | None = None
+    cache: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    """`migrate rules check`: the files to load (none: every shipped one)."""
+
+    files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StepsRequest:
+    """`migrate rules steps`: the bump, and the rules folder (None: the shipped rules/)."""
+
+    from_version: str
+    to_version: str
+    rules: str | None = None
+
 
 HINT_SUCCESSOR = re.compile(r"\buse\s+([A-Za-z_][A-Za-z0-9_]*)")
 SIMILAR = 0.6  # difflib ratio for a same-signature successor by name
@@ -223,20 +249,20 @@ def render(data: dict[str, Any], comments: list[str]) -> str:
     return header + "\n" + body
 
 
-def cmd_draft(args: argparse.Namespace) -> int:
+def write_draft(request: DraftRequest) -> int:
     from migrate.apidiff import diff, load_surface
     from migrate.rewrite.rules import load_rules
     from migrate.sources import resolve
 
-    cache = getattr(args, "cache", None)
-    output_file("--out", args.out, makes_folder=True)  # before the diff, not after it (its folder is created)
-    old_tree, new_tree = resolve(args.from_version, cache=cache), resolve(args.to_version, cache=cache)
+    cache = request.cache
+    output_file("--out", request.out, makes_folder=True)  # before the diff, not after it (its folder is created)
+    old_tree, new_tree = resolve(request.from_version, cache=cache), resolve(request.to_version, cache=cache)
     for tree in (old_tree, new_tree):
         print(tree.summary(), file=sys.stderr)
     old, new = load_surface(old_tree, cache), load_surface(new_tree, cache)
-    data, comments = draft(diff(old, new), old, new, args.from_version, args.to_version)
-    out = Path(args.out) if args.out else cache_root(cache) / "rules-drafts" / (
-        f"{args.from_version}-{args.to_version}.yaml")  # fmt: skip
+    data, comments = draft(diff(old, new), old, new, request.from_version, request.to_version)
+    out = Path(request.out) if request.out else cache_root(cache) / "rules-drafts" / (
+        f"{request.from_version}-{request.to_version}.yaml")  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(data, comments), encoding="utf-8")
     ruleset = load_rules(out)  # the draft must load: a schema error here is a bug in the draft
@@ -247,10 +273,10 @@ def cmd_draft(args: argparse.Namespace) -> int:
     return RulesExit.OK
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def check_files(request: CheckRequest) -> int:
     from migrate.rewrite.rules import load_rules, rule_files
 
-    files = [existing_path("FILE", p, PathKind.FILE, "give a rules .yaml", noun="rules file") for p in args.files]
+    files = [existing_path("FILE", p, PathKind.FILE, "give a rules .yaml", noun="rules file") for p in request.files]
     rulesets = [load_rules(path) for path in files] if files else rule_files()
     for ruleset in rulesets:
         kinds: dict[str, int] = {}
@@ -264,35 +290,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     return RulesExit.OK
 
 
-def cmd_steps(args: argparse.Namespace) -> int:
+def show_steps(request: StepsRequest) -> int:
     from migrate.rewrite.rules import rule_files
     from migrate.rewrite.steps import select_steps
 
-    selection = select_steps(args.from_version, args.to_version, rule_files(Path(args.rules) if args.rules else None))
+    rules = rule_files(Path(request.rules) if request.rules else None)
+    selection = select_steps(request.from_version, request.to_version, rules)
     for line in selection.coverage():
         print(line)
     return RulesExit.OK
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    from migrate.cli import add_command
-
-    raw = argparse.RawDescriptionHelpFormatter
-    rules = subparsers.add_parser("rules", help="rules files: draft one for a new step, check, show a bump's steps",
-                                  description=__doc__, formatter_class=raw)  # fmt: skip
-    sub = rules.add_subparsers(dest="rules_command", metavar="ACTION")
-    drafting = add_command(sub, "draft", "write a draft rules file from the API diff of two builds", __doc__, cmd_draft)
-    drafting.add_argument("--from", dest="from_version", required=True, help="the step's first build, e.g. b7785")
-    drafting.add_argument("--to", dest="to_version", required=True, help="the step's last build, e.g. b10361")
-    drafting.add_argument("--out", help="where to write it (default <cache>/rules-drafts/<from>-<to>.yaml)")
-    checking = add_command(sub, "check", "load rules files with the schema (default: the shipped ones)", __doc__,
-                           cmd_check)  # fmt: skip
-    checking.add_argument("files", nargs="*", help="rules files (default: every file in rules/)")
-    steps = add_command(sub, "steps", "which rules files a bump runs, and what no rules cover", __doc__, cmd_steps)
-    steps.add_argument("--from", dest="from_version", required=True)
-    steps.add_argument("--to", dest="to_version", required=True)
-    steps.add_argument("--rules", help="rules folder (default: the shipped rules/)")
-    from migrate.mine.command import register as register_mine
-
-    register_mine(sub)  # `migrate rules mine` (issue 23): migrate/mine/command.py
-    rules.set_defaults(func=lambda args: (rules.print_help(), 2)[1])
