@@ -23,7 +23,7 @@ for byte the unmutated one is equivalent; the consumer can mark others equivalen
 of {id, reason}; `id` may be a glob). Score = killed / (compiled - equivalent). Every survivor is listed with
 file:line, the mutation and the check nearest to the code it changed (a heuristic: by what the code touches).
 
-`verify` imports nothing from `migrate`: building is the caller's (migrate/commands_mutate.py).
+`verify` imports nothing from `migrate`: building is the caller's (migrate/mutation.py).
 """
 
 from __future__ import annotations

@@ -54,3 +54,16 @@ def build_settings(args: argparse.Namespace) -> BuildSettings:
                               defines=tuple(args.build_define or ()), sources=tuple(args.build_source or ()),
                               link_libraries=tuple(args.build_link or ()))  # fmt: skip
     return settings_from_options(given, Path.cwd())
+
+
+def add_tests_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tests", action="append", default=[], metavar="PATH", help="the consumer's own pytest "
+                        "checks (a file or folder; repeatable), run on every build beside the checklist, as the "
+                        "config's [verify] tests are")  # fmt: skip
+
+
+def add_sanitize_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sanitize", metavar="KINDS", help="run the checklist on the shim built with these "
+                        "sanitizers (address,undefined: ASan with its leak check, UBSan), each check's child with the "
+                        "runtime preloaded; a report in the consumer's code fails the check with its kind and "
+                        "file:line (docs/sanitizers.md)")  # fmt: skip
