@@ -8,6 +8,7 @@ from pathlib import Path
 
 from migrate import gate, pipeline, rewrite_cli
 from migrate.cli import build_parser
+from migrate.cli import verify as verify_command
 from migrate.config import DEFAULT_FROM, DEFAULT_TO
 from migrate.rewrite.rules import rule_files
 from verify import cli as verify_cli
@@ -58,9 +59,10 @@ def test_plan_and_apply_requests_carry_the_command_line() -> None:
 
 
 def test_verify_request_carries_the_command_line() -> None:
-    request = verify_cli.verify_request(parse("verify", "--lib", "x.so", "--checks", "generate, parallel", "--trace"))
+    args = parse("verify", "--lib", "x.so", "--checks", "generate, parallel", "--trace")
+    request = verify_command.verify_request(args)
     assert request.lib == "x.so" and request.checks == ("generate", "parallel") and request.trace
-    assert verify_cli.verify_request(parse("verify", "--lib", "x.so")) == verify_cli.VerifyRequest("x.so")
+    assert verify_command.verify_request(parse("verify", "--lib", "x.so")) == verify_cli.VerifyRequest("x.so")
 
 
 def test_a_plan_is_not_patched_after_it_is_built() -> None:

@@ -303,9 +303,10 @@ def test_sanitize_option_reaches_the_build_and_the_checks() -> None:
     too; an unknown sanitizer is a usage error naming the known ones."""
     import argparse
 
+    from migrate.cli import build_parser
+    from migrate.cli.verify import verify_request
     from migrate.pipeline import UsageError, add_run_arguments, run_request
     from verify.cli import UsageError as VerifyUsageError
-    from verify.cli import add_arguments, verify_request
 
     run_parser = argparse.ArgumentParser()
     add_run_arguments(run_parser)
@@ -315,8 +316,8 @@ def test_sanitize_option_reaches_the_build_and_the_checks() -> None:
     assert run_request(run_parser.parse_args([])).build_options().sanitize == ()
     with pytest.raises(UsageError, match="known: address, undefined"):
         run_request(run_parser.parse_args(["--sanitize", "thread"]))
-    verify_parser = argparse.ArgumentParser()
-    add_arguments(verify_parser)
-    assert verify_request(verify_parser.parse_args(["--lib", "x.so", "--sanitize", "address"])).sanitize == ("address",)
+    verify_parser = build_parser()
+    assert verify_request(verify_parser.parse_args(["verify", "--lib", "x.so", "--sanitize", "address"])).sanitize == (
+        "address",)  # fmt: skip
     with pytest.raises(VerifyUsageError, match="--sanitize memory"):
-        verify_request(verify_parser.parse_args(["--lib", "x.so", "--sanitize", "memory"]))
+        verify_request(verify_parser.parse_args(["verify", "--lib", "x.so", "--sanitize", "memory"]))

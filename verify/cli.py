@@ -397,51 +397,6 @@ def _exit_code(report: RunReport, console: Console) -> int:
     return VerifyExit.OK
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lib", required=True, help="the built library under test (the new one in differential mode)")
-    parser.add_argument("--header", help="its C API header (default: the one `migrate build` recorded beside it)")
-    parser.add_argument("--config", help="consumer config with a [verify] table (default: the llama-migrate.toml "
-                        "of the tree the library was built from)")
-    parser.add_argument("--baseline-lib", help="old build to compare against: differential mode")
-    parser.add_argument("--baseline-header", help="the old build's header (default: found as for --header)")
-    parser.add_argument("--model", help="GGUF model (default: the deterministic tiny model, made if missing)")
-    parser.add_argument("--eog-model", help="stop model for the stop/uneven-finish checks: greedy decoding ends on EOS "
-                        "(`migrate model --eog`; `migrate verify` makes it when not given, else those checks skip)")
-    parser.add_argument("--n-gpu-layers", type=int, default=0, help="layers to offload (default 0: CPU)")
-    parser.add_argument("--llama-tree", help="llama.cpp tree --lib was built from (default: read from the build)")
-    parser.add_argument("--baseline-llama-tree", help="llama.cpp tree --baseline-lib was built from")
-    parser.add_argument("--checks", help=f"comma-separated subset of: {', '.join(ALL_CHECKS)}")
-    parser.add_argument("--threads", type=int, default=1, help="n_threads for contexts (default 1)")
-    parser.add_argument("--max-tokens", type=int, default=12, help="tokens generated per prompt (default 12)")
-    parser.add_argument("--normalise", default="none", choices=["none", "strip", "whitespace"],
-                        help="normalisation before comparing parallel and single outputs")  # fmt: skip
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per check before it counts as a hang")
-    parser.add_argument("--jobs", type=int, help="checks run at once, each in its own process (default: one per "
-                        "core; the throughput comparison always runs alone, after the others)")  # fmt: skip
-    parser.add_argument("--generated", type=int, default=0, metavar="N", help="generated_inputs: N inputs drawn "
-                        "per operation (Hypothesis, fixed seed), each answer compared with llama.cpp's primitives, a "
-                        "failure shrunk; budget: N examples per property plus 200 shrink calls, within --timeout")
-    parser.add_argument("--tie-margin", type=float, default=0.05,
-                        help="top-2 logit margin under which a greedy divergence is a numerical near-tie")  # fmt: skip
-    parser.add_argument("--trace", action="store_true", help="record each check's llama.cpp calls (a library built "
-                        "with `migrate build --traced`); failed checks name the first contract break")  # fmt: skip
-    parser.add_argument("--trace-dir", help="keep the call traces in this folder (default: a temporary one)")
-    parser.add_argument("--predict", metavar="VERSION", help="replay the old build's traced calls (--lib, or "
-                        "--baseline-lib) against VERSION's run-time contract (implies --trace), "
-                        "e.g. b7785")  # fmt: skip
-    parser.add_argument("--assume-kv-unified", action="store_true", help="--predict as if the opt-in rule kv-unified "
-                        "were applied (kv_unified = n_seq_max > 1): what it remedies is listed apart")  # fmt: skip
-    parser.add_argument("--json", help="write the full results (evidence included) as JSON")
-    parser.add_argument("--junit", help="write JUnit XML: one testcase per check and build")
-    parser.add_argument("--markdown", help="write the markdown section the migration report embeds")
-    parser.add_argument("--known-failures", metavar="FILE", help="known failures (a file --write-baseline wrote), "
-                        "besides the config's [verify] known_failures / baseline: reported as known, not failing")
-    parser.add_argument("--write-baseline", metavar="FILE", help="record the failing checks of the build under test "
-                        "with their causes (regressions left out), for --known-failures FILE later")  # fmt: skip
-    add_tests_argument(parser)
-    add_sanitize_argument(parser)
-
-
 def add_sanitize_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sanitize", metavar="KINDS", help="run the checklist on the shim built with these "
                         "sanitizers (address,undefined: ASan with its leak check, UBSan), each check's child with the "
@@ -473,35 +428,3 @@ def with_tests_option(verify: dict[str, Any], tests: Iterable[str]) -> dict[str,
         return verify
     listed = verify.get("tests") or []
     return verify | {"tests": [*([listed] if isinstance(listed, str) else listed), *added]}
-
-
-def verify_request(args: argparse.Namespace) -> VerifyRequest:
-    """The parsed flags of `add_arguments` (and --cache), typed: the one place that reads them."""
-    checks = tuple(n.strip() for n in args.checks.split(",")) if args.checks else None
-    return VerifyRequest(lib=args.lib, header=args.header, config=args.config, baseline_lib=args.baseline_lib,
-                         baseline_header=args.baseline_header, model=args.model, eog_model=args.eog_model,
-                         n_gpu_layers=args.n_gpu_layers, llama_tree=args.llama_tree,
-                         baseline_llama_tree=args.baseline_llama_tree, checks=checks, threads=args.threads,
-                         max_tokens=args.max_tokens, normalise=args.normalise, timeout=args.timeout,
-                         tie_margin=args.tie_margin, generated=args.generated, trace=args.trace,
-                         trace_dir=args.trace_dir, predict=args.predict,
-                         assume_kv_unified=args.assume_kv_unified, json_path=args.json, junit_path=args.junit,
-                         markdown_path=args.markdown, cache=getattr(args, "cache", None),
-                         jobs=args.jobs, known_failures=args.known_failures,
-                         write_baseline=args.write_baseline, tests=tuple(args.tests or ()),
-                         sanitize=sanitize_kinds(getattr(args, "sanitize", None)))  # fmt: skip
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="verify", description=__doc__)
-    add_arguments(parser)
-    parser.add_argument("--cache", help="llama-migrate cache dir")
-    try:
-        return run_verify(verify_request(parser.parse_args(argv)))
-    except ToolError as exc:  # `migrate verify` gets the same from migrate.cli.main
-        print(f"migrate verify: {' '.join(str(exc).split())}", file=sys.stderr)
-        return ExitCode.USAGE
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -105,10 +105,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=command)
 
 
-def request_of(args: argparse.Namespace) -> ApiDiffRequest:
+def api_diff_request(args: argparse.Namespace) -> ApiDiffRequest:
     return ApiDiffRequest(old=args.old, new=args.new, src=args.src, json_path=args.json, markdown_path=args.markdown,
                           covered=tuple(args.covered or ()), refresh=args.refresh, cache=args.cache)  # fmt: skip
 
 
 def command(args: argparse.Namespace) -> int:
-    return run_api_diff(request_of(args))
+    return run_api_diff(api_diff_request(args))

@@ -64,7 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     builder.set_defaults(func=command)
 
 
-def request_of(args: argparse.Namespace) -> BuildRequest:
+def build_request(args: argparse.Namespace) -> BuildRequest:
     """The inputs are checked first (SRC before --sanitize and the [build] options, as the command always did)."""
     from verify.cli import sanitize_kinds  # the checklist's modules: imported when the command runs, not for --help
 
@@ -79,7 +79,7 @@ def request_of(args: argparse.Namespace) -> BuildRequest:
 
 
 def command(args: argparse.Namespace) -> int:
-    return run_build(request_of(args))
+    return run_build(build_request(args))
 
 
 def check_build_inputs(src_path: str, sources: tuple[str, ...], json_path: str | None, log_path: str | None) -> None:

@@ -42,12 +42,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=command)
 
 
-def request_of(args: argparse.Namespace) -> ModelRequest:
+def model_request(args: argparse.Namespace) -> ModelRequest:
     return ModelRequest(size=args.size, seed=args.seed, eog=args.eog, llama=args.llama, cache=args.cache)
 
 
 def command(args: argparse.Namespace) -> int:
-    return run_model(request_of(args))
+    return run_model(model_request(args))
 
 
 def run_model(request: ModelRequest) -> int:

@@ -46,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
-def request_of(args: argparse.Namespace) -> mutation.MutateRequest:
+def mutate_request(args: argparse.Namespace) -> mutation.MutateRequest:
     return mutation.MutateRequest(
         src=args.src, from_version=args.from_version, max_mutants=args.max, seed=args.seed, jobs=args.jobs,
         kinds=args.kinds, only=args.only, all_functions=args.all_functions, checks=args.checks,
@@ -63,4 +63,4 @@ def command_line() -> str:
 
 
 def command(args: argparse.Namespace) -> int:
-    return mutation.run_mutation(request_of(args))
+    return mutation.run_mutation(mutate_request(args))

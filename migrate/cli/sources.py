@@ -41,13 +41,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     sources.set_defaults(func=command)
 
 
-def request_of(args: argparse.Namespace) -> SourcesRequest:
+def sources_request(args: argparse.Namespace) -> SourcesRequest:
     return SourcesRequest(tag=args.tag, list_bundles=args.list, probe=args.probe, json_path=args.json,
                           source=source_options(args), cache=args.cache)  # fmt: skip
 
 
 def command(args: argparse.Namespace) -> int:
-    return run_sources(request_of(args))
+    return run_sources(sources_request(args))
 
 
 def resolve_tree(spec: str, source: SourceOptions, cache: str | None) -> SourceTree:
