@@ -33,6 +33,7 @@ class ConsumerConfig:
     normalise: str = "none"  # text normalisation before parallel-vs-single comparison
     llama_checkout: str | None = None  # the consumer's llama.cpp checkout (submodule), relative to the tree
     allow_syntactic: bool = False  # apply edits matched by name only (libclang could not parse)
+    mined_rules: bool = True  # mined rules where no rules file covers part of a bump (docs/rules-mining.md)
     # gate thresholds; None: the gate's defaults (migrate/gate.py)
     tie_margin: float | None = None  # top-2 logit margin under which a greedy divergence is a near-tie
     max_tps_regression: float | None = None  # percent tokens/s the new build may lose against the old one
@@ -81,6 +82,7 @@ EXPECTED = {
     "normalise": f"one of {', '.join(repr(m) for m in NORMALISE_MODES)}",
     "llama_checkout": "a string (the consumer's llama.cpp checkout, relative to the tree)",
     "allow_syntactic": "a boolean, true or false (unquoted)",
+    "mined_rules": "a boolean, true or false (unquoted)",
     "tie_margin": "a non-negative number",
     "max_tps_regression": "a non-negative number (percent)",
     "verify": "a table ([verify] in llama-migrate.toml)",
@@ -137,6 +139,7 @@ def load_config(src: Path) -> ConsumerConfig:
         normalise=check.normalise(),
         llama_checkout=str(root / checkout) if checkout else None,
         allow_syntactic=check.boolean("allow_syntactic"),
+        mined_rules=check.boolean("mined_rules", default=True),
         tie_margin=check.threshold("tie_margin"),
         max_tps_regression=check.threshold("max_tps_regression"),
         verify=check.table_value("verify"),
@@ -179,8 +182,8 @@ class _Checker:
             raise self.refuse(key, value)
         return value
 
-    def boolean(self, key: str) -> bool:
-        value = self.table.get(key, False)
+    def boolean(self, key: str, default: bool = False) -> bool:
+        value = self.table.get(key, default)
         if not isinstance(value, bool):
             raise self.refuse(key, value)
         return value
