@@ -42,7 +42,6 @@ flags win.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -421,40 +420,3 @@ def gate(request: GateRequest) -> int:
     for line in summary(findings, thresholds, outcome):
         print(line, file=sys.stderr)
     return code
-
-
-# --- the command line: read here only, into a GateRequest -----------------------------------------------------
-
-
-def gate_request(args: argparse.Namespace) -> GateRequest:
-    """The parsed flags of `migrate gate` (the run's and the thresholds), typed; an unknown check is a UsageError."""
-    return GateRequest(pipeline.run_request(args), args.tie_margin, args.max_tps_regression)
-
-
-def cmd_gate(args: argparse.Namespace) -> int:
-    try:
-        request = gate_request(args)
-    except UsageError as exc:
-        pipeline.usage_error(exc)
-        return ExitCode.USAGE
-    return gate(request)
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:  # NaN too: it compares false with every threshold
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    from migrate.cli import add_command
-
-    parser = add_command(subparsers, "gate", "`run` for CI: exit code per failure class (10-17) and a one-screen "
-                         "summary of why", __doc__, cmd_gate)  # fmt: skip
-    pipeline.add_run_arguments(parser)
-    parser.add_argument("--max-tps-regression", type=_non_negative, metavar="PCT",
-                        help=f"tokens/s the new build may lose, percent (default {DEFAULT_MAX_TPS_REGRESSION:g})")
-    parser.add_argument("--tie-margin", type=_non_negative,
-                        help=f"top-2 logit margin under which a greedy divergence is a near-tie "
-                             f"(default {DEFAULT_TIE_MARGIN})")  # fmt: skip

@@ -6,8 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from migrate import gate, pipeline, rewrite_cli
+from migrate import pipeline, rewrite_cli
 from migrate.cli import build_parser
+from migrate.cli import gate as gate_command
 from migrate.cli import verify as verify_command
 from migrate.config import DEFAULT_FROM, DEFAULT_TO
 from migrate.rewrite.rules import rule_files
@@ -40,7 +41,7 @@ def test_run_and_gate_requests_carry_the_command_line() -> None:
     args = parse("--cache", "/c", "gate", "tree", "--from", "b5500", "--checks", "generate", "--enable", "kv-unified",
                  "--option", "a=b", "--cmake-arg=-DX=1", "--no-predict", "--quiet", "--json", "out.json",
                  "--tie-margin", "0.1")  # fmt: skip
-    request = gate.gate_request(args)
+    request = gate_command.gate_request(args)
     run = request.run
     assert (run.src, run.from_version, run.to_version, run.cache) == ("tree", "b5500", DEFAULT_TO, "/c")
     assert run.checks == ("generate",) and run.enable == ("kv-unified",) and run.options == ("a=b",)
