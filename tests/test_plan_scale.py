@@ -7,14 +7,16 @@ The b5415 tools/ + examples/ tree is the benchmark's (scripts/bench_plan_scale.p
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from migrate.paths import data_dir
 from migrate.rewrite import units as scale
 from migrate.rewrite.apicheck import ApiTarget
-from migrate.rewrite.engine import EngineConfig, build_plan
+from migrate.rewrite.engine import Engine, EngineConfig, build_plan
 from migrate.rewrite.parse import blank_prefix, leading_includes
 from migrate.rewrite.rules import load_rules
 from migrate.sources import SourceTree
@@ -117,3 +119,35 @@ def test_a_tree_of_units_and_a_one_file_edit(old_tree: SourceTree, new_tree: Sou
     after = plan_json(root, old_tree, new_tree, 1, cache)
     assert recorded == ["unit1.cpp"]  # the other units came from the per-unit cache
     assert same(after, plan_json(root, old_tree, new_tree, 0, None))
+
+
+def test_a_worker_that_dies_leaves_its_units_to_this_process(old_tree: SourceTree, new_tree: SourceTree,
+                                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed while it plans a unit (libclang crashing, the OOM killer): the units not back yet are planned
+    in this process, and the plan is still the sequential plan."""
+    root = tree(tmp_path)
+    reference = plan_json(root, old_tree, new_tree, 0, None)
+    parent, record = os.getpid(), scale.record_unit
+
+    def dies_on_unit1(engine: Engine, path: Path, *args: Any) -> scale.UnitRecord:
+        if os.getpid() != parent and path.name == "unit1.cpp":
+            os._exit(9)
+        return record(engine, path, *args)
+
+    monkeypatch.setattr(scale, "record_unit", dies_on_unit1)
+    assert same(plan_json(root, old_tree, new_tree, 2, None), reference)
+
+
+def test_an_error_in_a_worker_is_raised_in_this_process(old_tree: SourceTree, new_tree: SourceTree, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """An exception while a worker plans a unit comes back with the unit's record and is raised here, saying where."""
+    root = tree(tmp_path)
+    parent = os.getpid()
+
+    def fails_in_workers(engine: Engine, path: Path, *args: Any) -> scale.UnitRecord:
+        raise RuntimeError(f"planning {path.name} failed in process {'parent' if os.getpid() == parent else 'child'}")
+
+    monkeypatch.setattr(scale, "record_unit", fails_in_workers)
+    with pytest.raises(RuntimeError, match="failed in process child") as raised:
+        plan_json(root, old_tree, new_tree, 2, None)
+    assert any("in a worker process" in note for note in raised.value.__notes__)

@@ -31,10 +31,10 @@ from verify.outcomes import CheckStatus
 from verify.releases import RELEASES
 from verify.trace import MEMORY_OPS, Event, Trace, events, read_trace, resolve
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 if TYPE_CHECKING:
     from verify.checks import CheckResult
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 # a checkout keeps contracts/ beside the packages; the wheel ships them under migrate/_data (pyproject)
 CONTRACT_DIRS = (_PACKAGE_ROOT / "contracts", _PACKAGE_ROOT / "migrate" / "_data" / "contracts")

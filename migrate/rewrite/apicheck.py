@@ -120,6 +120,8 @@ class ApiScan:
     internal_names: dict[str, frozenset[str]] = field(default_factory=dict)  # what each declares at the target
     include_actions: list[tuple[str, int, str, str | None, str | None]] = field(default_factory=list)
     checked_includes: set[tuple[str, int]] = field(default_factory=set)
+    # units.triggers, by the number of private headers known when it was computed (a memo, not part of the scan)
+    triggers: dict[int, frozenset[bytes] | None] = field(default_factory=dict)
 
     @classmethod
     def start(cls, target: ApiTarget, covered: set[str]) -> ApiScan:

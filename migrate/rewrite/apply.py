@@ -12,13 +12,18 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from migrate.paths import cache_root
 from migrate.rewrite.edits import Edit
 from migrate.rewrite.plan import Plan, ReadMode
 from verify.errors import ToolError
+
+if TYPE_CHECKING:
+    from git import Diff, Repo  # only for annotations: GitPython is imported lazily (it is slow to import)
 
 TEMP_SUFFIX = ".llama-migrate.tmp"
 
@@ -35,7 +40,7 @@ class ApplyResult:
     commit: str | None = None
 
 
-def _repo_for(root: Path):  # -> git.Repo | None (GitPython imported lazily: it is slow to import)
+def _repo_for(root: Path) -> Repo | None:
     from git import InvalidGitRepositoryError, NoSuchPathError, Repo
 
     try:
@@ -51,9 +56,9 @@ def uncommitted(plan: Plan, targets: list[Path]) -> list[str]:
         return []
     work = Path(repo.working_tree_dir or plan.root).resolve()
     root = plan.root.resolve()
-    changed = {item.a_path for item in repo.index.diff(None)}
+    changed = _paths(repo.index.diff(None))
     if repo.head.is_valid():
-        changed |= {item.a_path for item in repo.index.diff("HEAD")}
+        changed |= _paths(repo.index.diff("HEAD"))
     dirty = sorted(p for p in changed if (work / p).resolve().is_relative_to(root))
     tracked = set(repo.git.ls_files(str(root)).splitlines()) if targets else set()
     for target in targets:
@@ -61,6 +66,11 @@ def uncommitted(plan: Plan, targets: list[Path]) -> list[str]:
         if relative not in tracked:
             dirty.append(f"{relative} (untracked)")
     return dirty
+
+
+def _paths(diffs: Iterable[Diff]) -> set[str]:
+    """The files a git diff names: each one's path on the a side, or on the b side for a file only there."""
+    return {path for item in diffs if (path := item.a_path or item.b_path) is not None}
 
 
 def apply_plan(plan: Plan, force: bool = False, branch: str | None = None, allow_syntactic: bool = False,
@@ -141,7 +151,7 @@ def _called_name(edit: Edit) -> str:
     return match.group(1) if match else edit.before[:40]
 
 
-def _start_branch(repo, branch: str) -> str:  # type: ignore[no-untyped-def]
+def _start_branch(repo: Repo, branch: str) -> str:
     if branch in [head.name for head in repo.heads]:
         raise ApplyRefused(f"branch {branch!r} exists already; choose another name")
     previous = repo.active_branch.name if not repo.head.is_detached else repo.head.commit.hexsha
@@ -183,6 +193,6 @@ def _write_all(plan: Plan, contents: dict[Path, bytes], backup_root: Path) -> Ap
     return ApplyResult(written=replaced, backup_dir=backup_dir)
 
 
-def _remove(paths: object) -> None:
-    for path in list(paths):  # type: ignore[call-overload]
+def _remove(paths: Iterable[Path]) -> None:
+    for path in list(paths):
         Path(path).unlink(missing_ok=True)

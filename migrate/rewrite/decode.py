@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,7 +97,7 @@ class Record:
 
 
 class DecodeRewriter:
-    def __init__(self, source: SourceFile, options: dict[str, Any], language: str, file_scope: set[str],
+    def __init__(self, source: SourceFile, options: Mapping[str, Any], language: str, file_scope: set[str],
                  introduced: set[str] | None = None) -> None:  # fmt: skip
         self.introduced = introduced if introduced is not None else set()
         self.source = source

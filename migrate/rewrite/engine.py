@@ -17,12 +17,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migrate import tree
 from migrate.apidiff import ApiDiffError
-from migrate.paths import data_dir
-from migrate.rewrite import rule_advisories
+from migrate.rewrite import fingerprint, rule_advisories
 from migrate.rewrite.apicheck import ApiScan, ApiTarget, unavailable_section
 from migrate.rewrite.calls import CallJob, compose_calls, inline_values, option_values
 from migrate.rewrite.collect import Collected, Collector
@@ -39,7 +38,7 @@ from migrate.rewrite.edits import (
 )
 from migrate.rewrite.fallback import plan_syntactic
 from migrate.rewrite.fold import plan_folds
-from migrate.rewrite.handlers import Handler, handlers_for, template_call
+from migrate.rewrite.handlers import Handler, HandlerResult, UnitFacts, handlers_for, template_call
 from migrate.rewrite.parse import (
     C_SUFFIXES,
     CXX_SUFFIXES,
@@ -58,8 +57,12 @@ from migrate.rewrite.prescan import Prescan, UnitText, added_names, diff_names, 
 from migrate.rewrite.rules import KIND_SPECS, Rule, RuleSet, rule_files
 from migrate.rewrite.tokens import CallSpan, Token, call_at, index_at, tokenize
 
+if TYPE_CHECKING:
+    from migrate.rewrite.units import UnitApi
+
 # The call composition the handlers and the syntactic fallback share lives in calls.py; named here for callers.
-__all__ = ["CallJob", "Engine", "EngineConfig", "build_plan", "compose_calls", "consumer_files", "option_values"]
+__all__ = ["CallJob", "Engine", "EngineConfig", "UnitResult", "build_plan", "compose_calls", "consumer_files",
+           "option_values"]  # fmt: skip
 
 SOURCE_SUFFIXES = C_SUFFIXES | CXX_SUFFIXES
 INCLUDES_LLAMA = re.compile(rb'^\s*#\s*include\s*[<"](?:[^">]*/)?(?:llama|common|sampling)\.h[">]', re.MULTILINE)
@@ -100,6 +103,38 @@ def consumer_files(root: Path) -> list[Path]:
 
 def _mentions(data: bytes, names: set[bytes]) -> bool:
     return any(name in data for name in names)
+
+
+# --- one unit's results -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """What planning one translation unit found, not yet applied: the engine applies it after the units before it
+    (`Engine.take`), in this process or from a worker's record (units.py)."""
+
+    findings: Plan  # the unit's file reports, manual items, advisories, decisions, rules used (no edits)
+    edits: tuple[Edit, ...]
+    fresh: frozenset[str]  # the files this unit planned: later units do not plan them again
+
+
+@dataclass
+class UnitWork:
+    """One unit being planned: the state of the units before it that it reads, and what it has found so far."""
+
+    findings: Plan
+    handled: frozenset[str]  # files an earlier unit planned
+    api: ApiScan | UnitApi | None  # the API cross reference the unit reports to (or a recorder of it: units.py)
+    edits: list[Edit] = field(default_factory=list)
+
+    def take(self, result: HandlerResult) -> None:
+        """A handler's result, after those returned before it."""
+        self.edits += result.edits
+        self.findings.manual += result.manual
+        self.findings.advisories += result.advisories
+        self.findings.decisions += result.decisions
+        for rule_id, description in result.rules_used:
+            self.findings.rules_used.setdefault(rule_id, description)
 
 
 # --- the engine ------------------------------------------------------------------------------------------------
@@ -159,7 +194,7 @@ class Engine:
         return plan
 
     def _plan_units(self, units: list[Path], unparsed: set[Path], consumer: set[str], plan: Plan) -> None:
-        """Every unit, as `_plan_unit` one after the other would: recorded in worker processes or taken from the
+        """Every unit, as `plan_unit` one after the other would: recorded in worker processes or taken from the
         per-unit cache, then merged in order (units.py); a unit whose record does not hold is planned here. The
         `unparsed` units (they name nothing listed) are listed in their place, not parsed."""
         from migrate.rewrite import units as scale
@@ -172,7 +207,7 @@ class Engine:
                 if unit in unparsed:
                     self._not_parsed(unit, consumer, plan)
                 else:
-                    self._plan_unit(unit, consumer, plan)
+                    self.take(self.plan_unit(unit, consumer, frozenset(self.handled), self.api), plan)
             return
         flags = {u: self.parse_config.flags_for(u) for u in units}
         # over every unit, the unparsed too: `_not_parsed` leaves the state the guess takes a unit to leave
@@ -190,7 +225,7 @@ class Engine:
                     records[unit] = found
         todo = [u for u in parsed if u not in records]
         jobs = min(len(todo), jobs or os.cpu_count() or 1)
-        pools, futures = [], {}
+        pool = None
         state = scale.fresh_scan(self.api)
         temp = None
         try:
@@ -202,7 +237,7 @@ class Engine:
                     choice.add(group, preamble)
                 self.parse_config.preambles = choice
             if jobs > 1:
-                pools.append(scale.start_workers(self, consumer, [(u, *guesses[u]) for u in todo], jobs, futures))
+                pool = scale.UnitPool(self, consumer, [(u, *guesses[u]) for u in todo], jobs)
             for unit in units:
                 if unit in unparsed:
                     self._not_parsed(unit, consumer, plan)
@@ -210,20 +245,20 @@ class Engine:
                 record = records.get(unit)
                 made = record is None
                 if record is None:
-                    record = scale.wait(futures[unit]) if unit in futures else None
+                    record = pool.record(unit) if pool is not None and unit in pool else None
                 if record is None:  # in this process (one job, or a worker that died)
                     record = scale.record_unit(self, unit, consumer, *guesses[unit], state)
                 try:
                     scale.check(self, record)
                     scale.merge(self, record, plan)
                 except scale.Stale:
-                    self._plan_unit(unit, consumer, plan)
+                    self.take(self.plan_unit(unit, consumer, frozenset(self.handled), self.api), plan)
                     continue
                 if made and cache is not None:
                     cache.put(unit, flags[unit], record, consumer)
         finally:
-            for pool in pools:
-                pool.shutdown(cancel_futures=True)
+            if pool is not None:
+                pool.close()
             if temp is not None:
                 shutil.rmtree(temp, ignore_errors=True)
             self.parse_config.preambles = None
@@ -347,48 +382,67 @@ class Engine:
 
     # --- one translation unit ------------------------------------------------------------------------------
 
-    def _plan_unit(self, path: Path, consumer: set[str], plan: Plan) -> None:
+    def plan_unit(self, path: Path, consumer: set[str], handled: frozenset[str],
+                  api: ApiScan | UnitApi | None) -> UnitResult:  # fmt: skip
+        """One translation unit planned after units that planned the files `handled`, reporting its inclusions and
+        uses to `api`; its findings come back as a value (`take` applies them). Raises InputError on syntax errors."""
+        work = UnitWork(Plan(self.root, self.config.ruleset.from_version, self.config.ruleset.to_version,
+                             options=self.options), handled, api)  # fmt: skip
+        fresh = self._plan_unit(path, consumer, work)
+        return UnitResult(work.findings, tuple(work.edits), frozenset(fresh))
+
+    def take(self, result: UnitResult, plan: Plan) -> None:
+        """A unit's result, after the units before it: into the plan, and into the state later units read."""
+        plan.add_part(result.findings)
+        self.edits += result.edits
+        self.handled |= result.fresh
+
+    def _plan_unit(self, path: Path, consumer: set[str], work: UnitWork) -> set[str]:
+        """Plans one unit into `work`; returns the files it planned."""
+        plan = work.findings
         parsed = parse(path, self.parse_config)
         report = FileReport(plan.relative(path), ReadMode.LIBCLANG)
         plan.file_reports.append(report)
         mine = consumer | {str(path)}
         if parsed.fatal:
-            self._plan_unparsable(path, parsed, report, plan)
-            return
+            self._plan_unparsable(path, parsed, report, work)
+            return {str(path)} - work.handled
         self._check_errors(parsed, mine, report)
-        self._newer_than_from(parsed, mine - self.handled, plan)
+        self._newer_than_from(parsed, mine - work.handled, work)
         in_unit = {str(path)} | {inc.include.name for inc in parsed.tu.get_includes() if inc.include is not None}
         data = {f: self.sources[Path(f)].data for f in mine & in_unit if Path(f) in self.sources}
         collected = Collector(self.rules, set(data), data).collect(parsed)
-        if self.api is not None:
+        if work.api is not None:
             own = in_unit & (self.consumer_names | {str(path)})
-            self.api.includes(parsed.tu, own, parsed.flags)
-            self.api.scan(parsed.tu, own, collected.walked)  # the collector's walk, not another one
-        fresh = {f for f in data if f not in self.handled}
-        handlers = handlers_for(self)
-        self._plan_calls(collected, fresh, plan, handlers)
-        self._plan_fields(collected, fresh, plan, handlers)
+            work.api.includes(parsed.tu, own, parsed.flags)
+            work.api.scan(parsed.tu, own, collected.walked)  # the collector's walk, not another one
+        fresh = {f for f in data if f not in work.handled}
+        facts = UnitFacts(self.sources, tuple(self.rules), self.options, plan.relative, collected, frozenset(fresh),
+                          language_of(path))  # fmt: skip
+        handlers = handlers_for()
+        self._plan_calls(facts, work, handlers)
+        self._plan_fields(facts, work, handlers)
         for handler in handlers.values():
-            handler.unit(collected, fresh, plan, language_of(path))
-        in_macros = self._plan_macros(parsed, collected, fresh, plan)
+            work.take(handler.unit(facts))
+        in_macros = self._plan_macros(collected, fresh, work)
         self._plan_foreign_macros(collected, fresh, in_macros, plan)
-        self._plan_undeclared(parsed, fresh, plan)
+        self._plan_undeclared(parsed, fresh, work)
         self._plan_value_uses(collected, fresh, plan)
         self._plan_skipped(parsed, fresh, plan)
         plan.advisories += rule_advisories.find(self.config.ruleset.advisories, collected, self.sources, fresh, plan,
                                                 {r.id for r in self.rules})  # fmt: skip
-        self.handled |= fresh
+        return fresh
 
-    def _plan_unparsable(self, path: Path, parsed: ParsedFile, report: FileReport, plan: Plan) -> None:
+    def _plan_unparsable(self, path: Path, parsed: ParsedFile, report: FileReport, work: UnitWork) -> None:
         """A unit libclang cannot parse (a header not found): its rules matched by name with tree-sitter. Complete
         (`NAMES_NOTHING`) when that matched nothing, the text names nothing the API diff lists, no header it misses
         is llama.cpp's and its includes into llama.cpp are settled (the include check needs the parse); else by name
         only, incomplete: the cross reference could not look at it."""
+        plan = work.findings
         reason = "; ".join(self._where(p, path) for p in parsed.fatal[:3])
-        self.handled.add(str(path))
         found = len(plan.manual), len(plan.advisories)
         edits = plan_syntactic(self.sources[path], self.rules, self.options, plan)
-        self.edits += edits
+        work.edits += edits
         matched = bool(edits) or (len(plan.manual), len(plan.advisories)) != found
         text = self.prescan.read(path, parsed.flags)
         llama_header = self.prescan.missing_llama_header(p.message for p in parsed.fatal)
@@ -403,8 +457,8 @@ class Engine:
             f"{report.path}: libclang could not parse it ({report.reason}); matched by name with tree-sitter, "
             "edits marked syntactic — check them, or give the include path (compile_commands.json / --flag)"
         )
-        if self.api is not None:
-            self.api.skip(str(path), f"libclang could not parse it ({report.reason})")
+        if work.api is not None:
+            work.api.skip(str(path), f"libclang could not parse it ({report.reason})")
 
     def _check_errors(self, parsed: ParsedFile, mine: set[str], report: FileReport) -> None:
         errors = parsed.errors_in(mine)
@@ -424,9 +478,12 @@ class Engine:
             return f"{problem.message} (line {problem.line})"
         return f"{problem.message} ({_relative_to(problem.file, self.root)}:{problem.line})"
 
-    def _newer_than_from(self, parsed: ParsedFile, files: set[str], plan: Plan) -> None:
+    def _newer_than_from(self, parsed: ParsedFile, files: set[str], work: UnitWork) -> None:
         """Names the --from tree does not declare that a later llama.cpp does (a field the target has, an old-API
         function a rule knows, added after --from): evidence that the code is newer than --from."""
+        plan, api = work.findings, work.api
+        target = api.target if api is not None else None  # a recorder without a cross reference has none
+        new_symbols, new_fields = (api.new_symbols, api.new_fields) if api is not None else (set(), set())
         rule_names = {r.match.function for r in self.rules if r.match.function}
         seen = {(e["name"], e["file"], e["line"]) for e in plan.newer_than_from}
         for problem in parsed.errors_in(files):
@@ -436,13 +493,13 @@ class Engine:
                 name = undeclared.group(1)
                 if name in rule_names:
                     known = "an old-API name a rule rewrites (added after --from)"
-                elif self.api is not None and name in self.api.new_symbols and name not in self.target_names:
-                    known = f"declared at {self.api.target.new.provided}"
+                elif target is not None and name in new_symbols and name not in self.target_names:
+                    known = f"declared at {target.new.provided}"
             elif member:
                 name = member.group(1)
                 key = f"{member.group(2)}.{name}"
-                if self.api is not None and key in self.api.new_fields and name not in self.target_names:
-                    known = f"a field of {member.group(2)} at {self.api.target.new.provided}"
+                if target is not None and key in new_fields and name not in self.target_names:
+                    known = f"a field of {member.group(2)} at {target.new.provided}"
             if not known or name is None:
                 continue
             entry = {"name": name, "file": plan.relative(problem.file), "line": problem.line, "known": known}
@@ -458,19 +515,22 @@ class Engine:
 
     # --- function calls ------------------------------------------------------------------------------------
 
-    def _plan_calls(self, collected: Collected, fresh: set[str], plan: Plan, handlers: dict[str, Handler]) -> None:
+    def _plan_calls(self, facts: UnitFacts, work: UnitWork, handlers: dict[str, Handler]) -> None:
         """Each resolved call to its rule kind's handler; then the template calls of all kinds composed at once (a
         call nested in another's arguments becomes part of the outer edit)."""
-        for site in collected.calls:
-            if site.file not in fresh or site.in_macro_body:
+        for site in facts.collected.calls:
+            if site.file not in facts.fresh or site.in_macro_body:
                 continue
             span = self._span(site.file, site.name_offset)
             if span is None:
-                self.manual(plan, site.file, site.name_offset, site.rule, "the call could not be read token by token")
+                self.manual(work.findings, site.file, site.name_offset, site.rule,
+                            "the call could not be read token by token")  # fmt: skip
                 continue
-            handlers[site.rule.kind].call(site, span, plan)
-        jobs = [job for handler in handlers.values() for job in handler.calls_done(collected, plan)]
-        self.edits += compose_calls(jobs, self._fix_values)
+            work.take(handlers[site.rule.kind].call(site, span, facts))
+        done = [handler.calls_done(facts) for handler in handlers.values()]
+        for result in done:
+            work.take(result)
+        work.edits += compose_calls([job for result in done for job in result.calls], self._fix_values)
 
     def _span(self, file: str, offset: int) -> CallSpan | None:
         tokens = self._tokens(Path(file))
@@ -487,17 +547,18 @@ class Engine:
 
     # --- struct fields -------------------------------------------------------------------------------------
 
-    def _plan_fields(self, collected: Collected, fresh: set[str], plan: Plan, handlers: dict[str, Handler]) -> None:
-        folded = [s for s in collected.fields if s.file in fresh and "fold" in s.rule.params]
+    def _plan_fields(self, facts: UnitFacts, work: UnitWork, handlers: dict[str, Handler]) -> None:
+        fields = facts.collected.fields
+        folded = [s for s in fields if s.file in facts.fresh and "fold" in s.rule.params]
         if folded:  # several fields into one (fold.py)
-            self.edits += plan_folds(folded, self.sources, plan, self.manual)
-        for site in collected.fields:
-            if site.file in fresh and "fold" not in site.rule.params:
-                handlers[site.rule.kind].field(site, plan)
+            work.edits += plan_folds(folded, self.sources, work.findings, self.manual)
+        for site in fields:
+            if site.file in facts.fresh and "fold" not in site.rule.params:
+                work.take(handlers[site.rule.kind].field(site, facts))
 
     # --- macros, undeclared names, non-call uses -------------------------------------------------------------
 
-    def _plan_macros(self, parsed: ParsedFile, collected: Collected, fresh: set[str], plan: Plan) -> set[str]:
+    def _plan_macros(self, collected: Collected, fresh: set[str], work: UnitWork) -> set[str]:
         """Old API calls in the consumer's macro definitions; returns the API names found there."""
         by_name = {r.match.function: r for r in self.rules if r.match.function}
         found: set[str] = set()
@@ -513,7 +574,7 @@ class Engine:
                 if rule is None:
                     continue
                 confidence = SEMANTIC if token.name in collected.macro_expanded_names else SYNTACTIC
-                self._macro_site(rule, top.spelling, tokens, index, source, confidence, plan)
+                self._macro_site(rule, top.spelling, tokens, index, source, confidence, work)
                 found.add(token.name)
         return found
 
@@ -529,13 +590,14 @@ class Engine:
                              f"change the macro or stop using it here. {site.rule.description}")  # fmt: skip
 
     def _macro_site(self, rule: Rule, macro: str, tokens: list[Token], index: int, source: SourceFile,
-                    confidence: str, plan: Plan) -> None:  # fmt: skip
+                    confidence: str, work: UnitWork) -> None:  # fmt: skip
+        plan = work.findings
         span = call_at(tokens, index)
         where = f"in the body of macro {macro}"
         if template_call(rule) and span is not None and span.args:
             job = CallJob(source, span, rule, inline_values(rule, source.text(*span.args[0])), confidence,
                           f"macro {macro} rewritten once, inline handle")  # fmt: skip
-            self.edits += compose_calls([job], self._fix_values)
+            work.edits += compose_calls([job], self._fix_values)
             handle = rule.handle.init.partition("(")[0]
             plan.decisions.append(f"{plan.relative(source.path)}:{source.line_of(span.name_start)}: macro {macro}: "
                                   f"definition rewritten once ({rule.id}, inline {handle})")  # fmt: skip
@@ -543,7 +605,7 @@ class Engine:
         message = f"{rule.match.name} used {where}; rewrite the macro by hand. {rule.guidance or rule.description}"
         self.manual(plan, str(source.path), tokens[index].start, rule, message)
 
-    def _plan_undeclared(self, parsed: ParsedFile, fresh: set[str], plan: Plan) -> None:
+    def _plan_undeclared(self, parsed: ParsedFile, fresh: set[str], work: UnitWork) -> None:
         """Old names the source tree does not declare (e.g. llama_kv_self_seq_pos_min, added after b5421 and
         removed before b7785): rewritten by name, marked syntactic."""
         by_name = {r.match.function: r for r in self.rules if r.match.function}
@@ -560,8 +622,8 @@ class Engine:
                 jobs.append(CallJob(source, span, rule, inline_values(rule, source.text(*span.args[0])), SYNTACTIC,
                                     NOTE_UNDECLARED, undeclared=True))  # fmt: skip
             else:
-                self.manual(plan, problem.file, offset, rule, rule.guidance or rule.description)
-        self.edits += compose_calls(jobs, self._fix_values)
+                self.manual(work.findings, problem.file, offset, rule, rule.guidance or rule.description)
+        work.edits += compose_calls(jobs, self._fix_values)
 
     def _plan_skipped(self, parsed: ParsedFile, fresh: set[str], plan: Plan) -> None:
         """Old API names in code the preprocessor skipped (`#if 0`, untaken #ifdef): listed, never edited."""
@@ -691,12 +753,11 @@ def _cache_key(config: EngineConfig) -> str:
     return digest.hexdigest()[:32]
 
 
-def _config_digest(config: EngineConfig) -> str:
-    """Digest of what a plan depends on besides the consumer's files."""
-    digest = hashlib.sha256()
-    engine_dir = Path(__file__).resolve().parent
-    for path in sorted(engine_dir.glob("*.py")) + sorted(data_dir("templates").glob("*.j2")):
-        digest.update(path.read_bytes())
+def _config_digest(config: EngineConfig, package: Path = fingerprint.PACKAGE) -> str:
+    """Digest of what a plan depends on besides the consumer's files: the code and data it is made by (every module
+    of the rewrite package and all they import from this checkout, the rules files and templates: fingerprint.py),
+    the rules file in use, the settings. `package`: the migrate package to take the code from."""
+    digest = hashlib.sha256(fingerprint.plan_inputs_digest(package).encode())
     digest.update(config.ruleset.path.read_bytes())
     settings = {
         "tree": str(config.llama_tree.resolve()),

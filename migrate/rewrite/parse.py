@@ -204,7 +204,7 @@ class Problem:
 @dataclass
 class ParsedFile:
     path: Path
-    tu: ci.TranslationUnit
+    tu: ci.TranslationUnit | UnitView  # a unit parsed after a precompiled preamble is read through its view
     problems: list[Problem]
     flags: list[str]
     scope: frozenset[str] = frozenset()  # file-scope names of a precompiled preamble (its unit does not walk them)
@@ -705,7 +705,7 @@ def parse_after_preamble(path: Path, config: ParseConfig, preamble: Preamble, en
     if any(p.severity >= ci.Diagnostic.Fatal for p in problems):
         return None  # a stale or refused precompiled header, or a missing include: the plain parse says which
     lines = [d.line for d in leading_includes(data)][: len(preamble.directives)]
-    parsed = ParsedFile(path, UnitView(tu, preamble, path, lines), problems, flags)  # type: ignore[arg-type]
+    parsed = ParsedFile(path, UnitView(tu, preamble, path, lines), problems, flags)
     parsed.scope = preamble.scope
     return parsed
 

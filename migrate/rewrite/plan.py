@@ -126,6 +126,22 @@ class Plan:
         section = self.api_section if api_section is None else api_section
         return dataclasses.replace(self, builds=list(builds), api_section=section)
 
+    def add_part(self, part: Plan) -> None:
+        """A translation unit's findings after those of the units before it (a rule used, and a name newer than
+        --from at one place, listed once)."""
+        self.file_reports += part.file_reports
+        self.manual += part.manual
+        self.advisories += part.advisories
+        self.decisions += part.decisions
+        for rule_id, description in part.rules_used.items():
+            self.rules_used.setdefault(rule_id, description)
+        seen = {(e["name"], e["file"], e["line"]) for e in self.newer_than_from}
+        for entry in part.newer_than_from:
+            place = (entry["name"], entry["file"], entry["line"])
+            if place not in seen:
+                seen.add(place)
+                self.newer_than_from.append(entry)
+
     def relative(self, path: Path | str) -> str:
         try:
             return str(Path(path).resolve().relative_to(self.root.resolve()))

@@ -1,16 +1,19 @@
 """Planning at scale: translation units planned in worker processes, or taken from the per-unit cache, and merged
 in order into exactly the plan a sequential run makes.
 
-The engine plans one translation unit at a time (`Engine._plan_unit`), and a unit's result depends on the units
-before it in two ways: a consumer header already planned from an earlier unit is not planned again ("handled"),
-and the API cross reference scans each file once, checks each `#include` once and learns llama.cpp's private
-headers as units include them. A worker plans its unit against a *guess* of that state (the consumer files earlier
-units include, read from their `#include` lines) and records what it found instead of applying it: the plan's
-items, the edits, and the API events (the inclusions read, the uses in each file, per private header it knew).
-The parent merges the records in unit order, replaying the API events on the real cross reference. Where the
-guess was wrong for this unit (it includes a header whose handled state differs, a file the real state has not
-scanned yet, or a private header the worker did not know), the parent plans that unit itself with the true state:
-the merged plan is the sequential plan, and `tests/test_plan_scale.py` compares the two.
+The engine plans one translation unit at a time (`Engine.plan_unit`, whose result is a value that `Engine.take`
+applies), and a unit's result depends on the units before it in two ways: a consumer header already planned from an
+earlier unit is not planned again ("handled"), and the API cross reference scans each file once, checks each
+`#include` once and learns llama.cpp's private headers as units include them. A worker plans its unit against a
+*guess* of that state (the consumer files earlier units include, read from their `#include` lines) and records what
+it found instead of applying it: the plan's items, the edits, and the API events (the inclusions read, the uses in
+each file, per private header it knew). The parent merges the records in unit order, replaying the API events on the
+real cross reference. Where the guess was wrong for this unit (it includes a header whose handled state differs, a
+file the real state has not scanned yet, or a private header the worker did not know), the parent plans that unit
+itself with the true state: the merged plan is the sequential plan, and `tests/test_plan_scale.py` compares the two.
+
+Workers are forked copies of the engine (`UnitPool`): a unit goes to them as its place in the list of units to plan,
+and its record comes back over a queue; nothing is shared or swapped.
 
 The per-unit cache (`<plan cache>/units`) keeps each unit's record under what it depends on: the engine's code,
 rules, options and API target, the unit's flags, the bytes of every consumer file in the unit, and the guess. A
@@ -22,24 +25,28 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import queue
 import re
 import time
+import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from migrate import apidiff
-from migrate.rewrite.edits import Edit, InputError
+from migrate.rewrite.edits import InputError
 from migrate.rewrite.includes import inclusions
 from migrate.rewrite.plan import Plan
 from migrate.rewrite.prescan import IDENTIFIER, diff_names, with_macros
 
 if TYPE_CHECKING:
-    from migrate.rewrite.apicheck import ApiScan
-    from migrate.rewrite.engine import Engine
+    from multiprocessing.context import ForkProcess
 
-UNIT_FORMAT = 1  # bump when a record's shape changes: older records are ignored
+    from migrate.rewrite.apicheck import ApiScan
+    from migrate.rewrite.engine import Engine, UnitResult
+
+UNIT_FORMAT = 2  # bump when a record's shape changes: older records are ignored
 INCLUDE = re.compile(rb'^[ \t]*#[ \t]*(?:include|import)[ \t]*([<"])([^>"\n]+)[>"]', re.MULTILINE)
 
 
@@ -55,14 +62,7 @@ class UnitRecord:
     handled_guess: frozenset[str]  # those of them the guess said an earlier unit planned
     own: frozenset[str] | None = None  # the unit's consumer files (None: libclang could not parse it)
     tu_files: frozenset[str] = frozenset()  # every file the unit includes (to tell if a private header is in it)
-    file_reports: list[Any] = field(default_factory=list)
-    manual: list[Any] = field(default_factory=list)
-    advisories: list[Any] = field(default_factory=list)
-    decisions: list[str] = field(default_factory=list)
-    rules_used: dict[str, str] = field(default_factory=dict)
-    newer_than_from: list[dict[str, Any]] = field(default_factory=list)
-    edits: list[Edit] = field(default_factory=list)
-    fresh: frozenset[str] = frozenset()  # files this unit planned (the handled set grows by these)
+    result: UnitResult | None = None  # what the unit found (None: it stopped the plan, `error`)
     events: list[tuple[Any, ...]] = field(default_factory=list)  # API events, in order
     error: str | None = None  # an InputError (syntax errors): the sequential plan stops at this unit
     deps: dict[str, str] = field(default_factory=dict)  # consumer file in the unit -> sha256 of its bytes
@@ -115,15 +115,14 @@ class UnitApi:
 
 # --- the name pre-scan: a unit that names nothing the API diff lists is not walked for uses ------------------------
 
-_TRIGGERS: dict[int, frozenset[bytes] | None] = {}
-
 
 def triggers(state: ApiScan) -> frozenset[bytes] | None:
     """The names whose presence makes a unit worth walking for uses: the diffs' own, and every macro of the old
-    tree's compared headers whose definition spells one (to a fixed point); None: walk every unit."""
-    key = id(state) ^ len(state.extra)
-    if key in _TRIGGERS:
-        return _TRIGGERS[key]
+    tree's compared headers whose definition spells one (to a fixed point); None: walk every unit. Kept on the
+    cross reference per number of private headers it knows (it learns them as units include them)."""
+    key = len(state.extra)
+    if key in state.triggers:
+        return state.triggers[key]
     found: set[bytes] | None = set()
     for diff in [state.diff, *(d for _, d, _ in state.extra)]:
         names = diff_names(diff)
@@ -135,8 +134,8 @@ def triggers(state: ApiScan) -> frozenset[bytes] | None:
         root = state.target.old.path.resolve()
         headers = [Path(h) for h in state.tracked.exact.by_path] + [root / h for h, _, _ in state.extra]
         found = set(with_macros(found, headers))
-    _TRIGGERS[key] = frozenset(found) if found is not None else None
-    return _TRIGGERS[key]
+    state.triggers[key] = frozenset(found) if found is not None else None
+    return state.triggers[key]
 
 
 def mentions_any(files: set[str], names: frozenset[bytes] | None) -> bool:
@@ -163,28 +162,17 @@ def fresh_scan(scan: ApiScan | None) -> ApiScan | None:
 
 def record_unit(engine: Engine, path: Path, consumer: set[str], scanned: frozenset[str], handled: frozenset[str],
                 state: ApiScan | None) -> UnitRecord:  # fmt: skip
-    """Plan one unit on `engine` with the guessed state, recording instead of applying (the engine's own state is
-    put back afterwards)."""
+    """Plan one unit with the guessed state: its result as a value and the API events to replay, recorded instead of
+    applied (the engine's state is not changed)."""
     started = time.monotonic()
-    saved = engine.api, engine.handled, engine.edits
     recorder = UnitApi(state, scanned)
-    part = Plan(engine.root, engine.config.ruleset.from_version, engine.config.ruleset.to_version,
-                options=engine.options)  # fmt: skip
-    engine.api, engine.handled, engine.edits = recorder, set(handled), []  # type: ignore[assignment]
     record = UnitRecord(str(path), scanned, handled)
     try:
-        engine._plan_unit(path, consumer, part)
+        record.result = engine.plan_unit(path, consumer, handled, recorder)
     except InputError as exc:
         record.error = str(exc)
-    finally:
-        fresh = engine.handled - handled
-        record.edits = engine.edits
-        engine.api, engine.handled, engine.edits = saved
     record.own = frozenset(recorder.own) if recorder.own is not None else None
     record.tu_files = recorder.tu_files
-    record.file_reports, record.manual, record.advisories = part.file_reports, part.manual, part.advisories
-    record.decisions, record.rules_used, record.newer_than_from = part.decisions, part.rules_used, part.newer_than_from
-    record.fresh = frozenset(fresh)
     record.events = recorder.events
     record.deps = {name: digest(Path(name)) for name in sorted((record.own or set()) | {str(path)})}
     record.seconds = time.monotonic() - started
@@ -216,8 +204,8 @@ def check(engine: Engine, record: UnitRecord) -> None:
 
 
 def merge(engine: Engine, record: UnitRecord, plan: Plan) -> None:
-    """Apply a record as `_plan_unit` would have (Stale before changing anything that `_plan_unit` would change
-    again: API includes are checked once per directive, so replaying them twice is harmless)."""
+    """Apply a record as planning its unit here would have (Stale before changing anything that planning it would
+    change again: API includes are checked once per directive, so replaying them twice is harmless)."""
     api = engine.api
     if api is not None:
         for event in record.events:
@@ -229,22 +217,9 @@ def merge(engine: Engine, record: UnitRecord, plan: Plan) -> None:
                 for header, _, _ in api.extra:
                     if header not in known and any(_may_be(name, header) for name in record.tu_files):
                         raise Stale(f"the unit includes {header}, a private header the worker did not know")
-    if record.error is not None:
-        raise InputError(record.error)
-    plan.file_reports += record.file_reports
-    plan.manual += record.manual
-    plan.advisories += record.advisories
-    plan.decisions += record.decisions
-    for key, value in record.rules_used.items():
-        plan.rules_used.setdefault(key, value)
-    seen = {(e["name"], e["file"], e["line"]) for e in plan.newer_than_from}
-    for entry in record.newer_than_from:
-        key = (entry["name"], entry["file"], entry["line"])
-        if key not in seen:
-            seen.add(key)
-            plan.newer_than_from.append(entry)
-    engine.edits += record.edits
-    engine.handled |= record.fresh
+    if record.result is None:  # the sequential plan stops at this unit
+        raise InputError(record.error or f"{record.path}: not planned")
+    engine.take(record.result, plan)
     if api is None:
         return
     for event in record.events:
@@ -365,30 +340,96 @@ class UnitCache:
 
 # --- worker processes -------------------------------------------------------------------------------------------
 
-_WORKER: dict[str, Any] = {}  # in a forked worker: the engine (a copy of the parent's), the consumer set, its API
+
+class Outcome(NamedTuple):
+    """What a worker sends back for a unit: its record, or the exception that stopped planning it."""
+
+    place: int  # the unit's index in the pool's `todo`
+    record: UnitRecord | None
+    error: BaseException | None
 
 
-def _record_in_worker(path: str, scanned: frozenset[str], handled: frozenset[str]) -> UnitRecord:
-    engine, consumer = _WORKER["engine"], _WORKER["consumer"]
-    if "state" not in _WORKER:
-        _WORKER["state"] = fresh_scan(engine.api)
-    return record_unit(engine, Path(path), consumer, scanned, handled, _WORKER["state"])
+class UnitPool:
+    """Forked worker processes planning the units of `todo` (unit, scanned guess, handled guess), the biggest files
+    first (the longest parses start first: the last one to finish comes sooner). Each worker is a copy of the engine
+    as it was at the fork, with its own cross reference; a unit goes out as its index in `todo` and its record comes
+    back as a value over a queue."""
 
+    def __init__(self, engine: Engine, consumer: set[str], todo: list[tuple[Path, frozenset[str], frozenset[str]]],
+                 jobs: int) -> None:  # fmt: skip
+        import multiprocessing
 
-def start_workers(engine: Engine, consumer: set[str], todo: list[tuple[Path, frozenset[str], frozenset[str]]],
-                  jobs: int, futures: dict[Path, Any]) -> Any:  # fmt: skip
-    """A pool of forked workers (each a copy of the engine as it is now) with every unit of `todo` submitted, the
-    biggest files first (the longest parses start first: the last one to finish comes sooner); its futures are
-    added to `futures`."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+        context = multiprocessing.get_context("fork")
+        self.todo = todo
+        self.index = {unit: i for i, (unit, _, _) in enumerate(todo)}
+        self.tasks: multiprocessing.Queue[int | None] = context.Queue()
+        self.results: multiprocessing.Queue[bytes] = context.Queue()
+        self.outcomes: dict[int, Outcome] = {}
+        self.broken = False  # a worker died: the units not back yet are planned in this process
+        # the engine and the units reach the workers by the fork (copied, not pickled); started before the first
+        # put, so no queue thread of this process is running when they fork
+        self.processes: list[ForkProcess] = [context.Process(target=self._serve, args=(engine, consumer))
+                                             for _ in range(jobs)]  # fmt: skip
+        for process in self.processes:
+            process.start()
+        for index in sorted(range(len(todo)), key=lambda i: -_size(todo[i][0])):
+            self.tasks.put(index)
+        for _ in self.processes:
+            self.tasks.put(None)
 
-    _WORKER.clear()
-    _WORKER.update(engine=engine, consumer=consumer)
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"))
-    for unit, scanned, handled in sorted(todo, key=lambda t: -_size(t[0])):
-        futures[unit] = pool.submit(_record_in_worker, str(unit), scanned, handled)
-    return pool
+    def __contains__(self, unit: Path) -> bool:
+        return unit in self.index
+
+    def _serve(self, engine: Engine, consumer: set[str]) -> None:
+        """In a worker: plan the units it is sent until told to stop, each outcome sent back pickled (an outcome
+        that cannot be pickled is sent as the error saying so, never dropped: the parent waits for every unit)."""
+        state = fresh_scan(engine.api)
+        while (index := self.tasks.get()) is not None:
+            unit, scanned, handled = self.todo[index]
+            try:
+                outcome = Outcome(index, record_unit(engine, unit, consumer, scanned, handled, state), None)
+            except Exception as exc:  # noqa: BLE001 - raised again in the parent, as planning it there would
+                exc.add_note(f"planning {unit} in a worker process:\n{traceback.format_exc()}")
+                outcome = Outcome(index, None, exc)
+            try:
+                payload = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # noqa: BLE001 - said in the parent
+                payload = pickle.dumps(Outcome(index, None, RuntimeError(f"{unit}: result not sendable ({exc!r})")))
+            self.results.put(payload)
+
+    def record(self, unit: Path) -> UnitRecord | None:
+        """The unit's record; None when a worker died before it came back (the unit is then planned here)."""
+        index = self.index[unit]
+        while index not in self.outcomes and not self.broken:
+            try:
+                outcome: Outcome = pickle.loads(self.results.get(timeout=0.2))
+                self.outcomes[outcome.place] = outcome
+            except queue.Empty:
+                self.broken = self._workers_gone()
+        if index not in self.outcomes:
+            return None
+        outcome = self.outcomes.pop(index)
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.record
+
+    def _workers_gone(self) -> bool:
+        """A worker was killed, or every worker has stopped with nothing left to read: no more records come."""
+        codes = [p.exitcode for p in self.processes]
+        if any(code not in (None, 0) for code in codes):
+            return True
+        return all(code == 0 for code in codes) and self.results.empty()
+
+    def close(self) -> None:
+        """Workers stopped (one still planning a unit nobody waits for is killed) and the queues released."""
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+        for process in self.processes:
+            process.join()
+        self.tasks.cancel_join_thread()  # indices nobody will read must not hold this process at exit
+        self.tasks.close()
+        self.results.close()
 
 
 def _size(path: Path) -> int:
@@ -396,16 +437,6 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-def wait(future: Any) -> UnitRecord | None:
-    """A worker's record; None when the worker died (the unit is then planned in this process)."""
-    from concurrent.futures.process import BrokenProcessPool
-
-    try:
-        return future.result()
-    except BrokenProcessPool:
-        return None
 
 
 def _build_in_worker(folder: str, group: str, directives: tuple[str, ...], flags: list[str], consumer: frozenset[str],

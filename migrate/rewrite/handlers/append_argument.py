@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
-
 from migrate.rewrite.calls import CallJob
-from migrate.rewrite.collect import CallSite, Collected
+from migrate.rewrite.collect import CallSite
 from migrate.rewrite.edits import SEMANTIC
-from migrate.rewrite.handlers.base import Handler, handler
-from migrate.rewrite.plan import Plan
+from migrate.rewrite.handlers.base import Handler, HandlerResult, UnitFacts, handler
 from migrate.rewrite.tokens import CallSpan
-
-if TYPE_CHECKING:
-    from migrate.rewrite.engine import Engine
 
 
 @handler("append_argument")
@@ -22,12 +15,12 @@ class AppendArgument(Handler):
 
     template_call = True
 
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine)
-        self.jobs: list[CallJob] = []
+    def __init__(self) -> None:
+        self.jobs: list[CallJob] = []  # composed with the unit's other template calls once all are seen
 
-    def call(self, site: CallSite, span: CallSpan, plan: Plan) -> None:
-        self.jobs.append(CallJob(self.engine.sources[Path(site.file)], span, site.rule, {}, SEMANTIC, ""))
+    def call(self, site: CallSite, span: CallSpan, facts: UnitFacts) -> HandlerResult:
+        self.jobs.append(CallJob(facts.source(site.file), span, site.rule, {}, SEMANTIC, ""))
+        return HandlerResult()
 
-    def calls_done(self, collected: Collected, plan: Plan) -> list[CallJob]:
-        return self.jobs
+    def calls_done(self, facts: UnitFacts) -> HandlerResult:
+        return HandlerResult(calls=tuple(self.jobs))

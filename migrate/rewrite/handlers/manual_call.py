@@ -6,8 +6,7 @@ import clang.cindex as ci
 
 from migrate.rewrite.collect import CallSite, FieldSite
 from migrate.rewrite.cursors import unwrap
-from migrate.rewrite.handlers.base import Handler, handler
-from migrate.rewrite.plan import Plan
+from migrate.rewrite.handlers.base import Findings, Handler, HandlerResult, UnitFacts, handler
 from migrate.rewrite.tokens import CallSpan
 
 
@@ -15,15 +14,21 @@ from migrate.rewrite.tokens import CallSpan
 class ManualCall(Handler):
     """A call (or a field) only a person can migrate: listed at each use, never rewritten."""
 
-    def call(self, site: CallSite, span: CallSpan, plan: Plan) -> None:
+    def call(self, site: CallSite, span: CallSpan, facts: UnitFacts) -> HandlerResult:
         if site.rule.match.when == "const_argument":
             const_args = [a for a in site.call.get_arguments() if _is_const_object(unwrap(a).type)]
             if not const_args:
-                return
-        self.engine.manual(plan, site.file, site.name_offset, site.rule, site.rule.guidance or "")
+                return HandlerResult()
+        return _listed(site.file, site.name_offset, site, facts)
 
-    def field(self, site: FieldSite, plan: Plan) -> None:
-        self.engine.manual(plan, site.file, site.name_offset, site.rule, site.rule.guidance or "")
+    def field(self, site: FieldSite, facts: UnitFacts) -> HandlerResult:
+        return _listed(site.file, site.name_offset, site, facts)
+
+
+def _listed(file: str, offset: int, site: CallSite | FieldSite, facts: UnitFacts) -> HandlerResult:
+    found = Findings(facts)
+    found.listed(file, offset, site.rule, site.rule.guidance or "")
+    return found.result()
 
 
 def _is_const_object(type_: ci.Type) -> bool:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import clang.cindex as ci
 
-from migrate.rewrite.collect import Collected
 from migrate.rewrite.cursors import K, children, span_of
 from migrate.rewrite.defaults import default_params_call
 from migrate.rewrite.edits import SEMANTIC, Edit, SourceFile
-from migrate.rewrite.handlers.base import Handler, handler
-from migrate.rewrite.plan import Advisory, Plan
+from migrate.rewrite.handlers.base import Findings, Handler, HandlerResult, UnitFacts, handler
+from migrate.rewrite.plan import Advisory
 from migrate.rewrite.rules import Rule
 from migrate.rewrite.tokens import tokenize
 
@@ -21,25 +19,23 @@ from migrate.rewrite.tokens import tokenize
 class ParamsInsert(Handler):
     """Opt-in: an assignment added where a params struct is set up; `params.advisory` is reported beside it."""
 
-    def unit(self, collected: Collected, fresh: set[str], plan: Plan, language: str) -> None:
-        inserts = self.rules()
-        if not inserts:
-            return
-        engine = self.engine
-        for var, ancestors, file in collected.params_vars:
-            if file not in fresh:
+    def unit(self, facts: UnitFacts) -> HandlerResult:
+        found = Findings(facts)
+        inserts = facts.of_kind(self.kind)
+        for var, ancestors, file in facts.collected.params_vars if inserts else []:
+            if file not in facts.fresh:
                 continue
-            source = engine.sources[Path(file)]
+            source = facts.source(file)
             for rule in inserts:
                 edit = params_insertion(rule, var, ancestors, source)
                 if edit is None:
                     continue
-                engine.edits.append(edit)
-                plan.rules_used.setdefault(rule.id, rule.description)
+                found.edit(edit)
+                found.used(rule)
                 note = rule.params.get("advisory")
                 if note:
-                    plan.advisories.append(Advisory(plan.relative(file), edit.line, note["id"],
-                                                           note["message"]))  # fmt: skip
+                    found.advisory(Advisory(facts.relative(file), edit.line, note["id"], note["message"]))
+        return found.result()
 
 
 def params_insertion(rule: Rule, var: ci.Cursor, ancestors: tuple[ci.Cursor, ...],
@@ -115,4 +111,3 @@ def _bounds(cursor: ci.Cursor) -> tuple[int, int]:
 def _statement_end(source: SourceFile, end: int) -> int:
     tokens = tokenize(source.data, end, min(len(source.data), end + 32))
     return tokens[0].end if tokens and tokens[0].text == b";" else end
-
