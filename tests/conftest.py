@@ -132,6 +132,7 @@ BUILD_TESTS = (
     "tests/test_prebuilt.py::test_auto_builds_from_source_where_no_package_exists",
     "tests/test_mutate.py::test_a_small_real_run_on_plain_c",
     "tests/test_mutate.py::test_a_real_run_kills_one_mutant_of_each_realistic_family",
+    "tests/test_mutation_checks.py::test_a_real_run_kills_each_survivor_with_its_check",
     "tests/test_pipeline.py::test_run_on_the_bundled_fixture",
     "tests/test_prune_runs.py::test_the_small_throughput_model_only_where_a_threshold_decides",  # makes the model
     "tests/test_usertests.py::test_mutate_counts_a_mutant_killed_by_a_user_test",

@@ -9,9 +9,10 @@ generation: generate, generate_parallel, same output twice, A-B-A, greedy output
 memory: cleared after generate (memory), parallel sequences isolated, shared prefix effective (parallel);
 errors: prompt longer than the context, invalid input, context larger than memory (errors); a throughput figure
 (throughput); layers on the GPU (offload, GPU runs only); state across calls (state); stopping at EOG, uneven
-finishing, result order, the end of the context (stops); sampling values reaching the sampler (sampling); context
-parameters read back (context); frees releasing memory (resources); generated inputs against llama.cpp's
-primitives and every exported function that is no operation (oracle).
+finishing, result order, the end of the context, control tokens in generated text (stops); sampling values reaching
+the sampler, the repeat penalty's window (sampling); context parameters read back (context); frees releasing memory,
+failing and out-of-memory calls too (resources); generated inputs against llama.cpp's primitives and every exported
+function that is no operation (oracle).
 """
 
 from __future__ import annotations

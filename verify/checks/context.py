@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from verify.checks.framework import Verdict, check, failures, takes
@@ -46,7 +47,8 @@ def context_params(s: Session) -> Verdict:
             problems.append(f"{key}: llama_n_ctx reads {read['n_ctx']}, asked {n_ctx}")
     if "n_threads" in asked:
         # n_threads 0: "as many as the machine has" by the common convention, or refused with a message; never a
-        # context that llama.cpp runs with no thread at all
+        # context that llama.cpp runs with no thread at all, nor with more threads than the machine has CPUs (a
+        # fixed fallback such as llama.cpp's default 4 oversubscribes a smaller machine on every call)
         none = s.shim.create_context(model, 512, 1, 0)
         evidence["n_threads=0"] = none.evidence()
         if none.ok:
@@ -56,9 +58,11 @@ def context_params(s: Session) -> Verdict:
             finally:
                 s.shim.free_context(none.value)
             evidence["n_threads=0"] |= {"n_threads": threads[0], "n_threads_batch": threads[1]}
-            if min(threads) < 1:
+            cpus = os.cpu_count()
+            evidence["n_threads=0"]["cpus"] = cpus
+            if min(threads) < 1 or (cpus is not None and max(threads) > cpus):
                 problems.append(f"n_threads 0: llama.cpp runs with n_threads {threads[0]}, n_threads_batch "
-                                f"{threads[1]}")  # fmt: skip
+                                f"{threads[1]} on a machine of {cpus} CPUs")  # fmt: skip
         elif not none.message:
             problems.append("n_threads 0: refused without a message")
     # n_ctx 0: llama.cpp's own convention is the model's training context; a library may refuse it instead, with a

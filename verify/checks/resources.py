@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from verify.checks.compare import clip
 from verify.checks.framework import Verdict, check, failures
 from verify.driver import Call
 from verify.prompts import PROMPT_B, SHARED_PREFIX
@@ -153,13 +156,35 @@ class _AbortCallback:
         self.callback = None
 
 
+class _NodeBudget:
+    """The abort callback's answer: graph nodes computed so far in a call, and whether to stop now. With a budget
+    of N, the first N nodes run and every computation after them stops at its first node (0: every decode fails;
+    None: none does, the nodes are only counted). Only ggml-cpu's thread 0 asks, once per node, so a call's count
+    is the same each time."""
+
+    def __init__(self) -> None:
+        self.budget: int | None = None
+        self.used = 0
+
+    def start(self, budget: int | None) -> None:
+        self.budget, self.used = budget, 0
+
+    def __call__(self) -> bool:
+        self.used += 1
+        return self.budget is not None and self.used > self.budget
+
+
 # The calls a decode failure can reach: one sequence, one parallel prompt (its own decode fails), and parallel
-# prompts with a shared prefix (the prefix's decode fails first).
+# prompts with a shared prefix (the prefix's decode fails first); then the decodes after the prompt's, in generate
+# and in a parallel step (each call gets the nodes a one-token call of its kind computes: its prompt decodes, then
+# the next decode fails), where the tokens generated so far, a step's batch and the slots' states must be let go.
 FAILING_CALLS = ("generate", "generate_parallel, one prompt", "generate_parallel, a shared prefix")
+FAILING_LATER = ("generate, a later decode", "generate_parallel, a step's decode")
 
 
 @check("failed_calls_release_memory", "memory", "calls whose llama_decode fails (made to, through llama.cpp's abort "
-       "callback) report the failure and leave the heap where it was", plain_heap)  # fmt: skip
+       "callback: the first decode, or one after the prompt's) report the failure and leave the heap where it was",
+       plain_heap)  # fmt: skip
 def failed_calls_release_memory(s: Session) -> Verdict:
     """The error paths of generation: batches, result arrays and samplers freed when a decode fails, which no
     well-formed input makes happen (a leak or a missing error there shows only when llama.cpp fails for real: out of
@@ -171,31 +196,145 @@ def failed_calls_release_memory(s: Session) -> Verdict:
     if not s.can_observe_context():
         raise Skip("llama.cpp's context is not reachable behind the API's context handle: the abort callback "
                    "cannot be set")  # fmt: skip
-    faults = _AbortCallback(obs)
+    faults, nodes = _AbortCallback(obs), _NodeBudget()
     sampling = s.options.sampling(4)
     ctx = s.context(512, 4)
     prompts = list(SHARED_PREFIX.prompts[:2])
-    calls: dict[str, Callable[[], list[Call]]] = dict(zip(FAILING_CALLS, (
-        lambda: [s.shim.generate(ctx, PROMPT_B, sampling)],
-        lambda: [s.shim.generate_parallel(ctx, [PROMPT_B], sampling)],
-        lambda: [s.shim.generate_parallel(ctx, prompts, sampling)]), strict=True))  # fmt: skip
+    first: list[Callable[[], Call]] = [lambda: s.shim.generate(ctx, PROMPT_B, sampling),
+                                       lambda: s.shim.generate_parallel(ctx, [PROMPT_B], sampling),
+                                       lambda: s.shim.generate_parallel(ctx, prompts, sampling)]  # fmt: skip
+    later: list[Callable[[int], Call]] = [lambda n: s.shim.generate(ctx, PROMPT_B, s.options.sampling(n)),
+                                          lambda n: s.shim.generate_parallel(ctx, [PROMPT_B], s.options.sampling(n))]
     lctx = obs.context_of(ctx)
-    faults.set(lctx, lambda: True)  # every graph computation stops at its first node
+    faults.set(lctx, nodes)
     evidence: dict[str, Any] = {"cycles": LEAK_WINDOW, "bytes_per_cycle_bar": LEAK_BYTES}
     problems: list[str] = []
     try:
-        for name, cycle in calls.items():
-            succeeded = [c for c in cycle() if c.ok]
-            if succeeded:
-                problems.append(f"{name}: reported success although every llama_decode failed (aborted)")
+        cases = {name: (0, call) for name, call in zip(FAILING_CALLS, first, strict=True)}
+        for name, call in zip(FAILING_LATER, later, strict=True):
+            nodes.start(None)
+            counted = call(1)
+            evidence[name] = {"nodes_of_a_one_token_call": nodes.used}
+            if not counted.ok or nodes.used == 0:  # no figure to fail after: the first decodes' cases still run
+                evidence[name]["not_run"] = counted.message or "no graph node reported to the abort callback"
                 continue
-            growth, _ = _heap_growth(cycle)  # every call fails here: its failure is the path measured
-            evidence[name] = {"heap_growth_per_window": growth}
-            if min(growth) >= LEAK_BYTES * LEAK_WINDOW:
-                problems.append(f"{name}, failing: the heap grew {', '.join(map(str, growth))} bytes over "
-                                f"{LEAK_WINDOWS} windows of {LEAK_WINDOW} calls: what the failed call allocated is "
-                                "not freed")  # fmt: skip
+            cases[name] = (nodes.used, lambda call=call: call(4))
+        for name, (budget, call) in cases.items():
+            problems += _fails_and_frees(name, budget, call, nodes, evidence)
     finally:
         faults.clear(lctx)
-    summary = "; ".join(f"{k}: +{v['heap_growth_per_window']}" for k, v in evidence.items() if isinstance(v, dict))
+    summary = "; ".join(f"{k}: +{v['heap_growth_per_window']}" for k, v in evidence.items()
+                        if isinstance(v, dict) and "heap_growth_per_window" in v)  # fmt: skip
     return Verdict(not problems, evidence, failures(problems), summary or "; ".join(problems))
+
+
+def _fails_and_frees(name: str, budget: int, call: Callable[[], Call], nodes: _NodeBudget,
+                     evidence: dict[str, Any]) -> list[str]:  # fmt: skip
+    """One failing call: it must report the failure, and repeated, leave the heap where it was."""
+
+    def cycle() -> list[Call]:
+        nodes.start(budget)
+        return [call()]
+
+    if cycle()[0].ok:
+        what = "every llama_decode" if budget == 0 else f"every llama_decode after the first {budget} graph nodes"
+        return [f"{name}: reported success although {what} failed (aborted)"]
+    growth, _ = _heap_growth(cycle)  # every call fails here: its failure is the path measured
+    evidence[name] = evidence.get(name, {}) | {"heap_growth_per_window": growth, "node_budget": budget}
+    if min(growth) >= LEAK_BYTES * LEAK_WINDOW:
+        return [f"{name}, failing: the heap grew {', '.join(map(str, growth))} bytes over {LEAK_WINDOWS} windows of "
+                f"{LEAK_WINDOW} calls: what the failed call allocated is not freed"]  # fmt: skip
+    return []
+
+
+# An allocation failing inside a call: the address space is limited (RLIMIT_AS) for the call's duration to what the
+# process maps plus OOM_HEADROOM, and the prompt is OOM_PROMPT_BYTES of text, so that the harness's own copies of it
+# (encoded, handed to C) and one copy in the consumer fit, while a token buffer of one 4-byte id per byte does not.
+# The prompt is far longer than the context too: whichever way the consumer goes (an allocation failing, or its
+# length check first), the one right answer is an error, and what the call allocated freed.
+OOM_PROMPT_BYTES = 16 << 20
+OOM_HEADROOM = OOM_PROMPT_BYTES * 7 // 2
+
+
+def mapped_bytes() -> int | None:
+    """The process's address space in bytes (VmSize of /proc/self/status); None where there is no /proc."""
+    try:
+        status = Path("/proc/self/status").read_text(encoding="ascii")
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+@contextmanager
+def address_space_limited(headroom: int) -> Iterator[None]:
+    """RLIMIT_AS set to the address space mapped now plus `headroom` while the block runs, then restored."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    mapped = mapped_bytes() or 0
+    limit = mapped + headroom if hard == resource.RLIM_INFINITY else min(hard, mapped + headroom)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _sanitized() -> bool:
+    """An address sanitizer's runtime is in the process: it reserves terabytes of shadow memory up front and dies
+    on a failed mapping, so a limited address space tests the sanitizer, not the consumer."""
+    return "ASAN_OPTIONS" in os.environ or "asan" in os.environ.get("LD_PRELOAD", "")
+
+
+@check("out_of_memory_calls_release_memory", "memory", "calls that run out of memory inside (the address space "
+       "limited for the call) report the failure and leave the heap where it was", plain_heap)  # fmt: skip
+def out_of_memory_calls_release_memory(s: Session) -> Verdict:
+    """The exception and allocation-failure paths of generation (catch handlers freeing result arrays), which no
+    well-formed input reaches while memory lasts."""
+    if heap_in_use() is None or TCACHE_OFF not in os.environ.get("GLIBC_TUNABLES", ""):
+        raise Skip("heap figures are not exact here (no mallinfo2, or glibc's thread caches on): see "
+                   "frees_release_memory")  # fmt: skip
+    if mapped_bytes() is None or _sanitized():
+        raise Skip("the address space cannot be limited here (no /proc/self/status, or a sanitizer's runtime is "
+                   "loaded, which needs its reservations)")  # fmt: skip
+    sampling = s.options.sampling(4)
+    ctx = s.context(512, 4)
+    prompt = "a " * (OOM_PROMPT_BYTES // 2)
+
+    def limited(call: Callable[[], Call]) -> Callable[[], list[Call]]:
+        def run() -> list[Call]:
+            with address_space_limited(OOM_HEADROOM):
+                return [call()]
+
+        return run
+
+    calls = {"generate": limited(lambda: s.shim.generate(ctx, prompt, sampling)),
+             "generate_parallel": limited(lambda: s.shim.generate_parallel(ctx, [prompt], sampling))}  # fmt: skip
+    evidence: dict[str, Any] = {"prompt_bytes": len(prompt), "headroom_bytes": OOM_HEADROOM, "cycles": LEAK_WINDOW,
+                                "bytes_per_cycle_bar": LEAK_BYTES}  # fmt: skip
+    bound = s.shim.binding.get("generate")
+    if bound is not None and not bound.has("prompt"):  # the harness's tokenize call, not generate, would run out
+        del calls["generate"]
+        evidence["generate"] = "not run: generate takes token ids, so the prompt is tokenized before the call"
+    problems: list[str] = []
+    for name, cycle in calls.items():
+        first = cycle()[0]
+        evidence[name] = {"first_call": first.evidence()}
+        if first.ok:
+            problems.append(f"{name}: reported success for a prompt of {len(prompt)} bytes, longer than the context, "
+                            "with the address space limited")  # fmt: skip
+            continue
+        growth, _ = _heap_growth(cycle)
+        evidence[name]["heap_growth_per_window"] = growth
+        if min(growth) >= LEAK_BYTES * LEAK_WINDOW:
+            problems.append(f"{name}, out of memory: the heap grew {', '.join(map(str, growth))} bytes over "
+                            f"{LEAK_WINDOWS} windows of {LEAK_WINDOW} calls: what the failed call allocated is "
+                            "not freed")  # fmt: skip
+    ok = not problems
+    summary = "; ".join(f"{k}: {clip(v['first_call'].get('message'), 60)!r}, +{v.get('heap_growth_per_window')}"
+                        if isinstance(v, dict) else f"{k}: {v}" for k, v in evidence.items()
+                        if k in ("generate", "generate_parallel"))  # fmt: skip
+    return Verdict(ok, evidence, failures(problems), summary)

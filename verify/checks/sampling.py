@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 from typing import Any
 
-from verify.checks.compare import clip, compare_results
+from verify.checks.compare import agreement, clip, compare_results
 from verify.checks.framework import Verdict, check, failures, takes
-from verify.checks.oracle_cases import sampled_cases
+from verify.checks.oracle_cases import oracle, sampled_cases
 from verify.checks.reference import references
+from verify.checks.stops import StopModel
 from verify.driver import Sampling
 from verify.prompts import PROMPT_A, PROMPT_B, REFERENCE_PROMPTS, SHARED_PREFIX
+from verify.reference import sampling_taken
 from verify.session import Session, Skip
+from verify.variants import PERIODS, penalty_cycle_model
 
 # none of them llama.cpp's own default (common: temperature 0.8, top_k 40, top_p 0.95), so a value that never
 # reaches the sampler shows: each of VARIED, alone and with the same seed, must change some prompt's output
@@ -139,3 +142,50 @@ def _penalty_probe(s: Session, ctx: Any, problems: list[str]) -> dict[str, Any] 
         problems.append(f"repeat_penalty {PENALTY_STRONG} instead of 1.0 changed none of {len(prompts)} outputs of {n} "
                         "sampled tokens: repeat_penalty does not reach the sampler")  # fmt: skip
     return {"sampling": PENALTY_PROBE, "prompts": len(prompts), "outputs_changed": changed}
+
+
+# The penalty window on a model made for it (verify/variants.py, penalty_cycle_model): greedy decoding from each
+# prompt walks a cycle of words back to the prompt's last word after PERIODS tokens, and a penalty of CYCLE_PENALTY
+# turns the walk away exactly where the window reaches the word due next; the reference's chain has the window the
+# consumer's sampler uses (taken, or `[verify.reference] fixed.repeat_last_n`).
+CYCLE_PROMPTS = ("The water", "The stone")
+CYCLE_PENALTY = PENALTY_STRONG
+CYCLE_TOKENS = max(PERIODS) + 6
+
+
+@check("sampling_penalty_window", "sampling", "a repeat penalty's window: greedy decoding that comes back to a word "
+       "64 and 65 tokens later (penalty-window model) = llama.cpp's chain with the consumer's window")  # fmt: skip
+def sampling_penalty_window(s: Session) -> Verdict:
+    if not takes(s, "generate", "repeat_penalty"):
+        raise Skip("generate takes no repeat_penalty: the penalty window cannot be reached")
+    ref, taken = oracle(s), sampling_taken(s.shim, "generate")
+    if "repeat_last_n" not in taken and "repeat_last_n" not in ref.config.fixed:
+        raise Skip("the window is neither a parameter of generate nor fixed: set [verify.reference] "
+                   "fixed.repeat_last_n to the window your sampler uses")  # fmt: skip
+    sampling = _sampling(s, temperature=0.0, repeat_penalty=CYCLE_PENALTY, max_tokens=CYCLE_TOKENS)
+    rows, problems = [], []
+    with StopModel(s, penalty_cycle_model, source=s.target.model) as model:
+        ctx = model.context(512, 1)
+        for prompt, period in zip(CYCLE_PROMPTS, PERIODS, strict=True):
+            # the variant keeps the session model's tokenizer byte for byte: its handle tokenizes for the reference
+            # (an opaque handle of the variant has no way to llama.cpp's model)
+            want = ref.generate(ctx, s.model(), prompt, sampling, taken)
+            if len(want.tokens) < period or want.tokens[period - 1] != want.prompt_tokens[-1]:
+                raise Skip(f"the penalty-window model's greedy decode from {prompt!r} does not come back to its last "
+                           f"word after {period} tokens (tokens {want.tokens[:period]}): the window is not reached")
+            got = s.shim.generate(ctx, prompt, sampling)
+            rows.append({"prompt": prompt, "period": period, "reference": want.text, "got": got.value,
+                         "turned_away_at_the_period": want.tokens[period:period + 1] != want.tokens[:1]})
+            if not got.ok:
+                problems.append(f"generate {prompt!r} (repeat_penalty {CYCLE_PENALTY}) failed: {got.message}")
+            elif got.value != want.text:
+                at = agreement(want.text, got.value)["common_prefix_chars"]
+                problems.append(f"{prompt!r}, repeat_penalty {CYCLE_PENALTY:g}, {CYCLE_TOKENS} greedy tokens: from "
+                                f"character {at} on {clip(got.value[at:], 60)!r} where llama.cpp's chain with window "
+                                f"{ref.effective(sampling, taken)['repeat_last_n']:g} gives "
+                                f"{clip((want.text or '')[at:], 60)!r}")  # fmt: skip
+    evidence = {"model": model.path, "sampling": asdict(sampling), "values": ref.effective(sampling, taken),
+                "cases": rows}  # fmt: skip
+    summary = (f"cycles of {' and '.join(map(str, PERIODS))} words, window "
+               f"{ref.effective(sampling, taken)['repeat_last_n']:g}: = the reference: {not problems}")  # fmt: skip
+    return Verdict(not problems, evidence, failures(problems), summary)

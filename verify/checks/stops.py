@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from verify.checks.compare import clip, compare_results
 from verify.checks.framework import Verdict, check, failures
-from verify.checks.reference import observed_references, references, trace_text
+from verify.checks.oracle_cases import reference_or_reason
+from verify.checks.reference import References, generated_count, observed_references, references, trace_text
+from verify.observe import DECODE
 from verify.prompts import EOG_PROMPTS, OUT_OF_ORDER_PROMPTS, PROMPT_B, UNEVEN_PROMPTS, grow_to_tokens
+from verify.reference import Reference, ReferenceConfig
 from verify.session import Session, SetupError, Skip
+from verify.variants import VariantError, control_token_model
 
 # --- blind spots: state across calls, slots that finish unevenly, result order, sampling, context parameters -------
 #
@@ -20,15 +25,21 @@ from verify.session import Session, SetupError, Skip
 
 
 class StopModel:
-    """The stop model loaded through the consumer's own API; its contexts and the model are freed on exit."""
+    """The stop model (or `source`, or a `variant` made from either: verify/variants.py) loaded through the
+    consumer's own API; its contexts and the model are freed on exit."""
 
-    def __init__(self, s: Session) -> None:
-        path = s.options.eog_model
+    def __init__(self, s: Session, variant: Callable[[str], Path] | None = None, source: str | None = None) -> None:
+        path = str(source) if source else s.options.eog_model
         if not path:
             raise Skip("no stop model (Options.eog_model / --eog-model: a GGUF whose greedy decoding ends on EOS, "
                        "made by `migrate model --eog`; `migrate verify`, `run` and `gate` pass one)")  # fmt: skip
         if not Path(path).is_file():
             raise SetupError(f"stop model {path} not found")
+        if variant is not None:
+            try:
+                path = str(variant(path))
+            except (OSError, VariantError) as exc:
+                raise SetupError(f"model variant of {path}: {exc}") from exc
         self.s = s
         self.path = path
         self.handle: Any = None
@@ -207,4 +218,48 @@ def generate_context_full(s: Session) -> Verdict:
     if results[1] != want_b:
         problems.append(f"generate_parallel: the prompt after it (slot refilled) gave {results[1]!r}, not {want_b!r}")
     summary = f"prompt {n_prompt} tokens in n_ctx {n_ctx}: generate {clip(single.value, 40)!r}; parallel agrees"
+    return Verdict(not problems, evidence, failures(problems), summary)
+
+
+def rendered_texts(s: Session, ctx: Any, refs: References, render_special: bool) -> tuple[dict[str, str | None], int]:
+    """Each prompt's reference text with special tokens rendered as `render_special` says, and how many of the
+    generated tokens render differently with and without it (the control tokens the check exists to reach)."""
+    obs = s.need_observer(*DECODE)
+    vocab = obs.lib.llama_model_get_vocab(obs.lib.llama_get_model(obs.context_of(ctx)))
+    texts: dict[str, str | None] = {}
+    n_control = 0
+    for prompt, trace in refs.traces.items():
+        tokens = [step.token for step in trace.steps[: generated_count(trace)]]
+        n_control += sum(1 for t in tokens if obs.piece(vocab, t, special=True) != obs.piece(vocab, t, special=False))
+        texts[prompt] = "".join(obs.piece(vocab, t, special=render_special) for t in tokens)
+    return texts, n_control
+
+
+@check("generate_control_tokens", "stops", "a control token generated (BOS, control-token model) shows in generate's "
+       "and generate_parallel's text as the reference renders it (default: left out)")  # fmt: skip
+def generate_control_tokens(s: Session) -> Verdict:
+    """The stop model with BOS leaned on instead of EOS (verify/variants.py): greedy decoding emits `<s>` and goes
+    on, so a consumer that renders special tokens into its text (`common_token_to_piece(..., true)`) shows it."""
+    ref = reference_or_reason(s)
+    render = ref.config.render_special if isinstance(ref, Reference) else ReferenceConfig().render_special
+    prompts, max_tokens = list(EOG_PROMPTS), s.options.max_tokens
+    with StopModel(s, control_token_model) as model:
+        ctx = model.context(512, 1)
+        refs = observed_references(s, ctx, prompts, model.tokens, max_tokens)
+        expected, n_control = rendered_texts(s, ctx, refs, render)
+        if n_control == 0:
+            raise Skip(f"libllama's greedy decode on {model.path} generated no control token on these prompts")
+        single = {p: s.shim.generate(ctx, p, s.options.sampling()) for p in prompts}
+        parallel = s.shim.generate_parallel(model.context(512, 3), prompts, s.options.sampling())
+    problems = [f"generate {clip(p, 30)!r} failed: {c.message}" for p, c in single.items() if not c.ok]
+    ok_single = [p for p in prompts if single[p].ok]
+    rows, found = compare_results(ok_single, [single[p].value for p in ok_single], expected)
+    problems += [f"generate: {p}" for p in found]
+    prows, pfound = compare_results(prompts, parallel.value, expected)
+    problems += [f"generate_parallel failed: {parallel.message}"] if not parallel.ok else []
+    problems += [f"generate_parallel: {p}" for p in pfound]
+    evidence = {"model": model.path, "render_special": render, "control_tokens_generated": n_control,
+                "max_tokens": max_tokens, "generate": rows, "generate_parallel": parallel.evidence() | {"rows": prows}}
+    summary = (f"{n_control} control tokens in the reference's decode, rendered: {render}; "
+               f"generate and generate_parallel = the reference: {not problems}")  # fmt: skip
     return Verdict(not problems, evidence, failures(problems), summary)
