@@ -83,6 +83,7 @@ class RunRequest:
     known_failures: str | None = None  # a baseline file (`migrate verify --write-baseline`), over the config's
     tests: tuple[str, ...] = ()  # --tests: the consumer's own pytest checks, besides the config's [verify] tests
     reuse: bool = True  # --no-reuse: recompute the old build's checks and the prediction even when inputs match
+    mined: bool = True  # --no-mined: no mined rules where no rules file covers part of the bump (rewrite/steps.py)
     llama_build: str = "source"  # llama.cpp's libraries: source | prebuilt | auto (migrate/prebuilt.py)
     # --sanitize address,undefined: both shims built with the sanitizers, the checklist run under them
     # (verify/sanitize.py); the traced builds of predict/explain stay plain
@@ -189,7 +190,7 @@ def _plan_and_apply(outcome: RunOutcome, config: ConsumerConfig, cache: str | No
     inputs = StepInputs(src=outcome.migrated, resolve=tree, options=dict(config.options), enabled=set(config.enable),
                         flags=build_parse_flags(build.include_dirs, build.defines, build.flags),
                         plan_cache=cache_root(cache) / "plans", cache=cache, source_tree=tree_from,
-                        compile_db=CompileDatabase.find)  # fmt: skip
+                        compile_db=CompileDatabase.find, mined=config.mined_rules)  # fmt: skip
     plan = plan_steps(tree_from.requested, tree_to.requested, inputs)
     counts = plan.summary_counts()
     stages.say(f"plan: {counts['edits']} edit(s), {counts['manual']} manual, {counts['advisories']} advisories")
@@ -725,7 +726,8 @@ def execute(request: RunRequest, src: Path, config: ConsumerConfig, console: Con
     timed = _timer(outcome)
     try:
         with timed("plan+apply"):
-            _plan_and_apply(outcome, config, cache, stages)
+            mined = config.mined_rules and request.mined  # --no-mined over the config's mined_rules
+            _plan_and_apply(outcome, dataclasses.replace(config, mined_rules=mined), cache, stages)
         with timed("build"):
             options = request.build_options()
             if options.sanitize and _sanitizers_unavailable(options.sanitize):  # every check skips, saying why
@@ -822,6 +824,7 @@ def run_request(args: argparse.Namespace) -> RunRequest:
                       checks=check_names(args.checks), predict=args.predict, quiet=args.quiet,
                       cache=args.cache, jobs=jobs_count(args.jobs),
                       known_failures=args.known_failures, tests=tuple(args.tests or ()), reuse=args.reuse,
+                      mined=getattr(args, "mined", True),
                       llama_build=args.llama_build, sanitize=sanitizer_names(getattr(args, "sanitize", None)))
 
 
@@ -898,6 +901,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-predict", dest="predict", action="store_false", help="skip the predict step (the "
                         "original built traced, its calls replayed against the target's run-time contract)")
     parser.add_argument("--quiet", action="store_true", help="no progress output (CI logs)")
+    parser.add_argument("--no-mined", dest="mined", action="store_false", help="no mined rules for a part of the "
+                        "bump no rules file covers as written (default: mined and cached; config mined_rules = false "
+                        "does the same)")  # fmt: skip
     parser.add_argument("--no-reuse", dest="reuse", action="store_false", help="recompute the old build's checks "
                         "and the prediction even when every input they depend on is unchanged (default: served "
                         "from <cache>/reuse and said so in the report)")  # fmt: skip

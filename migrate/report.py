@@ -59,6 +59,7 @@ def _edit_rows(plan: Plan) -> list[dict[str, Any]]:
         {
             "where": f"`{plan.relative(e.file)}:{e.line}`",
             "rule": e.rule,
+            "mined": e.mined,  # a mined rule's edit (migrate/mine/chain.py): the table says so beside the rule
             "confidence": e.confidence,
             "before": e.before,
             "after": e.replacement,

@@ -75,6 +75,7 @@ class PlanRequest:
     no_diff: bool = False
     no_cache: bool = False  # parse again even when a cached plan matches
     no_config: bool = False  # ignore the consumer's llama-migrate.toml
+    no_mined: bool = False  # no mined rules where no rules file covers part of the bump (else the config's mined_rules)
     via: str = "auto"  # where llama.cpp trees come from (sources.resolve)
     checkout: str | None = None
     remote: str = DEFAULT_REMOTE
@@ -142,6 +143,7 @@ def make_plan(request: PlanRequest):  # -> tuple[Plan, SourceTree, ConsumerConfi
         cache=request.cache,
         source_tree=_tree(request.source_tree, request, consumer) if request.source_tree else None,
         compile_db=CompileDatabase.find,
+        mined=consumer.mined_rules and not request.no_mined,
     )
     plan = plan_steps(request.from_version, request.to_version, inputs, rulesets)  # its builds: the trees it used
     source = inputs.source_tree or _tree(request.from_version, request, consumer)
@@ -393,8 +395,8 @@ def plan_request(args: argparse.Namespace) -> PlanRequest:
                        source_tree=args.source_tree, rules=args.rules, options=tuple(args.option),
                        enable=tuple(args.enable), flags=tuple(args.flag), json_path=args.json, report=args.report,
                        no_report=args.no_report, no_diff=args.no_diff, no_cache=args.no_cache,
-                       no_config=args.no_config, via=args.via, checkout=args.checkout, remote=args.remote,
-                       refresh=args.refresh, cache=args.cache)  # fmt: skip
+                       no_config=args.no_config, no_mined=args.no_mined, via=args.via, checkout=args.checkout,
+                       remote=args.remote, refresh=args.refresh, cache=args.cache)  # fmt: skip
 
 
 def apply_request(args: argparse.Namespace) -> ApplyRequest:
@@ -429,6 +431,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="parse again even if a cached plan matches")
     parser.add_argument("--no-config", action="store_true",
                         help="ignore the consumer's llama-migrate.toml / [tool.llama-migrate]")  # fmt: skip
+    parser.add_argument("--no-mined", action="store_true", help="no mined rules for a part of the bump no rules file "
+                        "covers as written (default: mined and cached; config mined_rules = false does the same)")
     add_source_arguments(parser)
 
 

@@ -65,9 +65,9 @@ class MinedRules:
             return f"mined rules for {part}: turned off ({self.why})"
         if self.ruleset is None:
             return f"mined rules for {part}: none ({self.why})"
-        how = "mined now" if self.state is MinedState.MINED else "read from the cache"
-        return (f"mined rules for {part}: {len(self.ruleset.rules)} rule(s), {how} from llama.cpp's own code "
-                f"({self.ruleset.path}; review it as docs/rules-mining.md says)")  # fmt: skip
+        how = "mined now into" if self.state is MinedState.MINED else "read from the cache:"
+        return (f"mined rules for {part}: {len(self.ruleset.rules)} rule(s) mined from llama.cpp's own code ({how} "
+                f"{self.ruleset.path}; review it as docs/rules-mining.md says)")  # fmt: skip
 
 
 def miner_code_files() -> list[Path]:

@@ -46,6 +46,9 @@ class Edit:
     # matched by name because the --from tree does not declare the name (its `note` says so to the reader; apply's
     # refusal of syntactic edits gives this case its own remedy)
     undeclared: bool = False
+    # made by a mined rule (migrate/mine/chain.py: a part of the bump no hand-written rules file covers as written);
+    # the plan's JSON and report say so per edit
+    mined: bool = False
 
     @property
     def rules(self) -> tuple[str, ...]:

@@ -8,8 +8,12 @@ previous step's output; one plan, one report.
   `end` trees — the actual trees of the bump, never the rules file's endpoints (stand-ins included);
 - a step whose file reaches past B is *partial*: only its rules for API that is already removed or changed at B (the
   API diff of the two actual trees says which) run; the others are listed as left out;
-- what no step covers (before the first, between two, after the last) is said in the plan: there, only the API
-  diff's manual actions apply (the last step's diff reaches B whatever its file's end).
+- what no step covers (before the first, between two, after the last) runs as a step of MINED rules
+  (`migrate/mine/chain.py`: mined from llama.cpp's own tools/examples/common between the two actual trees, cached);
+  a partial step adds the mined rules of its (start, end] for every API its hand-written file names nowhere (the hand
+  rule wins where both exist). Each edit of a mined rule is marked `mined`. With mining off (`StepInputs.mined`), or
+  where it cannot run (a tree missing: the plan says why), a part no file covers gets only the API diff's manual
+  actions (the last step's diff reaches B whatever its file's end).
 A single step that covers (A, B] exactly is the engine's own plan, unchanged. Otherwise the result is a `ChainPlan`:
 its edits are each step's edits (each says its step), its contents are the steps applied in sequence, and the
 files of step k > 1 are planned on a copy of the tree as step k - 1 left it (`<cache>/steps/`), so line numbers of a
@@ -24,12 +28,15 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migrate.rewrite.edits import Edit, SourceFile
 from migrate.rewrite.plan import Advisory, FileReport, ManualItem, Plan, ReadMode, trees_used
 from migrate.rewrite.rules import RuleError, RuleSet, build_number, rule_files
 from migrate.sources import SourceError, SourceTree
+
+if TYPE_CHECKING:
+    from migrate.mine.chain import MinedRules
 
 COPY_IGNORE = shutil.ignore_patterns(".git", "build", "build-*", "__pycache__", ".llama-migrate*")
 KEEP_STEPS = 10  # copies of intermediate trees kept in <cache>/steps
@@ -49,16 +56,23 @@ class Step:
     root: Path | None = None  # the tree this step planned: the consumer's, or a copy of the previous step's output
     note: str = ""  # why it did not plan (nothing to do), when it did not
     filtered: bool = False  # a partial step's rules were narrowed to those whose change is present at `end`
+    mined: MinedRules | None = None  # the mined rules of (start, end] (or why none): a partial or a mined-only step
+    mined_only: bool = False  # a part no rules file covers, run with mined rules alone
+    mined_ids: tuple[str, ...] = ()  # the rules of `ruleset` that are mined (a partial step: those no hand rule beat)
 
     @property
     def label(self) -> str:
-        return f"{self.file_from} → {self.file_to}"
+        return f"{self.file_from} → {self.file_to}" + (" (mined)" if self.mined_only else "")
 
     @property
     def partial(self) -> bool:
         return build_number(self.file_to) > build_number(self.end)
 
     def describe(self) -> str:
+        if self.mined_only:
+            assert self.mined is not None
+            return (f"step {self.label} takes the code {self.start} → {self.end} with MINED rules only (no rules file "
+                    f"covers it): {self.mined.describe()}")  # fmt: skip
         text = f"step {self.label} (rules/{self.ruleset.path.name}) takes the code {self.start} → {self.end}"
         if build_number(self.file_from) < build_number(self.start):
             text += (f"; its file starts at {self.file_from}, before {self.start}: rules for API already gone at "
@@ -67,8 +81,13 @@ class Step:
             text += (f"; PARTIAL: its file reaches {self.file_to}, past {self.end}, so only its rules for API already "
                      f"removed or changed at {self.end} run")  # fmt: skip
             if self.filtered:
-                ran = len(self.ruleset.rules)
+                ran = len(self.ruleset.rules) - len(self.mined_ids)
                 text += f" ({ran} of {ran + len(self.left_out)})"
+        if self.mined is not None:
+            text += f"; {self.mined.describe()}"
+            if self.mined.ruleset is not None:
+                text += (f": {len(self.mined_ids)} of them run beside the file's rules (those for API no rule of the "
+                         "file names; the hand-written rule wins where both exist)")  # fmt: skip
         return text
 
 
@@ -78,6 +97,7 @@ class Selection:
     to_version: str
     steps: list[Step]
     uncovered: list[tuple[str, str]]  # (lo, hi]: parts of the range no rules file covers
+    gaps: list[MinedRules] = field(default_factory=list)  # what mining gave for parts no rules file covers
 
     def rulesets(self) -> list[RuleSet]:
         return [step.ruleset for step in self.steps]
@@ -87,8 +107,10 @@ class Selection:
         lines = [f"Rules for {self.from_version} → {self.to_version}: {len(self.steps)} step(s)."]
         lines += [step.describe() + "." for step in self.steps]
         for lo, hi in self.uncovered:
-            lines.append(f"NOT COVERED by rules: ({lo}, {hi}] — no rules file covers it; changes there show up only "
-                         "as the API diff's manual actions (uses of removed or changed declarations)")  # fmt: skip
+            line = (f"NOT COVERED by rules: ({lo}, {hi}] — no rules file covers it; changes there show up only "
+                    "as the API diff's manual actions (uses of removed or changed declarations)")  # fmt: skip
+            why = [gap.describe() for gap in self.gaps if (gap.start, gap.end) == (lo, hi)]
+            lines.append(line + "".join(f"; {text}" for text in why))
         return lines
 
 
@@ -143,6 +165,7 @@ class StepInputs:
     source_tree: SourceTree | None = None  # the --from tree when given explicitly (--source-tree)
     api: bool = True  # cross-reference the API diff of each step's trees
     compile_db: Callable[[Path], Any] | None = None  # root -> CompileDatabase | None
+    mined: bool = True  # mined rules where no rules file covers part of the bump as written (migrate/mine/chain.py)
 
 
 def plan_steps(from_version: str, to_version: str, inputs: StepInputs, rules: list[RuleSet] | None = None,
@@ -166,7 +189,9 @@ def plan_steps(from_version: str, to_version: str, inputs: StepInputs, rules: li
                 trees[tag], errors[tag] = None, str(exc)
         return trees[tag]
 
-    exact = len(selection.steps) == 1 and not selection.uncovered and (
+    if selection.uncovered:
+        selection = _fill_gaps(selection, every, tree, errors, inputs)
+    exact = len(selection.steps) == 1 and not selection.uncovered and not selection.steps[0].mined_only and (
         (selection.steps[0].file_from, selection.steps[0].file_to) == (from_version, to_version))  # fmt: skip
     previous: Step | None = None
     for index, step in enumerate(selection.steps):
@@ -174,13 +199,15 @@ def plan_steps(from_version: str, to_version: str, inputs: StepInputs, rules: li
         assert start_tree is not None
         end_tree = tree(step.end)
         if step.partial:
+            hand_names = {rule.match.name for rule in step.ruleset.rules}  # the whole file's, before narrowing
             _keep_changed_rules(step, start_tree, end_tree, inputs, errors.get(step.end))
+            _add_mined(step, start_tree, end_tree, inputs, errors.get(step.end, ""), hand_names)
         if not step.ruleset.rules and end_tree is not None and end_tree.commit == start_tree.commit:
             step.note = (f"nothing to plan: no rule of this step applies up to {step.end}, and {step.start} and "
                          f"{step.end} resolve to the same llama.cpp tree ({start_tree.provided})")  # fmt: skip
             continue
         step.root = inputs.src if previous is None else _materialise(previous, inputs, scratch, step)
-        step.plan = _plan_one(step, start_tree, end_tree, inputs, errors.get(step.end))
+        step.plan = _mark_mined(step, _plan_one(step, start_tree, end_tree, inputs, errors.get(step.end)))
         previous = step
     if exact and selection.steps[0].plan is not None:
         return selection.steps[0].plan
@@ -202,6 +229,66 @@ def _check_settings(selection: Selection, inputs: StepInputs, every: list[RuleSe
     for name in inputs.options:
         if name not in known_options:
             raise RuleError(f"unknown option {name!r}; known: {', '.join(sorted(known_options)) or 'none'}")
+
+
+def _fill_gaps(selection: Selection, every: list[RuleSet], tree: Callable[..., SourceTree | None],
+               errors: dict[str, str], inputs: StepInputs) -> Selection:  # fmt: skip
+    """Each part no rules file covers gets a step of mined rules (when mining is on and gives a file); the selection
+    is made again with those files, so a hand step before a gap ends at its own file's end."""
+    from migrate.mine.chain import MinedRules, MinedState, mined_rules
+
+    gaps: list[MinedRules] = []
+    for lo, hi in selection.uncovered:
+        if not inputs.mined:
+            gaps.append(MinedRules(MinedState.OFF, lo, hi, why="--no-mined or config mined_rules = false"))
+            continue
+        old, new = tree(lo, first=lo == selection.from_version), tree(hi)
+        gaps.append(mined_rules(lo, hi, old, new, inputs.cache, errors.get(lo) or errors.get(hi, "")))
+    usable = [gap for gap in gaps if gap.ruleset is not None]
+    if usable:
+        selection = select_steps(selection.from_version, selection.to_version,
+                                 every + [gap.ruleset for gap in usable if gap.ruleset is not None])  # fmt: skip
+        for step in selection.steps:
+            gap = next((g for g in usable if g.ruleset is step.ruleset), None)
+            if gap is not None:
+                step.mined, step.mined_only = gap, True
+                step.mined_ids = tuple(rule.id for rule in step.ruleset.rules)
+    selection.gaps = gaps
+    return selection
+
+
+def _add_mined(step: Step, start: SourceTree, end: SourceTree | None, inputs: StepInputs, error: str,
+               hand_names: set[str]) -> None:  # fmt: skip
+    """A partial step runs, beside its file's rules, the mined rules of (start, end] for every API no rule of its
+    file names (kept or left out: the hand-written rule wins where both exist)."""
+    from migrate.mine.chain import MinedRules, MinedState, merge, mined_rules
+
+    if not inputs.mined:
+        step.mined = MinedRules(MinedState.OFF, step.start, step.end, why="--no-mined or config mined_rules = false")
+        return
+    step.mined = mined_rules(step.start, step.end, start, end, inputs.cache, error)
+    if step.mined.ruleset is None:
+        return
+    step.ruleset, taken = merge(step.ruleset, step.mined.ruleset, hand_names)
+    step.mined_ids = tuple(rule.id for rule in taken)
+
+
+def _mark_mined(step: Step, plan: Plan) -> Plan:
+    """The step's plan with every edit of a mined rule marked `mined` (and its manual items saying so)."""
+    if not step.mined_ids:
+        return plan
+    ids = set(step.mined_ids)
+    cited = step.mined.cited if step.mined is not None else {}
+    edits = [dataclasses.replace(e, mined=True, note=_mined_note(e, cited)) if ids & set(e.rules) else e
+             for e in plan.edits]  # fmt: skip
+    manual = [dataclasses.replace(m, message=f"(mined rule) {m.message}") if m.rule in ids else m for m in plan.manual]
+    return dataclasses.replace(plan, edits=edits, manual=manual)
+
+
+def _mined_note(edit: Edit, cited: dict[str, str]) -> str:
+    where = cited.get(edit.rule)
+    text = f"mined rule (from {where})" if where else "mined rule"
+    return f"{text}; {edit.note}" if edit.note else text
 
 
 def _keep_changed_rules(step: Step, start: SourceTree, end: SourceTree | None, inputs: StepInputs,
@@ -246,11 +333,19 @@ def _plan_one(step: Step, start: SourceTree, end: SourceTree | None, inputs: Ste
         enabled={i for i in inputs.enabled if any(r.id == i for r in ruleset.rules)},
         compile_db=inputs.compile_db(root) if inputs.compile_db else None,
         extra_flags=inputs.flags,
-        plan_cache=inputs.plan_cache,
+        plan_cache=_plan_cache(step, inputs.plan_cache),
         api=ApiTarget(start, end, inputs.cache) if end is not None and inputs.api else None,
     )
     unavailable = None if end is not None else unavailable_section(f"the target tree is not available ({error})")
     return build_plan(config).with_trees(trees_used(start, end, error), unavailable)
+
+
+def _plan_cache(step: Step, folder: Path | None) -> Path | None:
+    """A step that runs mined rules beside a hand file's keeps its cached plans apart, per mined file (the plan
+    cache's key reads the hand file only; the mined file's name says which trees and miner it is of)."""
+    if folder is None or not step.mined_ids or step.mined is None or step.mined.ruleset is None:
+        return folder
+    return folder / "mined" / step.mined.ruleset.path.stem
 
 
 def _materialise(previous: Step, inputs: StepInputs, scratch: Path | None, step: Step) -> Path:
@@ -352,17 +447,29 @@ class ChainPlan(Plan):
     def to_json(self) -> dict[str, Any]:
         data = super().to_json()
         steps = {id(edit): label for label, edit in self.step_edits}
-        data["edits"] = [dict(entry, step=steps.get(id(edit), "")) for entry, edit in
+        data["edits"] = [dict(entry, step=steps.get(id(edit), ""), mined=edit.mined) for entry, edit in
                          zip(data["edits"], self.sorted_edits(), strict=True)]  # fmt: skip
         assert self.selection is not None
         data["steps"] = [
             {"rules": step.label, "file": step.ruleset.path.name, "start": step.start, "end": step.end,
              "partial": step.partial, "left_out": step.left_out, "note": step.note,
-             "edits": sum(1 for label, _ in self.step_edits if label == step.label)}
+             "edits": sum(1 for label, _ in self.step_edits if label == step.label),
+             "mined": _mined_json(step)}
             for step in self.selection.steps
         ]  # fmt: skip
         data["uncovered"] = [{"from": lo, "to": hi} for lo, hi in self.selection.uncovered]
+        data["mined_gaps"] = [{"from": g.start, "to": g.end, "state": str(g.state), "why": g.why}
+                              for g in self.selection.gaps if g.ruleset is None]  # fmt: skip
         return data
+
+
+def _mined_json(step: Step) -> dict[str, Any] | None:
+    """What mining gave the step (None: a step of a rules file that covers its part as written)."""
+    if step.mined is None:
+        return None
+    ruleset = step.mined.ruleset
+    return {"state": str(step.mined.state), "file": str(ruleset.path) if ruleset else None, "why": step.mined.why,
+            "rules": list(step.mined_ids)}  # fmt: skip
 
 
 def _steps_section(selection: Selection) -> str:
@@ -374,7 +481,8 @@ def _steps_section(selection: Selection) -> str:
                       + ", ".join(step.left_out)]  # fmt: skip
         if step.plan is not None and step.plan.edits:
             lines += ["", f"Edits of step {step.label}:", ""]
-            lines += [f"- `{step.plan.relative(e.file)}:{e.line}` `{e.rule}`" for e in step.plan.sorted_edits()]
+            lines += [f"- `{step.plan.relative(e.file)}:{e.line}` `{e.rule}`" + (" (mined)" if e.mined else "")
+                      for e in step.plan.sorted_edits()]  # fmt: skip
     return "\n".join(lines) + "\n\n"
 
 

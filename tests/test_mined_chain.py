@@ -1,0 +1,217 @@
+"""Mined rules in the steps chain (issue 23 item 2): a part of a bump no hand-written rules file covers as written
+plans with rules mined from llama.cpp's own code (migrate/mine/chain.py, migrate/rewrite/steps.py).
+
+The real pair: b7836 → b10068 (node-llama-cpp 3.15.1 → 3.19.1), inside the carried step b7785 → b10361. Between
+them `common_sampler_types_from_names(names, allow_alt_names)` lost its second parameter, which no hand rule names
+and llama.cpp's own common/ migrated (arg.cpp, common.cpp). No fixture calls it, so the consumer is a copy of
+fixtures/localllm-today-next (code at b7785, passes the checklist at b7836 and b10068) whose sampler settings read
+their sampler order back through it: a no-op at both releases (every name is canonical), one call the plan must
+rewrite with the mined rule. Tests that need the trees skip, saying so, when b7836 / b10068 are not in the cache
+(`migrate sources b10068` fetches it: an npm bundle).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from migrate.config import ConfigError, load_config
+from migrate.mine.chain import MinedRules, MinedState, cache_path, merge, mined_rules, miner_code_files
+from migrate.rewrite.rules import RuleSet, find_rules, load_rules
+from migrate.sources import SourceTree
+from tests.conftest import REPO
+
+FIXTURE = REPO / "fixtures" / "localllm-today-next"
+START, END = "b7836", "b10068"
+MINED_RULE = "mined-common-sampler-types-from-names"
+SAMPLER_ROUND_TRIP = """    // the sampler order as names, read back: the same samplers
+    std::vector<std::string> sampler_names;
+    for (const common_sampler_type type : sparams.samplers) {
+        sampler_names.push_back(common_sampler_type_to_str(type));
+    }
+    sparams.samplers = common_sampler_types_from_names(sampler_names, true);
+    return sparams;
+}
+"""
+
+
+# --- no tree: merging, the outcomes without a pair, the cache key, the config key ---------------------------------
+
+
+MINED_YAML = """migration: {from: b7836, to: b10068}
+options:
+  hoist_memory: {default: false, description: inline}
+rules:
+  - id: mined-cpu-get-num-math
+    kind: call_rewrite
+    description: mined rename
+    match: {function: cpu_get_num_math, header: common.h}
+    fix: common_cpu_get_num_math()
+    mined: true
+  - id: mined-common-sampler-types-from-names
+    kind: call_rewrite
+    description: mined drop
+    match: {function: common_sampler_types_from_names, header: sampling.h}
+    fix: common_sampler_types_from_names({args[0]})
+    mined: true
+"""
+
+
+def _hand() -> RuleSet:
+    return find_rules("b7785", "b10361")
+
+
+def test_the_hand_rule_wins_where_both_exist(tmp_path: Path) -> None:
+    (tmp_path / "mined.yaml").write_text(MINED_YAML)
+    hand = _hand()
+    merged, taken = merge(hand, load_rules(tmp_path / "mined.yaml"), {r.match.name for r in hand.rules})
+    assert [r.id for r in taken] == [MINED_RULE]  # cpu_get_num_math: the hand rule `cpu-get-num-math` runs instead
+    assert [r.id for r in merged.rules] == [r.id for r in hand.rules] + [MINED_RULE]
+    assert merged.by_id("cpu-get-num-math").fix == hand.by_id("cpu-get-num-math").fix
+    assert set(merged.options) == set(hand.options) | {"hoist_memory"} and merged.path == hand.path
+
+
+def _tree(tag: str, commit: str) -> SourceTree:
+    return SourceTree(Path("/nonexistent") / tag, tag, tag, commit, "test")
+
+
+def test_no_mined_rules_without_a_tree_or_between_one_tree_and_itself(tmp_path: Path) -> None:
+    missing = mined_rules("b1", "b2", _tree("b1", "a" * 40), None, tmp_path, missing="b2: not in the cache")
+    assert missing.state is MinedState.UNAVAILABLE and missing.ruleset is None
+    assert missing.describe() == "mined rules for (b1, b2]: none (a tree is not available: b2: not in the cache)"
+    same = mined_rules("b1", "b2", _tree("b1", "a" * 40), _tree("b2", "a" * 40), tmp_path)
+    assert same.state is MinedState.SAME_TREE and "same llama.cpp tree" in same.describe()
+    off = MinedRules(MinedState.OFF, "b1", "b2", why="--no-mined")
+    assert off.describe() == "mined rules for (b1, b2]: turned off (--no-mined)"
+    assert not list(tmp_path.rglob("*.yaml"))  # nothing mined, nothing cached
+
+
+def test_the_cache_is_keyed_by_both_trees_and_the_miners_code(tmp_path: Path) -> None:
+    one = cache_path(_tree("b1", "a" * 40), _tree("b2", "b" * 40), tmp_path)
+    assert one.parent == tmp_path / "rules-mined" / "chain" and one.name.startswith("b1-aaaaaaaaaaaa_b2-bbbbbbbbbbbb_")
+    assert cache_path(_tree("b1", "a" * 40), _tree("b2", "c" * 40), tmp_path) != one
+    code = {p.relative_to(REPO).as_posix() for p in miner_code_files()}
+    assert {"migrate/mine/chain.py", "migrate/mine/unify.py", "migrate/mine/corpus.py"} <= code
+    assert any(name.startswith("migrate/apidiff/") for name in code)  # what the miner imports counts too
+
+
+def test_config_mined_rules_is_a_boolean(tmp_path: Path) -> None:
+    assert load_config(tmp_path).mined_rules is True
+    (tmp_path / "llama-migrate.toml").write_text("mined_rules = false\n")
+    assert load_config(tmp_path).mined_rules is False
+    (tmp_path / "llama-migrate.toml").write_text('mined_rules = "false"\n')
+    with pytest.raises(ConfigError, match="mined_rules"):
+        load_config(tmp_path)
+
+
+# --- the cached trees b7836 and b10068 -------------------------------------------------------------------------------
+
+
+def _cached_pair() -> None:
+    from migrate.sources import SourceCache
+
+    cache = SourceCache()
+    missing = [tag for tag in (START, END) if cache.lookup(tag) is None]
+    if missing:
+        pytest.skip(f"llama.cpp {', '.join(missing)} not in the source cache (`migrate sources {missing[-1]}` "
+                    "fetches it); the mined chain is tested on b7836 → b10068")  # fmt: skip
+
+
+def variant(tmp_path: Path) -> Path:
+    """fixtures/localllm-today-next with its sampler order read back through common_sampler_types_from_names."""
+    root = tmp_path / "localllm-today-next-samplers"
+    shutil.copytree(FIXTURE, root, ignore=shutil.ignore_patterns("build", "build-*", ".llama-migrate*"))
+    capi = root / "custom_files" / "localllm_capi.cpp"
+    text = capi.read_text()
+    anchor = "    return sparams;\n}\n\nstatic std::string decode_failure_text"
+    assert text.count(anchor) == 1, "fixtures/localllm-today-next changed: make_sampling_params's end not found"
+    capi.write_text(text.replace(anchor, SAMPLER_ROUND_TRIP + "\nstatic std::string decode_failure_text"))
+    return root
+
+
+def _plan(src: Path, tmp_path: Path, mined: bool = True):  # type: ignore[no-untyped-def]
+    from migrate.rewrite.steps import StepInputs, plan_steps
+    from migrate.sources import resolve
+
+    config = load_config(src)
+    inputs = StepInputs(src=src, resolve=resolve, options=dict(config.options), enabled=set(config.enable),
+                        flags=("-include", "filesystem"), mined=mined)  # fmt: skip
+    return plan_steps(START, END, inputs, scratch=tmp_path / "steps")
+
+
+def test_a_bump_inside_a_carried_step_plans_with_mined_rules(tmp_path: Path) -> None:
+    """b7836 → b10068 lies inside b7785 → b10361: the step is partial, its hand rules for API changed by b10068 run,
+    and the mined rules of (b7836, b10068] run for the API the hand file names nowhere; the edit is marked mined."""
+    from migrate.rewrite.steps import ChainPlan
+
+    _cached_pair()
+    src = variant(tmp_path)
+    plan = _plan(src, tmp_path)
+    assert isinstance(plan, ChainPlan) and plan.selection is not None
+    (step,) = plan.selection.steps
+    assert step.partial and step.mined is not None and step.mined.state in (MinedState.MINED, MinedState.CACHED)
+    assert MINED_RULE in step.mined_ids and "mined-cpu-get-num-math" not in step.mined_ids  # the hand rule wins
+    (edit,) = [e for e in plan.edits if e.rule == MINED_RULE]
+    assert edit.mined and edit.before == "common_sampler_types_from_names(sampler_names, true)"
+    assert edit.replacement == "common_sampler_types_from_names(sampler_names)"
+    assert all(not e.mined for e in plan.edits if e.rule != MINED_RULE)
+    data = plan.to_json()
+    assert [e["mined"] for e in data["edits"] if e["rule"] == MINED_RULE] == [True]
+    step_json = data["steps"][0]["mined"]
+    assert step_json["state"] in ("mined", "cached") and MINED_RULE in step_json["rules"]
+    assert any("mined rules for (b7836, b10068]" in d for d in plan.decisions)
+    assert f"`{MINED_RULE}` (mined)" in plan.api_section  # the plan's Steps section lists the edit as mined
+    # a second plan reads the mined file from the cache
+    again = _plan(src, tmp_path)
+    assert again.selection is not None and again.selection.steps[0].mined.state is MinedState.CACHED
+    assert [e.replacement for e in again.edits if e.mined] == [edit.replacement]
+    # turned off: the call is left to the API diff's manual actions, as without mining
+    off = _plan(src, tmp_path, mined=False)
+    assert not any(e.mined for e in off.edits) and off.selection is not None
+    assert off.selection.steps[0].mined.state is MinedState.OFF
+    assert any(m.line == edit.line and "common_sampler_types_from_names" in m.message for m in off.actions)
+
+
+def test_a_gap_no_rules_file_covers_runs_as_a_mined_step(tmp_path: Path) -> None:
+    """With only the first hand file, (b7785, b10068] is covered by no file: it becomes a step of mined rules."""
+    from migrate.rewrite.rules import rule_files
+    from migrate.rewrite.steps import StepInputs, plan_steps
+    from migrate.sources import resolve
+
+    _cached_pair()
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    shutil.copy(REPO / "rules" / "b5421-b7785.yaml", rules)
+    src = variant(tmp_path)
+    inputs = StepInputs(src=src, resolve=resolve, options={"error_function": "set_error"},
+                        flags=("-include", "filesystem"))  # fmt: skip
+    plan = plan_steps(START, END, inputs, rule_files(rules), scratch=tmp_path / "steps")
+    assert plan.selection is not None and plan.selection.uncovered == []
+    mined_step = plan.selection.steps[-1]
+    assert mined_step.mined_only and mined_step.label == f"{START} → {END} (mined)"
+    assert any(e.mined and e.rule == MINED_RULE for e in plan.edits)
+
+
+def test_run_builds_and_passes_the_checklist_with_the_mined_edit(tmp_path: Path) -> None:
+    """The issue's done-when: the bump plans with mined rules, builds at both releases and passes the checklist."""
+    _cached_pair()
+    src = variant(tmp_path)
+    out = tmp_path / "run.json"
+    proc = subprocess.run([sys.executable, "-m", "migrate", "run", str(src), "--from", START, "--to", END,
+                           "--llama-build", "auto", "--no-predict", "--quiet", "--out", str(tmp_path / "report"),
+                           "--json", str(out)], capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert out.is_file(), proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    mined = [e for e in data["plan"]["edits"] if e.get("mined")]
+    assert [e["rule"] for e in mined] == [MINED_RULE], data["plan"]["edits"]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    migrated = Path(data["migrated"]) / "custom_files" / "localllm_capi.cpp"
+    assert "common_sampler_types_from_names(sampler_names);" in migrated.read_text()
+    for role in ("old", "new"):  # the checklist on the original at b7836 and on the migrated copy at b10068
+        counts = data["verification"]["counts"][role]
+        assert counts["passed"] > 0 and counts["failed"] == counts["error"] == 0, (role, counts)
