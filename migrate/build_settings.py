@@ -4,7 +4,6 @@ config does not import the build machinery."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 from dataclasses import dataclass, field, fields, replace
@@ -118,14 +117,6 @@ def settings_from_options(given: BuildOptionsGiven, root: Path) -> BuildSettings
     return _resolved(values, root, "command line")
 
 
-def settings_from_args(args: argparse.Namespace, root: Path) -> BuildSettings:
-    """Until `migrate run` moves to migrate/cli/ (migrate.cli.arguments.build_settings replaces it)."""
-    return settings_from_options(BuildOptionsGiven(
-        tuple(getattr(args, "build_flag", None) or []), tuple(getattr(args, "build_include", None) or []),
-        tuple(getattr(args, "build_define", None) or []), tuple(getattr(args, "build_source", None) or []),
-        tuple(getattr(args, "build_link", None) or [])), root)  # fmt: skip
-
-
 def _resolved(values: dict[str, tuple[str, ...]], root: Path, source: str) -> BuildSettings:
     def path(item: str) -> str:
         return str((root / item).resolve()) if not Path(item).is_absolute() else item
@@ -140,17 +131,3 @@ def _resolved(values: dict[str, tuple[str, ...]], root: Path, source: str) -> Bu
         sources=tuple(path(p) for p in values.get("sources", ())),
         link_libraries=tuple(library(x) for x in values.get("link_libraries", ())),
     )
-
-
-def add_build_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options matching `[build]` (each adds to the config's), for `migrate build`, `run` and `gate`."""
-    group = parser.add_argument_group("the shim's compile and link (added to the config's [build])")
-    group.add_argument("--build-flag", action="append", metavar="FLAGS",
-                       help='compiler flags, split as a shell would, e.g. --build-flag="-include filesystem"')
-    group.add_argument("--build-include", action="append", metavar="DIR",
-                       help="include directory searched before llama.cpp's (repeat)")
-    group.add_argument("--build-define", action="append", metavar="NAME[=VALUE]", help="compile definition (repeat)")
-    group.add_argument("--build-source", action="append", metavar="FILE",
-                       help="a file compiled into the shim besides those found (repeat)")
-    group.add_argument("--build-link", action="append", metavar="LIB",
-                       help="a library linked into the shim: a name (z), a -l flag or a path (repeat)")  # fmt: skip

@@ -15,7 +15,8 @@ import pytest
 
 from migrate import llama_targets
 from migrate.build import BuildOptions, build, build_llama, llama_build_dir
-from migrate.build_settings import BuildSettings, add_build_arguments, settings_from_args
+from migrate.build_settings import BuildSettings
+from migrate.cli.arguments import add_build_arguments, build_settings
 from migrate.config import load_config
 from migrate.sources import SourceTree
 from verify.errors import ToolError
@@ -194,7 +195,7 @@ def test_command_line_settings_add_to_the_config(old_tree: SourceTree, tmp_path:
     parser = argparse.ArgumentParser()
     add_build_arguments(parser)
     args = parser.parse_args(["--build-define", "NEED_DEFINE=5", "--build-flag=-DUNUSED_FLAG=1"])
-    settings = settings_from_args(args, Path.cwd())
+    settings = build_settings(args)
     assert settings.defines == ("NEED_DEFINE=5",) and settings.flags == ("-DUNUSED_FLAG=1",)
     result = build(root, old_tree, BuildOptions(settings=settings))
     assert result.ok, result.log[-3000:]

@@ -9,6 +9,7 @@ from pathlib import Path
 from migrate import pipeline, rewrite_cli
 from migrate.cli import build_parser
 from migrate.cli import gate as gate_command
+from migrate.cli import run as run_command
 from migrate.cli import verify as verify_command
 from migrate.config import DEFAULT_FROM, DEFAULT_TO
 from migrate.rewrite.rules import rule_files
@@ -47,7 +48,7 @@ def test_run_and_gate_requests_carry_the_command_line() -> None:
     assert run.checks == ("generate",) and run.enable == ("kv-unified",) and run.options == ("a=b",)
     assert run.cmake_args == ("-DX=1",) and not run.predict and run.quiet and run.json_path == "out.json"
     assert (request.tie_margin, request.max_tps_regression) == (0.1, None)
-    assert pipeline.run_request(parse("run")) == pipeline.RunRequest()  # the flags' defaults are the request's
+    assert run_command.run_request(parse("run")) == pipeline.RunRequest()  # the flags' defaults are the request's
 
 
 def test_plan_and_apply_requests_carry_the_command_line() -> None:

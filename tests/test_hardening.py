@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from migrate import apidiff, build, config, cuda, pipeline, rewrite_cli, sources
-from migrate.cli import error_line, main
+from migrate.cli import build_parser, error_line, main
+from migrate.cli.run import run_request
 from migrate.paths import data_dir
 from migrate.rewrite import apply, edits, rules
 from migrate.rewrite.apicheck import RULE_ID, ApiTarget
@@ -436,11 +437,10 @@ def test_default_report_goes_to_the_cache_and_its_path_is_printed(
     report = cache / "reports" / "consumer-b5421-b7785.md"
     assert report.is_file() and not (elsewhere / "reports").exists()
     assert f"report: {report}" in capsys.readouterr().err
-    parser = pipeline.argparse.ArgumentParser()
-    pipeline.add_run_arguments(parser)
+    parser = build_parser()
     monkeypatch.setattr(pipeline, "cache_root", lambda override=None: cache)
     def request(*argv: str) -> pipeline.RunRequest:
-        return pipeline.run_request(parser.parse_args(list(argv), pipeline.argparse.Namespace(cache=None)))
+        return run_request(parser.parse_args(["run", *argv]))
 
     assert pipeline.report_dir(request()) == cache / "reports"
     assert pipeline.report_dir(request("--out", "x")) == Path("x")

@@ -301,21 +301,18 @@ def test_a_dangling_pointer_reads_the_fill_in_every_check_but_the_heap_and_timin
 def test_sanitize_option_reaches_the_build_and_the_checks() -> None:
     """`migrate run --sanitize` passes through to both builds and the verification; `migrate verify --sanitize`
     too; an unknown sanitizer is a usage error naming the known ones."""
-    import argparse
-
     from migrate.cli import build_parser
+    from migrate.cli.run import run_request
     from migrate.cli.verify import verify_request
-    from migrate.pipeline import UsageError, add_run_arguments, run_request
+    from migrate.pipeline import UsageError
     from verify.cli import UsageError as VerifyUsageError
 
-    run_parser = argparse.ArgumentParser()
-    add_run_arguments(run_parser)
-    run_parser.add_argument("--cache")
-    request = run_request(run_parser.parse_args(["--sanitize", "address,undefined"]))
+    run_parser = build_parser()
+    request = run_request(run_parser.parse_args(["run", "--sanitize", "address,undefined"]))
     assert request.sanitize == ("address", "undefined") and request.build_options().sanitize == request.sanitize
-    assert run_request(run_parser.parse_args([])).build_options().sanitize == ()
+    assert run_request(run_parser.parse_args(["run"])).build_options().sanitize == ()
     with pytest.raises(UsageError, match="known: address, undefined"):
-        run_request(run_parser.parse_args(["--sanitize", "thread"]))
+        run_request(run_parser.parse_args(["run", "--sanitize", "thread"]))
     verify_parser = build_parser()
     assert verify_request(verify_parser.parse_args(["verify", "--lib", "x.so", "--sanitize", "address"])).sanitize == (
         "address",)  # fmt: skip

@@ -30,7 +30,6 @@ The command line is read in one place (`verify_request`, beside `add_arguments`)
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 import tempfile
@@ -397,13 +396,6 @@ def _exit_code(report: RunReport, console: Console) -> int:
     return VerifyExit.OK
 
 
-def add_sanitize_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sanitize", metavar="KINDS", help="run the checklist on the shim built with these "
-                        "sanitizers (address,undefined: ASan with its leak check, UBSan), each check's child with the "
-                        "runtime preloaded; a report in the consumer's code fails the check with its kind and "
-                        "file:line (docs/sanitizers.md)")  # fmt: skip
-
-
 def sanitize_kinds(spec: str | None) -> tuple[str, ...]:
     """`--sanitize a,b` as sanitizer names (() when not given); an unknown one is a UsageError."""
     from verify.sanitize import SANITIZERS
@@ -412,12 +404,6 @@ def sanitize_kinds(spec: str | None) -> tuple[str, ...]:
         return comma_names(spec, SANITIZERS, "sanitizer(s)", UsageError) or ()
     except UsageError as exc:
         raise UsageError(f"--sanitize {spec}: {exc}") from exc
-
-
-def add_tests_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tests", action="append", default=[], metavar="PATH", help="the consumer's own pytest "
-                        "checks (a file or folder; repeatable), run on every build beside the checklist, as the "
-                        "config's [verify] tests are")  # fmt: skip
 
 
 def with_tests_option(verify: dict[str, Any], tests: Iterable[str]) -> dict[str, Any]:

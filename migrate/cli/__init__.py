@@ -18,7 +18,7 @@ from verify.errors import ToolError
 
 # Modules that contribute sub-commands, in help order; every one is required (an import error is a bug).
 COMMAND_MODULES = ("migrate.cli.sources", "migrate.cli.build", "migrate.cli.model", "migrate.rewrite_cli",
-                   "migrate.cli.api_diff", "migrate.cli.verify", "migrate.pipeline", "migrate.cli.gate",
+                   "migrate.cli.api_diff", "migrate.cli.verify", "migrate.cli.run", "migrate.cli.gate",
                    "migrate.cli.rules", "migrate.cli.mutate")  # fmt: skip
 
 

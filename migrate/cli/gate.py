@@ -7,6 +7,7 @@ import argparse
 
 from migrate import gate, pipeline
 from migrate.cli import add_command
+from migrate.cli.run import add_run_arguments, run_request
 from migrate.exit_codes import ExitCode
 from migrate.gate import DEFAULT_MAX_TPS_REGRESSION, DEFAULT_TIE_MARGIN, GateRequest
 from migrate.pipeline import UsageError
@@ -15,7 +16,7 @@ from migrate.pipeline import UsageError
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "gate", "`run` for CI: exit code per failure class (10-17) and a one-screen "
                          "summary of why", gate.__doc__, command)  # fmt: skip
-    pipeline.add_run_arguments(parser)
+    add_run_arguments(parser)
     parser.add_argument("--max-tps-regression", type=_non_negative, metavar="PCT",
                         help=f"tokens/s the new build may lose, percent (default {DEFAULT_MAX_TPS_REGRESSION:g})")
     parser.add_argument("--tie-margin", type=_non_negative,
@@ -32,7 +33,7 @@ def _non_negative(text: str) -> float:
 
 def gate_request(args: argparse.Namespace) -> GateRequest:
     """The parsed flags of `migrate gate` (the run's and the thresholds), typed; an unknown check is a UsageError."""
-    return GateRequest(pipeline.run_request(args), args.tie_margin, args.max_tps_regression)
+    return GateRequest(run_request(args), args.tie_margin, args.max_tps_regression)
 
 
 def command(args: argparse.Namespace) -> int:
