@@ -93,7 +93,8 @@ def cli_runs(label: str, extra: list[str], reps: int) -> Timing:
 
 def in_process_runs(label: str, extra: list[str], reps: int) -> Timing:
     from migrate.cli import build_parser
-    from migrate.rewrite_cli import make_plan, plan_request
+    from migrate.cli.plan import plan_request
+    from migrate.rewrite.command import make_plan
 
     request = plan_request(build_parser().parse_args(["plan", str(LOCALLLM), *QUIET, *extra]))
     timing = Timing(label)

@@ -6,12 +6,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from migrate import pipeline, rewrite_cli
+from migrate import pipeline
+from migrate.cli import apply as apply_command
 from migrate.cli import build_parser
 from migrate.cli import gate as gate_command
+from migrate.cli import plan as plan_command
 from migrate.cli import run as run_command
 from migrate.cli import verify as verify_command
 from migrate.config import DEFAULT_FROM, DEFAULT_TO
+from migrate.rewrite.command import PlanRequest
 from migrate.rewrite.rules import rule_files
 from verify import cli as verify_cli
 
@@ -52,12 +55,13 @@ def test_run_and_gate_requests_carry_the_command_line() -> None:
 
 
 def test_plan_and_apply_requests_carry_the_command_line() -> None:
-    request = rewrite_cli.apply_request(parse("apply", "tree", "--to", "b7800", "--flag=-DX", "--no-cache", "--force"))
+    args = parse("apply", "tree", "--to", "b7800", "--flag=-DX", "--no-cache", "--force")
+    request = apply_command.apply_request(args)
     assert request.force and not request.allow_syntactic
     plan = request.plan
     assert (plan.src, plan.from_version, plan.to_version, plan.flags, plan.no_cache) == (
         "tree", DEFAULT_FROM, "b7800", ("-DX",), True)  # fmt: skip
-    assert rewrite_cli.plan_request(parse("plan", "tree")) == rewrite_cli.PlanRequest("tree")
+    assert plan_command.plan_request(parse("plan", "tree")) == PlanRequest("tree")
 
 
 def test_verify_request_carries_the_command_line() -> None:

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from migrate import apidiff, build, config, cuda, pipeline, rewrite_cli, sources
+from migrate import apidiff, build, config, cuda, pipeline, sources
 from migrate.cli import build_parser, error_line, main
 from migrate.cli.run import run_request
 from migrate.paths import data_dir
 from migrate.rewrite import apply, edits, rules
+from migrate.rewrite import command as rewrite_command
 from migrate.rewrite.apicheck import RULE_ID, ApiTarget
 from migrate.rewrite.engine import EngineConfig, build_plan
 from migrate.rewrite.plan import ACTION
@@ -432,7 +433,7 @@ def test_default_report_goes_to_the_cache_and_its_path_is_printed(
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     cache = tmp_path / "cache"
-    monkeypatch.setattr(rewrite_cli, "cache_root", lambda override=None: cache)  # the trees stay where they are
+    monkeypatch.setattr(rewrite_command, "cache_root", lambda override=None: cache)  # the trees stay where they are
     assert main(["plan", str(root), "--no-cache", "--no-diff"]) == 0
     report = cache / "reports" / "consumer-b5421-b7785.md"
     assert report.is_file() and not (elsewhere / "reports").exists()

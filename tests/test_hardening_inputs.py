@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from migrate import cli, gate, rewrite_cli
+from migrate import cli, gate
 from migrate.build import BuildResult
 from migrate.cli import main
 from migrate.exit_codes import ExitCode
+from migrate.rewrite import command as rewrite_command
 from tests.conftest import LOCALLLM_HEADER, REPO
 
 PRELUDE = '#include "llama.h"\n'
@@ -119,7 +120,7 @@ def test_apply_failing_after_writing_says_it_wrote(tmp_path: Path, capsys: pytes
     def full_disk(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(rewrite_cli, "_write_outputs", full_disk)
+    monkeypatch.setattr(rewrite_command, "_write_outputs", full_disk)
     last = one_line(capsys, ["apply", str(root), "--force", "--backup-dir", str(tmp_path / "b"), *QUIET], 5,
                     "1 file(s) WERE written")  # fmt: skip
     assert "No space left on device" in last
@@ -357,7 +358,7 @@ def test_an_unforeseen_error_is_one_line_70_and_debug_shows_it(monkeypatch: pyte
     def bug(request: object) -> int:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(rewrite_cli, "plan_only", bug)
+    monkeypatch.setattr(rewrite_command, "plan_only", bug)
     one_line(capsys, ["plan", str(REPO)], ExitCode.INTERNAL, "internal error, a bug in llama-migrate "
              "(ZeroDivisionError: a bug); set LLAMA_MIGRATE_DEBUG=1")  # fmt: skip
     monkeypatch.setenv(cli.DEBUG_ENV, "1")

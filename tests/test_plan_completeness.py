@@ -18,11 +18,11 @@ from migrate.exit_codes import PlanExit
 from migrate.paths import data_dir
 from migrate.rewrite import engine as engine_module
 from migrate.rewrite.apicheck import ApiTarget
+from migrate.rewrite.command import exit_code
 from migrate.rewrite.engine import EngineConfig, build_plan
 from migrate.rewrite.plan import Plan, ReadMode
 from migrate.rewrite.prescan import Prescan
 from migrate.rewrite.rules import load_rules
-from migrate.rewrite_cli import exit_code
 from migrate.sources import SourceTree
 from tests.conftest import consumer
 

@@ -1,7 +1,8 @@
-"""The `migrate` command: wires the stages together; the work lives in the stage modules.
-
-Each stage module that has commands exposes `register(subparsers)`, adding its sub-commands with
-`set_defaults(func=...)`; a command function takes the parsed args and returns the exit code.
+"""The `migrate` command line, and only it: one module per sub-command (`migrate/cli/<name>.py`, `api-diff` as
+`api_diff.py`), each with `add_parser(subparsers)` and `<name>_request(args)`, which turns the parsed flags into the
+frozen request its stage takes (the stages never see the argparse namespace; tests/test_cli_layout.py checks it).
+This module assembles the sub-parsers and handles what escapes any command: bad input is one line and exit 2, Ctrl-C
+130, a bug 70 (migrate/exit_codes.py). docs/development.md says where a new command goes.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from typing import NoReturn
 from migrate.exit_codes import ExitCode
 from verify.errors import ToolError
 
-# Modules that contribute sub-commands, in help order; every one is required (an import error is a bug).
-COMMAND_MODULES = ("migrate.cli.sources", "migrate.cli.build", "migrate.cli.model", "migrate.rewrite_cli",
-                   "migrate.cli.api_diff", "migrate.cli.verify", "migrate.cli.run", "migrate.cli.gate",
-                   "migrate.cli.rules", "migrate.cli.mutate")  # fmt: skip
+# The sub-command modules, in help order; every one is required (an import error is a bug).
+COMMAND_MODULES = ("migrate.cli.sources", "migrate.cli.build", "migrate.cli.model", "migrate.cli.plan",
+                   "migrate.cli.apply", "migrate.cli.api_diff", "migrate.cli.verify", "migrate.cli.run",
+                   "migrate.cli.gate", "migrate.cli.rules", "migrate.cli.mutate")  # fmt: skip
 
 
 def add_command(subparsers: argparse._SubParsersAction, name: str, help: str, doc: str | None,
@@ -48,11 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache", help="cache dir (default $LLAMA_MIGRATE_CACHE, else ~/.cache/llama-migrate)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        module = importlib.import_module(name)
-        if hasattr(module, "add_parser"):  # moved to migrate/cli/ (the others until they move)
-            module.add_parser(subparsers)
-        else:
-            module.register(subparsers)
+        importlib.import_module(name).add_parser(subparsers)
     return parser
 
 

@@ -40,14 +40,12 @@ Exit codes:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from migrate.commands import add_source_arguments
 from migrate.config import DEFAULT_FROM, DEFAULT_TO, ConsumerConfig, load_config
 from migrate.exit_codes import PlanExit
 from migrate.paths import cache_root
@@ -384,68 +382,3 @@ def plan_and_apply(request: ApplyRequest) -> int:
         print(error_line(f"{written}, but an output could not be: {exc}", "apply"), file=sys.stderr)
         return PlanExit.WRITTEN_NO_OUTPUT
     return exit_code(plan)
-
-
-# --- the command line: read here only, into a PlanRequest / ApplyRequest ----------------------------------------
-
-
-def plan_request(args: argparse.Namespace) -> PlanRequest:
-    """The parsed flags of `_add_common` (and the global --cache), typed."""
-    return PlanRequest(src=args.src, from_version=args.from_version, to_version=args.to_version,
-                       source_tree=args.source_tree, rules=args.rules, options=tuple(args.option),
-                       enable=tuple(args.enable), flags=tuple(args.flag), json_path=args.json, report=args.report,
-                       no_report=args.no_report, no_diff=args.no_diff, no_cache=args.no_cache,
-                       no_config=args.no_config, no_mined=args.no_mined, via=args.via, checkout=args.checkout,
-                       remote=args.remote, refresh=args.refresh, cache=args.cache)  # fmt: skip
-
-
-def apply_request(args: argparse.Namespace) -> ApplyRequest:
-    return ApplyRequest(plan_request(args), force=args.force, branch=args.branch, backup_dir=args.backup_dir,
-                        allow_syntactic=args.allow_syntactic)  # fmt: skip
-
-
-def cmd_plan(args: argparse.Namespace) -> int:
-    return plan_only(plan_request(args))
-
-
-def cmd_apply(args: argparse.Namespace) -> int:
-    return plan_and_apply(apply_request(args))
-
-
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", help="the consumer's source tree (or one file)")
-    parser.add_argument("--from", dest="from_version", default=DEFAULT_FROM, help="llama.cpp release migrated from")
-    parser.add_argument("--to", dest="to_version", default=DEFAULT_TO, help="llama.cpp release migrated to")
-    parser.add_argument("--source-tree", help="llama.cpp tree of the --from release (default: resolved from --from)")
-    parser.add_argument("--rules", help="rules file or folder (default: the shipped rules/)")
-    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="rule option, e.g. clear_data=true, error_function=set_error")  # fmt: skip
-    parser.add_argument("--enable", action="append", default=[], metavar="RULE_ID",
-                        help="turn on an opt-in rule (flash-attn-auto, kv-unified)")  # fmt: skip
-    parser.add_argument("--flag", action="append", default=[], metavar="FLAG",
-                        help="extra libclang flag, e.g. --flag=-DMY_DEFINE --flag=-I/path")  # fmt: skip
-    parser.add_argument("--json", help="also write the plan as JSON to this path")
-    parser.add_argument("--report", help="markdown report path (default reports/<name>-<from>-<to>.md)")
-    parser.add_argument("--no-report", action="store_true", help="do not write the markdown report")
-    parser.add_argument("--no-diff", action="store_true", help="do not print the unified diff")
-    parser.add_argument("--no-cache", action="store_true", help="parse again even if a cached plan matches")
-    parser.add_argument("--no-config", action="store_true",
-                        help="ignore the consumer's llama-migrate.toml / [tool.llama-migrate]")  # fmt: skip
-    parser.add_argument("--no-mined", action="store_true", help="no mined rules for a part of the bump no rules file "
-                        "covers as written (default: mined and cached; config mined_rules = false does the same)")
-    add_source_arguments(parser)
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    from migrate.cli import add_command
-
-    _add_common(add_command(subparsers, "plan", "show what a migration would change (changes nothing)", __doc__,
-                            cmd_plan))  # fmt: skip
-    apply = add_command(subparsers, "apply", "rewrite the consumer's files (all or none, with backups)", __doc__,
-                        cmd_apply)  # fmt: skip
-    _add_common(apply)
-    apply.add_argument("--force", action="store_true", help="write even with uncommitted changes in the tree")
-    apply.add_argument("--branch", help="create this git branch and commit the migration on it")
-    apply.add_argument("--backup-dir", help="where the originals are copied (default <cache>/backups)")
-    apply.add_argument("--allow-syntactic", action="store_true",
-                       help="also write edits matched by name only (files libclang could not parse)")  # fmt: skip
