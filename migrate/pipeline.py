@@ -56,7 +56,7 @@ class UsageError(ToolError):
 @dataclass(frozen=True)
 class RunRequest:
     """What one `migrate run` (or the run inside `migrate gate`) was asked to do: its command line, typed.
-    `run_request` makes it from the parsed flags; the stages read only this."""
+    migrate/cli/run.py's `run_request` makes it from the parsed flags; the stages read only this."""
 
     src: str | None = None  # the consumer tree; None: the bundled fixtures/localllm
     from_version: str = DEFAULT_FROM

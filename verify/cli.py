@@ -73,7 +73,8 @@ class UsageError(ToolError):
 
 @dataclass(frozen=True)
 class VerifyRequest:
-    """What one `migrate verify` was asked to do: its command line, typed (`verify_request` makes it)."""
+    """What one `migrate verify` was asked to do: its command line, typed (migrate/cli/verify.py's `verify_request`
+    makes it)."""
 
     lib: str  # the build under test (the new one in differential mode)
     header: str | None = None  # its C API header; None: the one its build manifest names

@@ -45,20 +45,34 @@ def _add_mine(sub: argparse._SubParsersAction) -> None:
 
 
 def draft(args: argparse.Namespace) -> int:
-    return rulefiles.write_draft(rulefiles.DraftRequest(args.from_version, args.to_version, args.out, args.cache))
+    return rulefiles.write_draft(draft_request(args))
 
 
 def check(args: argparse.Namespace) -> int:
-    return rulefiles.check_files(rulefiles.CheckRequest(tuple(args.files)))
+    return rulefiles.check_files(check_request(args))
 
 
 def steps(args: argparse.Namespace) -> int:
-    return rulefiles.show_steps(rulefiles.StepsRequest(args.from_version, args.to_version, args.rules))
+    return rulefiles.show_steps(steps_request(args))
 
 
 def mine(args: argparse.Namespace) -> int:
-    request = mine_command.MineRequest(from_version=args.from_version, to_version=args.to_version,
-                                       corpus=tuple(args.corpus or ()), out=args.out,
-                                       compare=tuple(args.compare or ()), engine_check=not args.no_engine_check,
-                                       cache=args.cache)  # fmt: skip
-    return mine_command.mine_rules(request)
+    return mine_command.mine_rules(mine_request(args))
+
+
+def draft_request(args: argparse.Namespace) -> rulefiles.DraftRequest:
+    return rulefiles.DraftRequest(args.from_version, args.to_version, args.out, args.cache)
+
+
+def check_request(args: argparse.Namespace) -> rulefiles.CheckRequest:
+    return rulefiles.CheckRequest(tuple(args.files))
+
+
+def steps_request(args: argparse.Namespace) -> rulefiles.StepsRequest:
+    return rulefiles.StepsRequest(args.from_version, args.to_version, args.rules)
+
+
+def mine_request(args: argparse.Namespace) -> mine_command.MineRequest:
+    return mine_command.MineRequest(from_version=args.from_version, to_version=args.to_version,
+                                    corpus=tuple(args.corpus or ()), out=args.out, compare=tuple(args.compare or ()),
+                                    engine_check=not args.no_engine_check, cache=args.cache)  # fmt: skip

@@ -57,7 +57,7 @@ from verify.inputs import BadInput, PathKind, existing_path, output_dir, output_
 @dataclass(frozen=True)
 class PlanRequest:
     """What one `migrate plan` (or the plan inside `migrate apply`) was asked to do: its command line, typed
-    (`plan_request` makes it; nothing below reads the parsed flags)."""
+    (migrate/cli/plan.py's `plan_request` makes it; nothing here reads the parsed flags)."""
 
     src: str  # the consumer's tree, or one file
     from_version: str = DEFAULT_FROM
