@@ -113,6 +113,7 @@ TREE_TESTS = (
     # plans b7836 -> b10068 with mined rules; skip, not fail, when either tree is not in the source cache
     "tests/test_mined_chain.py::test_a_bump_inside_a_carried_step_plans_with_mined_rules",
     "tests/test_mined_chain.py::test_a_gap_no_rules_file_covers_runs_as_a_mined_step",
+    "tests/test_mined_chain.py::test_when_a_tree_is_missing_the_plan_says_so_and_goes_on",
     *(f"tests/test_sources.py::test_{name}" for name in (
         "cli_sources_prints_path_and_stand_in", "damaged_cache_entry_is_an_error_naming_the_fix",
         "exact_bundle_is_not_a_stand_in", "npm_stand_in_is_said_and_recorded", "stand_in_table")),

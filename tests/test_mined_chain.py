@@ -197,6 +197,27 @@ def test_a_gap_no_rules_file_covers_runs_as_a_mined_step(tmp_path: Path) -> None
     assert any(e.mined and e.rule == MINED_RULE for e in plan.edits)
 
 
+def test_when_a_tree_is_missing_the_plan_says_so_and_goes_on(tmp_path: Path) -> None:
+    """The b10068 tree cannot be resolved: no mined rules (the plan says why), the step still plans."""
+    from migrate.rewrite.steps import StepInputs, plan_steps
+    from migrate.sources import SourceError, resolve
+
+    _cached_pair()
+
+    def without_end(tag: str) -> SourceTree:
+        if tag == END:
+            raise SourceError(f"{END}: not available here (test)")
+        return resolve(tag)
+
+    inputs = StepInputs(src=variant(tmp_path), resolve=without_end, options={"error_function": "set_error"},
+                        flags=("-include", "filesystem"))  # fmt: skip
+    plan = plan_steps(START, END, inputs, scratch=tmp_path / "steps")
+    assert plan.selection is not None and plan.selection.steps[0].mined.state is MinedState.UNAVAILABLE
+    assert any(f"mined rules for ({START}, {END}]: none (a tree is not available: {END}: not available here" in d
+               for d in plan.decisions)  # fmt: skip
+    assert not any(e.mined for e in plan.edits)
+
+
 def test_run_builds_and_passes_the_checklist_with_the_mined_edit(tmp_path: Path) -> None:
     """The issue's done-when: the bump plans with mined rules, builds at both releases and passes the checklist."""
     _cached_pair()
