@@ -1,5 +1,5 @@
 """The documentation is checked against the code: every `migrate <command> --flag` that README.md and docs/*.md
-show exists in the real argparse parser (migrate/cli.py), every llama-migrate.toml key they name exists in the
+show exists in the real argparse parser (migrate/cli/), every llama-migrate.toml key they name exists in the
 config model, and every relative link resolves (file, and heading anchor where one is given). The exit-code table
 is checked by tests/test_hardening_inputs.py (`test_readme_exit_code_table_matches_the_code`), on whichever page
 holds it. Each checker is also run on a planted mistake, so none of them can pass by finding nothing."""

@@ -84,7 +84,7 @@ class KnownState(Enum):
 
 
 class ExitCode(IntEnum):
-    """The codes every command shares (migrate/cli.py prints the one line for them)."""
+    """The codes every command shares (migrate/cli/__init__.py prints the one line for them)."""
 
     USAGE = 2  # bad input or environment: every command's documented code for it
     INTERNAL = 70  # a bug in the toolkit (BSD's EX_SOFTWARE): never the consumer's failure, never bad input
