@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from migrate.build import SOURCE_SUFFIXES, BuildOptions, build
-from migrate.build_settings import BuildSettings
 from migrate.cli import sources as sources_command
 from migrate.cli.arguments import (
     SourceOptions,
@@ -23,6 +22,7 @@ from migrate.cli.arguments import (
     source_options,
 )
 from migrate.exit_codes import BuildExit
+from verify.cli import sanitize_kinds
 from verify.inputs import BadInput, PathKind, existing_path, output_file
 
 
@@ -66,12 +66,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def build_request(args: argparse.Namespace) -> BuildRequest:
     """The inputs are checked first (SRC before --sanitize and the [build] options, as the command always did)."""
-    from verify.cli import sanitize_kinds  # the checklist's modules: imported when the command runs, not for --help
-
     check_build_inputs(args.src, tuple(args.source), args.json, args.log)
-    settings: BuildSettings = build_settings(args)  # the options' [build] settings add to the consumer's config
+    # the options' [build] settings add to the consumer's config, which build() reads from SRC
     options = BuildOptions(backend=args.gpu or "cpu", cuda_arch=args.cuda_arch, cmake_args=tuple(args.cmake_arg),
-                           traced=args.traced, settings=settings, llama_build=args.llama_build,
+                           traced=args.traced, settings=build_settings(args), llama_build=args.llama_build,
                            sanitize=sanitize_kinds(args.sanitize))  # fmt: skip
     return BuildRequest(src=args.src, llama=args.llama, sources=tuple(args.source), options=options,
                         json_path=args.json, log_path=args.log, source=source_options(args),
