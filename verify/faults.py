@@ -77,9 +77,11 @@ FAULTS: dict[str, Fault] = {
             # the next generate continues the last one's context: A-B-A and the reference differ too, and so does
             # every check that calls generate several times on one context (the stop prompts, the sampling
             # checks); at b7785 the stale cells also collide with the new prompt's positions, so two identical
-            # calls differ; the leak check's 27 generate calls on one context fill it, and the calls fail
+            # calls differ; the leak check's 27 generate calls on one context fill it, and the calls fail; at b5421
+            # the control-token prompts run one after another on one context too, and the failing calls' later
+            # decodes run at positions growing from call to call, so their heap does not settle
             {"b5421": ("generate_aba", "generate_matches_reference", "memory_cleared", "frees_release_memory",
-                       *REPEATED_GENERATE),
+                       *REPEATED_GENERATE, "generate_control_tokens", "failed_calls_release_memory"),
              "b7785": ("generate_aba", "generate_matches_reference", "generate_repeatable", "memory_cleared",
                        "frees_release_memory", *REPEATED_GENERATE)},
             {"localllm-next": ((r"(std::string & output, std::string & err\) \{\n(?:[^\n]*\n){0,3}?\s*)"
@@ -93,9 +95,10 @@ FAULTS: dict[str, Fault] = {
             ("b5421", "b7785"),
             ((r"slots\[s\]\.seq_id = first_seq \+ s;", "slots[s].seq_id = first_seq + s / 2;"),),
             # every parallel call mixes two prompts' cells (those compared with a reference fail: the stop
-            # prompts, greedy with top_k 0, the seeded parallel outputs against llama.cpp's sampler chain); at b7785
-            # every parallel call fails outright
-            {"b5421": (*ISOLATION, "parallel_uneven_finish", "sampling_top_k_disabled", "sampling_seed"),
+            # prompts, greedy with top_k 0, the seeded parallel outputs against llama.cpp's sampler chain, the
+            # control-token prompts); at b7785 every parallel call fails outright
+            {"b5421": (*ISOLATION, "parallel_uneven_finish", "sampling_top_k_disabled", "sampling_seed",
+                       "generate_control_tokens"),
              "b7785": (*ISOLATION, "generate_parallel", *PARALLEL_CALLERS)},
             {"localllm-next": ((r"slots_\[s\]\.seq = first_seq \+ s;", "slots_[s].seq = first_seq + s / 2;"),)},
         ),
@@ -113,9 +116,10 @@ FAULTS: dict[str, Fault] = {
             # near-capacity one, which b7785 fails anyway) compares the two, and every check comparing generate
             # with libllama's decode fails (the stop prompts, the end of the context, greedy with top_k 0), and so do
             # the seeded outputs against llama.cpp's sampler chain (sampling_seed), and the same wrong text each time
-            # is compared with the reference too (generate_repeatable, generate_aba)
+            # is compared with the reference too (generate_repeatable, generate_aba); at b5421 also the checks on
+            # the model variants, which compare generate's text with llama.cpp's (the control tokens, the window)
             {"b5421": ("generate_matches_reference", "parallel_isolation_capacity", *ISOLATION, *GENERATE_REFERENCE,
-                       "sampling_seed", *SAME_TWICE),
+                       "sampling_seed", *SAME_TWICE, "generate_control_tokens", "sampling_penalty_window"),
              "b7785": ("generate_matches_reference", *ISOLATION, *GENERATE_REFERENCE, "sampling_seed", *SAME_TWICE)},
             {"localllm-next": (
                 (r"(common_batch_add\(guard\.batch, tokens\[i\], i, \{seq\}, )i == to - 1\);", r"\1true);"),
@@ -130,9 +134,10 @@ FAULTS: dict[str, Fault] = {
             ("b7785",),
             ((r"int n_slots = n_seq_max > 1 \? n_seq_max - 1 : 1;", "int n_slots = n_seq_max > 1 ? n_seq_max : 1;"),),
             # only a queue longer than the slots reaches the last id: the queue set, the stop prompts (6 prompts
-            # on 2 and 3 slots) and the longer queue of state_across_calls; out of order (3 prompts, 2 slots) too
+            # on 2 and 3 slots) and the longer queue of state_across_calls; out of order (3 prompts, 2 slots) too;
+            # the control-token prompts (5 on 2 slots)
             {"b7785": ("parallel_isolation_queue", "parallel_uneven_finish", "parallel_result_order",
-                       "state_across_calls")},
+                       "state_across_calls", "generate_control_tokens")},
             {"localllm-next": ((r"std::min<int>\(n_seq_max - first_seq, ", "std::min<int>(n_seq_max, "),)},
         ),
         Fault(
@@ -141,10 +146,10 @@ FAULTS: dict[str, Fault] = {
             "parallel_isolation_shared_prefix",
             ("b7785",),
             ((r"slot\.n_past = static_cast<int>\(prefix_len\);", "slot.n_past = static_cast<int>(prefix_len) - 1;"),),
-            # every parallel call with a shared prefix is rejected (the leak check's too), and the prefix is counted
-            # twice
+            # every parallel call with a shared prefix is rejected (the leak check's and the control-token
+            # prompts' too), and the prefix is counted twice
             {"b7785": (*ISOLATION, "generate_parallel", "shared_prefix_effective", "frees_release_memory",
-                       *PARALLEL_CALLERS)},
+                       *PARALLEL_CALLERS, "generate_control_tokens")},
             {"localllm-next": ((r"(s\.n_past = llama_(?:kv_self|memory)_seq_pos_max\([^;]*\) \+ 1);", r"\1 - 1;"),)},
         ),
         Fault(
@@ -154,9 +159,10 @@ FAULTS: dict[str, Fault] = {
             ("b7785",),
             ((r"(llama_(?:kv_self_seq_cp\(ctx|memory_seq_cp\(mem), 0, slot\.seq_id, )-1, -1\)",
               r"\g<1>0, static_cast<llama_pos>(prefix_len))"),),
-            # the abort ends every check that runs generate_parallel on a shared prefix (the leak check's too)
+            # the abort ends every check that runs generate_parallel on a shared prefix (the leak check's and the
+            # control-token prompts' too)
             {"b7785": (*ISOLATION, "generate_parallel", "shared_prefix_effective", "error_prompt_too_long",
-                       "memory_cleared", "frees_release_memory", *PARALLEL_CALLERS)},
+                       "memory_cleared", "frees_release_memory", *PARALLEL_CALLERS, "generate_control_tokens")},
             {"localllm-next": ((r"(llama_(?:kv_self_seq_cp\(ctx_|memory_seq_cp\([^,]+), 0, s\.seq, )-1, -1\)",
                                 r"\g<1>0, static_cast<llama_pos>(prefix_len_))"),)},
         ),
@@ -267,8 +273,10 @@ FAULTS: dict[str, Fault] = {
             ("b5421", "b7785"),
             ((r"\n\s*sparams\.penalty_repeat = p\.repeat_penalty > 0\.0f \? p\.repeat_penalty : 1\.0f;",
               "\n    /* planted fault: repeat penalty not set */"),),
-            # every other check samples with the penalty at 1.0 (none)
-            {"b5421": ("sampling_seed",), "b7785": ("sampling_seed",)},
+            # every other check samples with the penalty at 1.0 (none), but the penalty window's (its cycles turn
+            # away only where the penalty is applied)
+            {"b5421": ("sampling_seed", "sampling_penalty_window"),
+             "b7785": ("sampling_seed", "sampling_penalty_window")},
             {"localllm-next": ((r"\n\s*p\.penalty_repeat = c\.penalty_repeat > 0\.0f \? c\.penalty_repeat : 1\.0f;",
                                 "\n    /* planted fault: repeat penalty not set */"),)},
         ),
