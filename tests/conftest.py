@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,6 +45,13 @@ def tiny_model() -> Path:
 def eog_model() -> Path:
     """The stop model (`migrate model --eog`): greedy decoding ends on EOS within a few tokens on some prompts."""
     return stop_model()
+
+
+def fixture_verify(root: Path | None = None) -> dict[str, Any]:
+    """The bundled fixture's own [verify] table (llama-migrate.toml), as `migrate verify`/`run` read it: checks that
+    need a setting only the consumer gives (the oracle's fixed sampler values, such as the repeat penalty's window)
+    run instead of skipping for want of it."""
+    return tomllib.loads(((root or LOCALLLM) / "llama-migrate.toml").read_text())["verify"]
 
 
 def stop_model() -> Path:

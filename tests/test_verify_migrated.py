@@ -7,13 +7,14 @@ near-capacity check, and its message names the fix (kv_unified).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from migrate.build import BuildResult, build
 from migrate.sources import SourceTree
-from tests.conftest import LOCALLLM, LOCALLLM_HEADER, stop_model
+from tests.conftest import LOCALLLM, LOCALLLM_HEADER, fixture_verify, stop_model
 from verify.cli import run_verification
 from verify.differential import BOTH_PASS, REGRESSION
 from verify.faults import migrate_copy
@@ -34,8 +35,11 @@ def old_target(localllm_old_build: BuildResult, tiny_model: Path) -> Target:
 
 def test_migrated_with_kv_unified_passes_every_check(tmp_path: Path, new_tree: SourceTree, old_target: Target) -> None:
     library = migrated_build(tmp_path / "localllm", new_tree, enable=("kv-unified",))
-    new = Target(library, tmp_path / "localllm" / "custom_files" / "localllm_capi.h", old_target.model, "new")
-    report = run_verification([old_target, new], Options(eog_model=str(stop_model())))
+    # both bound as `migrate run` binds them, with the fixture's [verify] table (see test_verify's whole checklist)
+    old = dataclasses.replace(old_target, verify=fixture_verify(), config_root=LOCALLLM)
+    new = Target(library, tmp_path / "localllm" / "custom_files" / "localllm_capi.h", old_target.model, "new",
+                 verify=fixture_verify(tmp_path / "localllm"), config_root=tmp_path / "localllm")  # fmt: skip
+    report = run_verification([old, new], Options(eog_model=str(stop_model())))
     diff = report.differential
     assert diff is not None
     not_passing = {c.name: (c.classification, c.new.message if c.new else "") for c in diff.comparisons
