@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tomllib
 from pathlib import Path
 
 from migrate.build import build
@@ -32,7 +33,10 @@ def main() -> None:
     built = build(FIXTURE, resolve("b5421"))
     if not built.ok:
         raise SystemExit(f"bench_checklist: the fixture did not build at b5415: {built.log[-500:]}")
-    target = Target(Path(built.library), HEADER, ensure_model("tiny", "b5421"), "old")
+    # bound as `migrate verify` binds the fixture: with its [verify] table (the oracle's fixed sampler values)
+    verify = tomllib.loads((FIXTURE / "llama-migrate.toml").read_text())["verify"]
+    target = Target(Path(built.library), HEADER, ensure_model("tiny", "b5421"), "old", verify=verify,
+                    config_root=FIXTURE)  # fmt: skip
     eog = str(ensure_model("tiny", "b5421", eog=True))
     seconds: dict[str, list[float]] = {"--jobs 1": [], "default": []}
     for run in range(args.runs):
