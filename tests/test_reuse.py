@@ -145,7 +145,8 @@ def pipeline_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     runs: dict[str, dict] = {}
     for name in ("first", "second", "changed", "no_reuse"):
         if name == "changed":  # a file of the consumer's tree the checks could read (its own tests, an adapter)
-            (src / "NOTES.txt").write_text("changed between runs\n")
+            # unique to this session too: an earlier suite's "changed" run on this cache must not have stored it
+            (src / "NOTES.txt").write_text(f"changed between runs: {work}\n")
         out = work / name
         request = RunRequest(src=str(src), checks=CHECKS, quiet=True, out=str(out), json_path=str(out / "r.json"),
                              reuse=name != "no_reuse")  # fmt: skip
