@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import argparse
 
-from migrate import gate, pipeline
+from migrate import gate
 from migrate.cli import add_command
-from migrate.cli.run import add_run_arguments, run_request
-from migrate.exit_codes import ExitCode
+from migrate.cli.run import add_run_arguments, run_request, run_stage
 from migrate.gate import DEFAULT_MAX_TPS_REGRESSION, DEFAULT_TIE_MARGIN, GateRequest
-from migrate.pipeline import UsageError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -37,9 +35,4 @@ def gate_request(args: argparse.Namespace) -> GateRequest:
 
 
 def command(args: argparse.Namespace) -> int:
-    try:
-        request = gate_request(args)
-    except UsageError as exc:
-        pipeline.usage_error(exc)
-        return ExitCode.USAGE
-    return gate.gate(request)
+    return run_stage(args, gate_request, gate.gate)

@@ -4,6 +4,8 @@ gate` takes the same arguments (`add_run_arguments`) and request (`run_request`)
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import TypeVar
 
 from migrate import pipeline
 from migrate.cli import add_command
@@ -13,6 +15,8 @@ from migrate.exit_codes import ExitCode
 from migrate.pipeline import UsageError
 from verify.errors import comma_names
 
+R = TypeVar("R")  # the request type of the command run_stage wires
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "run", "the whole chain: plan, apply (to a copy), build both, verify, report",
@@ -21,12 +25,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
+    return run_stage(args, run_request, pipeline.run)
+
+
+def run_stage(args: argparse.Namespace, make: Callable[[argparse.Namespace], R], stage: Callable[[R], int]) -> int:
+    """`run` and `gate`: the request made from the command line, or its usage error (one line, exit 2), then the
+    stage."""
     try:
-        request = run_request(args)
+        request = make(args)
     except UsageError as exc:
         pipeline.usage_error(exc)
         return ExitCode.USAGE
-    return pipeline.run(request)
+    return stage(request)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
