@@ -16,7 +16,6 @@ mined rules: the API diff's manual actions still list every use of what changed.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -72,32 +71,16 @@ class MinedRules:
 
 def miner_code_files() -> list[Path]:
     """The miner's code: every module of migrate/mine and every module of this checkout they reach by imports (the
-    API diff, the engine its rules are checked with), as the plan cache's key finds the engine's."""
+    API diff, the engine its rules are checked with), found as the plan cache's key finds the engine's."""
     from migrate.rewrite import fingerprint
 
-    root = PACKAGE.parent.parent
-    seen: dict[str, Path] = {}
-    stack = [".".join(p.relative_to(root).with_suffix("").parts) for p in sorted(PACKAGE.rglob("*.py"))]
-    while stack:
-        name = stack.pop()
-        if name in seen:
-            continue
-        file = fingerprint.module_file(root, name)
-        if file is None:
-            continue
-        seen[name] = file
-        stack += [name.rsplit(".", n)[0] for n in range(1, name.count(".") + 1)]
-        stack += sorted(fingerprint._imported(name, file))  # noqa: SLF001 - the import reader of the plan cache key
-    return sorted(set(seen.values()))
+    return fingerprint.code_files(PACKAGE.parent, PACKAGE.name)
 
 
 def miner_digest() -> str:
-    digest = hashlib.sha256()
-    root = PACKAGE.parent.parent
-    for path in miner_code_files():
-        digest.update(f"{path.relative_to(root)}\0".encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
+    from migrate.rewrite import fingerprint
+
+    return fingerprint.files_digest(miner_code_files(), PACKAGE.parent.parent).hexdigest()
 
 
 def cache_path(old: SourceTree, new: SourceTree, cache: str | Path | None = None) -> Path:

@@ -65,14 +65,13 @@ def _imported(name: str, file: Path) -> frozenset[str]:
     return _IMPORTS[file][1]
 
 
-def code_files(package: Path = PACKAGE) -> list[Path]:
-    """The files of every module of the rewrite package (the engine and all it may call on) and of every module of
-    the checkout they reach by imports, with the packages' __init__ files (they run when a module in them is
-    imported)."""
+def code_files(package: Path = PACKAGE, start: str = "rewrite") -> list[Path]:
+    """The files of every module of the sub-package `start` (default the rewrite package: the engine and all it may
+    call on) and of every module of the checkout they reach by imports, with the packages' __init__ files (they run
+    when a module in them is imported)."""
     root = package.parent
     seen: dict[str, Path] = {}
-    rewrite = package / "rewrite"
-    stack = [".".join(p.relative_to(root).with_suffix("").parts) for p in sorted(rewrite.rglob("*.py"))]
+    stack = [".".join(p.relative_to(root).with_suffix("").parts) for p in sorted((package / start).rglob("*.py"))]
     while stack:
         name = stack.pop()
         if name in seen:
@@ -86,6 +85,15 @@ def code_files(package: Path = PACKAGE) -> list[Path]:
     return sorted(set(seen.values()))
 
 
+def files_digest(paths: list[Path], root: Path, digest: hashlib._Hash | None = None) -> hashlib._Hash:
+    """Each file's name relative to `root` and the digest of its bytes, in order, into `digest` (a new sha256)."""
+    digest = digest or hashlib.sha256()
+    for path in paths:
+        digest.update(f"{path.relative_to(root)}\0".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest
+
+
 def data_files() -> list[Path]:
     """The shipped data a plan reads: the rules files and the templates."""
     return sorted(p for name in DATA for p in data_dir(name).rglob("*") if p.is_file())
@@ -93,11 +101,7 @@ def data_files() -> list[Path]:
 
 def plan_inputs_digest(package: Path = PACKAGE) -> str:
     """Digest of the plan's code and data, each file under its name relative to the checkout."""
-    digest = hashlib.sha256()
-    root = package.parent
-    for path in code_files(package):
-        digest.update(f"{path.relative_to(root)}\0".encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    digest = files_digest(code_files(package), package.parent)
     for path in data_files():
         digest.update(f"{path.parent.name}/{path.name}\0".encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
