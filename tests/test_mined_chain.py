@@ -76,6 +76,46 @@ def test_the_hand_rule_wins_where_both_exist(tmp_path: Path) -> None:
     assert set(merged.options) == set(hand.options) | {"hoist_memory"} and merged.path == hand.path
 
 
+MINED_OPTION_YAML = """migration: {from: b7836, to: b10068}
+options:
+  hoist_memory: {default: false, description: inline}
+  clear_data: {default: true, description: a mined literal whose name a hand option has}
+rules:
+  - id: mined-common-sampler-types-from-names
+    kind: call_rewrite
+    description: mined literal
+    match: {function: common_sampler_types_from_names, header: sampling.h}
+    fix: common_sampler_types_from_names({args[0]}, {clear_data})
+    options: [clear_data]
+    mined: true
+    tests:
+      invalid:
+        - options: {clear_data: false}
+          code: |
+            #include "sampling.h"
+            void f(const std::vector<std::string> & names) { common_sampler_types_from_names(names, true); }
+          output: |
+            #include "sampling.h"
+            void f(const std::vector<std::string> & names) { common_sampler_types_from_names(names, false); }
+"""
+
+
+def test_a_mined_option_named_like_a_hand_option_is_renamed_in_the_merge(tmp_path: Path) -> None:
+    """A hand option of the same name means something else: the mined rule reads its own, renamed."""
+    from dataclasses import replace
+
+    (tmp_path / "mined.yaml").write_text(MINED_OPTION_YAML)
+    hand = _hand()
+    hand = replace(hand, options={**hand.options, "clear_data": load_rules(REPO / "rules" / "b5421-b7785.yaml")
+                                  .options["clear_data"]})  # fmt: skip
+    merged, (taken,) = merge(hand, load_rules(tmp_path / "mined.yaml"), {r.match.name for r in hand.rules})
+    assert taken.options == ("mined_clear_data",)
+    assert taken.fix == "common_sampler_types_from_names({args[0]}, {mined_clear_data})"
+    assert [c.options for c in taken.invalid] == [{"mined_clear_data": False}]
+    assert merged.options["clear_data"] is hand.options["clear_data"]  # the hand option stays as it is
+    assert merged.options["mined_clear_data"].default is True
+
+
 def _tree(tag: str, commit: str) -> SourceTree:
     return SourceTree(Path("/nonexistent") / tag, tag, tag, commit, "test")
 
@@ -195,6 +235,65 @@ def test_a_gap_no_rules_file_covers_runs_as_a_mined_step(tmp_path: Path) -> None
     mined_step = plan.selection.steps[-1]
     assert mined_step.mined_only and mined_step.label == f"{START} → {END} (mined)"
     assert any(e.mined and e.rule == MINED_RULE for e in plan.edits)
+
+
+CLEAR_YAML = """migration: {from: b5421, to: b7785}
+options:
+  hoist_memory: {default: false, description: inline}
+  llama_memory_clear_data:
+    default: true
+    description: a literal mined as an option
+    decisions:
+      true: "mined value true: 11 of 13 uses"
+      false: "mined value false: 2 of 13 uses"
+rules:
+  - id: mined-llama-kv-self-clear
+    kind: memory_call
+    description: mined, its literal an option
+    match: {function: llama_kv_self_clear, header: llama.h}
+    fix: "llama_memory_clear({mem}, {llama_memory_clear_data})"
+    options: [llama_memory_clear_data]
+    mined: true
+"""
+
+
+def test_a_mined_option_is_set_as_hand_options_are_and_the_plan_says_what_its_value_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """(b5421, b7785] with no hand file for it is a mined step; its file's option (a mined literal, here read from
+    the mined-rules cache) takes --option / [options] like a hand option, checked once the mined file is known, and
+    the plan's decisions say what the chosen value does. fixtures/textgen calls llama_kv_self_clear 3 times."""
+    from migrate.mine import chain
+    from migrate.rewrite.rules import RuleError, rule_files
+    from migrate.rewrite.steps import StepInputs, plan_steps
+    from migrate.sources import SourceError, resolve
+
+    try:
+        resolve("b5421"), resolve("b7785")
+    except SourceError as exc:
+        pytest.skip(f"llama.cpp b5421/b7785 not available here: {exc}")
+    (tmp_path / "mined.yaml").write_text(CLEAR_YAML)
+    monkeypatch.setattr(chain, "cache_path", lambda old, new, cache=None: tmp_path / "mined.yaml")
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    shutil.copy(REPO / "rules" / "b7785-b10361.yaml", rules)  # nothing hand-written for (b5421, b7785]
+
+    def plan(options: dict[str, str]):  # type: ignore[no-untyped-def]
+        inputs = StepInputs(src=REPO / "fixtures" / "textgen", resolve=resolve, options=options)
+        return plan_steps("b5421", "b7785", inputs, rule_files(rules), scratch=tmp_path / "steps")
+
+    def clears(result) -> list[str]:  # type: ignore[no-untyped-def]
+        return [e.replacement for e in result.edits if e.rule == "mined-llama-kv-self-clear" and e.mined]
+
+    default = plan({})
+    assert default.selection is not None and default.selection.steps[0].mined_only
+    assert clears(default) == ["llama_memory_clear(llama_get_memory(ctx), true)"] * 3
+    assert "(step b5421 → b7785 (mined)) mined value true: 11 of 13 uses" in default.decisions
+    chosen = plan({"llama_memory_clear_data": "false"})  # as --option / [options] give it: text, converted
+    assert clears(chosen) == ["llama_memory_clear(llama_get_memory(ctx), false)"] * 3
+    said = [d for d in chosen.decisions if "mined value" in d]
+    assert said == ["(step b5421 → b7785 (mined)) mined value false: 2 of 13 uses"]
+    with pytest.raises(RuleError, match="unknown option 'llama_memory_clear_dat'.*llama_memory_clear_data"):
+        plan({"llama_memory_clear_dat": "false"})  # a typo is still refused, once the mined file is known
 
 
 def test_when_a_tree_is_missing_the_plan_says_so_and_goes_on(tmp_path: Path) -> None:

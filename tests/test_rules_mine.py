@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from migrate.apidiff.surface import FunctionDecl
+from migrate.mine import MineResult, render_file
 from migrate.mine.corpus import Pair, PairFate, Side, Use, functions_in, pair_uses, split_args
+from migrate.mine.rulefile import OptionNames, build_rule
 from migrate.mine.unify import (
     FixKind,
     Known,
@@ -18,10 +21,13 @@ from migrate.mine.unify import (
     fix_for,
     free_names,
     generalise,
+    literal_text,
+    option_value,
     reproduces,
     shown,
     template_of,
 )
+from migrate.rewrite.rules import load_rules
 from migrate.rewrite.tokens import tokenize
 
 # The new API as far as these pairs need it (b7836's llama.h and common.h declare these).
@@ -90,15 +96,104 @@ def test_a_rename_without_arguments_is_a_call_rewrite() -> None:
     assert (fix.kind, fix.text) == (FixKind.CALL_REWRITE, "common_cpu_get_num_math()")
 
 
-def test_two_shapes_for_one_api_conflict() -> None:
-    # tools/perplexity passes true, tools/llama-bench false (b7836)
+def test_two_shapes_of_different_structure_conflict() -> None:
+    # one argument a literal here, an expression there: not one shape with a parameter
     pairs = [_pair("llama_kv_self_clear(ctx)", "llama_memory_clear(llama_get_memory(ctx), true)"),
              _pair("llama_kv_self_clear(ctx)", "llama_memory_clear(llama_get_memory(ctx), true)"),
-             _pair("llama_kv_self_clear(ctx)", "llama_memory_clear(llama_get_memory(ctx), false)")]  # fmt: skip
+             _pair("llama_kv_self_clear(ctx)",
+                   "llama_memory_clear(llama_get_memory(ctx), llama_vocab_n_tokens(ctx) > 0)")]  # fmt: skip
     gen = generalise("llama_kv_self_clear", pairs, KNOWN)
-    assert gen.shape == Shape.CONFLICT
-    assert [(shown(t), n) for t, n in gen.shapes] == [("llama_memory_clear(llama_get_memory($0), true)", 2),
-                                                      ("llama_memory_clear(llama_get_memory($0), false)", 1)]
+    assert gen.shape == Shape.CONFLICT and gen.choice is None
+    assert [(shown(t), n) for t, n in gen.shapes] == [
+        ("llama_memory_clear(llama_get_memory($0), true)", 2),
+        ("llama_memory_clear(llama_get_memory($0), llama_vocab_n_tokens($0) > 0)", 1)]  # fmt: skip
+    rule = build_rule(gen, OLD_CLEAR, _cite, set(), "b7836", OptionNames({"llama_memory_clear": NEW_CLEAR}))
+    assert rule is not None and rule.data["kind"] == "manual_call" and rule.option is None
+    assert "more than one way" in rule.data["guidance"] and "options" not in rule.data
+
+
+def test_literals_in_two_arguments_conflict() -> None:
+    # two arguments differ (values chosen together): no single option stands for them
+    pairs = [_pair("llama_kv_self_clear(ctx)", "llama_memory_seq_rm(llama_get_memory(ctx), -1, 0, -1)"),
+             _pair("llama_kv_self_clear(ctx)", "llama_memory_seq_rm(llama_get_memory(ctx), 0, 1, -1)")]  # fmt: skip
+    assert generalise("llama_kv_self_clear", pairs, KNOWN).shape == Shape.CONFLICT
+
+
+# --- a literal argument as an option ---------------------------------------------------------------------------
+
+# The declarations as b5415's and b7836's llama.h have them (the option is named after B's parameter).
+OLD_CLEAR = FunctionDecl("llama_kv_self_clear", "void llama_kv_self_clear(struct llama_context * ctx)", "void",
+                         ["struct llama_context *"], ["ctx"], [None], False, False, None, "include/llama.h", 1)
+NEW_CLEAR = FunctionDecl("llama_memory_clear", "void llama_memory_clear(llama_memory_t mem, bool data)", "void",
+                         ["llama_memory_t", "bool"], ["mem", "data"], [None, None], False, False, None,
+                         "include/llama.h", 2)  # fmt: skip
+
+
+def _cite(path: Path) -> str:
+    return f"b5415:tools/{path.name}" if path.name == "a.cpp" else f"b7836:tools/{path.name}"
+
+
+def _clears(trues: int, falses: int) -> list[Pair]:
+    """llama_kv_self_clear(ctx) migrated with `true` in `trues` places, `false` in `falses` (as tools/perplexity
+    and tools/llama-bench did at b7836), each at its own line."""
+    pairs = [_pair("llama_kv_self_clear(ctx)", "llama_memory_clear(llama_get_memory(ctx), true)", 10 + i)
+             for i in range(trues)]  # fmt: skip
+    return pairs + [_pair("llama_kv_self_clear(ctx)", "llama_memory_clear(llama_get_memory(ctx), false)", 50 + i)
+                    for i in range(falses)]  # fmt: skip
+
+
+def test_shapes_differing_in_one_literal_make_an_option_defaulting_to_the_majority(tmp_path: Path) -> None:
+    pairs = _clears(3, 1)
+    gen = generalise("llama_kv_self_clear", pairs, KNOWN)
+    assert gen.shape == Shape.OPTION and gen.choice is not None
+    assert (gen.choice.slot, gen.choice.counts, gen.choice.default) == (1, (("true", 3), ("false", 1)), "true")
+    names = OptionNames({"llama_memory_clear": NEW_CLEAR}, {"hoist_memory", "llama_memory_clear_data"})
+    rule = build_rule(gen, OLD_CLEAR, _cite, set(), "b7836", names)
+    assert rule is not None and rule.option is not None and rule.fix is not None
+    name = rule.option.name
+    assert name == "llama_memory_clear_data_2"  # named after B's parameter `data`, not a name the file has
+    assert (rule.data["kind"], rule.data["fix"]) == ("memory_call", f"llama_memory_clear({{mem}}, {{{name}}})")
+    assert rule.data["options"] == [name] and rule.option.spec["default"] is True
+    # each pair reproduced with the option set to its own literal
+    assert all(reproduces(rule.fix, p, {name: rule.option.literal(p)}) for p in pairs)
+    assert not reproduces(rule.fix, pairs[-1], {name: "true"})
+    decisions = rule.option.spec["decisions"]
+    assert set(decisions) == {True, False}
+    assert "3 of 4" in decisions[True] and "the default" in decisions[True]
+    assert "1 of 4" in decisions[False] and "b5415:tools/a.cpp:50 → b7836:tools/b.cpp:50" in decisions[False]
+    assert "true in 3 of 4; false in 1 of 4" in rule.option.spec["description"] and "`data`" in rule.option.spec[
+        "description"]  # fmt: skip
+    cases = rule.data["tests"]["invalid"]
+    assert [c.get("options") for c in cases] == [None, {name: False}]  # one case per value, options where not default
+    assert "false);" in cases[1]["output"] and "true);" in cases[0]["output"]
+    assert [p["option"] for p in rule.data["provenance"]] == [f"{name}=true"] * 3 + [f"{name}=false"]
+    # the file loads with the schema, the option declared with its decisions, the cases with their options
+    path = tmp_path / "mined.yaml"
+    path.write_text(render_file(MineResult("b5421", "b7785", [rule]), []))
+    ruleset = load_rules(path)
+    assert ruleset.options[name].default is True and ruleset.options[name].decisions[False] == " ".join(
+        decisions[False].split())  # fmt: skip
+    assert [c.options for c in ruleset.by_id(rule.data["id"]).invalid] == [{}, {name: False}]
+
+
+def test_a_tie_between_literals_stays_manual_saying_so() -> None:
+    gen = generalise("llama_kv_self_clear", _clears(2, 2), KNOWN)
+    assert gen.shape == Shape.TIE and gen.choice is not None and gen.choice.tie
+    rule = build_rule(gen, OLD_CLEAR, _cite, set(), "b7836", OptionNames({"llama_memory_clear": NEW_CLEAR}))
+    assert rule is not None and rule.data["kind"] == "manual_call" and rule.option is None
+    assert "true in 2 use(s), false in 2 use(s)" in rule.data["description"] and "a tie" in rule.data["description"]
+    assert "options" not in rule.data
+
+
+def test_number_and_null_literals() -> None:
+    assert [literal_text(tuple(t)) for t in (["-", "1"], ["1.0f"], ["nullptr"], ["NULL"], ["n"], ["-", "n"])] == [
+        "-1", "1.0f", "nullptr", "NULL", None, None]  # fmt: skip
+    pairs = [_pair("llama_kv_self_clear(ctx)", "llama_memory_seq_rm(llama_get_memory(ctx), -1, 0, -1)", 1),
+             _pair("llama_kv_self_clear(ctx)", "llama_memory_seq_rm(llama_get_memory(ctx), -1, 0, -1)", 2),
+             _pair("llama_kv_self_clear(ctx)", "llama_memory_seq_rm(llama_get_memory(ctx), 0, 0, -1)", 3)]  # fmt: skip
+    gen = generalise("llama_kv_self_clear", pairs, KNOWN)
+    assert gen.shape == Shape.OPTION and gen.choice is not None and gen.choice.counts == (("-1", 2), ("0", 1))
+    assert option_value("-1", gen.choice) == -1  # integers stay integers (the option takes --option x=0)
 
 
 def test_a_value_of_the_surrounding_code_makes_a_proposal_not_a_rule() -> None:
@@ -222,7 +317,16 @@ def test_mining_llama_cpp_b5421_to_b7785(tmp_path: Path) -> None:
         rule = by_function[f"llama_kv_self_{name}"]
         assert (rule.kind, rule.fix) == ("memory_call", f"llama_memory_{name}({{mem}}, {{rest}})"), rule
         assert rule.invalid, rule.id
-    assert by_function["llama_kv_self_clear"].kind == "manual_call"  # true in tools/, false in llama-bench
+    # true in 11 uses (tools/perplexity, cvector-generator, ...), false in 2 (tools/llama-bench): one shape whose
+    # literal is an option, default true; a case per value, each reproduced by the engine (nothing demoted below)
+    clear = by_function["llama_kv_self_clear"]
+    assert (clear.kind, clear.fix, clear.options) == ("memory_call", "llama_memory_clear({mem}, "
+                                                      "{llama_memory_clear_data})", ("llama_memory_clear_data",))
+    option = ruleset.options["llama_memory_clear_data"]
+    assert option.default is True and set(option.decisions) == {True, False}
+    assert "11 of 13" in option.decisions[True] and "2 of 13" in option.decisions[False]
+    assert {} in [c.options for c in clear.invalid] and {"llama_memory_clear_data": False} in [
+        c.options for c in clear.invalid]  # fmt: skip
     assert not [r for r in result.rules if r.demoted], [r.demoted for r in result.rules if r.demoted]
     for rule in result.rules:
         assert rule.data["mined"] is True

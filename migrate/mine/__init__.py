@@ -21,7 +21,7 @@ import yaml
 
 from migrate.apidiff import ApiSurface, FunctionDecl, diff
 from migrate.mine.corpus import DEFAULT_CORPUS, Pair, PairFate, Side, pair_uses
-from migrate.mine.rulefile import MinedRule, build_rule
+from migrate.mine.rulefile import MinedRule, OptionNames, build_rule
 from migrate.mine.unify import Known, Shape, generalise
 from migrate.sources import SourceTree
 
@@ -74,8 +74,9 @@ class MineResult:
     unmined: dict[str, Counter[str]] = field(default_factory=dict)  # APIs with uses but no rule: why, per use
 
     def data(self) -> dict[str, Any]:
+        options = {**HOIST_OPTION, **{r.option.name: r.option.spec for r in self.rules if r.option is not None}}
         return {"migration": {"from": self.from_version, "to": self.to_version},
-                "options": HOIST_OPTION,
+                "options": options,
                 "test_prelude": {"c++": '#include "llama.h"\n', "c": '#include "llama.h"\n'},
                 "rules": [r.data for r in self.rules]}  # fmt: skip
 
@@ -84,6 +85,7 @@ class MineResult:
         return {"apis_changed": self.apis_changed, "apis_with_uses": self.apis_with_uses,
                 "rules": len(self.rules), "rewriting": sum(1 for r in self.rules if r.fix is not None),
                 "manual": sum(1 for r in self.rules if r.fix is None), "conflicts": shapes[str(Shape.CONFLICT)],
+                "options": sum(1 for r in self.rules if r.option is not None), "ties": shapes[str(Shape.TIE)],
                 "context_dependent": shapes[str(Shape.CONTEXT)], "demoted": sum(1 for r in self.rules if r.demoted),
                 **{f"pairs_{k}": v for k, v in sorted(self.fates.items())}}  # fmt: skip
 
@@ -127,9 +129,10 @@ def mine(old_tree: SourceTree, new_tree: SourceTree, old: ApiSurface, new: ApiSu
 
     rules = []
     unmined: dict[str, Counter[str]] = {}
+    names = OptionNames({f.name: f for f in new.functions}, set(HOIST_OPTION))
     for api in sorted(by_api):
         gen = generalise(api, [p for p, _ in by_api[api]], facts)
-        rule = build_rule(gen, apis[api], cite, known_old, new_tree.provided)
+        rule = build_rule(gen, apis[api], cite, known_old, new_tree.provided, names)
         if rule is not None:
             rules.append(rule)
         else:
@@ -163,10 +166,13 @@ def demote(rule: MinedRule, why: str) -> None:
     data = rule.data
     rule.demoted = why
     rule.fix = None
+    rule.option = None  # a manual rule reads no option: the file no longer declares it
+    data.pop("options", None)
     data["kind"] = "manual_call"
     data["guidance"] = f"The mined fix was {data.pop('fix')}; it was not kept: {why}."
     data["description"] = data["description"] + " Demoted to manual."
-    invalid = [{**c, "manual": True, "output": c["code"]} for c in data.get("tests", {}).get("invalid", [])]
+    invalid = [{**{k: v for k, v in c.items() if k != "options"}, "manual": True, "output": c["code"]}
+               for c in data.get("tests", {}).get("invalid", [])]  # fmt: skip
     data["tests"] = {"invalid": invalid} if invalid else {}
     if not data["tests"]:
         del data["tests"]
@@ -201,6 +207,10 @@ def pairs_summary(result: MineResult) -> list[str]:
     for rule in result.rules:
         gen = rule.generalisation
         what = rule.data.get("fix") or ("; ".join(f"{n}x" for _, n in gen.shapes) + " shapes")
+        if rule.option is not None:
+            choice = rule.option.choice
+            what += (f" [option {rule.option.name}: " + ", ".join(f"{text} {n}x" for text, n in choice.counts)
+                     + f"; default {choice.default}]")  # fmt: skip
         lines.append(f"{rule.data['id']}: {rule.data['kind']} ({len(gen.used)} pair(s) mined, {len(gen.context)} "
                      f"context-dependent, {len(gen.excluded)} not used, {len(gen.unchanged)} unchanged): {what}"
                      + (f" [demoted: {rule.demoted}]" if rule.demoted else ""))  # fmt: skip

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 import yaml
 
 from migrate.paths import cache_root
-from migrate.rewrite.rules import Option, Rule, RuleError, RuleSet, load_rules
+from migrate.rewrite.rules import Option, Rule, RuleCase, RuleError, RuleSet, load_rules
 from migrate.sources import SourceTree
 from verify.errors import ToolError
 
@@ -150,11 +151,44 @@ def _as_part(ruleset: RuleSet, start: str, end: str) -> RuleSet:
 def merge(hand: RuleSet, mined: RuleSet, hand_names: set[str]) -> tuple[RuleSet, list[Rule]]:
     """The hand rules with the mined rules for every API none of `hand_names` (the names the whole hand-written file
     matches, kept or not) covers: the hand rule wins where both exist. Options: the hand file's win too (a mined
-    option the hand file lacks, `hoist_memory`, is added with its default). Returns the merged set and the mined
-    rules it took."""
+    option the hand file lacks, `hoist_memory`, is added with its default); a mined option a taken rule reads (a
+    mined literal) that has the name of a hand option is renamed `mined_<name>` (the hand option means something
+    else). Returns the merged set and the mined rules it took."""
     taken = [rule for rule in mined.rules if rule.match.name not in hand_names]
-    options: dict[str, Option] = {**mined.options, **hand.options}
+    options: dict[str, Option] = dict(mined.options)
+    read = {name for rule in taken for name in rule.options}
+    for name in sorted(read & set(hand.options)):
+        new_name = _free_name(f"mined_{name}", set(hand.options) | set(options))
+        options[new_name] = _renamed_option(options.pop(name), new_name)
+        taken = [_renamed(rule, name, new_name) if name in rule.options else rule for rule in taken]
+    options.update(hand.options)
     return dataclasses.replace(hand, rules=[*hand.rules, *taken], options=options), taken
+
+
+def _free_name(base: str, taken: set[str]) -> str:
+    name, number = base, 2
+    while name in taken:
+        name, number = f"{base}_{number}", number + 1
+    return name
+
+
+def _renamed_option(option: Option, new: str) -> Option:
+    """The option under its new name, its texts naming it so (`set option <name>=...`)."""
+    word = re.compile(rf"\b{re.escape(option.name)}\b")
+    return dataclasses.replace(option, name=new, description=word.sub(new, option.description),
+                               decisions={k: word.sub(new, v) for k, v in option.decisions.items()})  # fmt: skip
+
+
+def _renamed(rule: Rule, old: str, new: str) -> Rule:
+    """The rule reading option `new` where it read `old` (its fix's placeholder, its options, its cases')."""
+
+    def case(c: RuleCase) -> RuleCase:
+        return dataclasses.replace(c, options={new if k == old else k: v for k, v in c.options.items()})
+
+    return dataclasses.replace(rule, fix=(rule.fix or "").replace(f"{{{old}}}", f"{{{new}}}") or None,
+                               options=tuple(new if o == old else o for o in rule.options),
+                               invalid=tuple(case(c) for c in rule.invalid),
+                               valid=tuple(case(c) for c in rule.valid))  # fmt: skip
 
 
 __all__ = ["MinedRules", "MinedState", "cache_path", "merge", "mined_rules", "miner_digest"]

@@ -106,8 +106,10 @@ def _report_precision(out: Path, hand: RuleSet, tree: SourceTree, folder: Path) 
         print(f"  {verdict.rule}: {verdict.verdict} ({verdict.detail})", file=sys.stderr)
     rewriting = [v for v in verdicts if v.verdict != Verdict.PROPOSAL]
     confirmed = sum(1 for v in rewriting if v.verdict == Verdict.CONFIRMED)
-    print(f"precision: {confirmed} of {len(rewriting)} rewriting mined rule(s) confirmed by the hand rules; "
-          f"{len(verdicts) - len(rewriting)} manual proposal(s); to review: "
+    at_default = [v.rule for v in rewriting if v.verdict == Verdict.CONFIRMED_AT_DEFAULT]
+    print(f"precision: {confirmed} of {len(rewriting)} rewriting mined rule(s) confirmed by the hand rules"
+          + (f", {len(at_default)} more at the mined default only ({', '.join(at_default)})" if at_default else "")
+          + f"; {len(verdicts) - len(rewriting)} manual proposal(s); to review: "
           + (", ".join(v.rule for v in rewriting if v.verdict != Verdict.CONFIRMED) or "none"),
           file=sys.stderr)  # fmt: skip
 
@@ -115,8 +117,8 @@ def _report_precision(out: Path, hand: RuleSet, tree: SourceTree, folder: Path) 
 def _report_comparison(root: Path, hand: RuleSet, mined: RuleSet, tree: SourceTree) -> None:
     from migrate.mine.compare import compare_on
 
-    comparison = compare_on(root, hand, mined, tree)
-    print(f"compare {comparison.line()}", file=sys.stderr)
-    for label, rows in (("hand only", comparison.hand_only), ("mined only", comparison.mined_only)):
-        for file, line, text in sorted(rows):
-            print(f"  {label}: {file}:{line}: {text}", file=sys.stderr)
+    for comparison in compare_on(root, hand, mined, tree):
+        print(f"compare {comparison.line()}", file=sys.stderr)
+        for label, rows in (("hand only", comparison.hand_only), ("mined only", comparison.mined_only)):
+            for file, line, text in sorted(rows):
+                print(f"  {label}: {file}:{line}: {text}", file=sys.stderr)

@@ -7,12 +7,16 @@ of the old call's arguments replaced by a hole `$i`. Identical argument texts go
 equal: the parts that differed between pairs (the arguments) are the holes, the rest is what every maintainer wrote.
 A template that still names something the new API does not declare (a variable of the surrounding code: `p0`,
 `model->vocab`) is context-dependent: it cannot be written from the call alone, so it proposes, never rewrites.
-Two context-free templates for one API (llama.cpp's maintainers passed `true` here and `false` there) conflict.
+Two context-free templates for one API conflict, unless they are one shape with a parameter: identical but for one
+argument of the new call that is a literal in each (llama.cpp's maintainers passed `true` to `llama_memory_clear` in
+11 places and `false` in 2). That literal becomes an option of the rules file whose default is the value most pairs
+used (Shape.OPTION); a tie between the most used values leaves no default to take, so it stays manual (Shape.TIE).
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -26,13 +30,19 @@ Template = tuple[Item, ...]
 KEYWORDS = {"true", "false", "nullptr", "NULL", "sizeof", "const", "static_cast", "reinterpret_cast", "const_cast",
             "int", "float", "double", "bool", "char", "unsigned", "signed", "long", "short", "size_t", "int32_t",
             "int64_t", "uint32_t", "uint64_t", "void", "struct", "std", "auto", "this"}  # fmt: skip
+LITERAL_WORDS = {"true", "false", "nullptr", "NULL"}
+# A number literal as the lexer gives it (one token: `1`, `1.0f`, `0x10`, `1e-3`, `10u`).
+LITERAL_NUMBER = re.compile(r"(?:0[xX][0-9a-fA-F]+|\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)[uUlLfF]*")
+INTEGER = re.compile(r"-?\d+")
 
 
 class Shape(StrEnum):
     """What the pairs of one API generalise into."""
 
     RULE = "rule"  # one context-free template reproduces every pair it was mined from
-    CONFLICT = "conflict"  # several context-free templates: a manual rule listing them
+    OPTION = "option"  # templates that differ only in one literal argument: a rule with that argument an option
+    CONFLICT = "conflict"  # several context-free templates of different structure: a manual rule listing them
+    TIE = "tie"  # one literal argument differs, but the most used values are used equally often: manual, no default
     CONTEXT = "context"  # only context-dependent templates: a manual rule proposing the shape
     DROPS = "drops"  # one template, but it leaves out an old argument the new declaration still has room for
     NONE = "none"  # no usable pair
@@ -58,13 +68,31 @@ class Excluded:
     category: Unused
 
 
+@dataclass(frozen=True)
+class LiteralChoice:
+    """Shapes of one API that differ in one top-level argument of the new call only, a literal in each: `slot` is
+    that argument's index, `counts` each literal (as written) with its uses, the most used first."""
+
+    slot: int
+    counts: tuple[tuple[str, int], ...]
+
+    @property
+    def default(self) -> str:
+        return self.counts[0][0]
+
+    @property
+    def tie(self) -> bool:
+        return len(self.counts) > 1 and self.counts[0][1] == self.counts[1][1]
+
+
 @dataclass
 class Generalisation:
     """The pairs of one API and what they generalise into."""
 
     api: str
     shape: Shape
-    template: Template | None = None  # for RULE
+    template: Template | None = None  # for RULE, DROPS, and OPTION (there the shape the most pairs have)
+    choice: LiteralChoice | None = None  # for OPTION and TIE: the argument that differs and its values
     shapes: list[tuple[Template, int]] = field(default_factory=list)  # every distinct template with its count
     used: list[Pair] = field(default_factory=list)  # the pairs the rule was mined from (it reproduces each)
     context: list[tuple[Pair, Template, list[str]]] = field(default_factory=list)  # with the free names
@@ -200,11 +228,83 @@ def generalise(api: str, pairs: list[Pair], known: Known) -> Generalisation:
     elif len(counts) == 1:
         result.shape, result.template = Shape.RULE, free[0]
     elif counts:
-        result.shape = Shape.CONFLICT
+        _literal_or_conflict(result, api, known)
     elif result.context:
         result.shape = Shape.CONTEXT
         result.shapes = Counter(t for _, t, _ in result.context).most_common()
     return result
+
+
+def _literal_or_conflict(result: Generalisation, api: str, known: Known) -> None:
+    """Several context-free shapes: one shape with a literal parameter (OPTION, or TIE when no value is the most
+    used), else a conflict. An option whose shape drops an old argument is a DROPS proposal, as a single shape is."""
+    choice = literal_choice(result.shapes)
+    if choice is None:
+        result.shape = Shape.CONFLICT
+        return
+    result.choice = choice
+    if choice.tie:
+        result.shape = Shape.TIE
+        return
+    template = result.shapes[0][0]  # the shape the most pairs have: the one with the default literal
+    result.shape = Shape.DROPS if dropped(template, api, known) else Shape.OPTION
+    result.template = template
+
+
+def literal_text(slot: Template) -> str | None:
+    """The argument as a literal (`true`, `false`, `nullptr`, `NULL`, a number, a negated number), else None."""
+    if any(isinstance(item, int) for item in slot):
+        return None
+    words = [str(item) for item in slot]
+    if len(words) == 1 and words[0] in LITERAL_WORDS:
+        return words[0]
+    if len(words) == 2 and words[0] == "-" and LITERAL_NUMBER.fullmatch(words[1]):
+        return "-" + words[1]
+    if len(words) == 1 and LITERAL_NUMBER.fullmatch(words[0]):
+        return words[0]
+    return None
+
+
+def literal_choice(shapes: list[tuple[Template, int]]) -> LiteralChoice | None:
+    """The one top-level argument in which the shapes (one call each, of one function, with as many arguments)
+    differ, when it is a literal in every shape; None when they differ anywhere else, or in more than one argument
+    (values chosen together are not independent options)."""
+    slotted = [_top_slots(template) for template, _ in shapes]
+    if any(slots is None for slots in slotted):
+        return None
+    calls = {(template[0], len(slots or ())) for (template, _), slots in zip(shapes, slotted, strict=True)}
+    if len(calls) != 1:
+        return None
+    columns = list(zip(*[slots or () for slots in slotted], strict=True))
+    differing = [index for index, column in enumerate(columns) if len(set(column)) > 1]
+    if len(differing) != 1:
+        return None
+    literals = [literal_text(slot) for slot in columns[differing[0]]]
+    if any(text is None for text in literals):
+        return None
+    counted = Counter[str]()
+    for text, (_, count) in zip(literals, shapes, strict=True):
+        counted[str(text)] += count
+    return LiteralChoice(differing[0], tuple(counted.most_common()))
+
+
+def literal_of(pair: Pair, slot: int) -> str | None:
+    """The literal a pair's after-call passes at top-level argument `slot` (None: not a literal there)."""
+    if pair.after is None:
+        return None
+    slots = _top_slots(template_of(pair.use.args, pair.after))
+    return literal_text(slots[slot]) if slots is not None and slot < len(slots) else None
+
+
+def option_value(text: str, choice: LiteralChoice) -> bool | int | str:
+    """A literal as the option's value in the rules file: a boolean when every value is true/false, an integer when
+    every value is a decimal integer, else the literal's text (written into the fix as it is)."""
+    values = [value for value, _ in choice.counts]
+    if all(value in ("true", "false") for value in values):
+        return text == "true"
+    if all(INTEGER.fullmatch(value) for value in values):
+        return int(text)
+    return text
 
 
 def _majority_callee(result: Generalisation, free: list[Template]) -> list[Template]:
@@ -271,6 +371,18 @@ def _top_slots(template: Template) -> list[Template] | None:
     return slots
 
 
+def with_placeholder(template: Template, slot: int, name: str) -> Template:
+    """The call template with its top-level argument `slot` replaced by the placeholder `{name}` (an option)."""
+    slots = _top_slots(template)
+    assert slots is not None and slot < len(slots), (template, slot)
+    items: list[Item] = [template[0], "("]
+    for index, current in enumerate(slots):
+        if index:
+            items.append(",")
+        items += [f"{{{name}}}"] if index == slot else list(current)
+    return (*items, ")")
+
+
 def _slot_text(slot: Template) -> str:
     return render([f"{{args[{item}]}}" if isinstance(item, int) else item for item in slot])
 
@@ -298,21 +410,24 @@ def _rest_or_slots(slots: list[Template], arity: int, head: list[str]) -> str:
     return ", ".join([*head, *(_slot_text(s) for s in slots if s)])
 
 
-def apply_fix(fix: Fix, args: list[str]) -> str:
-    """The fix written out for a call's arguments (texts as written), as the engine writes it with the handle
-    inline: what a rule's case expects."""
+def apply_fix(fix: Fix, args: list[str], options: dict[str, str] | None = None) -> str:
+    """The fix written out for a call's arguments (texts as written) and its options' values (as source text), as the
+    engine writes it with the handle inline: what a rule's case expects."""
     text = fix.text.replace("{mem}", MEMORY_HANDLE_INIT.replace("{ctx}", args[0] if args else ""))
+    for name, value in (options or {}).items():
+        text = text.replace(f"{{{name}}}", value)
     text = text.replace("{rest}", ", ".join(args[1:]))
     for index, arg in enumerate(args):
         text = text.replace(f"{{args[{index}]}}", arg)
     return text
 
 
-def reproduces(fix: Fix, pair: Pair) -> bool:
-    """Whether the fix, written for the pair's old arguments, gives the pair's after-call (token for token)."""
+def reproduces(fix: Fix, pair: Pair, options: dict[str, str] | None = None) -> bool:
+    """Whether the fix, written for the pair's old arguments (and `options`, the values this pair's call had),
+    gives the pair's after-call (token for token)."""
     if pair.after is None:
         return False
-    written = apply_fix(fix, [render(a) for a in pair.use.args])
+    written = apply_fix(fix, [render(a) for a in pair.use.args], options)
     return tuple(t.name for t in tokenize(written.encode())) == pair.after
 
 

@@ -173,7 +173,8 @@ def plan_steps(from_version: str, to_version: str, inputs: StepInputs, rules: li
     """The plan of the bump: the engine's own plan when one step covers it exactly, else a ChainPlan."""
     every = rules if rules is not None else rule_files()
     selection = select_steps(from_version, to_version, every)
-    _check_settings(selection, inputs, every)
+    mined_later = inputs.mined and (bool(selection.uncovered) or any(step.partial for step in selection.steps))
+    _check_settings(selection, inputs, every, options=not mined_later)
     trees: dict[str, SourceTree | None] = {}
     errors: dict[str, str] = {}
 
@@ -193,15 +194,20 @@ def plan_steps(from_version: str, to_version: str, inputs: StepInputs, rules: li
         selection = _fill_gaps(selection, every, tree, errors, inputs)
     exact = len(selection.steps) == 1 and not selection.uncovered and not selection.steps[0].mined_only and (
         (selection.steps[0].file_from, selection.steps[0].file_to) == (from_version, to_version))  # fmt: skip
+    for index, step in enumerate(selection.steps):
+        start_tree = tree(step.start, first=index == 0)
+        assert start_tree is not None
+        if step.partial:
+            hand_names = {rule.match.name for rule in step.ruleset.rules}  # the whole file's, before narrowing
+            _keep_changed_rules(step, start_tree, tree(step.end), inputs, errors.get(step.end))
+            _add_mined(step, start_tree, tree(step.end), inputs, errors.get(step.end, ""), hand_names)
+    if mined_later:  # the options of mined files (a literal mined as an option) are known now
+        _check_options(inputs, [step.ruleset for step in selection.steps] + every)
     previous: Step | None = None
     for index, step in enumerate(selection.steps):
         start_tree = tree(step.start, first=index == 0)
         assert start_tree is not None
         end_tree = tree(step.end)
-        if step.partial:
-            hand_names = {rule.match.name for rule in step.ruleset.rules}  # the whole file's, before narrowing
-            _keep_changed_rules(step, start_tree, end_tree, inputs, errors.get(step.end))
-            _add_mined(step, start_tree, end_tree, inputs, errors.get(step.end, ""), hand_names)
         if not step.ruleset.rules and end_tree is not None and end_tree.commit == start_tree.commit:
             step.note = (f"nothing to plan: no rule of this step applies up to {step.end}, and {step.start} and "
                          f"{step.end} resolve to the same llama.cpp tree ({start_tree.provided})")  # fmt: skip
@@ -214,9 +220,10 @@ def plan_steps(from_version: str, to_version: str, inputs: StepInputs, rules: li
     return ChainPlan.combine(inputs.src, selection, trees)
 
 
-def _check_settings(selection: Selection, inputs: StepInputs, every: list[RuleSet]) -> None:
+def _check_settings(selection: Selection, inputs: StepInputs, every: list[RuleSet], options: bool = True) -> None:
     """An enabled rule or an option that no rules file has is refused (a typo must not silently do nothing); one that
-    another step's file has is fine (a consumer's config outlives the bump it was written for)."""
+    another step's file has is fine (a consumer's config outlives the bump it was written for). `options` False:
+    mined files still to come may declare options (a mined literal), so options are checked once they are known."""
     rulesets = [step.ruleset for step in selection.steps] + [r for r in every if r not in selection.rulesets()]
     known_ids = {rule.id for r in rulesets for rule in r.rules}
     unknown = sorted(set(inputs.enabled) - known_ids)
@@ -225,6 +232,11 @@ def _check_settings(selection: Selection, inputs: StepInputs, every: list[RuleSe
         raise RuleError(f"enable: no rule {', '.join(map(repr, unknown))} in the rules files "
                         f"({', '.join(r.path.name for r in rulesets) or 'none'}); the opt-in rules there are: {opt_in} "
                         "— fix `enable` in llama-migrate.toml or --enable")  # fmt: skip
+    if options:
+        _check_options(inputs, rulesets)
+
+
+def _check_options(inputs: StepInputs, rulesets: list[RuleSet]) -> None:
     known_options = {name for r in rulesets for name in r.options}
     for name in inputs.options:
         if name not in known_options:
