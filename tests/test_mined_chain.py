@@ -100,6 +100,24 @@ rules:
 """
 
 
+MINED_FLAG_YAML = """migration: {from: b7836, to: b10068}
+options:
+  hoist_memory: {default: false, description: inline}
+  common_sampler_types_from_names_flag:
+    default: true
+    description: a literal mined as an option (made up for the test)
+    decisions: {true: "flag true: 3 uses", false: "flag false: 1 use"}
+rules:
+  - id: mined-common-sampler-types-from-names
+    kind: call_rewrite
+    description: mined, its literal an option
+    match: {function: common_sampler_types_from_names, header: sampling.h}
+    fix: common_sampler_types_from_names({args[0]}, {common_sampler_types_from_names_flag})
+    options: [common_sampler_types_from_names_flag]
+    mined: true
+"""
+
+
 def test_a_mined_option_named_like_a_hand_option_is_renamed_in_the_merge(tmp_path: Path) -> None:
     """A hand option of the same name means something else: the mined rule reads its own, renamed."""
     from dataclasses import replace
@@ -174,12 +192,15 @@ def variant(tmp_path: Path) -> Path:
     return root
 
 
-def _plan(src: Path, tmp_path: Path, mined: bool = True):  # type: ignore[no-untyped-def]
+def _plan(src: Path, tmp_path: Path, mined: bool = True,
+          options: dict[str, str] | None = None):  # type: ignore[no-untyped-def]  # fmt: skip
+    """The plan of the variant b7836 → b10068, with its config's options and `options` over them."""
     from migrate.rewrite.steps import StepInputs, plan_steps
     from migrate.sources import resolve
 
     config = load_config(src)
-    inputs = StepInputs(src=src, resolve=resolve, options=dict(config.options), enabled=set(config.enable),
+    inputs = StepInputs(src=src, resolve=resolve, options={**config.options, **(options or {})},
+                        enabled=set(config.enable),
                         flags=("-include", "filesystem"), mined=mined)  # fmt: skip
     return plan_steps(START, END, inputs, scratch=tmp_path / "steps")
 
@@ -294,6 +315,25 @@ def test_a_mined_option_is_set_as_hand_options_are_and_the_plan_says_what_its_va
     assert said == ["(step b5421 → b7785 (mined)) mined value false: 2 of 13 uses"]
     with pytest.raises(RuleError, match="unknown option 'llama_memory_clear_dat'.*llama_memory_clear_data"):
         plan({"llama_memory_clear_dat": "false"})  # a typo is still refused, once the mined file is known
+
+
+def test_a_mined_option_in_a_partial_step_is_set_and_its_decision_shown(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """In a partial step the mined rules join the hand file's (merge): a mined option is set through the step's
+    options and the plan says what the chosen value does, as for the hand options. The mined file (read from the
+    mined-rules cache) is written here: llama.cpp's own code between b7836 and b10068 gives no literal option."""
+    from migrate.mine import chain
+
+    _cached_pair()
+    (tmp_path / "mined.yaml").write_text(MINED_FLAG_YAML)
+    monkeypatch.setattr(chain, "cache_path", lambda old, new, cache=None: tmp_path / "mined.yaml")
+    src = variant(tmp_path)
+    for value, said in (("true", "flag true: 3 uses"), ("false", "flag false: 1 use")):
+        plan = _plan(src, tmp_path, options={"common_sampler_types_from_names_flag": value})
+        assert plan.selection is not None and plan.selection.steps[0].partial
+        (edit,) = [e for e in plan.edits if e.rule == MINED_RULE]
+        assert edit.mined and edit.replacement == f"common_sampler_types_from_names(sampler_names, {value})"
+        assert [d for d in plan.decisions if "flag " in d] == [f"(step b7785 → b10361) {said}"]  # the partial step
 
 
 def test_when_a_tree_is_missing_the_plan_says_so_and_goes_on(tmp_path: Path) -> None:
