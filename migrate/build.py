@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from migrate import cuda
+from migrate import compiled, cuda
 from migrate import llama_targets as target_export
 from migrate.build_settings import BuildSettings
 from migrate.paths import cache_root
@@ -162,6 +162,10 @@ class BuildResult:
     log_path: str | None = None  # the full log, kept beside the build
     llama_build: str = "source"  # where llama.cpp's libraries came from: source | prebuilt
     prebuilt: dict[str, object] | None = None  # which package, version, libraries (Prebuilt.describe)
+    # the shim's library was served from the store of compiled shims (migrate/compiled.py): its key; else why it
+    # was compiled although it might have been served ("" when it was simply not stored yet)
+    shim_reused: str | None = None
+    shim_not_reusable: str = ""
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
@@ -516,16 +520,53 @@ def build_shim(
     cache: Path | None = None,
     traced: bool = False,
     sanitize: tuple[str, ...] = (),
-) -> tuple[Path | None, str, float]:
+    consumer_root: Path | None = None,
+) -> ShimBuild:
     """Compile and link the shim (`traced`: with the call tracer, see SHIM_TRACED_CMAKE; `sanitize`: with these
-    sanitizers, see SHIM_SANITIZE_CMAKE; `settings`: what the consumer's build adds); returns (library path or None,
-    log, seconds)."""
+    sanitizers, see SHIM_SANITIZE_CMAKE; `settings`: what the consumer's build adds). A plain shim whose inputs
+    (under `consumer_root`) were compiled before, in this folder or another copy's, is served from the store of
+    compiled shims (migrate/compiled.py) instead."""
     started = time.monotonic()
     prune_stale_shims(cache)
     build_dir = shim_build_dir(sources, libs, cache, traced, sanitize)
     build_dir.mkdir(parents=True, exist_ok=True)
     _write_record(build_dir / SOURCES_RECORD, sources)
-    text = shim_cmake_text(sources, libs, name, settings or BuildSettings(), traced, sanitize)
+    settings = settings or BuildSettings()
+    text = shim_cmake_text(sources, libs, name, settings, traced, sanitize)
+    library = build_dir / "out" / f"lib{name}.so"
+    if traced or sanitize:
+        key = compiled.CompiledKey(None, "a traced or sanitized shim names its sources' paths")
+    else:
+        key = compiled.compiled_key(text, consumer_root, settings, sources, _linked_files(libs), name)
+    if key.key and compiled.lookup(cache, key.key, library):
+        log = f"shim: {library.name} served from the compiled shims (identical inputs, key {key.key})"
+        return ShimBuild(library, log, time.monotonic() - started, key.key, "")
+    built, log, _ = _compile_shim(build_dir, text, traced, name)
+    if built is not None and key.key:
+        compiled.store(cache, key.key, built)
+    return ShimBuild(built, log, time.monotonic() - started, None, key.reason)
+
+
+@dataclass(frozen=True)
+class ShimBuild:
+    """What build_shim made: the library (None: the compile or link failed), the log, the seconds, and the store's
+    key when the library was served from it (else why it could not be, '' when it could but was not stored yet)."""
+
+    library: Path | None
+    log: str
+    seconds: float
+    reused: str | None = None
+    not_reusable: str = ""
+
+
+def _linked_files(libs: LlamaLibs) -> list[Path]:
+    """llama.cpp's libraries the shim links, and its export file: their identity is part of the compiled key."""
+    files = [*libs.archives, *(libs.prebuilt.linked() if libs.prebuilt else [])]
+    return files + ([libs.targets_file] if libs.targets_file else [])
+
+
+def _compile_shim(build_dir: Path, text: str, traced: bool, name: str) -> tuple[Path | None, str, float]:
+    started = time.monotonic()
     project = build_dir / "project"
     project.mkdir(exist_ok=True)
     cmake_file = project / "CMakeLists.txt"
@@ -621,8 +662,10 @@ def build(
             llama_reused=False, llama_objects_rebuilt=0, shim_seconds=0.0, log=llama_log,
             errors=parse_errors(llama_log), stage="llama",
         )  # fmt: skip
-    library, shim_log, shim_seconds = build_shim(shim_sources, libs, name=name, settings=options.settings, cache=cache,
-                                                 traced=options.traced, sanitize=options.sanitize)  # fmt: skip
+    root = src if src.is_dir() else src.parent
+    shim = build_shim(shim_sources, libs, name=name, settings=options.settings, cache=cache, traced=options.traced,
+                      sanitize=options.sanitize, consumer_root=root)  # fmt: skip
+    library, shim_log, shim_seconds = shim.library, shim.log, shim.seconds
     if library is not None:
         _write_manifest(library, src, tree, options, shim_sources, header, libs.prebuilt)
     log = llama_log + "\n" + shim_log
@@ -636,6 +679,7 @@ def build(
         cuda=libs.toolkit.describe() if libs.toolkit else None,
         llama_build="prebuilt" if libs.prebuilt else "source",
         prebuilt=libs.prebuilt.describe() if libs.prebuilt else None,
+        shim_reused=shim.reused, shim_not_reusable=shim.not_reusable,
     )  # fmt: skip
 
 
