@@ -28,7 +28,8 @@ class FakeChildren:
         self.overlaps: dict[str, set[str]] = {}
         self.order: list[str] = []
 
-    def run(self, task: CheckTask, options: Options, workdir: Path, env: dict[str, str] | None) -> CheckResult:
+    def run(self, task: CheckTask, options: Options, workdir: Path, env: dict[str, str] | None,
+            zygotes: object = None) -> CheckResult:  # fmt: skip
         key = f"{task.target.label}:{task.name}"
         with self.lock:
             self.overlaps[key] = set(self.running)

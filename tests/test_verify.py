@@ -35,6 +35,7 @@ from verify.prompts import grow_to_tokens
 from verify.report import RunReport, junit_xml, markdown_section
 from verify.runner import interpret, run_checks
 from verify.session import Options, Target
+from verify.zygote import DISABLE_ENV as ZYGOTE_OFF
 
 # --- declarations -------------------------------------------------------------------------------------------------
 
@@ -196,10 +197,16 @@ def old_target(localllm_old_build: BuildResult, tiny_model: Path) -> Target:
     return Target(Path(localllm_old_build.library), LOCALLLM_HEADER, tiny_model, "old")
 
 
-def test_runner_isolates_aborts_segfaults_hangs_and_exceptions(old_target: Target) -> None:
+@pytest.mark.parametrize("zygote", ["forked", "started"])
+def test_runner_isolates_aborts_segfaults_hangs_and_exceptions(old_target: Target, zygote: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    # the same verdicts whether each check's process is forked from a zygote (the default) or started
+    monkeypatch.setenv(ZYGOTE_OFF, "1" if zygote == "started" else "0")
     names = ["selftest_abort", "selftest_segfault", "selftest_hang", "selftest_raise", "selftest_skip",
-             "selftest_crash_on_free", "selftest_pass"]  # fmt: skip
+             "selftest_crash_on_free", "selftest_crash_at_exit", "selftest_pass"]  # fmt: skip
     results = {r.name: r for r in run_checks(old_target, Options(timeout=8), names)}
+    at_exit = results["selftest_crash_at_exit"]  # a C exit handler ran, and its crash is the check's
+    assert at_exit.status == FAILED and "SIGABRT" in at_exit.evidence["exit_after_check"], at_exit
     assert results["selftest_abort"].evidence["signal"] == "SIGABRT"
     assert "GGML_ASSERT" in results["selftest_abort"].evidence["stderr_tail"]
     assert results["selftest_segfault"].evidence["signal"] == "SIGSEGV"

@@ -11,6 +11,7 @@ Child entry point: `python -m verify.runner --job JOB.json --check NAME --result
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -42,6 +43,8 @@ from verify.sanitize import SANITIZED_ENV, keep_loaded
 from verify.session import Options, Prepared, Session, Target, prepare
 from verify.trace import TRACE_ENV
 from verify.usertests import is_user_test
+from verify.zygote import ZygoteGone, Zygotes
+from verify.zygote import enabled as zygote_enabled
 
 # with --trace, the throughput figure would measure the tracer too
 UNTRACED_CHECKS = {"throughput": "not measured: the library runs traced (--trace), which costs time per llama.cpp "
@@ -132,32 +135,46 @@ class ChildEnd:
 
 
 def run_in_child(job: Path, name: str, label: str, timeout: float, workdir: Path,
-                 env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()) -> CheckResult:  # fmt: skip
-    """`extra_args`: more arguments for the child (the pytest plugin's `--parametrised`)."""
-    end = _spawn(job, name, label, timeout, workdir, env, extra_args)
+                 env: dict[str, str] | None = None, extra_args: tuple[str, ...] = (),
+                 zygotes: Zygotes | None = None) -> CheckResult:  # fmt: skip
+    """`extra_args`: more arguments for the child (the pytest plugin's `--parametrised`); `zygotes`: fork the child
+    from a warm interpreter (verify/zygote.py)."""
+    end = _spawn(job, name, label, timeout, workdir, env, extra_args, zygotes=zygotes)
     return interpret(name, label, end.code, end.stderr, end.result_file, end.seconds, timeout)
 
 
 def run_subcases(job: Path, name: str, label: str, timeout: float, workdir: Path,
-                 env: dict[str, str] | None = None) -> CheckResult:  # fmt: skip
+                 env: dict[str, str] | None = None, zygotes: Zygotes | None = None) -> CheckResult:  # fmt: skip
     """A sub-case check (verify/checks/subcases.py): each part in a child of its own, one after the other, so that
     a crash in one part leaves what the others measured; one result of them all."""
     outcomes = []
     for key in SUBCASES[name].keys:
         part = subcase_name(name, key)
-        end = _spawn(job, name, label, timeout, workdir, env, ("--subcase", key), part)
+        end = _spawn(job, name, label, timeout, workdir, env, ("--subcase", key), part, zygotes)
         result = interpret(part, label, end.code, end.stderr, end.result_file, end.seconds, timeout)
         outcomes.append(SubcaseOutcome(key, result, end.reached_verdict))
     return merge(name, outcomes)
 
 
 def _spawn(job: Path, name: str, label: str, timeout: float, workdir: Path, env: dict[str, str] | None,
-           extra_args: tuple[str, ...], shown: str | None = None) -> ChildEnd:  # fmt: skip
-    """Run check `name` in a child (`shown`: the name its result file goes by, a part's for a sub-case)."""
+           extra_args: tuple[str, ...], shown: str | None = None,
+           zygotes: Zygotes | None = None) -> ChildEnd:  # fmt: skip
+    """Run check `name` in a child (`shown`: the name its result file goes by, a part's for a sub-case): a fork of
+    a warm interpreter where `zygotes` are given (verify/zygote.py), else a started `python -m verify.runner`."""
     result_file = workdir / f"{result_stem(label, shown or name)}.json"
     result_file.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "verify.runner", "--job", str(job), "--check", name, "--result", str(result_file),
-           *extra_args]  # fmt: skip
+    args = ["--job", str(job), "--check", name, "--result", str(result_file), *extra_args]
+    if zygotes is not None:
+        stderr_file = result_file.with_suffix(".stderr")
+        started = time.monotonic()
+        try:
+            code = zygotes.run(args, child_env(env), stderr_file, timeout)
+        except ZygoteGone:
+            pass  # started as a process below, as without a zygote
+        else:
+            stderr = stderr_file.read_text(errors="replace") if stderr_file.is_file() else ""
+            return ChildEnd(code, stderr, result_file, time.monotonic() - started)
+    cmd = [sys.executable, "-m", "verify.runner", *args]
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
                             env=child_env(env), start_new_session=True)  # fmt: skip
@@ -169,6 +186,11 @@ def _spawn(job: Path, name: str, label: str, timeout: float, workdir: Path, env:
         _, stderr = proc.communicate()
         code = None
     return ChildEnd(code, stderr or "", result_file, time.monotonic() - started)
+
+
+def _zygotes() -> contextlib.AbstractContextManager[Zygotes | None]:
+    """The zygotes the checks of one run_builds are forked from (none with LLAMA_MIGRATE_NO_ZYGOTE=1)."""
+    return Zygotes() if zygote_enabled() else contextlib.nullcontext(None)
 
 
 def default_jobs() -> int:
@@ -204,7 +226,7 @@ def run_builds(targets: list[Target], options: Options, names: list[str] | None 
     last), whatever order the children finish in. With `options.jobs` 1, one check after the other in the order
     given."""
     names = list(checklist(options.n_gpu_layers, options.generated) if names is None else names)
-    with tempfile.TemporaryDirectory(prefix="llama-migrate-verify-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="llama-migrate-verify-") as tmp, _zygotes() as zygotes:
         workdir = Path(tmp)
         tasks = [CheckTask(t, n, workdir / f"{t.label}-job.json") for t in targets for n in names]
         results: list[CheckResult | None] = [None] * len(tasks)
@@ -212,34 +234,35 @@ def run_builds(targets: list[Target], options: Options, names: list[str] | None 
             # the run, as mutate's does at the first kill, runs no more)
             for target in targets:
                 write_job(workdir / f"{target.label}-job.json", target, options, prepare(target))
-            _run_in_order(tasks, range(len(tasks)), results, options, workdir, env, progress)
+            _run_in_order(tasks, range(len(tasks)), results, options, workdir, env, progress, zygotes)
         else:
             together = [i for i, t in enumerate(tasks) if t.name not in ALONE_CHECKS]
-            _run_concurrently(targets, tasks, together, results, options, workdir, env, progress)
+            _run_concurrently(targets, tasks, together, results, options, workdir, env, progress, zygotes)
             alone = [i for i, t in enumerate(tasks) if t.name in ALONE_CHECKS]
-            _run_in_order(tasks, alone, results, options, workdir, env, progress)
+            _run_in_order(tasks, alone, results, options, workdir, env, progress, zygotes)
     return {t.label: [r for task, r in zip(tasks, results, strict=True) if task.target is t and r is not None]
             for t in targets}  # fmt: skip
 
 
 def _run_in_order(tasks: list[CheckTask], indices: Iterable[int], results: list[CheckResult | None],
                   options: Options, workdir: Path, env: dict[str, str] | None,
-                  progress: Progress | None) -> None:  # fmt: skip
+                  progress: Progress | None, zygotes: Zygotes | None) -> None:  # fmt: skip
     for i in indices:
-        results[i] = _run_task(tasks[i], options, workdir, env)
+        results[i] = _run_task(tasks[i], options, workdir, env, zygotes)
         _report(tasks[i], results[i], progress)
 
 
 def _run_concurrently(targets: list[Target], tasks: list[CheckTask], indices: list[int],
                       results: list[CheckResult | None], options: Options, workdir: Path,
-                      env: dict[str, str] | None, progress: Progress | None) -> None:  # fmt: skip
+                      env: dict[str, str] | None, progress: Progress | None,
+                      zygotes: Zygotes | None) -> None:  # fmt: skip
     """tasks[i] for i in `indices` on `options.jobs` workers (threads, each waiting on its check's child), results
     stored at their index and reported in index order."""
     with ThreadPoolExecutor(max_workers=options.jobs) as pool:
         # the declarations every child of a build reuses (two gcc runs each), the builds concurrently
         for target, prepared in zip(targets, pool.map(prepare, targets), strict=True):
             write_job(workdir / f"{target.label}-job.json", target, options, prepared)
-        futures = [pool.submit(_run_task, tasks[i], options, workdir, env) for i in indices]
+        futures = [pool.submit(_run_task, tasks[i], options, workdir, env, zygotes) for i in indices]
         try:
             for i, future in zip(indices, futures, strict=True):
                 results[i] = future.result()
@@ -256,18 +279,21 @@ def _report(task: CheckTask, result: CheckResult, progress: Progress | None) -> 
         progress(task.name, result)
 
 
-def _run_task(task: CheckTask, options: Options, workdir: Path, env: dict[str, str] | None) -> CheckResult:
+def _run_task(task: CheckTask, options: Options, workdir: Path, env: dict[str, str] | None,
+              zygotes: Zygotes | None = None) -> CheckResult:  # fmt: skip
     if options.trace_dir and task.name in UNTRACED_CHECKS:
         return CheckResult(task.name, SKIPPED, {}, f"skipped: {UNTRACED_CHECKS[task.name]}", build=task.target.label)
     if options.trace_dir:  # a sub-case check's parts share its one child there: a trace is one process's calls
-        return _run_traced(task.job, task.name, task.target, options, workdir, env)
+        return _run_traced(task.job, task.name, task.target, options, workdir, env, zygotes)
     if options.sanitize:  # one child per check too: the sanitizer's report is one process's
         from verify.sanitize import run_sanitized
 
         return run_sanitized(task.job, task.name, task.target, options, workdir, check_env(task.name, env))
     if task.name in SUBCASES:
-        return run_subcases(task.job, task.name, task.target.label, options.timeout, workdir, check_env(task.name, env))
-    return run_in_child(task.job, task.name, task.target.label, options.timeout, workdir, check_env(task.name, env))
+        return run_subcases(task.job, task.name, task.target.label, options.timeout, workdir, check_env(task.name, env),
+                            zygotes)  # fmt: skip
+    return run_in_child(task.job, task.name, task.target.label, options.timeout, workdir, check_env(task.name, env),
+                        zygotes=zygotes)  # fmt: skip
 
 
 def check_env(name: str, env: dict[str, str] | None) -> dict[str, str] | None:
@@ -284,7 +310,7 @@ def check_env(name: str, env: dict[str, str] | None) -> dict[str, str] | None:
 
 
 def _run_traced(job: Path, name: str, target: Target, options: Options, workdir: Path,
-                env: dict[str, str] | None) -> CheckResult:  # fmt: skip
+                env: dict[str, str] | None, zygotes: Zygotes | None) -> CheckResult:  # fmt: skip
     from verify.contract import annotate, require_contract, trace_file
 
     trace_dir = Path(options.trace_dir or ".")
@@ -292,7 +318,7 @@ def _run_traced(job: Path, name: str, target: Target, options: Options, workdir:
     path = trace_file(trace_dir, target.label, name)
     path.unlink(missing_ok=True)
     result = run_in_child(job, name, target.label, options.timeout, workdir,
-                          (check_env(name, env) or {}) | {TRACE_ENV: str(path)})
+                          (check_env(name, env) or {}) | {TRACE_ENV: str(path)}, zygotes=zygotes)
     annotate(result, path, target.library, require_contract(options.contract) if options.contract else None)
     return result
 

@@ -56,3 +56,19 @@ def selftest_crash_on_free(s: Session) -> Verdict:
 def selftest_env(s: Session) -> Verdict:
     names = ("CUDA_VISIBLE_DEVICES", "LLAMA_MIGRATE_GPU")
     return Verdict(True, {"env": {n: os.environ.get(n) for n in names}})
+
+
+@check("selftest_crash_at_exit", "selftest", "passes, then the process dies in a C exit handler")
+def selftest_crash_at_exit(s: Session) -> Verdict:
+    # as a library's static destructor or atexit handler failing when the process ends: a crash of the check, whether
+    # the process was started or forked from a zygote (verify/zygote.py leaves through C exit() for this)
+    libc = ctypes.CDLL(None)  # atexit() itself is not exported by glibc: __cxa_atexit is what it calls
+    libc.__cxa_atexit(ctypes.cast(libc.abort, ctypes.c_void_p), None, None)
+    return Verdict(True, {"note": "the check itself passed"})
+
+
+@check("selftest_process", "selftest", "reports what its process looks like")
+def selftest_process(s: Session) -> Verdict:
+    names = ("LLAMA_MIGRATE_SELFTEST", "LD_PRELOAD", "MALLOC_PERTURB_")
+    return Verdict(True, {"env": {n: os.environ.get(n) for n in names}, "pid": os.getpid(), "sid": os.getsid(0),
+                          "ppid": os.getppid()})  # fmt: skip
