@@ -61,3 +61,34 @@ def test_a_module_the_plan_never_reaches_leaves_the_key(config: EngineConfig, co
     with (copy.parent / "verify" / "checks" / "__init__.py").open("a", encoding="utf-8") as file:
         file.write("\n# edited\n")
     assert _config_digest(config, copy) == before
+
+
+def test_the_same_consumer_in_another_folder_is_served_its_plan_with_its_own_paths(
+    old_tree: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `migrate run` plans a fresh copy of the consumer every run: the cached plan of one copy serves the next, its
+    # paths moved, and it equals what planning that copy from nothing gives (the plan JSON, byte for byte)
+    from migrate.cli import main as migrate_main
+    from migrate.rewrite.engine import Engine
+
+    planned: list[Path] = []
+    real_plan = Engine.plan
+
+    def counted(self: Engine) -> object:
+        planned.append(self.config.root)
+        return real_plan(self)
+
+    monkeypatch.setattr(Engine, "plan", counted)
+    plans = {}
+    for name in ("first", "second"):
+        shutil.copytree(REPO / "fixtures" / "clib", tmp_path / name)
+        source = next((tmp_path / name).rglob("*.c"))  # unique to this test run: the first plan is never cached
+        source.write_text(source.read_text() + f"\n/* {tmp_path} */\n")
+    for name, extra in (("first", []), ("second", []), ("second-fresh", ["--no-cache"])):
+        folder = tmp_path / name.split("-")[0]
+        out = tmp_path / f"{name}.json"
+        assert migrate_main(["plan", str(folder), "--json", str(out), *extra]) == 0
+        plans[name] = out.read_text()
+    assert planned == [tmp_path / "first", tmp_path / "second"]  # the second copy's first plan was served
+    assert plans["second"] == plans["second-fresh"] != plans["first"]  # the same plan, each copy's own paths
+    assert str(tmp_path / "second") in plans["second"] and str(tmp_path / "first") not in plans["second"]

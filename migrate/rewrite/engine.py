@@ -743,17 +743,39 @@ def _include_dirs(flags: list[str]) -> list[Path]:
     return found
 
 
+# The consumer's root in a cached plan and in its key: `migrate run` plans a fresh copy of the consumer every run,
+# and the same files in another folder make the same plan, their paths moved.
+PLAN_ROOT_MARK = "@PLAN_ROOT@"
+
+
+def _plan_root(config: EngineConfig) -> Path:
+    return config.root.resolve() if config.root.is_dir() else config.root.resolve().parent
+
+
 def _cache_key(config: EngineConfig) -> str:
     """Digest of everything a plan depends on: the engine's code and data, the rules and options, the llama.cpp
-    tree, the flags, and every consumer file's bytes."""
-    digest = hashlib.sha256(_config_digest(config).encode())
+    tree, the flags, and every consumer file's path (relative to the consumer's root) and bytes."""
+    root = _plan_root(config)
+    digest = hashlib.sha256(_config_digest(config, root=root).encode())
     for path in consumer_files(config.root):
-        digest.update(str(path).encode())
+        digest.update(_unrooted(str(path), root).encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:32]
 
 
-def _config_digest(config: EngineConfig, package: Path = fingerprint.PACKAGE) -> str:
+def _unrooted(text: str, root: Path) -> str:
+    """`text` (JSON, or a path) with the consumer's root written as PLAN_ROOT_MARK where a path starts with it."""
+    escaped = json.dumps(str(root))[1:-1]
+    if text == escaped:
+        return PLAN_ROOT_MARK
+    return text.replace(escaped + "/", PLAN_ROOT_MARK + "/").replace(f'"{escaped}"', f'"{PLAN_ROOT_MARK}"')
+
+
+def _rooted(text: str, root: Path) -> str:
+    return text.replace(PLAN_ROOT_MARK, json.dumps(str(root))[1:-1])
+
+
+def _config_digest(config: EngineConfig, package: Path = fingerprint.PACKAGE, root: Path | None = None) -> str:
     """Digest of what a plan depends on besides the consumer's files: the code and data it is made by (every module
     of the rewrite package and all they import from this checkout, the rules files and templates: fingerprint.py),
     the rules file in use, the settings. `package`: the migrate package to take the code from."""
@@ -767,7 +789,8 @@ def _config_digest(config: EngineConfig, package: Path = fingerprint.PACKAGE) ->
         "db": config.compile_db.entries if config.compile_db else None,
         "api": config.api.cache_key() if config.api else None,
     }
-    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    text = json.dumps(settings, sort_keys=True, default=str)
+    digest.update((_unrooted(text, root) if root is not None else text).encode())  # the flags name the root
     return digest.hexdigest()
 
 
@@ -776,17 +799,20 @@ def build_plan(config: EngineConfig) -> Plan:
     if config.plan_cache is None:
         return Engine(config).plan()
     started = time.monotonic()
-    root = config.root.resolve() if config.root.is_dir() else config.root.resolve().parent
+    root = _plan_root(config)
     cached = config.plan_cache / f"{_cache_key(config)}.json"
     if cached.is_file():
-        plan = Plan.from_cache(root, json.loads(cached.read_text(encoding="utf-8")))
+        plan = Plan.from_cache(root, json.loads(_rooted(cached.read_text(encoding="utf-8"), root)))
         if plan is not None:
             plan.seconds = time.monotonic() - started
             plan.cached = True
             return plan
     plan = Engine(config).plan()
+    text = _unrooted(json.dumps(plan.to_cache()), root)
+    if json.dumps(str(root))[1:-1] in text:
+        return plan  # the root appears in some other form (a message): that plan is this folder's alone, not stored
     config.plan_cache.mkdir(parents=True, exist_ok=True)
-    temp = cached.with_suffix(".tmp")
-    temp.write_text(json.dumps(plan.to_cache()), encoding="utf-8")
+    temp = cached.with_suffix(f".{os.getpid()}.tmp")
+    temp.write_text(text, encoding="utf-8")
     temp.replace(cached)
     return plan
