@@ -524,8 +524,8 @@ def build_shim(
 ) -> ShimBuild:
     """Compile and link the shim (`traced`: with the call tracer, see SHIM_TRACED_CMAKE; `sanitize`: with these
     sanitizers, see SHIM_SANITIZE_CMAKE; `settings`: what the consumer's build adds). A plain shim whose inputs
-    (under `consumer_root`) were compiled before, in this folder or another copy's, is served from the store of
-    compiled shims (migrate/compiled.py) instead."""
+    (under `consumer_root`) were compiled before, in another copy's folder, is served into a new folder from the
+    store of compiled shims (migrate/compiled.py) instead."""
     started = time.monotonic()
     prune_stale_shims(cache)
     build_dir = shim_build_dir(sources, libs, cache, traced, sanitize)
@@ -538,7 +538,10 @@ def build_shim(
         key = compiled.CompiledKey(None, "a traced or sanitized shim names its sources' paths")
     else:
         key = compiled.compiled_key(text, consumer_root, settings, sources, _linked_files(libs), name)
-    if key.key and compiled.lookup(cache, key.key, library):
+    # served only into a folder never configured (a new copy's): one built here before is brought up to date by
+    # its own ninja (nothing to do when nothing changed), and its library is not rewritten under a reader
+    fresh = not (build_dir / "out" / "build.ninja").is_file()
+    if key.key and fresh and compiled.lookup(cache, key.key, library):
         log = f"shim: {library.name} served from the compiled shims (identical inputs, key {key.key})"
         return ShimBuild(library, log, time.monotonic() - started, key.key, "")
     built, log, _ = _compile_shim(build_dir, text, traced, name)

@@ -4,6 +4,7 @@ any change to them compiles again, and what the key cannot see is never served."
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,8 @@ def test_a_copy_of_a_built_consumer_is_served_and_a_changed_copy_compiles(
     changed = tmp_path / "copy-3"
     shutil.copytree(LOCALLLM, changed)
     source = changed / "custom_files" / "localllm_capi.cpp"
-    source.write_text(source.read_text() + f"\n// changed in {tmp_path.name}\n")
+    source.write_text(source.read_text() + f"\n// changed: {time.time_ns()}\n")  # never stored by an earlier run
     rebuilt = build(changed, old_tree)
     assert rebuilt.ok and rebuilt.shim_reused is None and rebuilt.shim_reused != served[1].shim_reused
+    again = build(changed, old_tree)  # a folder compiled before is brought up to date by its own ninja, not served
+    assert again.ok and again.shim_reused is None and "cmake --build" in again.log
