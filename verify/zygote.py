@@ -83,7 +83,12 @@ class Zygote:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            message = json.loads(line)
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue  # not ours (something the harness's imports printed): the protocol's lines are JSON
+            if not isinstance(message, dict) or "id" not in message:
+                continue
             with self._lock:
                 pending = self._pending.get(message["id"])
             if pending is None:
@@ -154,7 +159,10 @@ class Zygotes:
         with self._lock:
             zygote = self._by_startup.get(key)
             if zygote is None:
-                zygote = self._by_startup[key] = Zygote(env)
+                try:
+                    zygote = self._by_startup[key] = Zygote(env)
+                except OSError as exc:
+                    raise ZygoteGone(f"the zygote could not start: {exc}") from exc
         return zygote.run(argv, env, stderr, timeout)
 
     def close(self) -> None:
