@@ -141,10 +141,20 @@ KEEP_RUNS = 10  # migrated copies kept in the cache (the newest); older ones go,
 
 
 def _prune_old_runs(runs: Path) -> None:
-    if runs.is_dir():
-        for old in sorted(runs.iterdir(), key=lambda p: p.stat().st_mtime)[:-KEEP_RUNS]:
-            if not _still_running(old):  # another run's copy in use (seen: its header deleted mid-verify)
-                shutil.rmtree(old, ignore_errors=True)
+    """All but the newest KEEP_RUNS run folders removed, never one whose run is still going. Runs prune side by side
+    (gates in parallel CI jobs): a folder another run removed while this one listed them is skipped, not an error
+    (seen: `migrate gate: <cache>/runs/run-…: No such file or directory`)."""
+    if not runs.is_dir():
+        return
+    dated = []
+    for folder in runs.iterdir():
+        try:
+            dated.append((folder.stat().st_mtime, folder))
+        except FileNotFoundError:
+            continue
+    for _, old in sorted(dated)[:-KEEP_RUNS]:
+        if not _still_running(old):  # another run's copy in use (seen: its header deleted mid-verify)
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _still_running(folder: Path) -> bool:

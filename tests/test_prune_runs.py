@@ -24,6 +24,26 @@ def test_a_running_runs_copy_is_kept_a_finished_one_goes(tmp_path: Path, monkeyp
     assert live.exists() and not dead.exists() and newest.exists()
 
 
+def test_a_run_folder_another_run_removed_meanwhile_is_skipped(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    # two runs pruning side by side: the other one removed a folder after this one listed it (CI rehearsal at
+    # ca86fc1: `migrate gate: <cache>/runs/run-syntax-…: No such file or directory`, six gate tests in error)
+    monkeypatch.setattr(pipeline, "KEEP_RUNS", 1)
+    for i, name in enumerate(("run-a-x", "gone-y", "run-c-z")):
+        (tmp_path / name).mkdir()
+        os.utime(tmp_path / name, (1_000_000 + i, 1_000_000 + i))
+    real_stat = Path.stat
+
+    def stat(self: Path, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if self.name == "gone-y":
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    pipeline._prune_old_runs(tmp_path)
+    monkeypatch.setattr(Path, "stat", real_stat)
+    assert not (tmp_path / "run-a-x").exists() and (tmp_path / "run-c-z").exists()
+
+
 def test_the_small_throughput_model_only_where_a_threshold_decides() -> None:
     from migrate.config import ConsumerConfig
 
