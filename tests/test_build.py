@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from migrate.build import SOURCES_RECORD, BuildResult, build, find_shim_sources, parse_errors, prune_stale_shims
@@ -66,7 +67,9 @@ def test_changed_shim_rebuild_reuses_llama_libraries(tmp_path: Path, old_tree: S
     first = build(copy, old_tree)
     assert first.ok and first.llama_reused and first.llama_objects_rebuilt == 0
     shim = copy / "custom_files" / "localllm_capi.cpp"
-    shim.write_text(shim.read_text() + '\nextern "C" int localllm_test_marker(void) { return 7; }\n')
+    # unique to this run: a changed shim compiled before (an earlier run, same cache) would be served, not compiled
+    shim.write_text(shim.read_text() + '\nextern "C" int localllm_test_marker(void) { return 7; }\n'
+                    + f"// {time.time_ns()}\n")
     second = build(copy, old_tree)
     assert second.ok and second.llama_reused and second.llama_objects_rebuilt == 0
     assert "Building CXX object" in second.log  # the shim itself was recompiled
