@@ -544,7 +544,7 @@ def build_shim(
     if key.key and fresh and compiled.lookup(cache, key.key, library):
         log = f"shim: {library.name} served from the compiled shims (identical inputs, key {key.key})"
         return ShimBuild(library, log, time.monotonic() - started, key.key, "")
-    built, log, _ = _compile_shim(build_dir, text, traced, name)
+    built, log = _compile_shim(build_dir, text, traced, name)
     if built is not None and key.key:
         compiled.store(cache, key.key, built)
     return ShimBuild(built, log, time.monotonic() - started, None, key.reason)
@@ -568,8 +568,7 @@ def _linked_files(libs: LlamaLibs) -> list[Path]:
     return files + ([libs.targets_file] if libs.targets_file else [])
 
 
-def _compile_shim(build_dir: Path, text: str, traced: bool, name: str) -> tuple[Path | None, str, float]:
-    started = time.monotonic()
+def _compile_shim(build_dir: Path, text: str, traced: bool, name: str) -> tuple[Path | None, str]:
     project = build_dir / "project"
     project.mkdir(exist_ok=True)
     cmake_file = project / "CMakeLists.txt"
@@ -582,11 +581,11 @@ def _compile_shim(build_dir: Path, text: str, traced: bool, name: str) -> tuple[
     if not (out / "build.ninja").is_file() or cmake_file.stat().st_mtime > (out / "build.ninja").stat().st_mtime:
         cmd = ["cmake", "-S", str(project), "-B", str(out), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release"]
         if _run(cmd, None, log) != 0:
-            return None, "\n".join(log), time.monotonic() - started
+            return None, "\n".join(log)
     if _run(["cmake", "--build", str(out), "-j", "2"], None, log) != 0:
-        return None, "\n".join(log), time.monotonic() - started
+        return None, "\n".join(log)
     library = out / f"lib{name}.so"
-    return library, "\n".join(log), time.monotonic() - started
+    return library, "\n".join(log)
 
 
 def consumer_build_settings(src: Path) -> BuildSettings:

@@ -21,6 +21,7 @@ Elsewhere the shim is compiled as before, and `reason` says why.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -52,9 +53,14 @@ class CompiledKey:
 
 def _compiler_identity() -> str:
     """The C/C++ compilers CMake would pick (CC/CXX, else cc/c++) and what they say they are."""
+    return _identity_of(os.environ.get("CC") or "cc", os.environ.get("CXX") or "c++")
+
+
+@functools.lru_cache(maxsize=8)
+def _identity_of(cc: str, cxx: str) -> str:
+    """Asked once per process and pair of compilers: a run builds several shims, each key needs it."""
     parts = []
-    for variable, default in (("CC", "cc"), ("CXX", "c++")):
-        compiler = os.environ.get(variable) or default
+    for variable, compiler in (("CC", cc), ("CXX", cxx)):
         try:
             version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
         except (OSError, subprocess.SubprocessError):
